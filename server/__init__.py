@@ -1,0 +1,3 @@
+"""lesfocus server: timetables, segments, exceptions, signed gateway policies, dashboard and API."""
+
+__version__ = "0.1.0"

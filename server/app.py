@@ -1,0 +1,74 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from . import errors, models  # noqa: F401  (models: the metadata migrations compare with)
+from .config import load_settings
+from .extensions import db, migrate
+from .tokens import load_or_create_signing_key
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _secret_key(instance: Path) -> str:
+    path = instance / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Create the lesfocus server: defaults, then `LESFOCUS_*` variables, then `config`."""
+    settings = load_settings(config)
+    instance = Path(settings["INSTANCE_PATH"]).resolve()
+    instance.mkdir(parents=True, exist_ok=True)
+
+    app = Flask(__name__, instance_path=str(instance), instance_relative_config=False)
+    app.config.update({f"LESFOCUS_{k}": v for k, v in settings.items()})
+    app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _secret_key(instance)
+    app.config["SQLALCHEMY_DATABASE_URI"] = (
+        settings["DATABASE_URL"] or f"sqlite:///{instance / 'lesfocus.sqlite3'}")
+    app.config["MAX_CONTENT_LENGTH"] = settings["MAX_CONTENT_LENGTH"]
+    app.config["JSON_SORT_KEYS"] = False
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    if settings.get("PUBLIC_URL", "") and str(settings["PUBLIC_URL"]).startswith("https://"):
+        app.config["SESSION_COOKIE_SECURE"] = True
+    for key, value in (config or {}).items():
+        if key.isupper() and not key.startswith("LESFOCUS_") and key not in settings:
+            app.config[key] = value  # plain Flask settings passed by tests (TESTING, ...)
+
+    signing_key_file = Path(settings["SIGNING_KEY_FILE"] or instance / "policy-signing-key.pem")
+    app.extensions["lesfocus.signing_key"] = load_or_create_signing_key(signing_key_file)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
+    errors.init_app(app)
+
+    from . import api, dashboard, scheduler
+    api.init_app(app)
+    dashboard.init_app(app)
+    scheduler.init_app(app)
+
+    from .cli import register_commands
+    register_commands(app)
+    return app
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
+    # SQLite ignores ON DELETE CASCADE unless foreign keys are switched on per connection.
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

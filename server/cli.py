@@ -1,0 +1,241 @@
+"""The `lesfocus` command line (SPEC §4, "Server CLI")."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import select
+
+from .extensions import db
+from .models import ROLES, Gateway, Person, School
+
+
+def _create_app() -> Flask:
+    from .app import create_app
+    return create_app()
+
+
+def _school(slug: str) -> School:
+    school = db.session.scalar(select(School).where(School.slug == slug))
+    if school is None:
+        raise click.ClickException(f"no school with slug {slug!r} (create it with `lesfocus school add`)")
+    return school
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--threads", default=64, show_default=True, type=int,
+              help="Worker threads (each waiting agent's long poll holds one).")
+@with_appcontext
+def serve_command(host: str, port: int, threads: int) -> None:
+    """Serve the dashboard and API with waitress."""
+    from waitress import serve
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    click.echo(f"lesfocus: serving on http://{host}:{port}/")
+    serve(app, host=host, port=port, threads=threads, ident="lesfocus")
+
+
+@click.group("school")
+def school_group() -> None:
+    """Manage schools."""
+
+
+@school_group.command("add")
+@click.argument("slug")
+@click.option("--name", required=True)
+@click.option("--timezone", "tz", default="Europe/Amsterdam", show_default=True)
+@with_appcontext
+def school_add(slug: str, name: str, tz: str) -> None:
+    """Create a school with the default reminders."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from . import audit
+    from .seed import seed_reminders, seed_services
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"unknown timezone {tz!r}", param_hint="--timezone") from None
+    if db.session.scalar(select(School).where(School.slug == slug)) is not None:
+        raise click.ClickException(f"a school with slug {slug!r} exists already")
+    seed_services()
+    school = School(slug=slug, name=name, timezone=tz, aliases=[])
+    db.session.add(school)
+    db.session.flush()
+    seed_reminders(school)
+    audit.record("school.create", school_id=school.id, actor="cli", object_type="school",
+                 object_id=school.id, slug=slug, name=name)
+    db.session.commit()
+    click.echo(f"created school {slug!r}")
+
+
+@click.group("user")
+def user_group() -> None:
+    """Manage people who sign in."""
+
+
+@user_group.command("add")
+@click.argument("username")
+@click.option("--school", "slug", required=True)
+@click.option("--role", "roles", multiple=True, required=True, type=click.Choice(ROLES))
+@click.option("--teacher-code", default=None)
+@click.option("--name", "display_name", default="")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@with_appcontext
+def user_add(username: str, slug: str, roles: tuple[str, ...], teacher_code: str | None,
+             display_name: str, password_stdin: bool) -> None:
+    """Create a login (or give one to a teacher known from the timetable)."""
+    from . import audit
+    from .passwords import hash_password
+    school = _school(slug)
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        password_hash = hash_password(password)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    if db.session.scalar(select(Person).where(Person.username == username)) is not None:
+        raise click.ClickException(f"username {username!r} is taken")
+    person = None
+    if teacher_code:
+        person = db.session.scalar(select(Person).where(
+            Person.school_id == school.id, Person.teacher_code == teacher_code))
+        if person is not None and person.username:
+            raise click.ClickException(
+                f"teacher code {teacher_code!r} belongs to {person.username!r} already")
+    if person is None:
+        person = Person(school_id=school.id, teacher_code=teacher_code, roles=[])
+        db.session.add(person)
+    person.username = username
+    person.display_name = display_name or person.display_name or username
+    person.roles = sorted(set(person.roles or []) | set(roles))
+    person.password_hash = password_hash
+    db.session.flush()
+    audit.record("person.create_login", school_id=school.id, actor="cli", object_type="person",
+                 object_id=person.id, username=username, roles=person.roles)
+    db.session.commit()
+    click.echo(f"created user {username!r} with roles {', '.join(person.roles)}")
+
+
+@click.group("segment")
+def segment_group() -> None:
+    """Manage network segments."""
+
+
+@segment_group.command("add")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@click.option("--gateway", "gateway_name", required=True)
+@click.option("--cidr", "cidrs", multiple=True, required=True)
+@click.option("--room", "rooms", multiple=True, required=True)
+@with_appcontext
+def segment_add(name: str, slug: str, gateway_name: str, cidrs: tuple[str, ...],
+                rooms: tuple[str, ...]) -> None:
+    """Create a segment behind a gateway, serving rooms (created when new)."""
+    from .network import add_segment
+    school = _school(slug)
+    gateway = db.session.scalar(select(Gateway).where(
+        Gateway.school_id == school.id, Gateway.name == gateway_name))
+    if gateway is None:
+        raise click.ClickException(f"no gateway {gateway_name!r} in school {slug!r}")
+    try:
+        segment = add_segment(school, gateway, name, list(cidrs), list(rooms), actor="cli")
+    except ValueError as err:
+        db.session.rollback()
+        raise click.ClickException(str(err)) from None
+    db.session.commit()
+    click.echo(f"created segment {segment.name!r} ({', '.join(segment.cidr_strings)})")
+
+
+@click.group("gateway")
+def gateway_group() -> None:
+    """Manage gateways."""
+
+
+@gateway_group.command("add")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def gateway_add(name: str, slug: str) -> None:
+    """Create a gateway and print its one-time enrolment token (valid 24 h) on the last line."""
+    from .gateways import create_gateway, issue_enrollment_token
+    school = _school(slug)
+    try:
+        gateway = create_gateway(school, name, actor="cli")
+    except ValueError as err:
+        db.session.rollback()
+        raise click.ClickException(str(err)) from None
+    token = issue_enrollment_token(gateway, actor="cli")
+    db.session.commit()
+    click.echo(f"created gateway {name!r} (id {gateway.id}); enrol its agent within 24 hours:")
+    click.echo(f"  lesfocus-agent enroll --server URL --token {token}")
+    click.echo(token)
+
+
+@click.group("timetable")
+def timetable_group() -> None:
+    """Import lesson timetables."""
+
+
+@timetable_group.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--school", "slug", required=True)
+@click.option("--format", "fmt", type=click.Choice(["ical", "zermelo", "untis", "csv"]),
+              default=None, help="Default: guessed from the file name and contents.")
+@with_appcontext
+def timetable_import(path: Path, slug: str, fmt: str | None) -> None:
+    """Import a timetable file; print the changes as one JSON object. Atomic."""
+    from .timetable import TimetableError, import_timetable
+    school = _school(slug)
+    try:
+        report = import_timetable(school, path, fmt, actor="cli")
+    except TimetableError as err:
+        db.session.rollback()
+        raise click.ClickException(str(err)) from None
+    db.session.commit()
+    for note in report.notes:
+        click.echo(note, err=True)
+    click.echo(json.dumps(report.counts()))
+
+
+@click.command("demo")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--no-serve", is_flag=True, help="Build the demo school and exit.")
+@with_appcontext
+def demo_command(host: str, port: int, no_serve: bool) -> None:
+    """Create (or refresh) the demo school and serve it."""
+    from flask_migrate import upgrade
+
+    from .demo import build_demo
+    upgrade()
+    info = build_demo()
+    db.session.commit()
+    click.echo(info.describe(f"http://{host}:{port}/"))
+    if not no_serve:
+        from waitress import serve
+        serve(current_app._get_current_object(), host=host, port=port,  # type: ignore[attr-defined]
+              threads=64, ident="lesfocus")
+
+
+def register_commands(app: Flask) -> None:
+    """Attach the lesfocus commands to the app's CLI group."""
+    for command in (serve_command, school_group, user_group, segment_group, gateway_group,
+                    timetable_group, demo_command):
+        app.cli.add_command(command)
+
+
+cli = FlaskGroup(create_app=_create_app, add_default_commands=False, add_version_option=False,
+                 load_dotenv=False, help="lesfocus server: timetables, segments, exceptions, policy.")
+
+
+def main() -> None:
+    """Entry point of the `lesfocus` console script."""
+    cli.main(prog_name="lesfocus")

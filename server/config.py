@@ -1,0 +1,56 @@
+"""Configuration defaults and the `LESFOCUS_*` environment variables that override them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+# Every setting the server knows, with its default. `LESFOCUS_<NAME>` in the environment overrides it.
+DEFAULTS: dict[str, Any] = {
+    "INSTANCE_PATH": "instance",
+    "DATABASE_URL": None,  # default: sqlite:///<instance>/lesfocus.sqlite3
+    "SECRET_KEY": None,  # default: a random key kept in the instance folder
+    "SIGNING_KEY_FILE": None,  # default: <instance>/policy-signing-key.pem
+    "PUBLIC_URL": None,  # the server's base URL as agents see it (JWT audience)
+    "POLICY_HORIZON_DAYS": 7,
+    "POLICY_LONG_POLL_MAX": 60,
+    "ENROLLMENT_TOKEN_HOURS": 24,
+    "API_TOKEN_MINUTES": 15,
+    "AGENT_TOKEN_MAX_SECONDS": 300,
+    "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,  # timetable uploads; JSON API bodies are capped lower
+    "MAX_JSON_BODY": 256 * 1024,
+    "SCHEDULER_ENABLED": False,
+    "AUDIT_RETENTION_DAYS": 365,
+    "COUNTER_RETENTION_DAYS": 90,
+    "DEFAULT_LOCALE": "nl",
+    "TRUST_PROXY": False,
+}
+
+_INT_SETTINGS = {k for k, v in DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool)}
+_BOOL_SETTINGS = {k for k, v in DEFAULTS.items() if isinstance(v, bool)}
+
+
+def _coerce(name: str, raw: str) -> Any:
+    if name in _BOOL_SETTINGS:
+        return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if name in _INT_SETTINGS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"LESFOCUS_{name} must be a whole number, not {raw!r}") from None
+    return raw
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Return the settings: defaults, then `LESFOCUS_*` variables, then `overrides`."""
+    environ = os.environ if environ is None else environ
+    settings = dict(DEFAULTS)
+    for name in DEFAULTS:
+        raw = environ.get(f"LESFOCUS_{name}")
+        if raw is not None and raw != "":
+            settings[name] = _coerce(name, raw)
+    if overrides:
+        settings.update(overrides)
+    return settings

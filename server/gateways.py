@@ -1,0 +1,46 @@
+"""Gateways and their one-time enrolment tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from . import audit
+from .extensions import db
+from .models import EnrollmentToken, Gateway, Person, School, utcnow
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 under which an enrolment token is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_gateway(school: School, name: str, *, actor: Person | str) -> Gateway:
+    """Create a gateway of `school`; ValueError for an empty or taken name."""
+    name = name.strip()
+    if not name:
+        raise ValueError("a gateway needs a name")
+    if db.session.scalar(select(Gateway).where(Gateway.school_id == school.id,
+                                               Gateway.name == name)) is not None:
+        raise ValueError(f"school {school.slug!r} has a gateway named {name!r} already")
+    gateway = Gateway(school_id=school.id, name=name)
+    db.session.add(gateway)
+    db.session.flush()
+    audit.record("gateway.create", school_id=school.id, actor=actor, object_type="gateway",
+                 object_id=gateway.id, name=name)
+    return gateway
+
+
+def issue_enrollment_token(gateway: Gateway, *, actor: Person | str) -> str:
+    """Create a one-time enrolment token for `gateway` and return it (stored only hashed)."""
+    token = "lfe_" + secrets.token_urlsafe(32)
+    hours = current_app.config["LESFOCUS_ENROLLMENT_TOKEN_HOURS"]
+    db.session.add(EnrollmentToken(gateway_id=gateway.id, token_hash=hash_token(token),
+                                   expires_at=utcnow() + timedelta(hours=hours)))
+    audit.record("gateway.enrollment_token", school_id=gateway.school_id, actor=actor,
+                 object_type="gateway", object_id=gateway.id, valid_hours=hours)
+    return token

@@ -1,0 +1,333 @@
+"""The domain of SPEC §3 as SQLAlchemy 2 typed models.
+
+Times are stored as naive UTC in the database and handed out as timezone-aware UTC datetimes
+(`UTCDateTime`), so neither SQLite nor PostgreSQL can shift them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import (JSON, Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Table,
+                        Text, UniqueConstraint, event)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+from .extensions import db
+
+ROLES = ("teacher", "leader", "it_admin")
+EXCEPTION_SCOPES = ("lesson", "room", "group", "school")
+AUDIENCES = ("student", "staff", "all")
+TRIGGERS = ("always", "personal_data", "media", "school_mention", "insult", "school_matter")
+ARTICLES = ("A1", "A2", "A3", "A4", "A5", "A6", "A7", "B1", "B2", "B3", "B4", "B5")
+LANGUAGES = ("nl", "en")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(timezone.utc)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime stored as naive UTC and returned as aware UTC; naive input is refused."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where an aware one is required")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc)
+
+
+class School(db.Model):
+    """A school; every other object belongs to one."""
+
+    __tablename__ = "schools"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Amsterdam")
+    # Service ids blocked during lessons; None means every known service.
+    blocked_services: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    # Other names of the school (for the extension's school-mention check).
+    aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Room(db.Model):
+    """A classroom or other space where lessons take place."""
+
+    __tablename__ = "rooms"
+    __table_args__ = (UniqueConstraint("school_id", "code"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    code: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+
+    school: Mapped[School] = relationship()
+    segments: Mapped[list[Segment]] = relationship(secondary="segment_rooms",
+                                                   back_populates="rooms")
+
+
+class Group(db.Model):
+    """A class (klas) or cluster of students, such as `3havo-b`."""
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("school_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+
+    school: Mapped[School] = relationship()
+
+
+class Person(db.Model):
+    """A member of staff: teacher, school leader and/or IT administrator."""
+
+    __tablename__ = "people"
+    __table_args__ = (UniqueConstraint("school_id", "teacher_code"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    # None for people known only from a timetable (they cannot sign in until IT gives them a login).
+    username: Mapped[str | None] = mapped_column(String(150), unique=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    teacher_code: Mapped[str | None] = mapped_column(String(32))
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    locale: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    school: Mapped[School] = relationship()
+
+    def has_role(self, *roles: str) -> bool:
+        """True when the person holds at least one of `roles`."""
+        return any(role in (self.roles or []) for role in roles)
+
+    @property
+    def label(self) -> str:
+        """A short name for lists and the audit log."""
+        return self.display_name or self.username or self.teacher_code or f"person {self.id}"
+
+
+class Gateway(db.Model):
+    """A school network gateway running the agent; enrolled with a one-time token."""
+
+    __tablename__ = "gateways"
+    __table_args__ = (UniqueConstraint("school_id", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True,
+                                    default=lambda: str(uuid.uuid4()))
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    public_key_pem: Mapped[str | None] = mapped_column(Text)
+    enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    policy_version_applied: Mapped[str | None] = mapped_column(String(80))
+    agent_version: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    school: Mapped[School] = relationship()
+    segments: Mapped[list[Segment]] = relationship(back_populates="gateway",
+                                                   order_by="Segment.name")
+
+
+class EnrollmentToken(db.Model):
+    """A one-time token for enrolling a gateway's agent; only its SHA-256 is stored."""
+
+    __tablename__ = "enrollment_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"),
+                                            index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    gateway: Mapped[Gateway] = relationship()
+
+
+segment_rooms = Table(
+    "segment_rooms", db.metadata,
+    Column("segment_id", ForeignKey("segments.id", ondelete="CASCADE"), primary_key=True),
+    Column("room_id", ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class Segment(db.Model):
+    """A named set of CIDRs behind one gateway, serving one or more rooms."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("gateway_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    gateway_id: Mapped[str] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"),
+                                            index=True)
+    name: Mapped[str] = mapped_column(String(100))
+
+    gateway: Mapped[Gateway] = relationship(back_populates="segments")
+    cidrs: Mapped[list[SegmentCidr]] = relationship(back_populates="segment",
+                                                    cascade="all, delete-orphan",
+                                                    order_by="SegmentCidr.cidr")
+    rooms: Mapped[list[Room]] = relationship(secondary=segment_rooms, back_populates="segments",
+                                             order_by="Room.code")
+
+    @property
+    def cidr_strings(self) -> list[str]:
+        """The segment's networks as normalised strings."""
+        return [c.cidr for c in self.cidrs]
+
+
+class SegmentCidr(db.Model):
+    """One network (IPv4 or IPv6, normalised) of a segment."""
+
+    __tablename__ = "segment_cidrs"
+    __table_args__ = (UniqueConstraint("segment_id", "cidr"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"),
+                                            index=True)
+    cidr: Mapped[str] = mapped_column(String(64))
+
+    segment: Mapped[Segment] = relationship(back_populates="cidrs")
+
+
+lesson_rooms = Table(
+    "lesson_rooms", db.metadata,
+    Column("lesson_id", ForeignKey("lessons.id", ondelete="CASCADE"), primary_key=True),
+    Column("room_id", ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+lesson_groups = Table(
+    "lesson_groups", db.metadata,
+    Column("lesson_id", ForeignKey("lessons.id", ondelete="CASCADE"), primary_key=True),
+    Column("group_id", ForeignKey("groups.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+lesson_teachers = Table(
+    "lesson_teachers", db.metadata,
+    Column("lesson_id", ForeignKey("lessons.id", ondelete="CASCADE"), primary_key=True),
+    Column("person_id", ForeignKey("people.id", ondelete="CASCADE"), primary_key=True, index=True),
+)
+
+
+class Lesson(db.Model):
+    """One lesson occurrence: when, where, with whom; from a timetable source."""
+
+    __tablename__ = "lessons"
+    __table_args__ = (
+        UniqueConstraint("school_id", "source", "source_id"),
+        Index("ix_lessons_school_start", "school_id", "start"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"))
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    subject: Mapped[str] = mapped_column(String(100), default="")
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
+    source: Mapped[str] = mapped_column(String(32))  # ical, zermelo, untis, csv, demo, manual
+    source_id: Mapped[str] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    school: Mapped[School] = relationship()
+    rooms: Mapped[list[Room]] = relationship(secondary=lesson_rooms, order_by="Room.code")
+    groups: Mapped[list[Group]] = relationship(secondary=lesson_groups, order_by="Group.name")
+    teachers: Mapped[list[Person]] = relationship(secondary=lesson_teachers)
+
+
+class Service(db.Model):
+    """A social-media service and the domains (suffix match) that belong to it."""
+
+    __tablename__ = "services"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    group: Mapped[str] = mapped_column(String(40), default="social_network")
+    domains: Mapped[list[str]] = mapped_column(JSON, default=list)
+
+
+class ExceptionGrant(db.Model):
+    """An exception to article A4: social media (all or some services) allowed for a while."""
+
+    __tablename__ = "exceptions"
+    __table_args__ = (Index("ix_exceptions_school_end", "school_id", "end"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(16))  # lesson, room, group, school
+    lesson_id: Mapped[int | None] = mapped_column(ForeignKey("lessons.id", ondelete="CASCADE"),
+                                                  index=True)
+    room_id: Mapped[int | None] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"))
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"))
+    services: Mapped[list[str] | None] = mapped_column(JSON)  # None means every service
+    start: Mapped[datetime] = mapped_column(UTCDateTime)
+    end: Mapped[datetime] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(String(200), default="")
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"))
+
+    school: Mapped[School] = relationship()
+    lesson: Mapped[Lesson | None] = relationship()
+    room: Mapped[Room | None] = relationship()
+    group: Mapped[Group | None] = relationship()
+    granted_by: Mapped[Person | None] = relationship(foreign_keys=[granted_by_id])
+    revoked_by: Mapped[Person | None] = relationship(foreign_keys=[revoked_by_id])
+
+    def is_active(self, at: datetime) -> bool:
+        """True when the exception is in force at `at` (started, not ended, not revoked)."""
+        return self.start <= at < self.end and (self.revoked_at is None or self.revoked_at > at)
+
+
+class Reminder(db.Model):
+    """A reminder of one protocol article, shown by the extension before posting."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (UniqueConstraint("school_id", "article", "audience", "trigger"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    article: Mapped[str] = mapped_column(String(4))
+    audience: Mapped[str] = mapped_column(String(16))
+    trigger: Mapped[str] = mapped_column(String(32))
+    texts: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # language -> text
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuditEvent(db.Model):
+    """Who did what, when, to which object. Append-only (rows are never updated)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_school_at", "school_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int | None] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("people.id", ondelete="SET NULL"))
+    actor_label: Mapped[str] = mapped_column(String(200))  # kept when the person is removed
+    action: Mapped[str] = mapped_column(String(64))  # e.g. exception.grant
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str | None] = mapped_column(String(64))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class GatewayCounter(db.Model):
+    """How often a service was blocked on a segment in one hour: aggregates only, no clients."""
+
+    __tablename__ = "gateway_counters"
+    __table_args__ = (UniqueConstraint("gateway_id", "segment_id", "service_id", "hour"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id", ondelete="CASCADE"))
+    service_id: Mapped[str] = mapped_column(String(40))
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+@event.listens_for(AuditEvent, "before_update")
+def _audit_events_are_append_only(mapper: Any, connection: Any, target: AuditEvent) -> None:
+    raise ValueError("audit events are append-only")
