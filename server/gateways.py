@@ -39,8 +39,9 @@ def issue_enrollment_token(gateway: Gateway, *, actor: Person | str) -> str:
     """Create a one-time enrolment token for `gateway` and return it (stored only hashed)."""
     token = "lfe_" + secrets.token_urlsafe(32)
     hours = current_app.config["LESFOCUS_ENROLLMENT_TOKEN_HOURS"]
+    now = utcnow()
     db.session.add(EnrollmentToken(gateway_id=gateway.id, token_hash=hash_token(token),
-                                   expires_at=utcnow() + timedelta(hours=hours)))
+                                   created_at=now, expires_at=now + timedelta(hours=hours)))
     audit.record("gateway.enrollment_token", school_id=gateway.school_id, actor=actor,
                  object_type="gateway", object_id=gateway.id, valid_hours=hours)
     return token

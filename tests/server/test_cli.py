@@ -1,0 +1,78 @@
+"""The `lesfocus` commands IT uses: schools, users, gateways, segments."""
+
+from sqlalchemy import func, select
+
+from server.extensions import db
+from server.gateways import hash_token
+from server.models import EnrollmentToken, Gateway, Person, Reminder, School, Segment
+from server.passwords import verify_password
+
+
+def test_school_add_seeds_reminders(app, runner):
+    result = runner.invoke(args=["school", "add", "lyceum", "--name", "Het Lyceum"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        school = db.session.scalar(select(School).where(School.slug == "lyceum"))
+        assert school.timezone == "Europe/Amsterdam"
+        assert db.session.scalar(select(func.count()).select_from(Reminder).where(
+            Reminder.school_id == school.id)) >= 10
+
+
+def test_school_add_refuses_unknown_timezone_and_duplicates(app, runner):
+    result = runner.invoke(args=["school", "add", "x", "--name", "X", "--timezone", "Mars/Olympus"])
+    assert result.exit_code != 0 and "unknown timezone" in result.output
+    result = runner.invoke(args=["school", "add", "test", "--name", "Again"])
+    assert result.exit_code != 0 and "exists already" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(School)) == 1
+
+
+def test_user_add_with_password_stdin_and_repeated_roles(app, runner):
+    result = runner.invoke(args=["user", "add", "jansen", "--school", "test", "--role", "teacher",
+                                 "--role", "leader", "--teacher-code", "JANS", "--password-stdin"],
+                           input="een-lang-wachtwoord\n")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        person = db.session.scalar(select(Person).where(Person.username == "jansen"))
+        assert person.roles == ["leader", "teacher"]
+        assert person.teacher_code == "JANS"
+        assert verify_password(person.password_hash, "een-lang-wachtwoord")
+        assert not verify_password(person.password_hash, "een-ander-wachtwoord")
+
+
+def test_user_add_refuses_short_password(app, runner):
+    result = runner.invoke(args=["user", "add", "kort", "--school", "test", "--role", "teacher",
+                                 "--password-stdin"], input="kort\n")
+    assert result.exit_code != 0 and "at least" in result.output
+    with app.app_context():
+        assert db.session.scalar(select(Person).where(Person.username == "kort")) is None
+
+
+def test_gateway_add_prints_one_time_token_on_last_line(app, runner):
+    result = runner.invoke(args=["gateway", "add", "gw-hoofdgebouw", "--school", "test"])
+    assert result.exit_code == 0, result.output
+    token = result.output.strip().splitlines()[-1]
+    assert token.startswith("lfe_") and " " not in token
+    with app.app_context():
+        stored = db.session.scalar(select(EnrollmentToken))
+        assert stored.token_hash == hash_token(token)  # only the hash is kept
+        assert (stored.expires_at - stored.created_at).total_seconds() == 24 * 3600
+
+
+def test_segment_add_reports_overlap_and_writes_nothing(app, runner):
+    runner.invoke(args=["gateway", "add", "gw", "--school", "test"])
+    ok = runner.invoke(args=["segment", "add", "Lokaal 1", "--school", "test", "--gateway", "gw",
+                             "--cidr", "10.0.1.0/24", "--room", "1.01"])
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(args=["segment", "add", "Lokaal 2", "--school", "test", "--gateway", "gw",
+                              "--cidr", "10.0.1.64/26", "--room", "1.02"])
+    assert bad.exit_code != 0
+    assert "10.0.1.64/26 overlaps 10.0.1.0/24" in bad.output
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Segment)) == 1
+        assert db.session.scalar(select(func.count()).select_from(Gateway)) == 1
+
+
+def test_unknown_school_is_named(runner):
+    result = runner.invoke(args=["gateway", "add", "gw", "--school", "nope"])
+    assert result.exit_code != 0 and "no school with slug 'nope'" in result.output
