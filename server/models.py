@@ -331,3 +331,14 @@ class GatewayCounter(db.Model):
 @event.listens_for(AuditEvent, "before_update")
 def _audit_events_are_append_only(mapper: Any, connection: Any, target: AuditEvent) -> None:
     raise ValueError("audit events are append-only")
+
+
+class LoginFailure(db.Model):
+    """A failed dashboard sign-in, kept a few minutes to throttle guessing (per username and IP)."""
+
+    __tablename__ = "login_failures"
+    __table_args__ = (Index("ix_login_failures_username_at", "username", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150))  # as typed, lower-cased
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
