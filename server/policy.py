@@ -1,0 +1,383 @@
+"""The gateway policy of SPEC §4: a pure compiler, the database loader, and signing.
+
+`compile_policy` turns plain values (`PolicyInputs`) into the policy claims; it touches no database
+and no clock, so it can be tested and benchmarked on its own. The rule it applies (SPEC §3):
+service X is blocked at t on segment S iff some non-cancelled lesson in a room of S covers t, X is
+one of the school's blocked services, and no exception in force at t that covers that lesson (by
+the lesson itself, one of its rooms, one of its groups, or the whole school) includes X.
+
+Times inside the compiler are whole UTC seconds (sub-second parts are dropped), which is the
+resolution of the ISO-8601 strings in the document.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, NamedTuple
+
+from flask import current_app
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import selectinload
+
+from .extensions import db
+from .models import (ExceptionGrant, Gateway, Lesson, School, Segment, Service, lesson_groups,
+                     lesson_rooms)
+
+ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+class SegmentInput(NamedTuple):
+    """A segment of the gateway: its networks and the rooms it serves."""
+
+    id: int
+    name: str
+    cidrs: tuple[str, ...]
+    room_ids: tuple[int, ...]
+
+
+class LessonInput(NamedTuple):
+    """A lesson as the compiler needs it (times aware UTC)."""
+
+    id: int
+    start: datetime
+    end: datetime
+    room_ids: tuple[int, ...]
+    group_ids: tuple[int, ...]
+    cancelled: bool = False
+
+
+class ExceptionInput(NamedTuple):
+    """An exception as the compiler needs it; `services` None means every service."""
+
+    scope: str  # lesson, room, group, school
+    lesson_id: int | None
+    room_id: int | None
+    group_id: int | None
+    services: tuple[str, ...] | None
+    start: datetime
+    end: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """Everything the compiler reads, as plain values."""
+
+    gateway_id: str
+    issuer: str
+    timezone: str
+    window: tuple[datetime, datetime]  # [start, end), aware UTC
+    services: Mapping[str, tuple[str, tuple[str, ...]]]  # catalog: id -> (name, domains)
+    blocked_services: frozenset[str] | None  # the school's setting; None means every service
+    segments: tuple[SegmentInput, ...]
+    lessons: tuple[LessonInput, ...]
+    exceptions: tuple[ExceptionInput, ...] = ()
+
+
+def _seconds(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r} given where an aware UTC one is required")
+    return int(value.timestamp())
+
+
+def format_time(value: datetime) -> str:
+    """A datetime as the policy writes it: UTC ISO-8601 with whole seconds and `Z`."""
+    return time.strftime(ISO_FORMAT, time.gmtime(_seconds(value)))
+
+
+def parse_time(text: str) -> datetime:
+    """Parse a policy time string (`2026-11-23T08:30:00Z`) into an aware UTC datetime."""
+    return datetime.strptime(text, ISO_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def content_version(claims: Mapping[str, Any]) -> str:
+    """The content hash of a policy: SHA-256 of its canonical JSON without ver, iat and exp."""
+    body = {k: v for k, v in claims.items() if k not in ("ver", "iat", "exp")}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _union_blocks(pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Merge (start, end, service mask) pieces into sorted, disjoint, merged intervals.
+
+    Where pieces overlap, the services blocked are the union of their masks.
+    """
+    pieces.sort()
+    out: list[tuple[int, int, int]] = []
+    overlapping = any(pieces[i][0] < pieces[i - 1][1] for i in range(1, len(pieces)))
+    if not overlapping:
+        # The common case (one room per segment, one lesson at a time): only merge neighbours.
+        for start, end, mask in pieces:
+            if out and out[-1][1] == start and out[-1][2] == mask:
+                out[-1] = (out[-1][0], end, mask)
+            else:
+                out.append((start, end, mask))
+        return out
+    # Sweep over the boundaries, keeping a count of the active pieces per mask.
+    events: list[tuple[int, int, int]] = []
+    for start, end, mask in pieces:
+        events.append((start, 1, mask))
+        events.append((end, -1, mask))
+    events.sort()
+    active: dict[int, int] = defaultdict(int)
+    current = 0
+    since = events[0][0]
+    i = 0
+    while i < len(events):
+        at = events[i][0]
+        if at > since and current:
+            if out and out[-1][1] == since and out[-1][2] == current:
+                out[-1] = (out[-1][0], at, current)
+            else:
+                out.append((since, at, current))
+        while i < len(events) and events[i][0] == at:
+            _, delta, mask = events[i]
+            active[mask] += delta
+            if not active[mask]:
+                del active[mask]
+            i += 1
+        current = 0
+        for mask in active:
+            current |= mask
+        since = at
+    return out
+
+
+def compile_policy(inputs: PolicyInputs) -> dict[str, Any]:
+    """Compile the policy claims of SPEC §4 (all but iat and exp) for one gateway."""
+    win_start, win_end = (_seconds(t) for t in inputs.window)
+    if win_end <= win_start:
+        raise ValueError("the policy window ends before it starts")
+    catalog = inputs.services
+    if inputs.blocked_services is None:
+        blocked_ids = sorted(catalog)
+    else:
+        blocked_ids = sorted(s for s in inputs.blocked_services if s in catalog)
+    bit = {service_id: 1 << i for i, service_id in enumerate(blocked_ids)}
+    all_mask = (1 << len(blocked_ids)) - 1
+
+    # Exceptions as (start, stop, mask of services they allow), indexed by what they cover.
+    by_lesson: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    by_room: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    by_group: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
+    school_wide: list[tuple[int, int, int]] = []
+    for exc in inputs.exceptions:
+        start, stop = _seconds(exc.start), _seconds(exc.end)
+        if exc.revoked_at is not None:
+            stop = min(stop, _seconds(exc.revoked_at))
+        start, stop = max(start, win_start), min(stop, win_end)
+        if exc.services is None:
+            allowed = all_mask
+        else:
+            allowed = 0
+            for service_id in exc.services:
+                allowed |= bit.get(service_id, 0)
+        if stop <= start or not allowed:
+            continue
+        item = (start, stop, allowed)
+        if exc.scope == "lesson" and exc.lesson_id is not None:
+            by_lesson[exc.lesson_id].append(item)
+        elif exc.scope == "room" and exc.room_id is not None:
+            by_room[exc.room_id].append(item)
+        elif exc.scope == "group" and exc.group_id is not None:
+            by_group[exc.group_id].append(item)
+        elif exc.scope == "school":
+            school_wide.append(item)
+        else:
+            raise ValueError(f"exception with scope {exc.scope!r} names nothing it covers")
+
+    # Each lesson's blocked pieces, computed once even when its rooms lie in several segments.
+    lessons_by_room: dict[int, list[LessonInput]] = defaultdict(list)
+    for lesson in inputs.lessons:
+        if not lesson.cancelled and all_mask:
+            for room_id in lesson.room_ids:
+                lessons_by_room[room_id].append(lesson)
+    pieces_of: dict[int, list[tuple[int, int, int]]] = {}
+
+    def lesson_pieces(lesson: LessonInput) -> list[tuple[int, int, int]]:
+        start = max(_seconds(lesson.start), win_start)
+        end = min(_seconds(lesson.end), win_end)
+        if end <= start:
+            return []
+        covering = [e for e in by_lesson.get(lesson.id, ()) if e[0] < end and e[1] > start]
+        for room_id in lesson.room_ids:
+            covering.extend(e for e in by_room.get(room_id, ()) if e[0] < end and e[1] > start)
+        for group_id in lesson.group_ids:
+            covering.extend(e for e in by_group.get(group_id, ()) if e[0] < end and e[1] > start)
+        covering.extend(e for e in school_wide if e[0] < end and e[1] > start)
+        if not covering:
+            return [(start, end, all_mask)]
+        cuts = {start, end}
+        for exc_start, exc_stop, _ in covering:
+            cuts.add(max(exc_start, start))
+            cuts.add(min(exc_stop, end))
+        bounds = sorted(cuts)
+        pieces = []
+        for a, b in zip(bounds, bounds[1:]):
+            allowed = 0
+            for exc_start, exc_stop, mask in covering:
+                if exc_start <= a < exc_stop:
+                    allowed |= mask
+            mask = all_mask & ~allowed
+            if mask:
+                pieces.append((a, b, mask))
+        return pieces
+
+    strings: dict[int, str] = {}
+
+    def iso(seconds: int) -> str:
+        text = strings.get(seconds)
+        if text is None:
+            text = strings[seconds] = time.strftime(ISO_FORMAT, time.gmtime(seconds))
+        return text
+
+    names: dict[int, list[str]] = {}
+
+    def service_list(mask: int) -> list[str]:
+        listed = names.get(mask)
+        if listed is None:
+            listed = names[mask] = [s for s in blocked_ids if mask & bit[s]]
+        return listed
+
+    segments_out = []
+    for segment in sorted(inputs.segments, key=lambda s: s.id):
+        seen: set[int] = set()
+        pieces: list[tuple[int, int, int]] = []
+        for room_id in segment.room_ids:
+            for lesson in lessons_by_room.get(room_id, ()):
+                if lesson.id in seen:
+                    continue
+                seen.add(lesson.id)
+                found = pieces_of.get(lesson.id)
+                if found is None:
+                    found = pieces_of[lesson.id] = lesson_pieces(lesson)
+                pieces.extend(found)
+        blocks = [{"start": iso(a), "end": iso(b), "services": service_list(mask)}
+                  for a, b, mask in (_union_blocks(pieces) if pieces else [])]
+        segments_out.append({"id": segment.id, "name": segment.name,
+                             "cidrs": list(segment.cidrs), "blocks": blocks})
+
+    claims: dict[str, Any] = {
+        "iss": inputs.issuer,
+        "aud": inputs.gateway_id,
+        "tz": inputs.timezone,
+        "window": {"start": iso(win_start), "end": iso(win_end)},
+        "services": {s: {"name": catalog[s][0], "domains": list(catalog[s][1])}
+                     for s in blocked_ids},
+        "segments": segments_out,
+    }
+    claims["ver"] = content_version(claims)
+    return claims
+
+
+def _segment_blocks(claims: Mapping[str, Any], segment_id: int) -> list[dict[str, Any]]:
+    for segment in claims["segments"]:
+        if segment["id"] == segment_id:
+            return segment["blocks"]
+    raise KeyError(f"segment {segment_id} is not in this policy")
+
+
+def segment_status(claims: Mapping[str, Any], segment_id: int,
+                   at: datetime) -> tuple[list[str], datetime | None]:
+    """What the policy blocks on a segment at `at`, and until when (([], None) when nothing).
+
+    KeyError when the segment is not in the policy.
+    """
+    blocks = _segment_blocks(claims, segment_id)
+    # The strings have one fixed format, so they sort like the instants they name.
+    moment = format_time(at)
+    index = bisect.bisect_right([b["start"] for b in blocks], moment) - 1
+    if index >= 0 and moment < blocks[index]["end"]:
+        block = blocks[index]
+        return list(block["services"]), parse_time(block["end"])
+    return [], None
+
+
+def blocked_services_at(claims: Mapping[str, Any], segment_id: int, at: datetime) -> list[str]:
+    """The services the policy blocks on a segment at `at` (sorted ids)."""
+    return segment_status(claims, segment_id, at)[0]
+
+
+def policy_window(now: datetime, horizon_days: int) -> tuple[datetime, datetime]:
+    """The window a policy made at `now` covers: from the hour `now` is in, `horizon_days` long."""
+    start = now.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return start, start + timedelta(days=horizon_days)
+
+
+def _pairs(rows: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+    grouped: dict[int, list[int]] = defaultdict(list)
+    for lesson_id, other_id in rows:
+        grouped[lesson_id].append(other_id)
+    return grouped
+
+
+def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
+    """Read what the compiler needs for `gateway` at `now` from the database."""
+    config = current_app.config
+    window = policy_window(now, int(config["LESFOCUS_POLICY_HORIZON_DAYS"]))
+    school = db.session.get(School, gateway.school_id)
+    if school is None:
+        raise LookupError(f"gateway {gateway.id} belongs to no school")
+    segments = db.session.scalars(
+        select(Segment).where(Segment.gateway_id == gateway.id)
+        .options(selectinload(Segment.cidrs), selectinload(Segment.rooms))).all()
+    segment_inputs = tuple(
+        SegmentInput(s.id, s.name, tuple(s.cidr_strings), tuple(r.id for r in s.rooms))
+        for s in segments)
+    room_ids = sorted({r for s in segment_inputs for r in s.room_ids})
+
+    # Only lessons that block something here: not cancelled, in a room of this gateway, in the window.
+    lesson_ids = (select(Lesson.id)
+                  .where(Lesson.school_id == school.id, Lesson.cancelled.is_(False),
+                         Lesson.start < window[1], Lesson.end > window[0],
+                         Lesson.id.in_(select(lesson_rooms.c.lesson_id)
+                                       .where(lesson_rooms.c.room_id.in_(room_ids)))))
+    lessons: tuple[LessonInput, ...] = ()
+    if room_ids:
+        rows = db.session.execute(select(Lesson.id, Lesson.start, Lesson.end)
+                                  .where(Lesson.id.in_(lesson_ids))).all()
+        rooms_of = _pairs(db.session.execute(
+            select(lesson_rooms.c.lesson_id, lesson_rooms.c.room_id)
+            .where(lesson_rooms.c.lesson_id.in_(lesson_ids))).tuples())
+        groups_of = _pairs(db.session.execute(
+            select(lesson_groups.c.lesson_id, lesson_groups.c.group_id)
+            .where(lesson_groups.c.lesson_id.in_(lesson_ids))).tuples())
+        lessons = tuple(LessonInput(lesson_id, start, end, tuple(rooms_of.get(lesson_id, ())),
+                                    tuple(groups_of.get(lesson_id, ())), False)
+                        for lesson_id, start, end in rows)
+
+    exceptions = tuple(
+        ExceptionInput(e.scope, e.lesson_id, e.room_id, e.group_id,
+                       None if e.services is None else tuple(e.services), e.start, e.end,
+                       e.revoked_at)
+        for e in db.session.scalars(
+            select(ExceptionGrant).where(
+                ExceptionGrant.school_id == school.id,
+                ExceptionGrant.start < window[1], ExceptionGrant.end > window[0],
+                or_(ExceptionGrant.revoked_at.is_(None),
+                    and_(ExceptionGrant.revoked_at > window[0],
+                         ExceptionGrant.revoked_at > ExceptionGrant.start)))))
+    services = {s.id: (s.name, tuple(s.domains)) for s in db.session.scalars(select(Service))}
+    blocked = None if school.blocked_services is None else frozenset(school.blocked_services)
+    return PolicyInputs(gateway_id=gateway.id,
+                        issuer=config.get("LESFOCUS_PUBLIC_URL") or "lesfocus",
+                        timezone=school.timezone, window=window, services=services,
+                        blocked_services=blocked, segments=segment_inputs, lessons=lessons,
+                        exceptions=exceptions)
+
+
+def gateway_policy(gateway: Gateway, now: datetime | None = None) -> tuple[str, str]:
+    """Compile and sign the policy of `gateway`: (version, compact JWS)."""
+    now = now or datetime.now(timezone.utc)
+    claims = compile_policy(load_policy_inputs(gateway, now))
+    claims["iat"] = _seconds(now)
+    claims["exp"] = _seconds(parse_time(claims["window"]["end"]))
+    token = current_app.extensions["lesfocus.signing_key"].sign(claims)
+    return claims["ver"], token
