@@ -1,0 +1,81 @@
+"""The agent's configuration: the command line's choices, checked once, as one frozen value."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+DEFAULT_STATE_DIR = Path("/var/lib/lesfocus-agent")
+BACKENDS = ("nftables", "dry-run")
+RESOLV_CONF = Path("/etc/resolv.conf")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """What `lesfocus-agent run` was told: where its state lives and what it may touch."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    backend: str = "nftables"
+    lan_interfaces: tuple[str, ...] = ()
+    upstream_dns: str = ""
+    dns_port: int = 53
+    poll_wait: int = 55
+    heartbeat_interval: float = 60.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def default_state_dir() -> Path:
+    """`LESFOCUS_AGENT_STATE_DIR` when set, else /var/lib/lesfocus-agent."""
+    value = os.environ.get("LESFOCUS_AGENT_STATE_DIR")
+    return Path(value) if value else DEFAULT_STATE_DIR
+
+
+def system_resolver(resolv_conf: Path = RESOLV_CONF) -> str:
+    """The first usable `nameserver` of resolv.conf(5); ConfigError when there is none."""
+    try:
+        lines = resolv_conf.read_text().splitlines()
+    except OSError as err:
+        raise ConfigError(f"cannot read {resolv_conf} for the upstream resolver: {err}; "
+                          "pass --upstream-dns ADDR") from None
+    for number, line in enumerate(lines, 1):
+        words = line.split()
+        if len(words) >= 2 and words[0] == "nameserver":
+            try:
+                address = ipaddress.ip_address(words[1].split("%")[0])
+            except ValueError:
+                continue
+            if address.is_loopback:
+                # A local stub (systemd-resolved, dnsmasq) would see the agent's own redirect.
+                continue
+            return str(address)
+    raise ConfigError(f"{resolv_conf} names no usable nameserver (loopback stubs are skipped); "
+                      "pass --upstream-dns ADDR")
+
+
+def parse_upstream(value: str) -> str:
+    """Check an upstream resolver address (`ADDR` or `ADDR#PORT`); ConfigError names the value."""
+    address, _, port = value.partition("#")
+    try:
+        ipaddress.ip_address(address)
+        if port and not 0 < int(port) < 65536:
+            raise ValueError(port)
+    except ValueError:
+        raise ConfigError(f"--upstream-dns {value!r}: not an IP address (optionally #PORT)") from None
+    return value
+
+
+def make_config(state_dir: Path, backend: str, lan: list[str], upstream_dns: str | None,
+                dns_port: int = 53) -> AgentConfig:
+    """Check the command line's values and build the configuration."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    for name in lan:
+        if not name or len(name) > 15 or "/" in name or name.strip() != name:
+            raise ConfigError(f"--lan {name!r}: not an interface name")
+    upstream = parse_upstream(upstream_dns) if upstream_dns else system_resolver()
+    return AgentConfig(state_dir=state_dir, backend=backend, lan_interfaces=tuple(lan),
+                       upstream_dns=upstream, dns_port=dns_port)

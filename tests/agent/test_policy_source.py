@@ -1,0 +1,290 @@
+"""Enrolment, policy verification and parsing, the on-disk store, and sync that survives failures."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import json
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.errors import ConfigError, PolicyError, ServerError
+from agent.policy_source import (
+    ENROLLMENT_FILE, KEY_FILE, Enrollment, PolicySource, PolicyStore, Response, ServerClient,
+    atomic_write, enroll, load_enrollment, public_jwk, verify_policy)
+
+NOW = 1_800_000_000  # 2027-01-15, a fixed clock
+GATEWAY = "5f0c7a52-1d0e-4c6b-9a55-000000000001"
+SERVER_KEY = Ed25519PrivateKey.generate()
+OTHER_KEY = Ed25519PrivateKey.generate()
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def enrollment() -> Enrollment:
+    return Enrollment(server_url="http://lesfocus.test", gateway_id=GATEWAY,
+                      server_keys=({**public_jwk(SERVER_KEY.public_key()), "kid": "k1"},))
+
+
+def claims(**changes: Any) -> dict[str, Any]:
+    base = {
+        "iss": "http://lesfocus.test", "aud": GATEWAY, "iat": NOW - 10, "exp": NOW + 7 * 86400,
+        "ver": "v-abc", "tz": "Europe/Amsterdam",
+        "window": {"start": "2027-01-15T00:00:00Z", "end": "2027-01-22T00:00:00Z"},
+        "services": {"tiktok": {"name": "TikTok", "domains": ["tiktok.com", "tiktokcdn.com"]},
+                     "youtube": {"name": "YouTube", "domains": ["youtube.com"]}},
+        "segments": [
+            {"id": 1, "name": "2.14", "cidrs": ["10.1.0.0/24", "fd00:1::/64"], "blocks": [
+                {"start": "2027-01-15T08:30:00Z", "end": "2027-01-15T09:20:00Z",
+                 "services": ["tiktok", "youtube"]},
+                {"start": "2027-01-15T09:20:00Z", "end": "2027-01-15T10:10:00Z",
+                 "services": ["tiktok"]}]},
+            {"id": 2, "name": "2.15", "cidrs": ["10.2.0.0/24"], "blocks": []}],
+    }
+    base.update(changes)
+    return base
+
+
+def sign(body: dict[str, Any], key: Ed25519PrivateKey = SERVER_KEY, kid: str = "k1") -> str:
+    return jwt.encode(body, key, algorithm="EdDSA", headers={"kid": kid})
+
+
+def test_a_valid_policy_is_verified_and_parsed() -> None:
+    policy = verify_policy(sign(claims()), enrollment(), now=NOW)
+    assert policy.version == "v-abc" and policy.gateway_id == GATEWAY
+    assert policy.services["tiktok"].domains == ("tiktok.com", "tiktokcdn.com")
+    assert [s.cidrs for s in policy.segments] == [("10.1.0.0/24", "fd00:1::/64"), ("10.2.0.0/24",)]
+    first = policy.segments[0].blocks[0]
+    assert first.services == frozenset({"tiktok", "youtube"})
+    assert first.start.isoformat() == "2027-01-15T08:30:00+00:00"
+
+
+def forge_alg_none() -> str:
+    header = b64(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    return f"{header}.{b64(json.dumps(claims()).encode())}."
+
+
+def forge_hs256_with_public_key() -> str:
+    # RFC 8725 §3.1: HMAC keyed with the verifier's public key must not verify.
+    secret = SERVER_KEY.public_key().public_bytes(serialization.Encoding.Raw,
+                                                  serialization.PublicFormat.Raw)
+    signing_input = (b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "."
+                     + b64(json.dumps(claims()).encode()))
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
+def forge_payload_not_json() -> str:
+    header = b64(json.dumps({"alg": "EdDSA", "kid": "k1"}).encode())
+    signing_input = f"{header}.{b64(b'{not json')}"
+    return f"{signing_input}.{b64(SERVER_KEY.sign(signing_input.encode()))}"
+
+
+def tamper(token: str) -> str:
+    header, payload, signature = token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "==="))
+    body["segments"][0]["blocks"] = []
+    return f"{header}.{b64(json.dumps(body).encode())}.{signature}"
+
+
+@pytest.mark.parametrize("token, reason", [
+    (sign(claims(), key=OTHER_KEY), "Signature verification failed"),
+    (sign(claims(), key=OTHER_KEY, kid="k9"), "not pinned"),
+    (tamper(sign(claims())), "Signature verification failed"),
+    (sign(claims(exp=NOW - 1)), "expired"),
+    (sign(claims(aud="another-gateway")), "(?i)audience"),
+    (sign({k: v for k, v in claims().items() if k != "exp"}), "exp"),
+    (forge_alg_none(), "alg 'none'"),
+    (forge_hs256_with_public_key(), "alg 'HS256'"),
+    (forge_payload_not_json(), "refused"),
+    ("not-a-jws", "not a compact JWS"),
+    ("", "not a compact JWS"),
+])
+def test_forged_foreign_or_expired_policies_are_refused(token: str, reason: str) -> None:
+    with pytest.raises(PolicyError, match=reason):
+        verify_policy(token, enrollment(), now=NOW)
+
+
+def mutate(path: str, value: Any) -> dict[str, Any]:
+    body = copy.deepcopy(claims())
+    *parents, last = path.split("/")
+    target: Any = body
+    for part in parents:
+        target = target[int(part) if part.isdigit() else part]
+    if value is DELETE:
+        del target[int(last) if last.isdigit() else last]
+    else:
+        target[int(last) if last.isdigit() else last] = value
+    return body
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("path, value, named", [
+    ("ver", DELETE, "ver"),
+    ("ver", 7, "ver"),
+    ("tz", "", "tz"),
+    ("services", [], "services"),
+    ("services/tiktok/domains", "tiktok.com", "services.tiktok.domains"),
+    ("services/tiktok/domains/0", "tik tok.com", r"services.tiktok.domains\[0\]"),
+    ("services/tiktok/name", None, "services.tiktok.name"),
+    ("segments", {}, "segments"),
+    ("segments/0/id", "1", r"segments\[0\].id"),
+    ("segments/0/id", True, r"segments\[0\].id"),
+    ("segments/1/id", 1, r"segments\[1\].id: segment 1 appears twice"),
+    ("segments/0/cidrs/0", "10.1.0.0/33", r"segments\[0\].cidrs\[0\]"),
+    ("segments/1/cidrs/0", "10.1.0.128/25", r"segments\[1\].cidrs\[0\]: .* overlaps"),
+    ("segments/0/blocks/0/start", "2027-01-15T08:30:00+01:00", r"blocks\[0\].start.*Z"),
+    ("segments/0/blocks/0/end", "yesterday", r"blocks\[0\].end"),
+    ("segments/0/blocks/0/end", "2027-01-15T08:00:00Z", r"blocks\[0\]: end is not after start"),
+    ("segments/0/blocks/1/start", "2027-01-15T09:00:00Z", r"blocks\[1\]: starts before"),
+    ("segments/0/blocks/0/services/0", "myspace", r"blocks\[0\].services\[0\]: unknown"),
+    ("window/end", "2027-01-01T00:00:00Z", "window"),
+])
+def test_malformed_claims_are_refused_naming_the_field(path: str, value: Any, named: str) -> None:
+    with pytest.raises(PolicyError, match=f"malformed: .*{named}"):
+        verify_policy(sign(mutate(path, value)), enrollment(), now=NOW)
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> PolicySource:
+    return PolicySource(tmp_path, enrollment(), clock=lambda: NOW)
+
+
+def test_a_refused_policy_leaves_the_last_valid_one_in_force_and_on_disk(
+        source: PolicySource, tmp_path: Path) -> None:
+    good = sign(claims())
+    source.accept(good)
+    for bad in (sign(claims(ver="v-evil"), key=OTHER_KEY), sign(claims(ver="v-old", exp=NOW - 5)),
+                sign(mutate("segments/0/cidrs", "10.0.0.0/8"))):
+        with pytest.raises(PolicyError):
+            source.accept(bad)
+    assert source.policy is not None and source.policy.version == "v-abc"
+    assert (tmp_path / "policy.jws").read_text() == good
+    reborn = PolicySource(tmp_path, enrollment(), clock=lambda: NOW)
+    assert reborn.load_stored() is not None and reborn.policy.version == "v-abc"
+
+
+def test_an_older_policy_cannot_replace_a_newer_one(source: PolicySource) -> None:
+    source.accept(sign(claims(ver="v-new", iat=NOW - 5)))
+    with pytest.raises(PolicyError, match="replay"):
+        source.accept(sign(claims(ver="v-older", iat=NOW - 500)))
+    assert source.policy.version == "v-new"
+
+
+def test_a_stored_policy_that_has_expired_is_not_reloaded(tmp_path: Path) -> None:
+    PolicyStore(tmp_path).save(sign(claims(exp=NOW + 60)))
+    later = PolicySource(tmp_path, enrollment(), clock=lambda: NOW + 61)
+    assert later.load_stored() is None and later.policy is None
+
+
+def test_atomic_write_leaves_one_private_file_and_no_temporary(tmp_path: Path) -> None:
+    target = tmp_path / "policy.jws"
+    atomic_write(target, b"one")
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["policy.jws"]
+
+
+class FakeServer:
+    """Answers the agent's requests from a script of responses, recording what was asked."""
+
+    def __init__(self, *answers: Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[tuple[str, str, Any, dict[str, str]]] = []
+
+    def __call__(self, method: str, url: str, body: Any = None,
+                 headers: dict[str, str] | None = None, timeout: float = 10) -> Response:
+        self.requests.append((method, url, body, dict(headers or {})))
+        answer = self.answers.pop(0) if self.answers else ServerError("connection refused")
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def ok(body: Any, status: int = 200) -> Response:
+    return Response(status, {}, json.dumps(body).encode())
+
+
+def test_enroll_makes_a_private_key_sends_its_jwk_and_pins_the_server_keys(tmp_path: Path) -> None:
+    keys = {"keys": [{**public_jwk(SERVER_KEY.public_key()), "kid": "k1"}]}
+    server = FakeServer(ok({"gateway_id": GATEWAY, "server_keys": keys}, 201))
+    result = enroll("http://lesfocus.test/", "lfe_token", tmp_path / "state", request=server)
+    method, url, body, _ = server.requests[0]
+    assert (method, url) == ("POST", "http://lesfocus.test/api/v1/gateways/enroll")
+    assert body["token"] == "lfe_token" and body["public_key"]["kty"] == "OKP"
+    assert result.gateway_id == GATEWAY and result.server_url == "http://lesfocus.test"
+    assert load_enrollment(tmp_path / "state") == result
+    for name in (KEY_FILE, ENROLLMENT_FILE):
+        assert stat.S_IMODE((tmp_path / "state" / name).stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("answer, error", [
+    (ok({"error": "Forbidden", "message": "token already used"}, 403), "token already used"),
+    (ok({"gateway_id": GATEWAY, "server_keys": []}), "server_keys"),
+    (ok({"gateway_id": GATEWAY, "server_keys": [{"kty": "RSA", "n": "x", "e": "AQAB"}]}),
+     r"server_keys\[0\]"),
+    (Response(200, {}, b"<html>"), "not JSON"),
+])
+def test_a_refused_or_garbled_enrolment_pins_nothing(tmp_path: Path, answer: Response,
+                                                     error: str) -> None:
+    with pytest.raises((ServerError, ConfigError), match=error):
+        enroll("http://lesfocus.test", "lfe_token", tmp_path, request=FakeServer(answer))
+    assert not (tmp_path / ENROLLMENT_FILE).exists()
+
+
+def test_agent_tokens_are_eddsa_for_our_gateway_and_the_server_and_short_lived() -> None:
+    key = Ed25519PrivateKey.generate()
+    token = ServerClient(enrollment(), key).agent_token()
+    assert jwt.get_unverified_header(token)["alg"] == "EdDSA"
+    body = jwt.decode(token, key.public_key(), algorithms=["EdDSA"],
+                      audience="http://lesfocus.test")
+    assert body["sub"] == GATEWAY and 0 < body["exp"] - body["iat"] <= 300
+
+
+def test_sync_keeps_the_last_valid_policy_through_outages_and_garbage(tmp_path: Path) -> None:
+    good = sign(claims())
+    server = FakeServer(
+        ServerError("connection refused"),
+        Response(502, {}, b"bad gateway"),
+        ok({"version": "v-x", "policy": "garbage"}),
+        ok({"version": "v-abc", "policy": good}),
+        Response(304, {}, b""),
+        ok({"version": "v-evil", "policy": sign(claims(ver="v-evil"), key=OTHER_KEY)}))
+    client = ServerClient(enrollment(), Ed25519PrivateKey.generate(), request=server)
+    source = PolicySource(tmp_path, enrollment(), client=client, clock=lambda: NOW)
+    seen: list[str] = []
+    stop = threading.Event()
+
+    def on_policy(policy: Any) -> None:
+        seen.append(policy.version)
+
+    worker = threading.Thread(target=source.run, args=(on_policy, stop),
+                              kwargs={"initial_backoff": 0.01, "max_backoff": 0.02})
+    worker.start()
+    deadline = time.monotonic() + 10
+    while server.answers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.05)
+    stop.set()
+    worker.join(5)
+    assert seen == ["v-abc"]
+    assert source.policy.version == "v-abc"
+    assert source.last_error is not None  # the last answer (foreign signature) was refused
+    etags = [headers.get("If-None-Match") for *_, headers in server.requests]
+    assert etags[:5] == [None, None, None, None, '"v-abc"']
+    assert all(headers["Authorization"].startswith("Bearer ") for *_, headers in server.requests)
