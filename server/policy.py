@@ -311,7 +311,7 @@ def policy_window(now: datetime, horizon_days: int) -> tuple[datetime, datetime]
     return start, start + timedelta(days=horizon_days)
 
 
-def _pairs(rows: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
+def _pairs(rows: Iterable[Any]) -> dict[int, list[int]]:
     grouped: dict[int, list[int]] = defaultdict(list)
     for lesson_id, other_id in rows:
         grouped[lesson_id].append(other_id)
@@ -345,10 +345,10 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
                                   .where(Lesson.id.in_(lesson_ids))).all()
         rooms_of = _pairs(db.session.execute(
             select(lesson_rooms.c.lesson_id, lesson_rooms.c.room_id)
-            .where(lesson_rooms.c.lesson_id.in_(lesson_ids))).tuples())
+            .where(lesson_rooms.c.lesson_id.in_(lesson_ids))))
         groups_of = _pairs(db.session.execute(
             select(lesson_groups.c.lesson_id, lesson_groups.c.group_id)
-            .where(lesson_groups.c.lesson_id.in_(lesson_ids))).tuples())
+            .where(lesson_groups.c.lesson_id.in_(lesson_ids))))
         lessons = tuple(LessonInput(lesson_id, start, end, tuple(rooms_of.get(lesson_id, ())),
                                     tuple(groups_of.get(lesson_id, ())), False)
                         for lesson_id, start, end in rows)
