@@ -10,6 +10,8 @@ import base64
 import hashlib
 import json
 import os
+import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,3 +105,91 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
     with os.fdopen(fd, "wb") as fh:
         fh.write(pem)
     return SigningKey(key)
+
+
+# --- Agent tokens: JWTs a gateway's agent signs with its own key (SPEC §4) ------------------------
+
+class TokenError(ValueError):
+    """A bearer token that must be refused; the message says why (safe to show the client)."""
+
+
+def unverified_subject(token: str) -> str:
+    """The `sub` claim of a JWT before its signature is checked (only to find the key to check it).
+
+    TokenError when the token is not a JWT or names no subject.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as err:
+        raise TokenError(f"malformed token: {err}") from None
+    if header.get("alg") != ALGORITHM:
+        raise TokenError(f"token algorithm must be {ALGORITHM}, not {header.get('alg')!r}")
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise TokenError("token has no subject (sub)")
+    return sub
+
+
+def verify_agent_token(token: str, public_key: Ed25519PublicKey, *, gateway_id: str,
+                       audience: list[str], max_lifetime: int, now: float | None = None,
+                       leeway: int = 30) -> dict[str, Any]:
+    """Verify an agent's request token and return its claims; TokenError says why it is refused.
+
+    EdDSA only, signed by `public_key`, `sub` == `gateway_id`, `aud` one of `audience`, `exp`
+    required and the lifetime (`iat`..`exp`, or now..`exp` without `iat`) at most `max_lifetime`.
+    """
+    try:
+        claims = jwt.decode(token, public_key, algorithms=[ALGORITHM], audience=audience,
+                            leeway=leeway, options={"require": ["exp", "sub", "aud"]})
+    except jwt.InvalidTokenError as err:
+        raise TokenError(str(err) or type(err).__name__) from None
+    if claims.get("sub") != gateway_id:
+        raise TokenError("token subject does not match the gateway")
+    exp = claims["exp"]
+    current = time.time() if now is None else now
+    iat = claims.get("iat")
+    if iat is not None:
+        if not isinstance(iat, (int, float)) or isinstance(iat, bool):
+            raise TokenError("iat must be a number")
+        if exp - iat > max_lifetime:
+            raise TokenError(f"token lifetime {int(exp - iat)} s exceeds {max_lifetime} s")
+    if exp - current > max_lifetime + leeway:
+        raise TokenError(f"token expires more than {max_lifetime} s from now")
+    return claims
+
+
+# --- API tokens: short-lived bearer tokens for dashboard users and scripts ----------------------
+
+# A distinct audience and `typ` (RFC 9068 "at+jwt"): an API token never verifies as a policy
+# (aud = gateway id) and is signed by the server's key, so it never verifies as an agent token.
+API_TOKEN_AUDIENCE = "urn:lesfocus:api"
+API_TOKEN_TYPE = "at+jwt"
+
+
+def issue_api_token(key: SigningKey, *, person_id: int, school_id: int, minutes: int,
+                    issuer: str, now: float | None = None) -> tuple[str, int]:
+    """Issue an API token for a person; returns (token, expiry as Unix time)."""
+    issued = int(time.time() if now is None else now)
+    expires = issued + minutes * 60
+    claims = {"iss": issuer, "aud": API_TOKEN_AUDIENCE, "sub": str(person_id), "sch": school_id,
+              "iat": issued, "exp": expires, "jti": secrets.token_urlsafe(12)}
+    token = jwt.encode(claims, key.private, algorithm=ALGORITHM,
+                       headers={"kid": key.kid, "typ": API_TOKEN_TYPE})
+    return token, expires
+
+
+def verify_api_token(key: SigningKey, token: str) -> dict[str, Any]:
+    """Verify an API token issued by `issue_api_token`; TokenError says why it is refused."""
+    try:
+        header = jwt.get_unverified_header(token)
+        if header.get("typ") != API_TOKEN_TYPE:
+            raise TokenError("not an API token")
+        claims = jwt.decode(token, key.public, algorithms=[ALGORITHM],
+                            audience=API_TOKEN_AUDIENCE,
+                            options={"require": ["exp", "iat", "sub", "aud"]})
+    except jwt.InvalidTokenError as err:
+        raise TokenError(str(err) or type(err).__name__) from None
+    if not str(claims["sub"]).isdigit():
+        raise TokenError("token subject is not a person")
+    return claims

@@ -1,0 +1,307 @@
+"""Gateways: enrolment, the agent's long-polled policy and heartbeat, and IT's list of gateways."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from flask import Response, current_app, g, jsonify, request
+from sqlalchemy import func, select, update
+
+from .. import audit, notify
+from ..auth import require_agent, require_user
+from ..errors import abort_json
+from ..extensions import db
+from ..gateways import create_gateway, hash_token, issue_enrollment_token
+from ..models import (AuditEvent, EnrollmentToken, ExceptionGrant, Gateway, GatewayCounter, Lesson,
+                      School, Segment, Service, utcnow)
+from ..tokens import load_public_key, public_key_pem
+from . import bp
+from .common import get_object, get_str, iso, json_body, parse_datetime, query_int
+
+MAX_COUNTERS = 5000
+# How often a waiting long poll looks in the database for changes made by other processes
+# (the in-process notifier wakes it at once for changes made here).
+RECHECK_SECONDS = 2.0
+
+
+def gateway_json(gateway: Gateway) -> dict[str, Any]:
+    """A gateway as the API shows it (never its enrolment token)."""
+    return {
+        "id": gateway.id, "name": gateway.name, "enrolled": gateway.public_key_pem is not None,
+        "enrolled_at": iso(gateway.enrolled_at), "last_contact_at": iso(gateway.last_contact_at),
+        "policy_version_applied": gateway.policy_version_applied,
+        "agent_version": gateway.agent_version,
+        "segments": [{"id": s.id, "name": s.name} for s in gateway.segments],
+    }
+
+
+# --- enrolment ----------------------------------------------------------------------------------
+
+@bp.post("/gateways/enroll")
+def enroll() -> Any:
+    """Enrol an agent: a one-time token and the agent's Ed25519 public key -> gateway id, server keys."""
+    body = json_body()
+    token = get_str(body, "token", max_len=200)
+    raw_key = body.get("public_key")
+    if raw_key is None:
+        abort_json(400, "public_key is required", field="public_key")
+    if not isinstance(raw_key, (str, dict)):
+        abort_json(400, "public_key must be an Ed25519 key as PEM text or a JWK object",
+                   field="public_key")
+    if isinstance(raw_key, str) and len(raw_key) > 2000:
+        abort_json(400, "public_key is too long for an Ed25519 key", field="public_key")
+    try:
+        key = load_public_key(raw_key)
+    except ValueError as err:
+        abort_json(400, f"public_key: {err}", field="public_key")
+
+    now = utcnow()
+    row = db.session.scalar(select(EnrollmentToken).where(
+        EnrollmentToken.token_hash == hash_token(token or "")))
+    if row is None:
+        abort_json(403, "unknown enrolment token", field="token")
+    if row.used_at is not None:
+        abort_json(403, "this enrolment token was used already; ask IT for a new one",
+                   field="token")
+    if row.expires_at <= now:
+        abort_json(403, "this enrolment token has expired; ask IT for a new one", field="token")
+    # Claim the token with a conditional UPDATE, so two concurrent enrolments cannot both use it.
+    claimed = db.session.execute(
+        update(EnrollmentToken)
+        .where(EnrollmentToken.id == row.id, EnrollmentToken.used_at.is_(None))
+        .values(used_at=now)).rowcount
+    if claimed != 1:
+        db.session.rollback()
+        abort_json(403, "this enrolment token was used already; ask IT for a new one",
+                   field="token")
+    gateway = db.session.get(Gateway, row.gateway_id)
+    assert gateway is not None  # the token's foreign key cascades on delete
+    gateway.public_key_pem = public_key_pem(key)
+    gateway.enrolled_at = now
+    audit.record("gateway.enroll", school_id=gateway.school_id, actor=f"agent:{gateway.name}",
+                 object_type="gateway", object_id=gateway.id)
+    db.session.commit()
+    return jsonify({"gateway_id": gateway.id,
+                    "server_keys": current_app.extensions["lesfocus.signing_key"].jwks()}), 201
+
+
+# --- the agent's policy (long poll) ---------------------------------------------------------------
+
+_marker_lock = threading.Lock()
+_marker_cache: dict[tuple[str, int], tuple[float, tuple[Any, ...]]] = {}
+
+
+def _change_marker(school_id: int) -> tuple[Any, ...]:
+    """A cheap fingerprint of what a school's policies are compiled from (shared by all waiters).
+
+    Read at most every RECHECK_SECONDS per school and process, so 500 waiting agents cost one
+    query per school every two seconds, not 250 queries a second.
+    """
+    key = (current_app.config["SQLALCHEMY_DATABASE_URI"], school_id)
+    now = time.monotonic()
+    with _marker_lock:
+        cached = _marker_cache.get(key)
+        if cached is not None and now - cached[0] < RECHECK_SECONDS:
+            return cached[1]
+    exceptions = select(func.count(ExceptionGrant.id), func.max(ExceptionGrant.id),
+                        func.max(ExceptionGrant.revoked_at)).where(
+        ExceptionGrant.school_id == school_id)
+    marker = (
+        tuple(db.session.execute(exceptions).one()),
+        db.session.scalar(select(func.max(Lesson.updated_at)).where(Lesson.school_id == school_id)),
+        db.session.scalar(select(func.count(Lesson.id)).where(Lesson.school_id == school_id)),
+        db.session.scalar(select(func.max(AuditEvent.id)).where(AuditEvent.school_id == school_id)),
+        db.session.scalar(select(func.count(Segment.id)).where(Segment.school_id == school_id)),
+    )
+    db.session.close()  # give the connection back while the caller goes on waiting
+    with _marker_lock:
+        _marker_cache[key] = (time.monotonic(), marker)
+    return marker
+
+
+def _current_policy(gateway_id: str) -> tuple[str, str]:
+    from ..policy import gateway_policy
+    gateway = db.session.get(Gateway, gateway_id)
+    if gateway is None:
+        abort_json(410, "this gateway was removed")
+    version, jws = gateway_policy(gateway)
+    db.session.close()
+    return version, jws
+
+
+def _policy_response(version: str, jws: str) -> Response:
+    response = jsonify({"version": version, "policy": jws})
+    response.headers["ETag"] = f'"{version}"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _not_modified(version: str) -> Response:
+    response = Response(status=304)
+    response.headers["ETag"] = f'"{version}"'
+    return response
+
+
+def _requested_version() -> str | None:
+    header = request.headers.get("If-None-Match")
+    if not header:
+        return None
+    return header.strip().removeprefix("W/").strip('"')
+
+
+@bp.get("/gateways/self/policy")
+@require_agent
+def self_policy() -> Response:
+    """The gateway's signed policy; with If-None-Match, wait up to `wait` s for it to change (304)."""
+    gateway: Gateway = g.gateway
+    gateway_id, school_id = gateway.id, gateway.school_id
+    limit = int(current_app.config["LESFOCUS_POLICY_LONG_POLL_MAX"])
+    wait = query_int("wait", default=0, minimum=0, maximum=min(limit, 60))
+    known = _requested_version()
+
+    # Note the generation before compiling, so a change between the two cannot be missed.
+    generation = notify.generation(school_id)
+    version, jws = _current_policy(gateway_id)
+    if known != version:
+        return _policy_response(version, jws)
+    if wait <= 0:
+        return _not_modified(version)
+    marker = _change_marker(school_id)
+    db.session.remove()  # hold no pooled connection while the agent waits
+    deadline = time.monotonic() + wait
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return _not_modified(version)
+        moved = notify.wait_for_change(school_id, generation, min(RECHECK_SECONDS, remaining))
+        if moved:
+            generation = notify.generation(school_id)
+        else:
+            latest = _change_marker(school_id)
+            if latest == marker:
+                continue
+            marker = latest
+        version, jws = _current_policy(gateway_id)
+        if version != known:
+            return _policy_response(version, jws)
+
+
+# --- heartbeat ------------------------------------------------------------------------------------
+
+def _parse_counters(raw: Any, gateway: Gateway) -> tuple[list[tuple[int, str, datetime, int]], int]:
+    """The well-formed counters to add, and how many were skipped as stale.
+
+    Malformed entries refuse the whole heartbeat (400, nothing written). Entries for a segment
+    that is not (or no longer) this gateway's, an unknown service or an hour in the future are
+    skipped and counted instead: refusing them would make the agent resend them forever.
+    """
+    if raw is None:
+        return [], 0
+    if not isinstance(raw, list):
+        abort_json(400, "counters must be a list", field="counters")
+    if len(raw) > MAX_COUNTERS:
+        abort_json(400, f"counters has more than {MAX_COUNTERS} entries", field="counters")
+    segments = {s.id for s in gateway.segments}
+    services = set(db.session.scalars(select(Service.id)))
+    latest_hour = utcnow() + timedelta(hours=1)
+    totals: dict[tuple[int, str, datetime], int] = {}
+    skipped = 0
+    for index, item in enumerate(raw):
+        where = f"counters[{index}]"
+        if not isinstance(item, dict):
+            abort_json(400, f"{where} must be an object", field=where)
+        segment_id = item.get("segment_id")
+        if not isinstance(segment_id, int) or isinstance(segment_id, bool):
+            abort_json(400, f"{where}.segment_id must be a segment id",
+                       field=f"{where}.segment_id")
+        service = item.get("service")
+        if not isinstance(service, str) or not service or len(service) > 40:
+            abort_json(400, f"{where}.service must be a service id", field=f"{where}.service")
+        hour = parse_datetime(item.get("hour"), f"{where}.hour")
+        if (hour.minute, hour.second, hour.microsecond) != (0, 0, 0):
+            abort_json(400, f"{where}.hour must be on the hour", field=f"{where}.hour")
+        count = item.get("count")
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= 10**9:
+            abort_json(400, f"{where}.count must be a whole number >= 0", field=f"{where}.count")
+        if segment_id not in segments or service not in services or hour > latest_hour:
+            skipped += 1
+            continue
+        key = (segment_id, service, hour)
+        totals[key] = totals.get(key, 0) + count
+    return [(seg, svc, hour, n) for (seg, svc, hour), n in totals.items()], skipped
+
+
+@bp.post("/gateways/self/heartbeat")
+@require_agent
+def self_heartbeat() -> Response:
+    """Record the agent's state and add its hourly block counts (aggregates, sent once each)."""
+    gateway: Gateway = g.gateway
+    body = json_body()
+    policy_version = get_str(body, "policy_version", required=False, max_len=80)
+    agent_version = get_str(body, "agent_version", required=False, max_len=40)
+    counters, skipped = _parse_counters(body.get("counters"), gateway)
+
+    if counters:
+        hours = {hour for _, _, hour, _ in counters}
+        existing = {(c.segment_id, c.service_id, c.hour): c for c in db.session.scalars(
+            select(GatewayCounter).where(GatewayCounter.gateway_id == gateway.id,
+                                         GatewayCounter.hour.in_(hours)))}
+        for segment_id, service, hour, count in counters:
+            row = existing.get((segment_id, service, hour))
+            if row is None:
+                db.session.add(GatewayCounter(gateway_id=gateway.id, segment_id=segment_id,
+                                              service_id=service, hour=hour, count=count))
+            else:
+                # The agent sends each count once (it clears what the server took), so add.
+                row.count += count
+    gateway.last_contact_at = utcnow()
+    if policy_version is not None:
+        gateway.policy_version_applied = policy_version
+    if agent_version is not None:
+        gateway.agent_version = agent_version
+    db.session.commit()
+    return jsonify({"ok": True, "counters": len(counters), "skipped": skipped,
+                    "server_time": iso(datetime.now(timezone.utc))})
+
+
+# --- gateways for IT ------------------------------------------------------------------------------
+
+@bp.get("/gateways")
+@require_user("it_admin")
+def list_gateways() -> Response:
+    """The school's gateways with their enrolment and contact state."""
+    rows = db.session.scalars(select(Gateway).where(Gateway.school_id == g.person.school_id)
+                              .order_by(Gateway.name))
+    return jsonify({"gateways": [gateway_json(gw) for gw in rows]})
+
+
+@bp.post("/gateways")
+@require_user("it_admin")
+def create_gateway_view() -> Any:
+    """Create a gateway and return its one-time enrolment token (shown only this once)."""
+    body = json_body()
+    name = get_str(body, "name", max_len=100)
+    school = db.session.get(School, g.person.school_id)
+    try:
+        gateway = create_gateway(school, name or "", actor=g.person)
+    except ValueError as err:
+        db.session.rollback()
+        abort_json(400, str(err), field="name")
+    token = issue_enrollment_token(gateway, actor=g.person)
+    db.session.commit()
+    return jsonify({"gateway": gateway_json(gateway), "enrollment_token": token}), 201
+
+
+@bp.post("/gateways/<gateway_id>/enrollment-token")
+@require_user("it_admin")
+def new_enrollment_token(gateway_id: str) -> Any:
+    """Issue a new one-time token, e.g. to re-enrol a gateway whose agent was reinstalled."""
+    json_body(optional=True)
+    gateway = get_object(Gateway, gateway_id[:36], g.person.school_id, "gateway")
+    token = issue_enrollment_token(gateway, actor=g.person)
+    db.session.commit()
+    return jsonify({"gateway": gateway_json(gateway), "enrollment_token": token}), 201
+
