@@ -22,7 +22,7 @@ class AgentConfig:
     backend: str = "nftables"
     lan_interfaces: tuple[str, ...] = ()
     upstream_dns: str = ""
-    dns_port: int = 53
+    dns_port: int = 5353  # where the DNS responder listens; nftables redirects port 53 there
     poll_wait: int = 55
     heartbeat_interval: float = 60.0
     extra: dict[str, str] = field(default_factory=dict)
@@ -69,7 +69,7 @@ def parse_upstream(value: str) -> str:
 
 
 def make_config(state_dir: Path, backend: str, lan: list[str], upstream_dns: str | None,
-                dns_port: int = 53) -> AgentConfig:
+                dns_port: int = 5353) -> AgentConfig:
     """Check the command line's values and build the configuration."""
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")

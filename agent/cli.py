@@ -1,0 +1,189 @@
+"""`lesfocus-agent`: enroll, run and status (SPEC §4, "Agent CLI").
+
+`main()` is the boundary where the agent's named errors are printed once and become exit codes
+(ConfigError 2, PolicyError 3, EnforcerError 4, ServerError 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import default_state_dir, make_config
+from .errors import AgentError, ConfigError, EnforcerError, PolicyError
+from .policy_source import (
+    PolicySource, PolicyStore, ServerClient, enroll, load_enrollment, load_or_create_agent_key,
+    verify_policy)
+from .reporter import DeltaCounters, Reporter
+from .runner import STATUS_FILE, Agent, build_parts
+from .schedule import blocked_at
+
+log = logging.getLogger("lesfocus.agent")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lesfocus-agent",
+        description="Enforces the school's signed lesson-time policy on this gateway.")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default: INFO")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("enroll", help="make the key pair, enrol, pin the server keys")
+    p.add_argument("--server", required=True, metavar="URL", help="the server's public base URL")
+    p.add_argument("--token", required=True, help="one-time token from `lesfocus gateway add`")
+    p.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                   help="default: $LESFOCUS_AGENT_STATE_DIR or /var/lib/lesfocus-agent")
+
+    p = commands.add_parser("run", help="enforce the policy until stopped")
+    p.add_argument("--state-dir", type=Path, default=None, metavar="DIR")
+    p.add_argument("--backend", default="nftables", choices=["nftables", "dry-run"],
+                   help="dry-run logs the nftables transactions instead of applying them")
+    p.add_argument("--lan", action="append", default=[], metavar="IFACE",
+                   help="a classroom-side interface to observe (repeatable)")
+    p.add_argument("--upstream-dns", default=None, metavar="ADDR",
+                   help="resolver for names that are not blocked (default: from /etc/resolv.conf)")
+    p.add_argument("--dns-port", type=int, default=5353, help=argparse.SUPPRESS)
+    p.add_argument("--flush-on-exit", action="store_true",
+                   help="remove the agent's nftables table on exit (default: keep it; every "
+                        "block still ends on its own timeout, and a restart has no gap)")
+
+    p = commands.add_parser("status", help="what is blocked now, and the policy's age and validity")
+    p.add_argument("--state-dir", type=Path, default=None, metavar="DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return parser
+
+
+def _state_dir(value: Path | None) -> Path:
+    return value if value is not None else default_state_dir()
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    """Enrol this gateway and pin the server's keys."""
+    state_dir = _state_dir(args.state_dir)
+    result = enroll(args.server, args.token, state_dir)
+    print(f"enrolled as gateway {result.gateway_id} at {result.server_url}; "
+          f"pinned {len(result.server_keys)} server key(s) in {state_dir}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the agent until SIGTERM or SIGINT."""
+    config = make_config(_state_dir(args.state_dir), args.backend, args.lan, args.upstream_dns,
+                         args.dns_port)
+    enrollment = load_enrollment(config.state_dir)
+    key = load_or_create_agent_key(config.state_dir)
+    client = ServerClient(enrollment, key)
+    source = PolicySource(config.state_dir, enrollment, client=client, poll_wait=config.poll_wait)
+    enforcer, parts = build_parts(config, source)
+    sources = [DeltaCounters(p.counters) for p in [enforcer, *parts] if hasattr(p, "counters")]
+    holder: dict[str, Agent] = {}
+    reporter = Reporter(client.heartbeat, sources,
+                        lambda: holder["agent"].policy.version if holder["agent"].policy else None)
+    agent = Agent(source, enforcer, backend=config.backend, state_dir=config.state_dir,
+                  parts=parts,
+                  background=[lambda stop: reporter.run(stop, config.heartbeat_interval)])
+    holder["agent"] = agent
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("%s received: stopping (kernel blocks end on their own timeouts)",
+                 signal.Signals(signum).name)
+        agent.stop_event.set()
+        agent._wake.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info("lesfocus-agent starting: gateway %s, server %s, backend %s, upstream DNS %s",
+             enrollment.gateway_id, enrollment.server_url, config.backend, config.upstream_dns)
+    try:
+        agent.start()
+        agent.run()
+    finally:
+        agent.stop(flush=args.flush_on_exit)
+    return 0
+
+
+def _age(seconds: float) -> str:
+    minutes = int(seconds // 60)
+    return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{int(seconds)} s"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what the stored policy blocks now, per segment, and the policy's age and validity."""
+    state_dir = _state_dir(args.state_dir)
+    enrollment = load_enrollment(state_dir)
+    now = datetime.now(timezone.utc)
+    report: dict[str, Any] = {"gateway_id": enrollment.gateway_id,
+                              "server": enrollment.server_url, "policy": None, "segments": []}
+    try:
+        running = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        running = None
+    report["agent"] = running
+    token = PolicyStore(state_dir).load()
+    problem = "no policy stored yet" if token is None else None
+    policy = None
+    if token is not None:
+        try:
+            policy = verify_policy(token, enrollment, now=now.timestamp())
+        except PolicyError as err:
+            problem = str(err)
+    if policy is not None:
+        state = blocked_at(policy, now)
+        report["policy"] = {"version": policy.version, "valid": True,
+                            "issued_at": policy.issued_at.isoformat(),
+                            "expires_at": policy.expires_at.isoformat(),
+                            "age_seconds": int((now - policy.issued_at).total_seconds())}
+        report["next_change"] = state.next_change.isoformat() if state.next_change else None
+        report["segments"] = [{"id": s.segment_id, "name": s.name, "cidrs": list(s.cidrs),
+                               "blocked": {k: v.isoformat() for k, v in sorted(s.blocked.items())}}
+                              for s in state.segments]
+    else:
+        report["policy"] = {"valid": False, "problem": problem}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"gateway {enrollment.gateway_id} (server {enrollment.server_url})")
+        if running:
+            print(f"agent: pid {running.get('pid')}, backend {running.get('backend')}, "
+                  f"last contact {running.get('last_contact') or 'never'}"
+                  + (f", last error: {running['last_error']}" if running.get("last_error") else ""))
+        else:
+            print("agent: no status file (not running yet?)")
+        if policy is None:
+            print(f"policy: NOT VALID ({problem}); nothing is enforced from it")
+        else:
+            print(f"policy {policy.version[:16]}: valid, issued {_age(report['policy']['age_seconds'])}"
+                  f" ago, expires {policy.expires_at:%Y-%m-%d %H:%M}Z")
+            for s in report["segments"]:
+                blocked = ", ".join(f"{k} until {v[11:16]}Z" for k, v in s["blocked"].items())
+                print(f"  segment {s['id']} {s['name']} ({', '.join(s['cidrs'])}): "
+                      f"{blocked or 'nothing blocked'}")
+            if report.get("next_change"):
+                print(f"next change: {report['next_change']}")
+    if policy is None:
+        raise PolicyError(f"no valid policy in {state_dir}: {problem}")
+    return 0
+
+
+COMMANDS = {"enroll": cmd_enroll, "run": cmd_run, "status": cmd_status}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; named errors are printed once and mapped to their exit code."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (ConfigError, EnforcerError, PolicyError, AgentError) as err:
+        print(err.show(), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130

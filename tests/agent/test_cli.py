@@ -1,0 +1,142 @@
+"""`lesfocus-agent` as IT runs it: enroll, run with the dry-run backend, status, and exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.cli import main
+from agent.policy_source import ENROLLMENT_FILE, PolicyStore, public_jwk
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY = "gw-test-1"
+SERVER_KEY = Ed25519PrivateKey.generate()
+NOW = datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def z(at: datetime) -> str:
+    return at.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def policy_token(blocks: list[dict[str, Any]], *, key: Ed25519PrivateKey = SERVER_KEY,
+                 exp: datetime | None = None, ver: str = "v1") -> str:
+    claims = {"iss": "http://127.0.0.1:9", "aud": GATEWAY, "iat": int(NOW.timestamp()) - 5,
+              "exp": int((exp or NOW + timedelta(days=7)).timestamp()), "ver": ver,
+              "tz": "Europe/Amsterdam",
+              "services": {"tiktok": {"name": "TikTok", "domains": ["tiktok.com"]},
+                           "youtube": {"name": "YouTube", "domains": ["youtube.com"]}},
+              "segments": [{"id": 7, "name": "lokaal 2.14", "cidrs": ["10.81.1.0/24"],
+                            "blocks": blocks},
+                           {"id": 8, "name": "lokaal 2.15", "cidrs": ["10.81.2.0/24"],
+                            "blocks": []}]}
+    return jwt.encode(claims, key, algorithm="EdDSA")
+
+
+LESSON_NOW = [{"start": z(NOW - timedelta(minutes=10)), "end": z(NOW + timedelta(minutes=40)),
+               "services": ["tiktok", "youtube"]}]
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    """An enrolled state dir (server on a closed port) with a policy blocking segment 7 now."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / ENROLLMENT_FILE).write_text(json.dumps({
+        "server_url": "http://127.0.0.1:9", "gateway_id": GATEWAY,
+        "server_keys": [public_jwk(SERVER_KEY.public_key())]}))
+    PolicyStore(state).save(policy_token(LESSON_NOW))
+    return state
+
+
+def test_status_shows_what_is_blocked_per_segment_and_the_policy_age(
+        state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--state-dir", str(state_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"gateway {GATEWAY}" in out and "policy v1: valid" in out
+    assert "segment 7 lokaal 2.14 (10.81.1.0/24): tiktok until" in out and "youtube until" in out
+    assert "segment 8 lokaal 2.15 (10.81.2.0/24): nothing blocked" in out
+
+
+def test_status_json_is_one_object(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status", "--json", "--state-dir", str(state_dir)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["policy"]["valid"] is True
+    assert [sorted(s["blocked"]) for s in report["segments"]] == [["tiktok", "youtube"], []]
+
+
+@pytest.mark.parametrize("stored, problem", [
+    (policy_token(LESSON_NOW, key=Ed25519PrivateKey.generate()), "Signature verification failed"),
+    (policy_token(LESSON_NOW, exp=NOW - timedelta(seconds=1)), "expired"),
+    ("garbage", "not a compact JWS"),
+])
+def test_status_of_an_invalid_stored_policy_exits_3_and_says_why(
+        state_dir: Path, capsys: pytest.CaptureFixture[str], stored: str, problem: str) -> None:
+    (state_dir / "policy.jws").write_text(stored)
+    assert main(["status", "--state-dir", str(state_dir)]) == 3
+    captured = capsys.readouterr()
+    assert "policy: NOT VALID" in captured.out
+    assert captured.err.count("PolicyError") == 1 and problem in captured.err
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["status", "--state-dir", "{empty}"], 2, "run `lesfocus-agent enroll` first"),
+    (["run", "--state-dir", "{empty}", "--backend", "dry-run", "--upstream-dns", "127.0.0.1"], 2,
+     "run `lesfocus-agent enroll` first"),
+    (["run", "--state-dir", "{state}", "--backend", "dry-run", "--upstream-dns", "resolver"], 2,
+     "--upstream-dns 'resolver'"),
+    (["run", "--state-dir", "{state}", "--backend", "dry-run", "--lan", "a/b",
+      "--upstream-dns", "127.0.0.1"], 2, "--lan 'a/b'"),
+    (["enroll", "--server", "ftp://x", "--token", "t", "--state-dir", "{empty}"], 2,
+     "not an http(s) URL"),
+    (["enroll", "--server", "http://127.0.0.1:9", "--token", "t", "--state-dir", "{empty}"], 5,
+     "ServerError"),
+])
+def test_errors_print_once_and_map_to_exit_codes(
+        state_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        argv: list[str], code: int, message: str) -> None:
+    argv = [a.format(empty=tmp_path / "empty", state=state_dir) for a in argv]
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err and len([l for l in err.splitlines() if "lesfocus-agent:" in l]) == 1
+
+
+def test_run_with_the_dry_run_backend_logs_the_transactions_and_the_change_then_stops_on_sigterm(
+        state_dir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "run", "--state-dir", str(state_dir),
+         "--backend", "dry-run", "--upstream-dns", "127.0.0.1"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 20
+        while not (state_dir / "status.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.3)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert "dry-run nft batch" in err and "table inet" in err
+    assert "segment 7 (lokaal 2.14): blocking tiktok, youtube until" in err
+    assert "reloaded from" in err
+    # The server is unreachable: the agent says so and keeps the stored policy.
+    assert "keeping policy v1" in err
+    status = json.loads((state_dir / "status.json").read_text())
+    assert status["backend"] == "dry-run" and status["policy_version"] == "v1"
+    assert "10.81.1." not in json.dumps(status)
+
+
+def test_python_dash_m_agent_and_the_console_script_share_main() -> None:
+    out = subprocess.run([sys.executable, "-m", "agent", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    assert "enroll" in out and "run" in out and "status" in out
