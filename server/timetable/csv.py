@@ -1,0 +1,159 @@
+"""CSV timetables: one lesson per row, with a header naming the columns (see docs/timetables.md).
+
+Columns (case ignored; Dutch names accepted): date (`YYYY-MM-DD`), start and end (`HH:MM`,
+school-local time), room, and optionally group, teacher, subject, id, cancelled. Several rooms,
+groups or teachers in one cell are separated by `;` or `,`. The delimiter is `,`, `;` or a tab,
+chosen from the header line.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from datetime import date, time, tzinfo
+
+from .common import (MAX_GROUP, MAX_OCCURRENCES, MAX_ROOM, MAX_TEACHER, ParsedLesson,
+                     ParsedTimetable, TimetableError, check_source_id, check_times, clean_names,
+                     clean_subject, local_to_utc, plural, split_names, stable_hash, unique_lessons,
+                     window_of)
+
+SOURCE = "csv"
+_COLUMNS = {
+    "date": "date", "datum": "date", "day": "date",
+    "start": "start", "begin": "start", "starttijd": "start", "start_time": "start",
+    "begintijd": "start",
+    "end": "end", "eind": "end", "einde": "end", "eindtijd": "end", "end_time": "end",
+    "room": "room", "rooms": "room", "lokaal": "room", "lokalen": "room", "location": "room",
+    "group": "group", "groups": "group", "klas": "group", "klassen": "group", "groep": "group",
+    "class": "group",
+    "teacher": "teacher", "teachers": "teacher", "docent": "teacher", "docenten": "teacher",
+    "subject": "subject", "vak": "subject",
+    "id": "id", "cancelled": "cancelled", "canceled": "cancelled", "vervallen": "cancelled",
+    "uitval": "cancelled",
+}
+_REQUIRED = ("date", "start", "end", "room")
+_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_TIME = re.compile(r"^(\d{1,2})[:.](\d{2})(?::(\d{2}))?$")
+_TRUE = {"1", "true", "yes", "y", "ja", "j", "x", "cancelled", "vervallen"}
+_FALSE = {"", "0", "false", "no", "n", "nee"}
+# A longer cell is not a timetable value (the csv module's own limit is 128 KiB).
+MAX_CELL = 4096
+
+
+def parse_csv(text: str, zone: tzinfo) -> ParsedTimetable:
+    """Lessons from CSV text (already decoded)."""
+    lines = text.splitlines(keepends=True)
+    header_index = next((i for i, line in enumerate(lines) if line.strip()), None)
+    if header_index is None:
+        raise TimetableError("the CSV file is empty (a header line is required)")
+    header_line = lines[header_index]
+    if len(header_line) > MAX_CELL * 4:
+        raise TimetableError(f"line {header_index + 1}: the header line is too long for a CSV header")
+    delimiter = max(",;\t", key=header_line.count)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    columns: dict[str, int] = {}
+    ignored: list[str] = []
+    lessons: list[ParsedLesson] = []
+    width = 0
+    try:
+        for row in reader:
+            number = reader.line_num
+            if not columns:
+                if not any(cell.strip() for cell in row):
+                    continue
+                columns, ignored = _header(row, number)
+                width = len(row)
+                continue
+            if not any(cell.strip() for cell in row):
+                continue
+            place = f"line {number}"
+            if len(row) > width and any(cell.strip() for cell in row[width:]):
+                raise TimetableError(f"{place}: {len(row)} fields, but the header names {width}")
+            if len(lessons) >= MAX_OCCURRENCES:
+                raise TimetableError(f"{place}: more than {MAX_OCCURRENCES} lessons in one file")
+            lessons.append(_lesson(row, columns, place, zone))
+    except csv.Error as err:
+        raise TimetableError(f"line {reader.line_num}: not valid CSV: {err}") from None
+    if not columns:
+        raise TimetableError("the CSV file is empty (a header line is required)")
+    if not lessons:
+        raise TimetableError("the CSV file has a header but no lessons")
+    lessons, notes = unique_lessons(lessons, conflicts_are_errors=True)
+    if ignored:
+        notes.insert(0, f"ignored {plural(len(ignored), 'column')}: {', '.join(ignored)}")
+    return ParsedTimetable(SOURCE, lessons, window_of(lessons), notes)
+
+
+def _header(row: list[str], number: int) -> tuple[dict[str, int], list[str]]:
+    columns: dict[str, int] = {}
+    ignored: list[str] = []
+    for index, cell in enumerate(row):
+        name = cell.strip().lower().replace(" ", "_")
+        key = _COLUMNS.get(name)
+        if key is None:
+            if name:
+                ignored.append(cell.strip()[:40])
+            continue
+        if key in columns:
+            raise TimetableError(f"line {number}: the header names the {key} column twice")
+        columns[key] = index
+    missing = [key for key in _REQUIRED if key not in columns]
+    if missing:
+        raise TimetableError(f"line {number}: the header lacks the column(s) {', '.join(missing)} "
+                             f"(required: {', '.join(_REQUIRED)})")
+    return columns, ignored
+
+
+def _cell(row: list[str], columns: dict[str, int], key: str, place: str) -> str:
+    index = columns.get(key)
+    if index is None or index >= len(row):
+        return ""
+    value = row[index].strip()
+    if len(value) > MAX_CELL:
+        raise TimetableError(f"{place}: the {key} field is too long ({len(value)} characters)")
+    return value
+
+
+def _lesson(row: list[str], columns: dict[str, int], place: str, zone: tzinfo) -> ParsedLesson:
+    raw_date = _cell(row, columns, "date", place)
+    match = _DATE.match(raw_date)
+    if not match:
+        raise TimetableError(f"{place}: date {raw_date[:40]!r} is not YYYY-MM-DD")
+    try:
+        day = date(int(match[1]), int(match[2]), int(match[3]))
+    except ValueError:
+        raise TimetableError(f"{place}: {raw_date} is not a valid date") from None
+    raw_start = _cell(row, columns, "start", place)
+    raw_end = _cell(row, columns, "end", place)
+    start_local = _time(raw_start, "start", place)
+    start = local_to_utc(day, start_local, zone)
+    end = local_to_utc(day, _time(raw_end, "end", place), zone)
+    check_times(start, end, place)
+    rooms = clean_names(split_names(_cell(row, columns, "room", place)), "room", MAX_ROOM, place)
+    groups = clean_names(split_names(_cell(row, columns, "group", place)), "group", MAX_GROUP, place)
+    teachers = clean_names(split_names(_cell(row, columns, "teacher", place)), "teacher",
+                           MAX_TEACHER, place)
+    subject = clean_subject(_cell(row, columns, "subject", place), place)
+    flag = _cell(row, columns, "cancelled", place).lower()
+    if flag not in _TRUE and flag not in _FALSE:
+        raise TimetableError(f"{place}: cancelled {flag[:20]!r} is not yes/no, true/false or 1/0")
+    row_id = _cell(row, columns, "id", place)
+    if row_id:
+        source_id = "id:" + row_id
+    else:
+        # Date, start, rooms and groups identify a lesson; a new teacher or subject is an update.
+        source_id = "h:" + stable_hash(day.isoformat(), start_local.isoformat(),
+                                       ",".join(sorted(r.casefold() for r in rooms)),
+                                       ",".join(sorted(g.casefold() for g in groups)))
+    return ParsedLesson(check_source_id(source_id, place), start, end, rooms, groups, teachers,
+                        subject, flag in _TRUE, place)
+
+
+def _time(value: str, key: str, place: str) -> time:
+    match = _TIME.match(value)
+    if not match:
+        raise TimetableError(f"{place}: {key} {value[:40]!r} is not a time HH:MM")
+    hours, minutes, seconds = int(match[1]), int(match[2]), int(match[3] or 0)
+    if hours > 23 or minutes > 59 or seconds > 59:
+        raise TimetableError(f"{place}: {key} {value} is not a valid time")
+    return time(hours, minutes, seconds)

@@ -1,0 +1,376 @@
+"""iCalendar feeds (RFC 5545): VEVENTs with RRULE/RDATE/EXDATE, RECURRENCE-ID overrides, TZID.
+
+Parsed with `icalendar` and expanded with `recurring-ical-events` over a window (by default from a
+week ago to eight weeks ahead). Known behaviour of those libraries that this module works around:
+cancelled overrides are still returned by the expansion (we read STATUS ourselves), all-day events
+come back as dates (ignored and counted), floating times stay naive (taken as school time), and
+UTC-anchored series follow X-WR-TIMEZONE (recurring-ical-events applies `x_wr_timezone`).
+
+Who and where, per event (the first that gives a value wins):
+rooms    DESCRIPTION line `Lokaal:`/`Room:`, ATTENDEE;CUTYPE=ROOM CN, LOCATION (split on , and ;)
+groups   DESCRIPTION line `Klas:`/`Groep:`/`Group:`, ATTENDEE;CUTYPE=GROUP CN, SUMMARY part 2
+teachers DESCRIPTION line `Docent:`/`Teacher:`, ATTENDEE;ROLE=CHAIR CN, SUMMARY part 3
+subject  DESCRIPTION line `Vak:`/`Subject:`, SUMMARY part 1
+where SUMMARY parts are separated by " - " (`netl - h4a - vdb`), a trailing "(...)" remark dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
+
+import icalendar
+import recurring_ical_events
+
+from .common import (MAX_GROUP, MAX_OCCURRENCES, MAX_ROOM, MAX_TEACHER, ParsedLesson,
+                     ParsedTimetable, TimetableError, check_source_id, clean_names, clean_subject,
+                     plural, split_names)
+
+SOURCE = "ical"
+# Default expansion window around "now": recent history for the dashboard, the coming weeks for
+# the policy. A feed's lessons outside it are not imported (and not removed) on this run.
+WINDOW_PAST = timedelta(days=7)
+WINDOW_FUTURE = timedelta(weeks=8)
+# One series producing more than this inside the window is not a lesson (a school year of a
+# daily lesson is ~200); refusing it bounds hostile RRULEs such as FREQ=HOURLY without end.
+MAX_PER_EVENT = 20_000
+# Total rule iterations from DTSTART to the end of the window over all series: bounds the work
+# dateutil does before reaching the window (a FREQ=HOURLY series starting in the year 1900...).
+MAX_RULE_STEPS = 5_000_000
+_STEP = {"HOURLY": timedelta(hours=1), "DAILY": timedelta(days=1), "WEEKLY": timedelta(weeks=1),
+         "MONTHLY": timedelta(days=28), "YEARLY": timedelta(days=365)}
+
+# Properties whose breakage makes an event unusable (others, such as a broken DTSTAMP, are noted).
+_ESSENTIAL = {"UID", "DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE", "RECURRENCE-ID",
+              "STATUS"}
+_TIME_PROPS = ("DTSTART", "DTEND", "RECURRENCE-ID", "EXDATE", "RDATE")
+_DESCRIPTION_KEYS = {
+    "klas": "groups", "klassen": "groups", "groep": "groups", "groepen": "groups",
+    "group": "groups", "groups": "groups", "class": "groups", "classes": "groups",
+    "docent": "teachers", "docenten": "teachers", "teacher": "teachers", "teachers": "teachers",
+    "leraar": "teachers",
+    "lokaal": "rooms", "lokalen": "rooms", "room": "rooms", "rooms": "rooms",
+    "vak": "subject", "subject": "subject",
+}
+_DESCRIPTION_LINE = re.compile(r"^\s*([A-Za-z]+)\s*:\s*(.*?)\s*$")
+_SUMMARY_SPLIT = re.compile(r"\s+-\s+")
+_TRAILING_REMARK = re.compile(r"\s*\([^()]*\)\s*$")
+
+
+def default_window(now: datetime) -> tuple[datetime, datetime]:
+    """The expansion window used when the caller gives none."""
+    return now - WINDOW_PAST, now + WINDOW_FUTURE
+
+
+def parse_ical(text: str, zone: tzinfo, *, window: tuple[datetime, datetime] | None = None,
+               now: datetime | None = None) -> ParsedTimetable:
+    """Parse and expand a feed into lesson occurrences inside the window."""
+    if window is None:
+        window = default_window(now or datetime.now(timezone.utc))
+    window_start, window_end = (w.astimezone(timezone.utc) for w in window)
+    head = text.lstrip()[:15].upper()
+    if not head.startswith("BEGIN:VCALENDAR"):
+        raise TimetableError("line 1: not an iCalendar file (it must begin with BEGIN:VCALENDAR)")
+    uid_lines, event_lines = _index_lines(text)
+    try:
+        calendar = icalendar.Calendar.from_ical(text)
+    except (ValueError, KeyError, IndexError, TypeError, RecursionError) as err:
+        raise TimetableError(f"not a valid iCalendar file: {_short(err)}") from None
+    if not isinstance(calendar, icalendar.Calendar):
+        raise TimetableError("not a valid iCalendar file: the outer component is not VCALENDAR")
+
+    notes: list[str] = []
+    all_day: set[str] = set()
+    broken_other = 0
+    steps = 0
+    events = list(calendar.walk("VEVENT"))
+    if not events:
+        raise TimetableError("the calendar holds no events (no VEVENT)")
+    for number, event in enumerate(events):
+        uid = str(event.get("UID", "")).strip()
+        place = _place(uid, uid_lines, event_lines, number)
+        if not uid:
+            raise TimetableError(f"{place}: the event has no UID")
+        for name, reason in getattr(event, "errors", ()):
+            if name.upper() in _ESSENTIAL:
+                raise TimetableError(f"{place}: {name} is broken: {_short(reason)}")
+            broken_other += 1
+        if "DTSTART" not in event:
+            raise TimetableError(f"{place}: the event has no DTSTART")
+        if not isinstance(event["DTSTART"].dt, datetime):
+            all_day.add(uid)
+            continue
+        _localize_floating(event, zone, notes, place)
+        steps += _check_event(event, window_end, place)
+        if steps > MAX_RULE_STEPS:
+            raise TimetableError(f"{place}: the recurrence rules reach too far back (more than "
+                                 f"{MAX_RULE_STEPS} repetitions before the window ends)")
+    if all_day:
+        # The library would return them as dates; a day-long block is not a lesson.
+        calendar.subcomponents = [c for c in calendar.subcomponents
+                                  if not (c.name == "VEVENT" and str(c.get("UID", "")).strip()
+                                          in all_day and not _is_timed(c))]
+        notes.append(f"ignored {plural(len(all_day), 'all-day event')}")
+    if broken_other:
+        notes.append(f"ignored {plural(broken_other, 'broken property', 'broken properties')} "
+                     f"that lessons do not need")
+
+    lessons = _expand(calendar, zone, window_start, window_end, uid_lines, event_lines)
+    return ParsedTimetable(SOURCE, lessons, (window_start, window_end), notes)
+
+
+def _is_timed(component: Any) -> bool:
+    start = component.get("DTSTART")
+    return start is not None and isinstance(start.dt, datetime)
+
+
+def _index_lines(text: str) -> tuple[dict[str, int], list[int]]:
+    """Line numbers of each UID's first appearance and of each BEGIN:VEVENT, for messages."""
+    uid_lines: dict[str, int] = {}
+    event_lines: list[int] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        upper = line[:12].upper()
+        if upper.startswith("BEGIN:VEVENT"):
+            event_lines.append(number)
+        elif upper.startswith("UID"):
+            _, _, value = line.partition(":")
+            uid_lines.setdefault(value.strip(), number)
+    return uid_lines, event_lines
+
+
+def _place(uid: str, uid_lines: dict[str, int], event_lines: list[int], number: int) -> str:
+    if uid:
+        line = uid_lines.get(uid)
+        shown = uid if len(uid) <= 80 else uid[:77] + "..."
+        return f"event UID {shown}" + (f" (line {line})" if line else "")
+    if number < len(event_lines):
+        return f"event at line {event_lines[number]}"
+    return f"event {number + 1}"
+
+
+def _short(err: object) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _localize_floating(event: Any, zone: tzinfo, notes: list[str], place: str) -> None:
+    """Give floating times (and times with a TZID nobody defines) the school's timezone."""
+    for name in _TIME_PROPS:
+        prop = event.get(name)
+        if prop is None:
+            continue
+        values = prop if isinstance(prop, list) else [prop]
+        for value in values:
+            for item in (value.dts if hasattr(value, "dts") else [value]):
+                dt = item.dt
+                if isinstance(dt, tuple):  # RDATE period: (start, end or duration)
+                    start, end = dt
+                    if isinstance(start, datetime) and start.tzinfo is None:
+                        end = end.replace(tzinfo=zone) if isinstance(end, datetime) else end
+                        item.dt = (start.replace(tzinfo=zone), end)
+                    continue
+                if isinstance(dt, datetime) and dt.tzinfo is None:
+                    tzid = item.params.get("TZID")
+                    if tzid and len(notes) < 50:
+                        notes.append(f"{place}: unknown TZID {str(tzid)[:40]!r}, taken as school time")
+                    item.dt = dt.replace(tzinfo=zone)
+
+
+def _check_event(event: Any, window_end: datetime, place: str) -> int:
+    """Refuse impossible times and unbounded rules; cap open rules at the window's end.
+
+    Returns an estimate of the rule steps dateutil takes to reach the end of the window.
+    """
+    start: datetime = event["DTSTART"].dt
+    if "DTEND" in event:
+        end = event["DTEND"].dt
+        if not isinstance(end, datetime):
+            raise TimetableError(f"{place}: DTEND is a date while DTSTART is a date-time")
+        if end <= start:
+            raise TimetableError(f"{place}: DTEND ({end.isoformat()}) is not after DTSTART "
+                                 f"({start.isoformat()})")
+    elif "DURATION" in event:
+        duration = event["DURATION"].dt
+        if not isinstance(duration, timedelta) or duration <= timedelta(0):
+            raise TimetableError(f"{place}: DURATION must be positive")
+    else:
+        raise TimetableError(f"{place}: the event has neither DTEND nor DURATION")
+    if start.year < 1900 or start.year > 2100:
+        raise TimetableError(f"{place}: DTSTART {start.date().isoformat()} is outside 1900-2100")
+    rules = event.get("RRULE")
+    if rules is None:
+        return 0
+    steps = 0
+    for rule in rules if isinstance(rules, list) else [rules]:
+        steps += _check_rule(rule, start, window_end, place)
+    return steps
+
+
+def _check_rule(rule: Any, start: datetime, window_end: datetime, place: str) -> int:
+    freq = (rule.get("FREQ") or [""])[0]
+    if freq in ("SECONDLY", "MINUTELY"):
+        raise TimetableError(f"{place}: RRULE FREQ={freq} does not describe lessons")
+    if freq not in _STEP:
+        raise TimetableError(f"{place}: RRULE has no valid FREQ")
+    try:
+        interval = max(1, int((rule.get("INTERVAL") or [1])[0]))
+        count = int(rule["COUNT"][0]) if "COUNT" in rule else None
+    except (TypeError, ValueError):
+        raise TimetableError(f"{place}: RRULE INTERVAL or COUNT is not a number") from None
+    until = (rule.get("UNTIL") or [None])[0]
+    if until is not None and not isinstance(until, datetime):
+        until = datetime.combine(until, datetime.min.time(), tzinfo=timezone.utc) + timedelta(days=1)
+    elif until is not None and until.tzinfo is None:
+        until = until.replace(tzinfo=timezone.utc)
+    if count is None and (until is None or until > window_end):
+        # Nothing after the window is expanded anyway; an UNTIL there keeps dateutil from
+        # searching to the year 9999 for a rule whose BY-parts never match.
+        rule["UNTIL"] = [window_end.astimezone(timezone.utc)]
+        until = window_end
+    last = min(window_end, until) if until is not None else window_end
+    per_step = 1
+    for part in ("BYHOUR", "BYMINUTE", "BYSECOND"):
+        if part in rule:
+            per_step *= max(1, len(rule[part]))
+    if freq == "HOURLY":
+        bound = int((last - start) / timedelta(hours=interval)) + 1
+        bound *= per_step
+    else:
+        # At most one occurrence per day for each time of day the BY-parts allow.
+        bound = max(0, (last - start).days + 1) * per_step
+    if count is not None:
+        bound = min(bound, count)
+    if bound > MAX_PER_EVENT:
+        raise TimetableError(f"{place}: the RRULE could repeat the event {bound} times, more than "
+                             f"the {MAX_PER_EVENT} a lesson series may have")
+    return max(0, int((last - start) / (_STEP[freq] * interval)))
+
+
+def _expand(calendar: Any, zone: tzinfo, window_start: datetime, window_end: datetime,
+            uid_lines: dict[str, int], event_lines: list[int]) -> list[ParsedLesson]:
+    try:
+        query = recurring_ical_events.of(calendar)
+    except Exception as err:  # the library raises many kinds; find the event to blame
+        raise _blame(calendar, err, uid_lines, event_lines) from None
+    lessons: list[ParsedLesson] = []
+    details: dict[int, tuple[Any, ...]] = {}
+    for series in query.series:
+        produced = 0
+        try:
+            occurrences = list(series.between(window_start, window_end))
+        except Exception as err:  # noqa: BLE001 - same reason as above
+            place = _place(str(series.uid), uid_lines, event_lines, -1)
+            raise TimetableError(f"{place}: cannot expand the recurrence: {_short(err)}") from None
+        for occurrence in occurrences:
+            start, end = occurrence.start, occurrence.end
+            if not isinstance(start, datetime) or not isinstance(end, datetime):
+                continue  # an all-day override of a timed series: not a lesson
+            # The occurrence's own component: the series' master or its RECURRENCE-ID override.
+            component = occurrence._adapter._component  # noqa: SLF001 - avoids a copy per occurrence
+            info = details.get(id(component))
+            if info is None:
+                info = details[id(component)] = _describe(component, uid_lines, event_lines)
+            uid, recurring, rooms, groups, teachers, subject, cancelled, place = info
+            if start.tzinfo is None:
+                start, end = start.replace(tzinfo=zone), end.replace(tzinfo=zone)
+            start = start.astimezone(timezone.utc)
+            end = end.astimezone(timezone.utc)
+            if recurring:
+                source_id = f"{uid}/{_instant(component, occurrence.start, zone)}"
+            else:
+                source_id = uid
+            lessons.append(ParsedLesson(check_source_id(source_id, place), start, end, rooms,
+                                        groups, teachers, subject, cancelled, place))
+            produced += 1
+        if produced > MAX_PER_EVENT:
+            place = _place(str(series.uid), uid_lines, event_lines, -1)
+            raise TimetableError(f"{place}: more than {MAX_PER_EVENT} occurrences in the window")
+        if len(lessons) > MAX_OCCURRENCES:
+            raise TimetableError(f"the feed has more than {MAX_OCCURRENCES} lessons in the window")
+    return lessons
+
+
+def _instant(component: Any, start: datetime, zone: tzinfo) -> str:
+    """The occurrence's original start in UTC: its RECURRENCE-ID, or its own start."""
+    recurrence_id = component.get("RECURRENCE-ID")
+    value = recurrence_id.dt if recurrence_id is not None else start
+    if not isinstance(value, datetime):
+        value = datetime.combine(value, datetime.min.time())
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    return value.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _describe(component: Any, uid_lines: dict[str, int], event_lines: list[int]
+              ) -> tuple[Any, ...]:
+    """What an event says about the lesson: uid, recurring?, rooms, groups, teachers, subject,
+    cancelled, place."""
+    uid = str(component.get("UID", "")).strip()
+    place = _place(uid, uid_lines, event_lines, -1)
+    recurring = any(name in component for name in ("RRULE", "RDATE", "RECURRENCE-ID"))
+    found: dict[str, Any] = {}
+    description = str(component.get("DESCRIPTION", ""))
+    for line in description.splitlines():
+        match = _DESCRIPTION_LINE.match(line)
+        if match and match.group(1).casefold() in _DESCRIPTION_KEYS:
+            key = _DESCRIPTION_KEYS[match.group(1).casefold()]
+            found.setdefault(key, match.group(2))
+    attendees = component.get("ATTENDEE")
+    by_kind: dict[str, list[str]] = {"rooms": [], "groups": [], "teachers": []}
+    for attendee in attendees if isinstance(attendees, list) else ([attendees] if attendees else []):
+        name = str(attendee.params.get("CN", "")).strip()
+        cutype = str(attendee.params.get("CUTYPE", "")).upper()
+        role = str(attendee.params.get("ROLE", "")).upper()
+        if not name:
+            continue
+        # Students may be listed as attendees; only rooms, groups and the chair are read.
+        if cutype == "ROOM":
+            by_kind["rooms"].append(name)
+        elif cutype == "GROUP":
+            by_kind["groups"].append(name)
+        elif role == "CHAIR":
+            by_kind["teachers"].append(name)
+    for kind, names in by_kind.items():
+        if names and kind not in found:
+            found[kind] = ",".join(names)
+    summary = _TRAILING_REMARK.sub("", " ".join(str(component.get("SUMMARY", "")).split()))
+    parts = _SUMMARY_SPLIT.split(summary) if summary else []
+    for kind, index in (("subject", 0), ("groups", 1), ("teachers", 2)):
+        if kind not in found and len(parts) > index:
+            found[kind] = parts[index]
+    if "rooms" not in found:
+        found["rooms"] = str(component.get("LOCATION", ""))
+    rooms = clean_names(split_names(found.get("rooms", "")), "room", MAX_ROOM, place)
+    groups = clean_names(split_names(found.get("groups", "")), "group", MAX_GROUP, place)
+    teachers = clean_names(split_names(found.get("teachers", "")), "teacher", MAX_TEACHER, place)
+    subject = clean_subject(found.get("subject", ""), place)
+    cancelled = str(component.get("STATUS", "")).strip().upper() == "CANCELLED"
+    return uid, recurring, rooms, groups, teachers, subject, cancelled, place
+
+
+def _blame(calendar: Any, err: Exception, uid_lines: dict[str, int], event_lines: list[int]
+           ) -> TimetableError:
+    """The error of the first event that fails on its own, or the library's message."""
+    by_uid: dict[str, list[Any]] = {}
+    for component in calendar.walk("VEVENT"):
+        by_uid.setdefault(str(component.get("UID", "")).strip(), []).append(component)
+    for uid, components in by_uid.items():
+        single = icalendar.Calendar()
+        for component in components:
+            single.add_component(component)
+        try:
+            recurring_ical_events.of(single)
+        except Exception as own:  # noqa: BLE001
+            place = _place(uid, uid_lines, event_lines, -1)
+            return TimetableError(f"{place}: {_short(own)}")
+    return TimetableError(f"cannot expand the calendar: {_short(err)}")
+
+
+def looks_like_ical(head: bytes) -> bool:
+    """True when the file begins like an iCalendar file."""
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n")[:15].upper() == b"BEGIN:VCALENDAR"
+
+
+__all__ = ["SOURCE", "WINDOW_PAST", "WINDOW_FUTURE", "default_window", "parse_ical",
+           "looks_like_ical"]
