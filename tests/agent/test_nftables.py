@@ -1,0 +1,302 @@
+"""The nftables enforcer: the ruleset as data, and its effect on a real kernel in a netns trio."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from agent.domains import DOH
+from agent.enforcers.base import Enforcer
+from agent.enforcers.dry_run import DryRunEnforcer
+from agent.enforcers.nftables import (NftablesEnforcer, block_elements, build_ruleset,
+                                      render_apply, render_learn, set_names)
+from agent.errors import EnforcerError
+from agent.state import BlockState, Policy, PolicySegment, SegmentState, Service
+from tests.agent import netns
+from tests.agent.netns import GatewayLab, TcpServer, UdpEchoServer, tcp_connect
+
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+SERVICES = {
+    "twitter": Service("twitter", "X", ("x.com", "twimg.com")),
+    "tiktok": Service("tiktok", "TikTok", ("tiktok.com",)),
+}
+
+
+def make_policy(services: dict[str, Service] = SERVICES) -> Policy:
+    return Policy("v1", "gw-1", NOW, NOW + timedelta(days=7), "Europe/Amsterdam", services,
+                  (PolicySegment(1, "lokaal-1", netns.SEG1_CIDRS, ()),
+                   PolicySegment(2, "lokaal-2", netns.SEG2_CIDRS, ())))
+
+
+def make_state(now: datetime, blocked1: dict[str, datetime], blocked2: dict | None = None
+               ) -> BlockState:
+    return BlockState(now, (SegmentState(1, "lokaal-1", netns.SEG1_CIDRS, blocked1),
+                            SegmentState(2, "lokaal-2", netns.SEG2_CIDRS, blocked2 or {})), None)
+
+
+# -- the ruleset as data -------------------------------------------------------------------
+
+def test_ruleset_has_four_sets_per_service_and_the_shared_sets() -> None:
+    rs = build_ruleset(SERVICES, lan_interfaces=["lan1", "lan2"], dns_port=5353)
+    names = {s.name for s in rs.sets}
+    assert {"blocked4", "blocked6", "doh4", "doh6"} <= names
+    for sid, i in rs.service_index.items():
+        assert set(set_names(i).values()) <= names, sid
+    assert len(rs.sets) == 4 + 4 * len(SERVICES)
+
+
+def test_source_sets_are_intervals_with_timeouts_and_never_auto_merge() -> None:
+    rs = build_ruleset(SERVICES)
+    for spec in rs.sets:
+        if spec.name.startswith(("src", "blocked")):
+            assert spec.flags == ("interval", "timeout")
+        else:
+            assert spec.flags == ("timeout",)
+    assert "auto-merge" not in rs.render()
+
+
+def test_rendered_ruleset_replaces_the_table_in_one_batch() -> None:
+    text = build_ruleset(SERVICES, table="t1").render()
+    lines = text.splitlines()
+    assert lines[:3] == ["add table inet t1", "delete table inet t1", "table inet t1 {"]
+    assert text.count("table inet t1 {") == 1
+
+
+@pytest.mark.parametrize("needle", [
+    "meta l4proto tcp ip daddr @addr4_0 ip saddr @src4_0 reject with tcp reset",
+    "ip6 daddr @addr6_1 ip6 saddr @src6_1 reject with icmpx admin-prohibited",
+    "udp dport { 443, 853 } reject with icmpx admin-prohibited",
+    "tcp dport 853 reject with tcp reset",
+    "meta l4proto tcp ip daddr @doh4 reject with tcp reset",
+    'iifname { "lan1", "lan2" } ip saddr @blocked4 meta l4proto { tcp, udp } th dport 53 '
+    "redirect to :5353",
+    'iifname { "lan1", "lan2" } ip6 saddr @blocked6 jump blocked_traffic',
+])
+def test_ruleset_contains_rule(needle: str) -> None:
+    text = build_ruleset(SERVICES, lan_interfaces=["lan2", "lan1"], dns_port=5353).render()
+    assert needle in text
+
+
+def test_no_rule_matches_the_return_direction_or_only_new_connections() -> None:
+    text = build_ruleset(SERVICES).render()
+    assert "ct state" not in text
+    assert "daddr @src" not in text and "daddr @blocked" not in text
+    assert " drop" not in text
+
+
+def test_block_elements_time_out_at_the_block_end_and_skip_ended_blocks() -> None:
+    rs = build_ruleset(SERVICES)
+    state = make_state(NOW, {"twitter": NOW + timedelta(minutes=50),
+                             "tiktok": NOW - timedelta(seconds=1)},
+                       {"tiktok": NOW + timedelta(minutes=10)})
+    elements, owners = block_elements(rs, state, NOW)
+    tw, tt = rs.service_index["twitter"], rs.service_index["tiktok"]
+    seg1 = ipaddress.ip_network(netns.SEG1_CIDRS[0])
+    seg2_6 = ipaddress.ip_network(netns.SEG2_CIDRS[1])
+    assert elements[f"src4_{tw}"] == {seg1: 3000.0}
+    assert seg1 not in elements[f"src4_{tt}"]
+    assert elements[f"src6_{tt}"] == {seg2_6: 600.0}
+    assert elements["blocked4"][seg1] == 3000.0
+    assert owners[f"src6_{tt} {seg2_6}"] == (2, "tiktok")
+    batch = render_apply("lesfocus", elements)
+    assert f"flush set inet lesfocus src4_{tw}\n" in batch
+    assert "10.81.1.0/24 timeout 3000000ms" in batch
+
+
+def test_overlapping_networks_in_one_interval_set_keep_the_wider_with_the_later_end() -> None:
+    rs = build_ruleset(SERVICES)
+    state = BlockState(NOW, (
+        SegmentState(1, "a", ("10.0.0.0/16",), {"twitter": NOW + timedelta(seconds=60)}),
+        SegmentState(2, "b", ("10.0.5.0/24",), {"twitter": NOW + timedelta(seconds=90)})), None)
+    elements, _ = block_elements(rs, state, NOW)
+    assert elements["src4_" + str(rs.service_index["twitter"])] == {
+        ipaddress.ip_network("10.0.0.0/16"): 90.0}
+
+
+def test_learn_batch_refreshes_by_delete_and_add_in_one_transaction() -> None:
+    batch = render_learn("t", "addr4_0", ["192.0.2.1"], ["192.0.2.2"], 3600)
+    assert batch == ("delete element inet t addr4_0 { 192.0.2.2 }\n"
+                     "add element inet t addr4_0 { 192.0.2.2 timeout 3600s, "
+                     "192.0.2.1 timeout 3600s }\n")
+
+
+def test_dry_run_logs_the_same_transactions_and_skips_repeated_learns() -> None:
+    logged: list[str] = []
+    enf = DryRunEnforcer(logged.append, table="t", lan_interfaces=["lan1"], dns_port=5353)
+    assert isinstance(enf, Enforcer)
+    enf.start(make_policy())
+    assert logged[0] == build_ruleset(SERVICES, "t", ["lan1"], 5353).render()
+    enf.apply(make_state(NOW, {"twitter": NOW + timedelta(hours=1)}))
+    assert logged[-1].startswith("flush set inet t blocked4")
+    enf.learn("twitter", ["198.51.100.10", "2001:db8::10", "not-an-address", "0.0.0.0"], 60)
+    assert "add element inet t addr4_1 { 198.51.100.10 timeout 3600s }" in logged[-1]
+    assert "add element inet t addr6_1 { 2001:db8::10 timeout 3600s }" in logged[-1]
+    count = len(logged)
+    enf.learn("twitter", ["198.51.100.10"], 60)
+    enf.learn("unknown-service", ["198.51.100.11"], 60)
+    assert len(logged) == count
+    enf.learn(DOH, ["192.0.2.53"], 300)
+    assert "add element inet t doh4 { 192.0.2.53 timeout 3600s }" in logged[-1]
+
+
+def test_apply_before_start_is_an_enforcer_error() -> None:
+    enf = DryRunEnforcer(lambda batch: None)
+    with pytest.raises(EnforcerError, match="not been started"):
+        enf.apply(make_state(NOW, {}))
+
+
+# -- on a real kernel ----------------------------------------------------------------------
+
+TW4, TW6, OTHER4, DOH4 = "198.51.100.10", "2001:db8::10", "198.51.100.20", "198.51.100.53"
+
+
+@pytest.fixture
+def lab() -> Iterator[GatewayLab]:
+    from conftest import require
+    require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
+    with GatewayLab() as lab:
+        for addr in (TW4, TW6, OTHER4, DOH4):
+            lab.add_server_address(addr)
+        for addr in (TW4, TW6, OTHER4, DOH4):
+            for port in (443, 853):
+                server = TcpServer(lab.inet, addr, port)
+                lab.on_close(server.stop)
+        quic = UdpEchoServer(lab.inet, OTHER4, 443)
+        lab.on_close(quic.stop)
+        yield lab
+
+
+def started(lab: GatewayLab, table: str = "lesfocus") -> NftablesEnforcer:
+    enf = NftablesEnforcer(table=table, lan_interfaces=["lan1", "lan2"], dns_port=5353)
+    with lab.gw.entered():
+        enf.start(make_policy())
+    return enf
+
+
+def udp_roundtrip(ns: netns.Netns, host: str, port: int) -> str:
+    s = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(1)
+    try:
+        s.connect((host, port))
+        s.send(b"quic?")
+        return "answered" if s.recv(100) == b"quic?" else "garbled"
+    except (TimeoutError, socket.timeout):
+        return "timeout"
+    except OSError as exc:  # an ICMP reject: refused, or admin-prohibited (host unreachable)
+        return "rejected" if exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH) else str(exc)
+    finally:
+        s.close()
+
+
+@pytest.mark.netns
+def test_blocked_segment_gets_resets_to_learned_addresses_and_the_other_segment_does_not(
+        lab: GatewayLab) -> None:
+    enf = started(lab)
+    with lab.gw.entered():
+        enf.learn("twitter", [TW4, TW6], 300)
+        enf.apply(make_state(datetime.now(timezone.utc),
+                             {"twitter": datetime.now(timezone.utc) + timedelta(minutes=5)}))
+    assert tcp_connect(lab.c1, TW4, 443) == "reset"
+    assert tcp_connect(lab.c1, TW6, 443) == "reset"
+    assert tcp_connect(lab.c1, OTHER4, 443) == "open"
+    assert tcp_connect(lab.c2, TW4, 443) == "open"
+    assert tcp_connect(lab.c2, TW6, 443) == "open"
+    with lab.gw.entered():
+        counters = enf.counters()
+    assert counters[(1, "twitter")]["rejected_packets"] >= 2
+    assert (2, "twitter") not in counters
+
+
+@pytest.mark.netns
+def test_quic_dot_and_doh_are_rejected_for_blocked_segments_only(lab: GatewayLab) -> None:
+    enf = started(lab)
+    with lab.gw.entered():
+        enf.learn(DOH, [DOH4], 300)
+        enf.apply(make_state(datetime.now(timezone.utc),
+                             {"tiktok": datetime.now(timezone.utc) + timedelta(minutes=5)}))
+    assert udp_roundtrip(lab.c1, OTHER4, 443) == "rejected"
+    assert tcp_connect(lab.c1, OTHER4, 853) == "reset"
+    assert tcp_connect(lab.c1, DOH4, 443) == "reset"
+    assert udp_roundtrip(lab.c2, OTHER4, 443) == "answered"
+    assert tcp_connect(lab.c2, OTHER4, 853) == "open"
+    assert tcp_connect(lab.c2, DOH4, 443) == "open"
+
+
+@pytest.mark.netns
+def test_element_timeout_releases_the_block_without_the_agent(lab: GatewayLab) -> None:
+    enf = started(lab)
+    now = datetime.now(timezone.utc)
+    with lab.gw.entered():
+        enf.learn("twitter", [TW4], 300)
+        enf.apply(make_state(now, {"twitter": now + timedelta(seconds=1.5)}))
+    assert tcp_connect(lab.c1, TW4, 443) == "reset"
+    del enf  # the agent is gone; only the kernel's timeouts are left
+    deadline = time.monotonic() + 5
+    while tcp_connect(lab.c1, TW4, 443, timeout=0.5) != "open":
+        assert time.monotonic() < deadline, "the block outlived its element timeout"
+        time.sleep(0.2)
+
+
+@pytest.mark.netns
+def test_restart_rebuilds_the_table_with_no_duplicate_rules(lab: GatewayLab) -> None:
+    for _ in range(3):
+        enf = started(lab)
+    listing = lab.gw.exec(["nft", "list", "table", "inet", "lesfocus"]).stdout
+    assert listing.count("chain forward {") == 1
+    assert listing.count("reject with tcp reset") == len(build_ruleset(SERVICES).render().split(
+        "reject with tcp reset")) - 1
+    assert lab.gw.exec(["nft", "list", "tables"]).stdout.count("lesfocus") == 1
+    with lab.gw.entered():
+        enf.stop()
+    assert "lesfocus" not in lab.gw.exec(["nft", "list", "tables"]).stdout
+
+
+@pytest.mark.netns
+def test_refused_batch_raises_with_the_batch_in_the_error(lab: GatewayLab) -> None:
+    enf = started(lab)
+    with lab.gw.entered(), pytest.raises(EnforcerError) as info:
+        enf.run("add element inet lesfocus no_such_set { 192.0.2.1 }\n")
+    assert "no_such_set" in str(info.value) and "--- batch ---" in str(info.value)
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_open_flow_is_cut_within_a_second_of_the_bell(lab: GatewayLab) -> None:
+    enf = started(lab)
+    with lab.gw.entered():
+        enf.learn("twitter", [TW4], 300)
+    sock = lab.c1.socket()
+    sock.settimeout(5)
+    sock.connect((TW4, 443))
+    sock.sendall(b"before the bell\n")
+    assert sock.recv(100) == b"before the bell\n"
+    # The flow is idle at the bell: the cut must not wait for the client to send something.
+    result: dict[str, float | str] = {}
+
+    def watch() -> None:
+        try:
+            data = sock.recv(100)
+            result["outcome"] = "closed" if data == b"" else "data"
+        except ConnectionResetError:
+            result["outcome"] = "reset"
+        except (TimeoutError, socket.timeout):
+            result["outcome"] = "timeout"
+        result["at"] = time.monotonic()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    bell = time.monotonic()
+    with lab.gw.entered():
+        now = datetime.now(timezone.utc)
+        enf.apply(make_state(now, {"twitter": now + timedelta(minutes=5)}))
+    watcher.join(5)
+    sock.close()
+    assert result.get("outcome") == "reset"
+    assert float(result["at"]) - bell < 1.0
