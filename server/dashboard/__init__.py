@@ -1,18 +1,49 @@
-"""The server-rendered dashboard for teachers, school leaders and IT."""
+"""The server-rendered dashboard for teachers, school leaders and IT (SPEC §1, issue 5).
+
+One blueprint, one module per audience: `auth` (sign-in, sign-out, language), `teacher` ("Nu", week
+view, grants and revocations), `leader` (school-wide exceptions, overview, audit log) and `it`
+(rooms, segments, gateways, timetable import, services, reminders, people). Every form is protected
+against CSRF and every view checks the signed-in person's roles itself.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from flask import Blueprint, Flask, g, request
+from flask_babel import Babel
+from flask_wtf.csrf import CSRFProtect
 
 bp = Blueprint("dashboard", __name__, template_folder="../templates")
+babel = Babel()
+csrf = CSRFProtect()
+
+LANGUAGES = ("nl", "en")
 
 
-@bp.get("/")
-def index() -> str:
-    """Placeholder until the dashboard is built (issue 5)."""
-    return "lesfocus"
+def _select_locale() -> str:
+    from .common import selected_language
+    return selected_language()
+
+
+def _select_timezone() -> str:
+    user = getattr(g, "dashboard_user", None)
+    return user.school.timezone if user is not None else "Europe/Amsterdam"
+
+
+@bp.before_request
+def _protect_forms() -> None:
+    # CSRF is checked here rather than app-wide, so the JSON API (bearer tokens) is untouched.
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        csrf.protect()
 
 
 def init_app(app: Flask) -> None:
-    """Register the dashboard blueprint."""
+    """Register the dashboard: translations, CSRF protection and the audience modules."""
+    app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)
+    # A teacher's "Nu" page may stay open for a whole lesson: tokens live as long as the session.
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    app.config.setdefault("BABEL_DEFAULT_LOCALE", app.config.get("LESFOCUS_DEFAULT_LOCALE", "nl"))
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=_select_locale, timezone_selector=_select_timezone)
+    from . import auth, common, it, leader, teacher  # noqa: F401  (they attach their routes to bp)
+    common.init_app(app)
     app.register_blueprint(bp)

@@ -1,0 +1,135 @@
+"""Sign-in with local accounts, throttling of failed attempts, sign-out and the language switch."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flask import abort, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext
+from sqlalchemy import delete, func, select
+from werkzeug.wrappers import Response
+
+from ..extensions import db
+from ..models import LoginFailure, Person, utcnow
+from ..passwords import verify_password
+from . import LANGUAGES, bp
+from .common import client_address, login_required, safe_next, session_marker
+
+# Five wrong passwords for one username from one address within five minutes lock that pair
+# for the rest of the window; a wider limit per address slows guessing across many usernames.
+MAX_FAILURES_PER_USER = 5
+MAX_FAILURES_PER_ADDRESS = 20
+THROTTLE_WINDOW = timedelta(minutes=5)
+
+
+def throttled_until(username: str, address: str, now: datetime) -> datetime | None:
+    """When sign-in for `username` from `address` is allowed again, or None if it is allowed now."""
+    since = now - THROTTLE_WINDOW
+    for condition, limit in (
+            ((LoginFailure.username == username, LoginFailure.remote_addr == address),
+             MAX_FAILURES_PER_USER),
+            ((LoginFailure.remote_addr == address,), MAX_FAILURES_PER_ADDRESS)):
+        count, oldest = db.session.execute(
+            select(func.count(LoginFailure.id), func.min(LoginFailure.at))
+            .where(LoginFailure.at > since, *condition)).one()
+        if count >= limit and oldest is not None:
+            return oldest + THROTTLE_WINDOW
+    return None
+
+
+def _record_failure(username: str, address: str, now: datetime) -> None:
+    # Old rows are useless for throttling; dropping them here keeps the table tiny.
+    db.session.execute(delete(LoginFailure).where(LoginFailure.at <= now - THROTTLE_WINDOW))
+    db.session.add(LoginFailure(username=username, remote_addr=address, at=now))
+    db.session.commit()
+
+
+def home_endpoint(person: Person) -> str:
+    """The first page a person's roles lead to."""
+    if person.has_role("teacher"):
+        return "dashboard.now"
+    if person.has_role("leader"):
+        return "dashboard.leader_overview"
+    if person.has_role("it_admin"):
+        return "dashboard.it_rooms"
+    return "dashboard.no_role"
+
+
+@bp.get("/")
+def index() -> Response:
+    """Send the visitor to their own start page, or to the sign-in page."""
+    user = g.get("dashboard_user")
+    if user is None:
+        return redirect(url_for("dashboard.login"))
+    return redirect(url_for(home_endpoint(user)))
+
+
+@bp.get("/no-role")
+@login_required()
+def no_role() -> str:
+    """Shown to a signed-in person without any role."""
+    return render_template("no_role.html")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> Response | tuple[str, int] | str:
+    """Sign in with a username and password."""
+    if request.method == "GET":
+        if g.get("dashboard_user") is not None:
+            return redirect(url_for("dashboard.index"))
+        return render_template("login.html", next=request.args.get("next", ""), username="")
+    username = (request.form.get("username") or "").strip()
+    password = request.form.get("password") or ""
+    next_url = request.form.get("next", "")
+    key = username.lower()[:150]
+    address = client_address()
+    now = utcnow()
+    locked = throttled_until(key, address, now)
+    if locked is not None:
+        minutes = max(1, int((locked - now).total_seconds() // 60) + 1)
+        error = gettext("Too many failed attempts. Try again in %(minutes)d minutes.",
+                        minutes=minutes)
+        return render_template("login.html", next=next_url, username=username,
+                               error=error), 429
+    person = db.session.scalar(select(Person).where(func.lower(Person.username) == key)) \
+        if key else None
+    ok = verify_password(person.password_hash if person else None, password)
+    if not ok or person is None or not person.active:
+        _record_failure(key, address, now)
+        error = gettext("Unknown username or wrong password.")
+        return render_template("login.html", next=next_url, username=username, error=error), 401
+    db.session.execute(delete(LoginFailure).where(LoginFailure.username == key,
+                                                  LoginFailure.remote_addr == address))
+    db.session.commit()
+    lang = session.get("lang")
+    # A fresh session on sign-in, so a session id planted before sign-in is worthless.
+    session.clear()
+    session["person_id"] = person.id
+    session["auth"] = session_marker(person)
+    if lang in LANGUAGES:
+        session["lang"] = lang
+    return redirect(safe_next(next_url, url_for(home_endpoint(person))))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """Sign out (a POST with the CSRF token, so no other site can sign anyone out)."""
+    lang = session.get("lang")
+    session.clear()
+    if lang in LANGUAGES:
+        session["lang"] = lang
+    return redirect(url_for("dashboard.login"))
+
+
+@bp.post("/language")
+def set_language() -> Response:
+    """Switch the interface language; remembered in the session and for the signed-in person."""
+    lang = request.form.get("lang", "")
+    if lang not in LANGUAGES:
+        abort(400, description=gettext("Unknown language."))
+    session["lang"] = lang
+    user = g.get("dashboard_user")
+    if user is not None and user.locale != lang:
+        user.locale = lang
+        db.session.commit()
+    return redirect(safe_next(request.form.get("next"), url_for("dashboard.index")))

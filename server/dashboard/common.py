@@ -1,0 +1,156 @@
+"""What every dashboard module shares: the signed-in person, role checks, times and forms."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from functools import wraps
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from flask import Flask, abort, g, redirect, request, session, url_for
+from flask_babel import format_date, format_datetime, gettext
+from sqlalchemy import select
+
+from ..extensions import db
+from ..models import Person, School, Service
+from . import LANGUAGES, bp
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def session_marker(person: Person) -> str:
+    """A short digest of the password hash: a new password signs out every other session."""
+    return hashlib.sha256((person.password_hash or "").encode()).hexdigest()[:16]
+
+
+@bp.before_app_request
+def _load_user() -> None:
+    g.dashboard_user = None
+    person_id = session.get("person_id")
+    if person_id is None:
+        return
+    person = db.session.get(Person, person_id)
+    if (person is None or not person.active or not person.username
+            or session.get("auth") != session_marker(person)):
+        session.pop("person_id", None)
+        session.pop("auth", None)
+        return
+    g.dashboard_user = person
+
+
+def current_user() -> Person:
+    """The signed-in person (only inside views guarded by `login_required`)."""
+    user = g.get("dashboard_user")
+    if user is None:  # pragma: no cover - login_required runs first
+        abort(401)
+    return user
+
+
+def login_required(*roles: str) -> Callable[[F], F]:
+    """Guard a view: sign-in required, and (when given) at least one of `roles`; else 403."""
+    def decorate(view: F) -> F:
+        @wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            user = g.get("dashboard_user")
+            if user is None:
+                target = request.full_path if request.method == "GET" else None
+                return redirect(url_for("dashboard.login", next=target))
+            if roles and not user.has_role(*roles):
+                abort(403, description=gettext("Your role does not give access to this page."))
+            return view(*args, **kwargs)
+        wrapped.roles = roles  # type: ignore[attr-defined]
+        return wrapped  # type: ignore[return-value]
+    return decorate
+
+
+def selected_language() -> str:
+    """The interface language: the session's choice, then the person's, then Dutch."""
+    lang = session.get("lang")
+    if lang in LANGUAGES:
+        return lang
+    user = g.get("dashboard_user")
+    if user is not None and user.locale in LANGUAGES:
+        return user.locale
+    return "nl"
+
+
+def school_zone(school: School) -> ZoneInfo:
+    """The school's timezone."""
+    return ZoneInfo(school.timezone or "Europe/Amsterdam")
+
+
+def parse_local_datetime(text: str, school: School) -> datetime:
+    """Parse an `<input type=datetime-local>` value in the school's timezone; ValueError if bad."""
+    text = (text or "").strip()
+    if not text:
+        raise ValueError(gettext("Enter a date and time."))
+    try:
+        naive = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(gettext("Enter a date and time such as 2026-11-23 09:00.")) from None
+    if naive.tzinfo is not None:
+        return naive.astimezone(timezone.utc)
+    return naive.replace(tzinfo=school_zone(school)).astimezone(timezone.utc)
+
+
+def local_input_value(moment: datetime, school: School) -> str:
+    """A datetime as the value of an `<input type=datetime-local>` in the school's timezone."""
+    return moment.astimezone(school_zone(school)).strftime("%Y-%m-%dT%H:%M")
+
+
+def school_services(school: School) -> list[Service]:
+    """The services the school blocks during lessons, in catalog order by name."""
+    services = db.session.scalars(select(Service).order_by(Service.name)).all()
+    if school.blocked_services is None:
+        return list(services)
+    chosen = set(school.blocked_services)
+    return [s for s in services if s.id in chosen]
+
+
+def service_names() -> dict[str, str]:
+    """Service id -> display name, for every known service."""
+    return {s.id: s.name for s in db.session.scalars(select(Service))}
+
+
+def safe_next(target: str | None, default: str) -> str:
+    """`target` when it is a path on this site, else `default` (no open redirects)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return default
+
+
+def client_address() -> str:
+    """The address the request came from (as the app's proxy settings present it)."""
+    return (request.remote_addr or "unknown")[:64]
+
+
+def _hm(moment: datetime | None) -> str:
+    return format_datetime(moment, "HH:mm") if moment else ""
+
+
+def _day(moment: datetime | None) -> str:
+    return format_datetime(moment, "EEEE d MMMM") if moment else ""
+
+
+def _dayname(day: date | None) -> str:
+    return format_date(day, "EEEE d MMMM") if day else ""
+
+
+def _short_dt(moment: datetime | None) -> str:
+    return format_datetime(moment, "EEE d MMM HH:mm") if moment else ""
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.astimezone(timezone.utc).isoformat() if moment else ""
+
+
+def init_app(app: Flask) -> None:
+    """Template filters and globals used by every page."""
+    app.jinja_env.filters.update(hm=_hm, day=_day, dayname=_dayname, short_dt=_short_dt, iso=_iso)
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {"current_language": selected_language(), "languages": LANGUAGES,
+                "user": g.get("dashboard_user")}

@@ -1,0 +1,45 @@
+// lesfocus dashboard: countdowns, reload at lesson or exception end, copy buttons, confirmations.
+"use strict";
+
+/** Format a number of seconds as m:ss or h:mm:ss. */
+function formatRemaining(seconds) {
+  const s = Math.max(0, Math.floor(seconds));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const rest = String(s % 60).padStart(2, "0");
+  return h > 0 ? `${h}:${String(m).padStart(2, "0")}:${rest}` : `${m}:${rest}`;
+}
+
+function tick() {
+  const now = Date.now();
+  let reload = false;
+  for (const el of document.querySelectorAll("[data-end]")) {
+    const left = (Date.parse(el.dataset.end) - now) / 1000;
+    el.textContent = formatRemaining(left);
+    if (left <= 0 && !el.dataset.done) { el.dataset.done = "1"; reload = true; }
+  }
+  for (const el of document.querySelectorAll("[data-reload-at]")) {
+    if (Date.parse(el.dataset.reloadAt) <= now && !el.dataset.done) { el.dataset.done = "1"; reload = true; }
+  }
+  // The server decides what is blocked; reload so the page shows its view once a time passes.
+  if (reload) setTimeout(() => window.location.reload(), 1500);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  if (document.querySelector("[data-end], [data-reload-at]")) {
+    tick();
+    setInterval(tick, 1000);
+  }
+  for (const button of document.querySelectorAll("button[data-copy]")) {
+    button.addEventListener("click", () => {
+      navigator.clipboard.writeText(button.dataset.copy)
+        .then(() => { button.textContent = "✓"; })
+        .catch((err) => console.warn("copy failed", err));
+    });
+  }
+  for (const form of document.querySelectorAll("form[data-confirm]")) {
+    form.addEventListener("submit", (event) => {
+      if (!window.confirm(form.dataset.confirm)) event.preventDefault();
+    });
+  }
+});
