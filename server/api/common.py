@@ -13,9 +13,9 @@ from ..extensions import db
 from ..models import School
 
 
-def json_body(*, optional: bool = False) -> dict[str, Any]:
-    """The request's JSON object; 413 above LESFOCUS_MAX_JSON_BODY, 400 when it is not an object."""
-    limit = int(current_app.config["LESFOCUS_MAX_JSON_BODY"])
+def json_body(*, optional: bool = False, scale: int = 1) -> dict[str, Any]:
+    """The request's JSON object; 413 above `scale` x LESFOCUS_MAX_JSON_BODY, 400 if not an object."""
+    limit = int(current_app.config["LESFOCUS_MAX_JSON_BODY"]) * scale
     if request.content_length is not None and request.content_length > limit:
         abort_json(413, f"the JSON body is larger than {limit} bytes")
     # Read at most limit + 1 bytes, so a chunked body without Content-Length is bounded too.

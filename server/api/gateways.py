@@ -21,7 +21,10 @@ from ..tokens import load_public_key, public_key_pem
 from . import bp
 from .common import get_object, get_str, iso, json_body, parse_datetime, query_int
 
-MAX_COUNTERS = 5000
+MAX_COUNTERS = 10_000
+# A heartbeat may carry a day of buffered counters (the agent keeps up to 4,800 buckets, about
+# 100 bytes each), so its body may be this many times LESFOCUS_MAX_JSON_BODY.
+HEARTBEAT_BODY_SCALE = 4
 # How often a waiting long poll looks in the database for changes made by other processes
 # (the in-process notifier wakes it at once for changes made here).
 RECHECK_SECONDS = 2.0
@@ -239,7 +242,7 @@ def _parse_counters(raw: Any, gateway: Gateway) -> tuple[list[tuple[int, str, da
 def self_heartbeat() -> Response:
     """Record the agent's state and add its hourly block counts (aggregates, sent once each)."""
     gateway: Gateway = g.gateway
-    body = json_body()
+    body = json_body(scale=HEARTBEAT_BODY_SCALE)
     policy_version = get_str(body, "policy_version", required=False, max_len=80)
     agent_version = get_str(body, "agent_version", required=False, max_len=40)
     counters, skipped = _parse_counters(body.get("counters"), gateway)

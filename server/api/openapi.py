@@ -76,7 +76,7 @@ OPERATIONS: list[Operation] = [
                          "401": "agent token refused"}),
     Operation("post", "/gateways/self/heartbeat", "Agent state and hourly block counters", "agent",
               body=obj(None, policy_version=STR, agent_version=STR,
-                       counters={"type": "array", "items": _COUNTER, "maxItems": 5000}),
+                       counters={"type": "array", "items": _COUNTER, "maxItems": 10000}),
               responses={"200": "recorded", "400": "bad field", "401": "agent token refused"}),
     Operation("get", "/gateways", "The school's gateways", "it_admin", responses={"200": "list"}),
     Operation("post", "/gateways", "Create a gateway; returns its one-time enrolment token",
