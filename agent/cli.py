@@ -88,14 +88,14 @@ def cmd_run(args: argparse.Namespace) -> int:
                         lambda: holder["agent"].policy.version if holder["agent"].policy else None)
     agent = Agent(source, enforcer, backend=config.backend, state_dir=config.state_dir,
                   parts=parts,
-                  background=[lambda stop: reporter.run(stop, config.heartbeat_interval)])
+                  background=[lambda stop: reporter.run(stop, config.heartbeat_interval)],
+                  on_install=[reporter.kick])
     holder["agent"] = agent
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("%s received: stopping (kernel blocks end on their own timeouts)",
                  signal.Signals(signum).name)
-        agent.stop_event.set()
-        agent._wake.set()
+        agent.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

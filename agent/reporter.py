@@ -77,6 +77,11 @@ class Reporter:
         self.pending: Counter[CounterKey] = Counter()
         self.last_ok: datetime | None = None
         self.last_error: str | None = None
+        self._kick = threading.Event()
+
+    def kick(self) -> None:
+        """Send the next heartbeat now (a new policy is in force: the server wants to know)."""
+        self._kick.set()
 
     def collect(self) -> None:
         """Drain every source into the pending buckets."""
@@ -115,7 +120,8 @@ class Reporter:
         """Send a heartbeat at once and then every `interval` seconds until `stop`."""
         while not stop.is_set():
             self.beat()
-            stop.wait(interval)
+            self._kick.wait(interval)
+            self._kick.clear()
 
 
 class DeltaCounters:

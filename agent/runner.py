@@ -104,11 +104,13 @@ class Agent:
     def __init__(self, source: PolicySource, enforcer: Enforcer, *, backend: str,
                  state_dir: Path, parts: Iterable[Any] = (),
                  background: Iterable[Callable[[threading.Event], None]] = (),
-                 clock: Callable[[], datetime] = _utcnow) -> None:
+                 clock: Callable[[], datetime] = _utcnow,
+                 on_install: Iterable[Callable[[], None]] = ()) -> None:
         self.source = source
         self.enforcer = enforcer
         self.parts = list(parts)
         self.background = list(background)
+        self.on_install = list(on_install)
         self.clock = clock
         self.state_dir = state_dir
         self.policy: Policy | None = None
@@ -117,6 +119,7 @@ class Agent:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._incoming: Policy | None = None
+        self._force = False
         self._threads: list[threading.Thread] = []
         self.status = AgentStatus(pid=os.getpid(), backend=backend, started_at=_z(clock()) or "")
 
@@ -141,8 +144,10 @@ class Agent:
             if update is not None:
                 update(policy)
         self.policy = policy
-        self.state = None
+        self._force = True  # apply even an unchanged state: a rebuilt table starts empty
         log.info("enforcing policy %s (%s)", policy.version, why)
+        for hook in self.on_install:
+            hook()
 
     def step(self) -> datetime | None:
         """Apply what is due now; returns the next instant the schedule changes."""
@@ -156,7 +161,8 @@ class Agent:
             return None
         now = self.clock()
         state = blocked_at(self.policy, now)
-        if not _same(self.state, state):
+        if self._force or not _same(self.state, state):
+            self._force = False
             for line in describe_changes(self.state, state, why):
                 log.info("%s", line)
             self.enforcer.apply(state)
@@ -212,11 +218,18 @@ class Agent:
             self._wake.wait(timeout)
             self._wake.clear()
 
+    def request_stop(self) -> None:
+        """Ask the loop to end (safe from a signal handler: it only sets events)."""
+        self.stop_event.set()
+        self._wake.set()
+
     def stop(self, flush: bool = False) -> None:
         """End the loop and the parts; the kernel table stays (its timeouts end each block)
         unless `flush`, so a restart rebuilds it in one transaction without a gap."""
         self.stop_event.set()
         self._wake.set()
+        for hook in self.on_install:
+            hook()  # wakes the reporter so it sees the stop
         for part in reversed(self.parts):
             stopper = getattr(part, "stop", None)
             if stopper is not None:

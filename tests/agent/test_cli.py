@@ -140,3 +140,71 @@ def test_python_dash_m_agent_and_the_console_script_share_main() -> None:
     out = subprocess.run([sys.executable, "-m", "agent", "--help"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert "enroll" in out and "run" in out and "status" in out
+
+
+# --- against the real server (tests/e2e/live_server.py: create_app + waitress on loopback) --------
+
+def _live_server(tmp_path: Path) -> Any:
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    try:
+        from live_server import LiveServer
+    finally:
+        sys.path.pop(0)
+    return LiveServer(tmp_path / "server").start()
+
+
+def _wait_for(what: str, check: Any, timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_enroll_then_run_follows_the_real_servers_policy_grants_and_heartbeats(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = _live_server(tmp_path)
+    agent: subprocess.Popen[str] | None = None
+    try:
+        now = datetime.now(timezone.utc)
+        segment = server.add_segment("lokaal 1.01", ["10.81.1.0/24"], "1.01")
+        server.add_lesson("1.01", now - timedelta(minutes=1), now + timedelta(minutes=20), "l1")
+        state = tmp_path / "agent"
+        assert main(["enroll", "--server", server.url, "--token", server.enrollment_token,
+                     "--state-dir", str(state)]) == 0
+        assert f"enrolled as gateway {server.gateway_id}" in capsys.readouterr().out
+        # The token works once.
+        assert main(["enroll", "--server", server.url, "--token", server.enrollment_token,
+                     "--state-dir", str(tmp_path / "again")]) == 5
+        assert "used already" in capsys.readouterr().err
+
+        log_path = tmp_path / "agent.log"
+        with open(log_path, "w") as log_file:
+            agent = subprocess.Popen(
+                [sys.executable, "-m", "agent", "run", "--state-dir", str(state),
+                 "--backend", "dry-run", "--upstream-dns", "127.0.0.1"],
+                cwd=ROOT, stderr=log_file, text=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        first = server.current_policy_version()
+        _wait_for("the first policy", lambda: f"policy {first} accepted" in log_path.read_text())
+        assert f"segment {segment} (lokaal 1.01): blocking" in log_path.read_text()
+        _wait_for("a heartbeat", lambda: server.gateway_row()["policy_version_applied"] == first)
+
+        grant = server.grant("1.01", ["tiktok"], now, now + timedelta(minutes=10))
+        _wait_for("the grant", lambda: "unblocked tiktok" in log_path.read_text())
+        server.revoke(grant)
+        _wait_for("the revocation", lambda: "blocking tiktok" in
+                  log_path.read_text().split("unblocked tiktok", 1)[1])
+        assert main(["status", "--state-dir", str(state)]) == 0
+        out = capsys.readouterr().out
+        assert "tiktok until" in out and f"segment {segment} lokaal 1.01" in out
+    finally:
+        if agent is not None:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(20)
+        server.stop()
+    assert agent.returncode == 0
+    row = server.gateway_row()
+    assert row["agent_version"] and row["last_contact_at"] is not None
