@@ -81,9 +81,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     key = load_or_create_agent_key(config.state_dir)
     client = ServerClient(enrollment, key)
     source = PolicySource(config.state_dir, enrollment, client=client, poll_wait=config.poll_wait)
-    enforcer, parts = build_parts(config, source)
-    sources = [DeltaCounters(p.counters) for p in [enforcer, *parts] if hasattr(p, "counters")]
     holder: dict[str, Agent] = {}
+    enforcer, parts = build_parts(
+        config, lambda: holder["agent"].state if holder else None,
+        lambda: holder["agent"].policy.services if holder and holder["agent"].policy else {})
+    sources = [DeltaCounters(p.counters) for p in [enforcer, *parts] if hasattr(p, "counters")]
     reporter = Reporter(client.heartbeat, sources,
                         lambda: holder["agent"].policy.version if holder["agent"].policy else None)
     agent = Agent(source, enforcer, backend=config.backend, state_dir=config.state_dir,

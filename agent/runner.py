@@ -13,10 +13,11 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from .errors import EnforcerError
 from .policy_source import PolicySource, atomic_write
 from .schedule import blocked_at
 from .state import BlockState, Policy
@@ -24,7 +25,8 @@ from .state import BlockState, Policy
 log = logging.getLogger("lesfocus.agent")
 
 STATUS_FILE = "status.json"
-MAX_SLEEP = 30.0  # re-read the wall clock at least this often (NTP steps, suspend)
+MAX_SLEEP = 30.0
+RETRY_SECONDS = 2.0  # re-read the wall clock at least this often (NTP steps, suspend)
 
 
 class Enforcer(Protocol):
@@ -165,12 +167,21 @@ class Agent:
             self._force = False
             for line in describe_changes(self.state, state, why):
                 log.info("%s", line)
-            self.enforcer.apply(state)
+            previous, self.state = self.state, state
+            # The responder learns the new state before the kernel redirects anyone to it.
             for part in self.parts:
-                apply = getattr(part, "apply", None)
-                if apply is not None:
-                    apply(state)
-            self.state = state
+                if hasattr(part, "apply"):
+                    part.apply(state)
+                elif hasattr(part, "update"):
+                    part.update()  # the DNS responder reads the state through its provider
+            try:
+                self.enforcer.apply(state)
+            except (EnforcerError, OSError, RuntimeError) as err:
+                # Keep the old kernel state (its timeouts still end each block) and retry soon.
+                log.error("applying the block state failed: %s; retrying in %.0f s", err,
+                          RETRY_SECONDS)
+                self.state, self._force = previous, True
+                return now + timedelta(seconds=RETRY_SECONDS)
             self.status.applied_at = _z(now)
         self.status.policy_version = self.policy.version
         self.status.next_change = _z(state.next_change)
@@ -243,11 +254,13 @@ class Agent:
             thread.join(2)
 
 
-def build_parts(config: Any, source: PolicySource) -> tuple[Any, list[Any]]:
+def build_parts(config: Any, state: Callable[[], BlockState | None],
+                services: Callable[[], dict[str, Any]]) -> tuple[Any, list[Any]]:
     """The enforcer for `config.backend`, and the DNS responder and observers that feed it.
 
-    The dry-run backend logs its transactions and runs neither the responder nor the observers:
-    nothing is redirected to them, and IT watching first wants the gateway untouched.
+    `state` and `services` read what the loop last applied. The dry-run backend logs its
+    transactions and runs neither the responder nor the observers: nothing is redirected to them,
+    and IT watching first wants the gateway untouched.
     """
     from .errors import EnforcerError
 
@@ -269,7 +282,12 @@ def build_parts(config: Any, source: PolicySource) -> tuple[Any, list[Any]]:
     except ImportError as err:
         log.warning("no DNS responder in this build (%s): address sets and observers only", err)
     else:
-        parts.append(make_responder(DnsResponder, config, enforcer))
+        host, _, port = config.upstream_dns.partition("#")
+        # nftables redirects to the address of the interface the query came in on, so listen on
+        # every address of the gateway (IPv4 and IPv6 sockets apart).
+        parts.append(DnsResponder(listen=[("0.0.0.0", config.dns_port), ("::", config.dns_port)],
+                                  upstream=(host, int(port or 53)), state_provider=state,
+                                  enforcer=enforcer, services=services))
     if config.lan_interfaces:
         try:
             from . import observers
@@ -280,10 +298,5 @@ def build_parts(config: Any, source: PolicySource) -> tuple[Any, list[Any]]:
             log.warning("no observers in this build: --lan %s is not watched",
                         " ".join(config.lan_interfaces))
         else:
-            parts.extend(make(config.lan_interfaces, enforcer))
+            parts.extend(make(config.lan_interfaces, enforcer, state))
     return enforcer, parts
-
-
-def make_responder(cls: Any, config: Any, enforcer: Any) -> Any:
-    """The DNS responder on the redirect port, forwarding to the upstream resolver."""
-    return cls(upstream=config.upstream_dns, port=config.dns_port, enforcer=enforcer)
