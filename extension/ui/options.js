@@ -1,0 +1,55 @@
+/*
+ * Options page: the settings the school's policy does not fix. Policy-fixed fields are shown
+ * locked; the rest is saved in storage.local under "options".
+ */
+const ext = globalThis.browser ?? globalThis.chrome;
+const FIELDS = ["serverUrl", "audience", "schoolName", "schoolAliases", "locale", "snoozeMinutes", "onlyOnFindings"];
+
+function translate() {
+  for (const node of document.querySelectorAll("[data-i18n]")) {
+    const text = ext.i18n.getMessage(node.dataset.i18n);
+    if (text) node.textContent = text;
+  }
+  document.documentElement.lang = ext.i18n.getMessage("lang") || "nl";
+}
+
+function fill(form, config, managedKeys) {
+  for (const name of FIELDS) {
+    const field = form.elements[name];
+    const value = config[name];
+    if (field.type === "checkbox") field.checked = Boolean(value);
+    else if (name === "schoolAliases") field.value = (value || []).join("\n");
+    else field.value = value ?? "";
+    const locked = managedKeys.includes(name);
+    field.disabled = locked;
+    field.dataset.locked = String(locked);
+    const label = document.querySelector(`label[for="${name}"]`) || field.closest("label");
+    if (label) label.dataset.locked = String(locked);
+  }
+  document.getElementById("managed-note").hidden = managedKeys.length === 0;
+}
+
+function read(form) {
+  const options = {};
+  for (const name of FIELDS) {
+    const field = form.elements[name];
+    if (field.disabled) continue;
+    if (field.type === "checkbox") options[name] = field.checked;
+    else if (name === "schoolAliases") options[name] = field.value.split("\n").map((a) => a.trim()).filter(Boolean);
+    else if (name === "snoozeMinutes") options[name] = Math.max(0, Math.min(1440, Math.trunc(Number(field.value) || 0)));
+    else options[name] = field.value.trim();
+  }
+  return options;
+}
+
+translate();
+const form = document.getElementById("options");
+ext.runtime.sendMessage({ type: "config" })
+  .then(({ config, managedKeys }) => fill(form, config, managedKeys))
+  .catch((err) => console.warn("lesfocus: loading the settings failed:", err));
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  ext.storage.local.set({ options: read(form) })
+    .then(() => { document.getElementById("status").textContent = ext.i18n.getMessage("optionsSaved"); })
+    .catch((err) => console.warn("lesfocus: saving the settings failed:", err));
+});
