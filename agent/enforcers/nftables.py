@@ -299,6 +299,13 @@ class NftablesEnforcer:
             self._blocked_pairs.clear()
             log.info("nftables table %s rebuilt for %d services", self.table, len(policy.services))
 
+    def adopt(self, ruleset: Ruleset | None) -> None:
+        """Use a ruleset that another process applied (the DNS responder's forked workers)."""
+        with self._lock:
+            if ruleset != self.ruleset:
+                self.ruleset = ruleset
+                self._learned.clear()
+
     def _require(self) -> Ruleset:
         if self.ruleset is None:
             raise EnforcerError("the enforcer has not been started")

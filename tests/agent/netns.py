@@ -390,21 +390,24 @@ class FakeDnsServer:
 
     `zone` maps a lower-case name to a list of addresses (A and AAAA by their form); other names
     get NXDOMAIN. Every query is counted in `queries` (name, type) so tests can see what reached it.
+    `ns=None` serves in the caller's own namespace (e.g. on 127.0.0.1).
     """
 
-    def __init__(self, ns: Netns, host: str, zone: dict[str, list[str]], port: int = 53,
-                 ttl: int = 300) -> None:
+    def __init__(self, ns: Netns | None, host: str, zone: dict[str, list[str]], port: int = 53,
+                 ttl: int = 300, truncate: tuple[str, ...] = ()) -> None:
         import dns.message  # test dependency only; the agent never imports dnspython
 
         self._dns = dns
         self.zone = {name.lower().rstrip("."): list(addrs) for name, addrs in zone.items()}
         self.ttl = ttl
+        self.truncate = set(truncate)  # names whose UDP answers set TC (RFC 1035 §4.1.1)
         self.queries: list[tuple[str, int]] = []
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.udp = ns.socket(family, socket.SOCK_DGRAM)
+        make = ns.socket if ns is not None else socket.socket
+        self.udp = make(family, socket.SOCK_DGRAM)
         self.udp.bind((host, port))
         self.port = self.udp.getsockname()[1]
-        self.tcp = ns.socket(family, socket.SOCK_STREAM)
+        self.tcp = make(family, socket.SOCK_STREAM)
         self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.tcp.bind((host, self.port))
         self.tcp.listen(16)
@@ -416,8 +419,8 @@ class FakeDnsServer:
         for t in self._threads:
             t.start()
 
-    def answer(self, wire: bytes) -> bytes:
-        """The wire answer to one query."""
+    def answer(self, wire: bytes, tcp: bool = False) -> bytes:
+        """The wire answer to one query (TC and no records over UDP for `truncate` names)."""
         import dns.message
         import dns.rcode
         import dns.rdataclass
@@ -431,6 +434,10 @@ class FakeDnsServer:
         self.queries.append((name, int(q.rdtype)))
         if name not in self.zone:
             reply.set_rcode(dns.rcode.NXDOMAIN)
+            return reply.to_wire()
+        if name in self.truncate and not tcp:
+            import dns.flags
+            reply.flags |= dns.flags.TC
             return reply.to_wire()
         want = {dns.rdatatype.A: lambda a: ":" not in a, dns.rdatatype.AAAA: lambda a: ":" in a}
         pick = want.get(q.rdtype)
@@ -472,7 +479,7 @@ class FakeDnsServer:
                         if not chunk:
                             break
                         data += chunk
-                    out = self.answer(data)
+                    out = self.answer(data, tcp=True)
                     conn.sendall(len(out).to_bytes(2, "big") + out)
                 except Exception:
                     continue

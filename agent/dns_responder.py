@@ -1,0 +1,591 @@
+"""The agent's DNS responder: the primary blocking mechanism (SPEC §4 "What the agent enforces").
+
+The nftables table redirects udp/tcp 53 from segments with a block to this responder. For a client
+whose segment has services blocked it answers NXDOMAIN for those services' names (and their
+subdomains), for the DoH canary and Private Relay names and for known DoH servers. Every other
+query is forwarded to the upstream resolver and its answer relayed unchanged except for the ID
+(RFC 1035 §4.1.1; EDNS, the TC bit and TCP pass through). Before an answer for a service's name is
+relayed, its A/AAAA addresses go into that service's address sets (`Enforcer.learn`), so the
+client can never connect before the gateway knows the address.
+
+Workers: `workers=1` serves UDP in a thread; more workers are forked processes that share the port
+with SO_REUSEPORT and get the block table and the enforcer's ruleset through a pipe. TCP is served
+by threads in the main process (it is rare: truncated answers and some stub resolvers).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import multiprocessing
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import dnswire
+from .domains import DOH, DomainMatcher, always_blocked_matcher
+from .state import BlockState, Service
+
+log = logging.getLogger(__name__)
+
+FORWARD_TIMEOUT = 5.0
+LEARN_ONLY_INTERVAL = 60.0  # resolve a refused name for learning at most once a minute
+CACHE_LIMIT = 65536
+
+
+@dataclass
+class BlockTable:
+    """Which services are blocked for a client address, and until when (epoch seconds)."""
+
+    v4: list[tuple[int, int, int, dict[str, float]]] = field(default_factory=list)
+    v6: list[tuple[int, int, int, dict[str, float]]] = field(default_factory=list)
+
+    @classmethod
+    def from_state(cls, state: BlockState | None) -> "BlockTable":
+        """The table for a BlockState (None: nothing blocked)."""
+        table = cls()
+        if state is None:
+            return table
+        for seg in state.segments:
+            if not seg.blocked:
+                continue
+            until = {sid: end.timestamp() for sid, end in seg.blocked.items()}
+            for cidr in seg.cidrs:
+                net = ipaddress.ip_network(cidr, strict=False)
+                row = (int(net.network_address), int(net.netmask), seg.segment_id, until)
+                (table.v6 if net.version == 6 else table.v4).append(row)
+        # Longest prefix first, so the most specific segment wins.
+        table.v4.sort(key=lambda r: -r[1])
+        table.v6.sort(key=lambda r: -r[1])
+        return table
+
+    def lookup(self, address: str) -> tuple[int, dict[str, float]] | None:
+        """(segment id, service -> until) for a client address, or None when it has no block."""
+        try:
+            if ":" in address:
+                if address.startswith("::ffff:") and "." in address:
+                    return self.lookup(address[7:])
+                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, address.split("%")[0]),
+                                       "big")
+                rows = self.v6
+            else:
+                value = int.from_bytes(socket.inet_aton(address), "big")
+                rows = self.v4
+        except OSError:
+            return None
+        for network, mask, segment_id, until in rows:
+            if value & mask == network:
+                return segment_id, until
+        return None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one query."""
+
+    action: str                 # "nxdomain" | "forward"
+    service: str | None         # the service (or DOH) the name belongs to, for learning/counting
+    segment: int | None = None  # the client's segment when it has a block
+    learn_only: bool = False    # also resolve upstream, only to learn the addresses
+
+
+class Resolver:
+    """The decisions and the answer path, shared by the UDP and TCP servers."""
+
+    def __init__(self, services: Mapping[str, Service], doh: Iterable[str] | None = None,
+                 enforcer: Any = None) -> None:
+        self.enforcer = enforcer
+        self.table = BlockTable()
+        self._cache: dict[str, tuple[int, dict[str, float]] | None] = {}
+        self._learn_only_at: dict[str, float] = {}
+        self.counts: dict[tuple[int, str], int] = {}
+        self.always = always_blocked_matcher(doh)
+        self.set_services(services)
+
+    def set_services(self, services: Mapping[str, Service]) -> None:
+        """Use a new service catalog (the policy's)."""
+        self.matcher = DomainMatcher.from_services(services)
+
+    def set_table(self, table: BlockTable) -> None:
+        """Use a new block table."""
+        self.table = table
+        self._cache = {}
+
+    def decide(self, query: dnswire.Query, client: str, now: float) -> Decision:
+        """NXDOMAIN for blocked names from a blocked client; forward everything else."""
+        cache = self._cache
+        if client in cache:
+            found = cache[client]
+        else:
+            if len(cache) > CACHE_LIMIT:
+                cache.clear()
+            found = cache[client] = self.table.lookup(client)
+        name = query.name
+        service = self.matcher.match(name)
+        if found is not None:
+            segment, until = found
+            if service is not None and until.get(service, 0.0) > now:
+                return Decision("nxdomain", service, segment, self._due(name, now))
+            if any(end > now for end in until.values()):
+                special = self.always.match(name)
+                if special is not None:
+                    return Decision("nxdomain", special, segment, special == DOH and
+                                    self._due(name, now))
+        if service is None:
+            special = self.always.match(name)
+            if special == DOH:
+                return Decision("forward", DOH)
+        return Decision("forward", service)
+
+    def _due(self, name: str, now: float) -> bool:
+        last = self._learn_only_at.get(name, 0.0)
+        if now - last < LEARN_ONLY_INTERVAL:
+            return False
+        if len(self._learn_only_at) > CACHE_LIMIT:
+            self._learn_only_at.clear()
+        self._learn_only_at[name] = now
+        return True
+
+    def count(self, decision: Decision) -> None:
+        """Count a refused name per (segment, service): aggregates only, never a client."""
+        if decision.segment is not None and decision.service is not None:
+            key = (decision.segment, decision.service)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def learn_from(self, service: str | None, answer: bytes) -> None:
+        """Put the answer's addresses into the service's sets (before the answer is relayed)."""
+        if service is None or self.enforcer is None:
+            return
+        parsed = dnswire.parse_response(answer)
+        if parsed is None or not parsed.addresses:
+            return
+        ttl = min(t for _, t in parsed.addresses)
+        try:
+            self.enforcer.learn(service, [a for a, _ in parsed.addresses], ttl)
+        except Exception as err:  # the answer still goes out; the block falls back to DNS alone
+            log.warning("could not learn addresses for %s: %s", service, err)
+
+
+def _bind(host: str, port: int, kind: int, reuseport: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    if kind == socket.SOCK_DGRAM:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        except OSError:
+            pass
+    sock.bind((host, port))
+    return sock
+
+
+class UdpWorker:
+    """One event loop: client sockets, one upstream socket, and a control channel."""
+
+    def __init__(self, resolver: Resolver, sockets: list[socket.socket],
+                 upstream: tuple[str, int], control: Any) -> None:
+        self.resolver = resolver
+        self.sockets = sockets
+        self.upstream = upstream
+        self.control = control
+        self.pending: dict[int, tuple[socket.socket | None, Any, int, bytes, str | None, float]] = {}
+        self._next_id = int.from_bytes(os.urandom(2), "big")
+        self._stop = False
+
+    def _new_id(self) -> int | None:
+        for _ in range(16):
+            self._next_id = (self._next_id + 1) & 0xFFFF
+            if self._next_id not in self.pending:
+                return self._next_id
+        return None
+
+    def run(self) -> None:
+        """Serve until the control channel says stop (or closes)."""
+        family = socket.AF_INET6 if ":" in self.upstream[0] else socket.AF_INET
+        up = socket.socket(family, socket.SOCK_DGRAM)
+        up.connect(self.upstream)
+        up.setblocking(False)
+        sel = selectors.DefaultSelector()
+        for sock in self.sockets:
+            sock.setblocking(False)
+            sel.register(sock, selectors.EVENT_READ, "client")
+        sel.register(up, selectors.EVENT_READ, "upstream")
+        sel.register(self.control, selectors.EVENT_READ, "control")
+        last_sweep = time.monotonic()
+        sent_counts: dict[tuple[int, str], int] = {}
+        try:
+            while not self._stop:
+                for key, _ in sel.select(1.0):
+                    if key.data == "client":
+                        self._from_clients(key.fileobj, up)  # type: ignore[arg-type]
+                    elif key.data == "upstream":
+                        self._from_upstream(up)
+                    else:
+                        self._control()
+                mono = time.monotonic()
+                if mono - last_sweep >= 1.0:
+                    last_sweep = mono
+                    self._sweep(mono)
+                    if self.resolver.counts != sent_counts:
+                        sent_counts = dict(self.resolver.counts)
+                        self._send_control(("counts", sent_counts))
+        finally:
+            sel.close()
+            up.close()
+
+    def _send_control(self, message: Any) -> None:
+        try:
+            self.control.send(message)
+        except (OSError, EOFError, ValueError):
+            self._stop = True
+
+    def _control(self) -> None:
+        try:
+            message = self.control.recv()
+        except (EOFError, OSError):
+            self._stop = True
+            return
+        kind = message[0]
+        if kind == "stop":
+            self._stop = True
+        elif kind == "table":
+            self.resolver.set_table(message[1])
+        elif kind == "services":
+            self.resolver.set_services(message[1])
+        elif kind == "ruleset":
+            adopt = getattr(self.resolver.enforcer, "adopt", None)
+            if adopt is not None:
+                adopt(message[1])
+
+    def _from_clients(self, sock: socket.socket, up: socket.socket) -> None:
+        resolver = self.resolver
+        for _ in range(64):
+            try:
+                data, peer = sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            query = dnswire.parse_query(data)
+            if query is None:
+                continue  # never answer what we cannot read
+            now = time.time()
+            decision = resolver.decide(query, peer[0], now)
+            if decision.action == "nxdomain":
+                resolver.count(decision)
+                try:
+                    sock.sendto(dnswire.build_negative(query), peer)
+                except OSError:
+                    pass
+                if decision.learn_only:
+                    self._learn_only(up, query.name, decision.service)
+                continue
+            self._forward(up, data, query, sock, peer, decision.service)
+
+    def _forward(self, up: socket.socket, data: bytes, query: dnswire.Query,
+                 sock: socket.socket | None, peer: Any, service: str | None) -> None:
+        new_id = self._new_id()
+        if new_id is None:
+            return
+        self.pending[new_id] = (sock, peer, query.id, query.question, service, time.monotonic())
+        try:
+            up.send(dnswire.with_id(data, new_id))
+        except OSError:
+            self.pending.pop(new_id, None)
+
+    def _learn_only(self, up: socket.socket, name: str, service: str | None) -> None:
+        # Ask for both families ourselves: the client's own question may be only A or AAAA.
+        for qtype in (dnswire.TYPE_A, dnswire.TYPE_AAAA):
+            new_id = self._new_id()
+            wire = dnswire.build_query(name, qtype, new_id or 0)
+            if new_id is None or wire is None:
+                return
+            self.pending[new_id] = (None, None, 0, wire[12:], service, time.monotonic())
+            try:
+                up.send(wire)
+            except OSError:
+                self.pending.pop(new_id, None)
+
+    def _from_upstream(self, up: socket.socket) -> None:
+        for _ in range(64):
+            try:
+                data = up.recv(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            if len(data) < 12:
+                continue
+            entry = self.pending.get(int.from_bytes(data[:2], "big"))
+            if entry is None:
+                continue
+            sock, peer, original_id, question, service, _ = entry
+            # The answer must be for the question we asked (RFC 5452 §9.1), else keep waiting.
+            if data[12:12 + len(question)] != question:
+                continue
+            del self.pending[int.from_bytes(data[:2], "big")]
+            if service is not None:
+                self.resolver.learn_from(service, data)
+            if sock is not None:
+                try:
+                    sock.sendto(dnswire.with_id(data, original_id), peer)
+                except OSError:
+                    pass
+
+    def _sweep(self, mono: float) -> None:
+        # Unanswered queries are dropped: the client retries, as with a lost packet.
+        stale = [k for k, v in self.pending.items() if mono - v[5] > FORWARD_TIMEOUT]
+        for key in stale:
+            del self.pending[key]
+
+
+def _worker_main(resolver: Resolver, sockets: list[socket.socket], upstream: tuple[str, int],
+                 control: Any) -> None:
+    try:
+        UdpWorker(resolver, sockets, upstream, control).run()
+    except KeyboardInterrupt:
+        pass
+
+
+class DnsResponder:
+    """The responder's lifecycle: start() binds and serves, stop() ends every worker it started."""
+
+    def __init__(self, listen: Iterable[tuple[str, int]] | tuple[str, int] = (("0.0.0.0", 53),),
+                 upstream: tuple[str, int] = ("127.0.0.1", 53),
+                 state_provider: Callable[[], BlockState | None] = lambda: None,
+                 enforcer: Any = None,
+                 services: Mapping[str, Service] | Callable[[], Mapping[str, Service]] = {},
+                 workers: int = 1, doh: Iterable[str] | None = None,
+                 refresh_interval: float = 0.2) -> None:
+        if isinstance(listen, tuple) and listen and isinstance(listen[0], str):
+            listen = [listen]  # type: ignore[list-item]
+        self.listen = [(str(h), int(p)) for h, p in listen]  # type: ignore[misc]
+        self.upstream = (upstream[0], int(upstream[1]))
+        self.state_provider = state_provider
+        self.enforcer = enforcer
+        self._services = services
+        self.workers = max(1, int(workers))
+        self.refresh_interval = refresh_interval
+        self.resolver = Resolver(self._current_services(), doh, enforcer)
+        self._channels: list[Any] = []
+        self._procs: list[multiprocessing.Process] = []
+        self._threads: list[threading.Thread] = []
+        self._tcp: list[socket.socket] = []
+        self._udp: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._last: tuple[Any, Any, Any] = (None, None, None)
+        self._worker_counts: dict[int, dict[tuple[int, str], int]] = {}
+        self._tcp_counts: dict[tuple[int, str], int] = {}
+        self.bound: list[tuple[str, int]] = []
+
+    def _current_services(self) -> Mapping[str, Service]:
+        return self._services() if callable(self._services) else self._services
+
+    def start(self) -> None:
+        """Bind UDP and TCP on every listen address and start the workers."""
+        reuse = self.workers > 1
+        for host, port in self.listen:
+            udp = _bind(host, port, socket.SOCK_DGRAM, reuse)
+            port = udp.getsockname()[1]  # port 0 picks one; TCP takes the same
+            self._udp.append(udp)
+            tcp = _bind(host, port, socket.SOCK_STREAM, False)
+            tcp.listen(128)
+            self._tcp.append(tcp)
+            self.bound.append((host, port))
+        self._push(force=True)
+        ctx = multiprocessing.get_context("fork")
+        for index in range(self.workers):
+            parent, child = ctx.Pipe(duplex=True)
+            self._channels.append(parent)
+            if self.workers == 1:
+                resolver = self.resolver
+                t = threading.Thread(target=_worker_main, daemon=True, name="dns-udp",
+                                     args=(resolver, self._udp, self.upstream, child))
+                t.start()
+                self._threads.append(t)
+            else:
+                # Each process binds its own socket to the port: the kernel spreads queries.
+                socks = [self._udp[i] if index == 0 else
+                         _bind(h, p, socket.SOCK_DGRAM, True) for i, (h, p) in enumerate(self.bound)]
+                proc = ctx.Process(target=_worker_main, daemon=True, name=f"dns-udp-{index}",
+                                   args=(self.resolver, socks, self.upstream, child))
+                proc.start()
+                if index:
+                    for s in socks:
+                        s.close()
+                child.close()
+                self._procs.append(proc)
+        for tcp in self._tcp:
+            t = threading.Thread(target=self._serve_tcp, args=(tcp,), daemon=True, name="dns-tcp")
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._refresh_loop, daemon=True, name="dns-refresh")
+        t.start()
+        self._threads.append(t)
+        log.info("DNS responder on %s, upstream %s:%d, %d workers",
+                 ", ".join(f"{h}:{p}" for h, p in self.bound), *self.upstream, self.workers)
+
+    def update(self) -> None:
+        """Take the current block state (and services, ruleset) now instead of at the next poll."""
+        self._push(force=False)
+
+    def _push(self, force: bool) -> None:
+        state = self.state_provider()
+        services = self._current_services()
+        ruleset = getattr(self.enforcer, "ruleset", None)
+        last_state, last_services, last_ruleset = self._last
+        messages = []
+        if force or state != last_state:
+            table = BlockTable.from_state(state)
+            self.resolver.set_table(table)
+            messages.append(("table", table))
+        if force or services is not last_services:
+            self.resolver.set_services(services)
+            messages.append(("services", dict(services)))
+        if self.workers > 1 and ruleset is not None and ruleset is not last_ruleset:
+            messages.append(("ruleset", ruleset))
+        self._last = (state, services, ruleset)
+        if self.workers == 1:
+            return  # the thread shares self.resolver
+        for channel in self._channels:
+            for message in messages:
+                try:
+                    channel.send(message)
+                except (OSError, ValueError):
+                    pass
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_interval):
+            try:
+                self._push(force=False)
+            except Exception as err:  # keep serving with the last table
+                log.warning("DNS responder could not refresh its block table: %s", err)
+            for index, channel in enumerate(self._channels):
+                try:
+                    while channel.poll():
+                        message = channel.recv()
+                        if message[0] == "counts":
+                            self._worker_counts[index] = message[1]
+                except (OSError, EOFError):
+                    continue
+
+    def counters(self) -> dict[tuple[int, str], dict[str, int]]:
+        """NXDOMAIN answers per (segment id, service id), cumulative since start()."""
+        totals: dict[tuple[int, str], int] = {}
+        sources = list(self._worker_counts.values())
+        if self.workers == 1:
+            sources = [dict(self.resolver.counts)]
+        sources.append(dict(self._tcp_counts))
+        for counts in sources:
+            for key, value in counts.items():
+                totals[key] = totals.get(key, 0) + value
+        return {key: {"dns_refused": value} for key, value in sorted(totals.items())}
+
+    def _serve_tcp(self, listener: socket.socket) -> None:
+        listener.settimeout(0.5)
+        while not self._stop.is_set():
+            try:
+                conn, peer = listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._tcp_client, args=(conn, peer), daemon=True).start()
+
+    def _tcp_client(self, conn: socket.socket, peer: Any) -> None:
+        conn.settimeout(10)
+        with conn:
+            while not self._stop.is_set():
+                data = _recv_framed(conn)
+                if data is None:
+                    return
+                query = dnswire.parse_query(data)
+                if query is None:
+                    return  # RFC 7766 §6.2.1 lets a server close on garbage
+                decision = self.resolver.decide(query, peer[0], time.time())
+                if decision.action == "nxdomain":
+                    if decision.segment is not None and decision.service is not None:
+                        key = (decision.segment, decision.service)
+                        # Replaced, not mutated: counters() may be reading it in another thread.
+                        self._tcp_counts = {**self._tcp_counts, key: self._tcp_counts.get(key, 0) + 1}
+                    answer = dnswire.build_negative(query)
+                else:
+                    answer = self._forward_tcp(data, query)
+                    if answer is None:
+                        return
+                    self.resolver.learn_from(decision.service, answer)
+                try:
+                    conn.sendall(len(answer).to_bytes(2, "big") + answer)
+                except OSError:
+                    return
+
+    def _forward_tcp(self, data: bytes, query: dnswire.Query) -> bytes | None:
+        family = socket.AF_INET6 if ":" in self.upstream[0] else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as up:
+                up.settimeout(FORWARD_TIMEOUT)
+                up.connect(self.upstream)
+                up.sendall(len(data).to_bytes(2, "big") + data)
+                answer = _recv_framed(up)
+        except OSError:
+            return None
+        if answer is None or answer[:2] != data[:2] or answer[12:12 + len(query.question)] != \
+                query.question:
+            return None
+        return answer
+
+    def stop(self) -> None:
+        """Stop every worker this responder started (by its own handles) and close the sockets."""
+        self._stop.set()
+        for channel in self._channels:
+            try:
+                channel.send(("stop",))
+            except (OSError, ValueError):
+                pass
+        for proc in self._procs:
+            proc.join(2)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(2)
+        for t in self._threads:
+            t.join(2)
+        for sock in self._udp + self._tcp:
+            sock.close()
+        for channel in self._channels:
+            channel.close()
+        self._procs.clear()
+        self._threads.clear()
+        self._channels.clear()
+        self._udp.clear()
+        self._tcp.clear()
+
+
+def _recv_exact(conn: socket.socket, size: int) -> bytes | None:
+    data = b""
+    while len(data) < size:
+        try:
+            chunk = conn.recv(size - len(data))
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _recv_framed(conn: socket.socket) -> bytes | None:
+    """One DNS message over TCP: two bytes of length, then the message (RFC 1035 §4.2.2)."""
+    head = _recv_exact(conn, 2)
+    if head is None:
+        return None
+    size = int.from_bytes(head, "big")
+    return _recv_exact(conn, size) if size else None
