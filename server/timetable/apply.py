@@ -6,12 +6,11 @@ the caller's transaction (a rollback undoes all of it) and no ORM object is flus
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import String, Table, bindparam, cast, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from ..models import Group, Lesson, Person, Room, School, lesson_groups, lesson_rooms, \
@@ -49,6 +48,7 @@ class _NameMap:
         self.school_id, self.kind, self.extra = school_id, kind, extra or {}
         self.exact: dict[str, int] = {}
         self.folded: dict[str, int] = {}
+        self._cache: dict[tuple[str, ...], frozenset[int]] = {}
         col = table.c[column]
         for row_id, name in session.execute(
                 select(table.c.id, col).where(table.c.school_id == school_id, col.is_not(None))):
@@ -87,7 +87,12 @@ class _NameMap:
 
     def ids(self, names: tuple[str, ...]) -> frozenset[int]:
         """The ids of names that exist (after create_missing, all of them)."""
-        return frozenset(self.exact.get(n) or self.folded[n.casefold()] for n in names)
+        # Most lessons share their tuple of names with many others: remember the answer.
+        found = self._cache.get(names)
+        if found is None:
+            found = self._cache[names] = frozenset(
+                self.exact.get(n) or self.folded[n.casefold()] for n in names)
+        return found
 
 
 def apply_timetable(session: Session, school: School, parsed: ParsedTimetable) -> ImportReport:
@@ -188,8 +193,18 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable) -
 
 def _insert_lessons(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
     """Insert lesson rows in one executemany; their ids by source id."""
-    result = session.execute(insert(_LESSONS).returning(_LESSONS.c.id, _LESSONS.c.source_id), rows)
-    return {source_id: lesson_id for lesson_id, source_id in result}
+    # A plain executemany, then one query for the ids, is several times faster than
+    # INSERT ... RETURNING for 100k rows (SQLAlchemy renders RETURNING batches one by one).
+    session.execute(insert(_LESSONS), rows)
+    wanted = {row["source_id"] for row in rows}
+    first = min(row["start"] for row in rows)
+    last = max(row["start"] for row in rows)
+    school_id, source = rows[0]["school_id"], rows[0]["source"]
+    statement = select(_LESSONS.c.id, _LESSONS.c.source_id).where(
+        _LESSONS.c.school_id == school_id, _LESSONS.c.source == source,
+        _LESSONS.c.start >= first, _LESSONS.c.start <= last)
+    return {source_id: lesson_id for lesson_id, source_id in session.execute(statement)
+            if source_id in wanted}
 
 
 def _load_existing(session: Session, school_id: int, parsed: ParsedTimetable
@@ -198,40 +213,44 @@ def _load_existing(session: Session, school_id: int, parsed: ParsedTimetable
     assert parsed.window is not None
     window_start, window_end = parsed.window
     lessons = _LESSONS
+    # One row per lesson with its room/group/teacher ids aggregated in SQL: three times fewer
+    # rows through the driver than reading the association tables separately.
+    postgres = session.get_bind().dialect.name == "postgresql"
+    aggregates = []
+    for _, table, column in _LINKS:
+        target = table.c[column]
+        joined = func.string_agg(cast(target, String), ",") if postgres \
+            else func.group_concat(target)
+        aggregates.append(select(joined).where(table.c.lesson_id == lessons.c.id)
+                          .scalar_subquery())
     columns = (lessons.c.id, lessons.c.source_id, lessons.c.start, lessons.c.end,
-               lessons.c.subject, lessons.c.cancelled)
+               lessons.c.subject, lessons.c.cancelled, *aggregates)
     of_source = (lessons.c.school_id == school_id, lessons.c.source == parsed.source)
-    in_window = (lessons.c.start >= window_start, lessons.c.start < window_end)
 
     rows: dict[str, dict[str, Any]] = {}
-    links: dict[str, dict[int, set[int]]] = {kind: defaultdict(set) for kind, _, _ in _LINKS}
-    for row in session.execute(select(*columns).where(*of_source, *in_window)).mappings():
-        rows[row["source_id"]] = dict(row)
-    for kind, table, column in _LINKS:
-        statement = (select(table.c.lesson_id, table.c[column])
-                     .join(lessons, lessons.c.id == table.c.lesson_id)
-                     .where(*of_source, *in_window))
-        for lesson_id, target in session.execute(statement):
-            links[kind][lesson_id].add(target)
+    parse_ids: dict[str | None, frozenset[int]] = {None: frozenset()}
 
+    def keep(result: Any) -> None:
+        for lesson_id, source_id, start, end, subject, cancelled, *links in result:
+            row = {"id": lesson_id, "start": start, "end": end, "subject": subject,
+                   "cancelled": cancelled}
+            for (kind, _, _), text in zip(_LINKS, links):
+                ids = parse_ids.get(text)
+                if ids is None:
+                    ids = parse_ids[text] = frozenset(int(i) for i in text.split(","))
+                row[kind] = ids
+            rows[source_id] = row
+
+    keep(session.execute(select(*columns).where(
+        *of_source, lessons.c.start >= window_start, lessons.c.start < window_end)))
     # A lesson moved into the window from outside it: found by its id (usually none on re-import).
-    outside = sorted({l.source_id for l in parsed.lessons} - rows.keys())
-    for chunk in _chunks(outside):
-        found = session.execute(select(*columns).where(
-            *of_source, lessons.c.source_id.in_(chunk))).mappings().all()
-        if not found:
-            continue
-        ids = [row["id"] for row in found]
-        for row in found:
-            rows[row["source_id"]] = dict(row)
-        for kind, table, column in _LINKS:
-            for lesson_id, target in session.execute(
-                    select(table.c.lesson_id, table.c[column]).where(table.c.lesson_id.in_(ids))):
-                links[kind][lesson_id].add(target)
-
-    for row in rows.values():
-        for kind, _, _ in _LINKS:
-            row[kind] = frozenset(links[kind].get(row["id"], ()))
+    outside = sorted({lesson.source_id for lesson in parsed.lessons} - rows.keys())
+    # Skipped when the source has no lessons outside the window (a first import, say).
+    if outside and session.scalar(select(func.count(lessons.c.id)).where(
+            *of_source, (lessons.c.start < window_start) | (lessons.c.start >= window_end))):
+        for chunk in _chunks(outside):
+            keep(session.execute(select(*columns).where(*of_source,
+                                                        lessons.c.source_id.in_(chunk))))
     return rows
 
 
