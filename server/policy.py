@@ -163,72 +163,79 @@ def compile_policy(inputs: PolicyInputs) -> dict[str, Any]:
     bit = {service_id: 1 << i for i, service_id in enumerate(blocked_ids)}
     all_mask = (1 << len(blocked_ids)) - 1
 
-    # Exceptions as (start, stop, mask of services they allow), indexed by what they cover.
-    by_lesson: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-    by_room: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-    by_group: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
-    school_wide: list[tuple[int, int, int]] = []
+    # Lessons that block something in the window: id -> (start, end, every blocked service),
+    # and the lessons of each room and group.
+    spans: dict[int, tuple[int, int, int]] = {}
+    lessons_by_room: dict[int, list[int]] = defaultdict(list)
+    lessons_by_group: dict[int, list[int]] = defaultdict(list)
+    for lesson in inputs.lessons if all_mask else ():
+        if lesson.cancelled:
+            continue
+        start = max(_seconds(lesson.start), win_start)
+        end = min(_seconds(lesson.end), win_end)
+        if end <= start:
+            continue
+        if lesson.id in spans:
+            raise ValueError(f"lesson {lesson.id} is given twice")
+        spans[lesson.id] = (start, end, all_mask)
+        for room_id in set(lesson.room_ids):
+            lessons_by_room[room_id].append(lesson.id)
+        for group_id in set(lesson.group_ids):
+            lessons_by_group[group_id].append(lesson.id)
+
+    # Each exception attached to the lessons it covers, as (start, stop, services it allows).
+    covering: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
     for exc in inputs.exceptions:
         start, stop = _seconds(exc.start), _seconds(exc.end)
         if exc.revoked_at is not None:
             stop = min(stop, _seconds(exc.revoked_at))
-        start, stop = max(start, win_start), min(stop, win_end)
         if exc.services is None:
             allowed = all_mask
         else:
             allowed = 0
             for service_id in exc.services:
                 allowed |= bit.get(service_id, 0)
+        if exc.scope == "lesson" and exc.lesson_id is not None:
+            targets: Iterable[int] = (exc.lesson_id,) if exc.lesson_id in spans else ()
+        elif exc.scope == "room" and exc.room_id is not None:
+            targets = lessons_by_room.get(exc.room_id, ())
+        elif exc.scope == "group" and exc.group_id is not None:
+            targets = lessons_by_group.get(exc.group_id, ())
+        elif exc.scope == "school":
+            targets = spans
+        else:
+            raise ValueError(f"exception with scope {exc.scope!r} names nothing it covers")
         if stop <= start or not allowed:
             continue
         item = (start, stop, allowed)
-        if exc.scope == "lesson" and exc.lesson_id is not None:
-            by_lesson[exc.lesson_id].append(item)
-        elif exc.scope == "room" and exc.room_id is not None:
-            by_room[exc.room_id].append(item)
-        elif exc.scope == "group" and exc.group_id is not None:
-            by_group[exc.group_id].append(item)
-        elif exc.scope == "school":
-            school_wide.append(item)
-        else:
-            raise ValueError(f"exception with scope {exc.scope!r} names nothing it covers")
+        for lesson_id in targets:
+            lesson_start, lesson_end, _ = spans[lesson_id]
+            if start < lesson_end and stop > lesson_start:
+                covering[lesson_id].append(item)
 
-    # Each lesson's blocked pieces, computed once even when its rooms lie in several segments.
-    lessons_by_room: dict[int, list[LessonInput]] = defaultdict(list)
-    for lesson in inputs.lessons:
-        if not lesson.cancelled and all_mask:
-            for room_id in lesson.room_ids:
-                lessons_by_room[room_id].append(lesson)
-    pieces_of: dict[int, list[tuple[int, int, int]]] = {}
-
-    def lesson_pieces(lesson: LessonInput) -> list[tuple[int, int, int]]:
-        start = max(_seconds(lesson.start), win_start)
-        end = min(_seconds(lesson.end), win_end)
-        if end <= start:
-            return []
-        covering = [e for e in by_lesson.get(lesson.id, ()) if e[0] < end and e[1] > start]
-        for room_id in lesson.room_ids:
-            covering.extend(e for e in by_room.get(room_id, ()) if e[0] < end and e[1] > start)
-        for group_id in lesson.group_ids:
-            covering.extend(e for e in by_group.get(group_id, ()) if e[0] < end and e[1] > start)
-        covering.extend(e for e in school_wide if e[0] < end and e[1] > start)
-        if not covering:
-            return [(start, end, all_mask)]
+    def excepted_pieces(lesson_id: int,
+                        excs: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        """The blocked pieces of a lesson that exceptions cover for part of its time."""
+        start, end, _ = spans[lesson_id]
         cuts = {start, end}
-        for exc_start, exc_stop, _ in covering:
+        for exc_start, exc_stop, _ in excs:
             cuts.add(max(exc_start, start))
             cuts.add(min(exc_stop, end))
         bounds = sorted(cuts)
         pieces = []
         for a, b in zip(bounds, bounds[1:]):
             allowed = 0
-            for exc_start, exc_stop, mask in covering:
+            for exc_start, exc_stop, mask in excs:
                 if exc_start <= a < exc_stop:
                     allowed |= mask
             mask = all_mask & ~allowed
             if mask:
                 pieces.append((a, b, mask))
         return pieces
+
+    # Computed once per lesson, even when its rooms lie in several segments.
+    pieces_of: dict[int, list[tuple[int, int, int]]] = {
+        lesson_id: excepted_pieces(lesson_id, excs) for lesson_id, excs in covering.items()}
 
     strings: dict[int, str] = {}
 
@@ -248,17 +255,18 @@ def compile_policy(inputs: PolicyInputs) -> dict[str, Any]:
 
     segments_out = []
     for segment in sorted(inputs.segments, key=lambda s: s.id):
-        seen: set[int] = set()
         pieces: list[tuple[int, int, int]] = []
-        for room_id in segment.room_ids:
-            for lesson in lessons_by_room.get(room_id, ()):
-                if lesson.id in seen:
-                    continue
-                seen.add(lesson.id)
-                found = pieces_of.get(lesson.id)
-                if found is None:
-                    found = pieces_of[lesson.id] = lesson_pieces(lesson)
-                pieces.extend(found)
+        lesson_ids: Iterable[int]
+        if len(segment.room_ids) == 1:
+            lesson_ids = lessons_by_room.get(segment.room_ids[0], ())
+        else:  # a lesson in two rooms of this segment counts once
+            lesson_ids = {i for r in segment.room_ids for i in lessons_by_room.get(r, ())}
+        for lesson_id in lesson_ids:
+            excepted = pieces_of.get(lesson_id)
+            if excepted is None:
+                pieces.append(spans[lesson_id])
+            else:
+                pieces.extend(excepted)
         blocks = [{"start": iso(a), "end": iso(b), "services": service_list(mask)}
                   for a, b, mask in (_union_blocks(pieces) if pieces else [])]
         segments_out.append({"id": segment.id, "name": segment.name,
