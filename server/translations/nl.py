@@ -1,0 +1,315 @@
+"""Dutch texts of the dashboard, written next to their English msgids.
+
+`python server/translations/nl.py` regenerates `nl/LC_MESSAGES/messages.po` and `.mo` from
+`messages.pot` (extract it first, see babel.cfg); the compiled catalog is committed, so running the
+server needs no build step.
+"""
+from __future__ import annotations
+
+NL: dict[str, str | tuple[str, str]] = {
+    "Too many failed attempts. Try again in %(minutes)d minutes.":
+        "Te veel mislukte pogingen. Probeer het over %(minutes)d minuten opnieuw.",
+    "Unknown username or wrong password.": "Onbekende gebruikersnaam of onjuist wachtwoord.",
+    "Unknown language.": "Onbekende taal.",
+    "Your role does not give access to this page.": "Je rol geeft geen toegang tot deze pagina.",
+    "Enter a date and time.": "Vul een datum en tijd in.",
+    "Enter a date and time such as 2026-11-23 09:00.":
+        "Vul een datum en tijd in, zoals 2026-11-23 09:00.",
+    "A room needs a code, such as 2.14.": "Een lokaal heeft een code nodig, zoals 2.14.",
+    "At most 64 characters.": "Hoogstens 64 tekens.",
+    "This school has a room with this code already.": "Deze school heeft al een lokaal met deze code.",
+    "Room %(code)s added.": "Lokaal %(code)s toegevoegd.",
+    "Choose a gateway.": "Kies een gateway.",
+    "A segment needs a name.": "Een segment heeft een naam nodig.",
+    "This gateway has a segment with this name already.":
+        "Deze gateway heeft al een segment met deze naam.",
+    "Give at least one network, such as 10.1.2.0/24.":
+        "Geef minstens één netwerk op, zoals 10.1.2.0/24.",
+    "A segment serves at least one room.": "Een segment hoort bij minstens één lokaal.",
+    "Segment %(name)s added.": "Segment %(name)s toegevoegd.",
+    "Segment removed.": "Segment verwijderd.",
+    "Unknown format.": "Onbekend formaat.",
+    "Choose a file to import.": "Kies een bestand om te importeren.",
+    "Unknown service: %(id)s": "Onbekende dienst: %(id)s",
+    "Blocked services saved.": "Geblokkeerde diensten opgeslagen.",
+    "Write the text in this language too.": "Schrijf de tekst ook in deze taal.",
+    "At most %(n)d characters.": "Hoogstens %(n)d tekens.",
+    "Reminder saved.": "Herinnering opgeslagen.",
+    "Use 2 to 150 letters, digits or . _ @ -": "Gebruik 2 tot 150 letters, cijfers of . _ @ -",
+    "This username is taken.": "Deze gebruikersnaam is al in gebruik.",
+    "This teacher code belongs to someone else.": "Deze docentcode hoort bij iemand anders.",
+    "Unknown role.": "Onbekende rol.",
+    "A password needs at least %(n)d characters.": "Een wachtwoord heeft minstens %(n)d tekens.",
+    "A new login needs a password.": "Een nieuwe login heeft een wachtwoord nodig.",
+    "Give at least a name, a username or a teacher code.":
+        "Geef minstens een naam, een gebruikersnaam of een docentcode.",
+    "%(name)s added.": "%(name)s toegevoegd.",
+    "You cannot remove your own IT role or disable yourself.":
+        "Je kunt je eigen ICT-rol niet weghalen en jezelf niet uitschakelen.",
+    "%(name)s saved.": "%(name)s opgeslagen.",
+    "Choose the school, a room or a group.": "Kies de school, een lokaal of een groep.",
+    "Choose a room.": "Kies een lokaal.",
+    "Choose a group.": "Kies een groep.",
+    "Exception granted.": "Uitzondering toegekend.",
+    "No such lesson.": "Deze les bestaat niet.",
+    "Choose the rest of the lesson, 10, 15 or 30 minutes.":
+        "Kies de rest van de les, 10, 15 of 30 minuten.",
+    "You may not grant this exception.": "Je mag deze uitzondering niet toekennen.",
+    "Social media allowed.": "Sociale media toegestaan.",
+    "No such exception.": "Deze uitzondering bestaat niet.",
+    "You may not revoke this exception.": "Je mag deze uitzondering niet intrekken.",
+    "Exception ended: social media is blocked again.":
+        "Uitzondering beëindigd: sociale media zijn weer geblokkeerd.",
+    "The date must look like 2026-11-23.": "De datum moet eruitzien als 2026-11-23.",
+    "all social media": "alle sociale media",
+    "whole school": "hele school",
+    "room %(code)s": "lokaal %(code)s",
+    "group %(name)s": "groep %(name)s",
+    "lesson": "les",
+    "Block again": "Weer blokkeren",
+    "Skip to content": "Naar de inhoud",
+    "Sign out": "Uitloggen",
+    "Main": "Hoofdmenu",
+    "Now": "Nu",
+    "Week": "Week",
+    "Exceptions": "Uitzonderingen",
+    "Audit log": "Logboek",
+    "Rooms": "Lokalen",
+    "Segments": "Segmenten",
+    "Gateways": "Gateways",
+    "Timetable": "Rooster",
+    "Services": "Diensten",
+    "Reminders": "Herinneringen",
+    "People": "Mensen",
+    "Not allowed": "Niet toegestaan",
+    "Not found": "Niet gevonden",
+    "Bad request": "Ongeldig verzoek",
+    "Too many requests": "Te veel verzoeken",
+    "Back to the start page": "Terug naar de startpagina",
+    "Sign in": "Inloggen",
+    "Username": "Gebruikersnaam",
+    "Password": "Wachtwoord",
+    "No role yet": "Nog geen rol",
+    "Your account has no role. Ask IT to give you the teacher, leader or IT role.":
+        "Je account heeft geen rol. Vraag ICT om je de rol docent, schoolleiding of ICT te geven.",
+    "Name": "Naam",
+    "Teacher code": "Docentcode",
+    "As in the timetable, such as JANS": "Zoals in het rooster, bijvoorbeeld JANS",
+    "Leave empty for someone who does not sign in": "Leeg laten voor iemand die niet inlogt",
+    "New password": "Nieuw wachtwoord",
+    "At least 10 characters": "Minstens 10 tekens",
+    "leave empty to keep it": "leeg laten om het te houden",
+    "Roles": "Rollen",
+    "teacher": "docent",
+    "leader": "schoolleiding",
+    "IT": "ICT",
+    "Active (may sign in)": "Actief (mag inloggen)",
+    "Save": "Opslaan",
+    "Add person": "Persoon toevoegen",
+    "New enrolment command": "Nieuwe aanmeldopdracht",
+    "Run this once on the gateway within 24 hours. The token works once and is not shown again.":
+        "Voer dit binnen 24 uur één keer uit op de gateway. Het token werkt één keer en wordt "
+        "niet opnieuw getoond.",
+    "Copy": "Kopiëren",
+    "Gateway %(name)s": "Gateway %(name)s",
+    "Id": "Id",
+    "Enrolled": "Aangemeld",
+    "not yet": "nog niet",
+    "Last contact": "Laatste contact",
+    "never": "nooit",
+    "online": "online",
+    "offline": "offline",
+    "Agent version": "Agentversie",
+    "Policy applied": "Toegepast beleid",
+    "latest": "nieuwste",
+    "latest is %(v)s": "nieuwste is %(v)s",
+    "New enrolment token": "Nieuw aanmeldtoken",
+    "rooms": "lokalen",
+    "%(num)d blocked attempt": ("%(num)d geblokkeerde poging", "%(num)d geblokkeerde pogingen"),
+    "No segments yet.": "Nog geen segmenten.",
+    "Blocked attempts per service, last %(n)d days":
+        "Geblokkeerde pogingen per dienst, laatste %(n)d dagen",
+    "Counts per segment, service and hour only: nothing about who or which device.":
+        "Alleen tellingen per segment, dienst en uur: niets over wie of welk apparaat.",
+    "Service": "Dienst",
+    "Count": "Aantal",
+    "No counts reported.": "Geen tellingen ontvangen.",
+    "Gateway %(name)s created": "Gateway %(name)s aangemaakt",
+    "Gateway": "Gateway",
+    "Policy": "Beleid",
+    "latest applied": "nieuwste toegepast",
+    "not applied yet": "nog niet toegepast",
+    "No gateways yet.": "Nog geen gateways.",
+    "Add a gateway": "Gateway toevoegen",
+    'Such as "main building"': "Bijvoorbeeld \"hoofdgebouw\"",
+    "Create gateway": "Gateway aanmaken",
+    "People and roles": "Mensen en rollen",
+    "Actions": "Acties",
+    "disabled": "uitgeschakeld",
+    "no login": "geen login",
+    "Edit": "Bewerken",
+    "Add a person": "Persoon toevoegen",
+    "Reminder %(article)s": "Herinnering %(article)s",
+    "Audience": "Doelgroep",
+    "Trigger": "Aanleiding",
+    "Text": "Tekst",
+    "Shown by the extension": "Getoond door de extensie",
+    "Preview": "Voorbeeld",
+    "As the browser extension shows it before a post is sent.":
+        "Zoals de browserextensie het toont voordat een bericht wordt geplaatst.",
+    "Reminder texts": "Teksten van herinneringen",
+    "The browser extension shows these before someone posts. Edit them per article and language.":
+        "De browserextensie toont deze voordat iemand iets plaatst. Bewerk ze per artikel en taal.",
+    "Article": "Artikel",
+    "Room": "Lokaal",
+    "Blocked now": "Nu geblokkeerd",
+    "none": "geen",
+    "%(num)d service": ("%(num)d dienst", "%(num)d diensten"),
+    "until %(time)s": "tot %(time)s",
+    "policy not applied yet": "beleid nog niet toegepast",
+    "up to date": "bijgewerkt",
+    "No rooms yet.": "Nog geen lokalen.",
+    "Add a room": "Lokaal toevoegen",
+    "Code": "Code",
+    "As in the timetable, such as 2.14": "Zoals in het rooster, bijvoorbeeld 2.14",
+    "Name (optional)": "Naam (optioneel)",
+    "Add room": "Lokaal toevoegen",
+    "Network segments": "Netwerksegmenten",
+    "Segment": "Segment",
+    "Networks": "Netwerken",
+    "Remove segment %(name)s?": "Segment %(name)s verwijderen?",
+    "Remove segment %(name)s": "Segment %(name)s verwijderen",
+    "Remove": "Verwijderen",
+    "Add a segment": "Segment toevoegen",
+    "Create a gateway first.": "Maak eerst een gateway aan.",
+    'Such as "wing B wifi" or "VLAN 214"': "Bijvoorbeeld \"wifi vleugel B\" of \"VLAN 214\"",
+    "Networks (CIDR, IPv4 or IPv6, one per line)": "Netwerken (CIDR, IPv4 of IPv6, één per regel)",
+    "Such as 10.2.14.0/24 and 2001:db8:214::/64": "Bijvoorbeeld 10.2.14.0/24 en 2001:db8:214::/64",
+    "Rooms (codes, separated by commas)": "Lokalen (codes, gescheiden door komma's)",
+    "New codes create new rooms": "Nieuwe codes maken nieuwe lokalen aan",
+    "Add segment": "Segment toevoegen",
+    "Services blocked during lessons": "Diensten die tijdens lessen geblokkeerd zijn",
+    "Ticked services are blocked on classroom networks during lessons, unless an exception "
+    "allows them.":
+        "Aangevinkte diensten zijn tijdens lessen geblokkeerd op de lokaalnetwerken, tenzij een "
+        "uitzondering ze toestaat.",
+    "Import a timetable": "Rooster importeren",
+    "iCalendar, Zermelo (appointments JSON), WebUntis (getTimetable JSON) or CSV. A file with an "
+    "error imports nothing.":
+        "iCalendar, Zermelo (appointments-JSON), WebUntis (getTimetable-JSON) of CSV. Een bestand "
+        "met een fout importeert niets.",
+    "Nothing was imported.": "Er is niets geïmporteerd.",
+    "Imported": "Geïmporteerd",
+    "created": "nieuw",
+    "updated": "gewijzigd",
+    "cancelled": "uitgevallen",
+    "removed": "verwijderd",
+    "lessons that block": "lessen die blokkeren",
+    "Notes": "Opmerkingen",
+    "File": "Bestand",
+    "Format": "Formaat",
+    "recognise from the file": "herkennen aan het bestand",
+    "Import": "Importeren",
+    "Filter the audit log": "Logboek filteren",
+    "Who": "Wie",
+    "everyone": "iedereen",
+    "What": "Wat",
+    "everything": "alles",
+    "From": "Vanaf",
+    "Until": "Tot en met",
+    "Filter": "Filteren",
+    "%(num)d event": ("%(num)d gebeurtenis", "%(num)d gebeurtenissen"),
+    "When": "Wanneer",
+    "Object": "Object",
+    "Details": "Details",
+    "No events match.": "Geen gebeurtenissen gevonden.",
+    "Pages": "Pagina's",
+    "Newer": "Nieuwer",
+    "Older": "Ouder",
+    "Active exceptions": "Actieve uitzonderingen",
+    "by %(who)s": "door %(who)s",
+    "ends in": "eindigt over",
+    "No exception is active right now: social media is blocked in every lesson.":
+        "Er is nu geen uitzondering actief: sociale media zijn in elke les geblokkeerd.",
+    "Planned": "Gepland",
+    "New exception": "Nieuwe uitzondering",
+    "For events such as an open day or a project week: social media is allowed in the chosen "
+    "scope from start to end.":
+        "Voor gebeurtenissen zoals een open dag of een projectweek: sociale media zijn van begin "
+        "tot eind toegestaan in het gekozen bereik.",
+    "Scope": "Bereik",
+    "Whole school": "Hele school",
+    "One room": "Eén lokaal",
+    "One group": "Eén groep",
+    "Room (for scope room)": "Lokaal (bij bereik lokaal)",
+    "Group (for scope group)": "Groep (bij bereik groep)",
+    "Start": "Begin",
+    "End": "Einde",
+    "(none chosen: all)": "(niets gekozen: alle)",
+    "Reason (optional)": "Reden (optioneel)",
+    "Grant exception": "Uitzondering toekennen",
+    "room": "lokaal",
+    "Room %(code)s has no network segment: lesfocus blocks nothing there.":
+        "Lokaal %(code)s heeft geen netwerksegment: lesfocus blokkeert daar niets.",
+    "Blocked": "Geblokkeerd",
+    "Social media allowed": "Sociale media toegestaan",
+    "Gateway %(name)s is offline": "Gateway %(name)s is offline",
+    "last contact %(when)s": "laatste contact %(when)s",
+    "Gateway %(name)s has not applied the latest policy yet":
+        "Gateway %(name)s heeft het nieuwste beleid nog niet toegepast",
+    "Gateway %(name)s online, latest policy applied":
+        "Gateway %(name)s online, nieuwste beleid toegepast",
+    "Allowed now": "Nu toegestaan",
+    "Allow which services?": "Welke diensten toestaan?",
+    "e.g. video for the assignment": "bijv. video voor de opdracht",
+    "Allow for how long?": "Hoe lang toestaan?",
+    "Rest of the lesson": "Rest van de les",
+    "%(n)d min": "%(n)d min",
+    "You have no lesson right now.": "Je hebt nu geen les.",
+    "Next lesson": "Volgende les",
+    "No further lessons planned.": "Geen lessen meer gepland.",
+    "Your week": "Je week",
+    "Week of %(day)s": "Week van %(day)s",
+    "Weeks": "Weken",
+    "Previous week": "Vorige week",
+    "This week": "Deze week",
+    "Next week": "Volgende week",
+    "today": "vandaag",
+    "now": "nu",
+    "No lessons": "Geen lessen",
+}
+
+
+def main() -> None:
+    """Write nl/LC_MESSAGES/messages.po and .mo from messages.pot and the table above."""
+    from pathlib import Path
+
+    from babel.messages.mofile import write_mo
+    from babel.messages.pofile import read_po, write_po
+
+    here = Path(__file__).parent
+    with open(here / "messages.pot", "rb") as handle:
+        catalog = read_po(handle, locale="nl")
+    catalog.project, catalog.version = "lesfocus", "0.1"
+    missing = []
+    for message in catalog:
+        if not message.id:
+            continue
+        key = message.id[0] if isinstance(message.id, tuple) else message.id
+        if key not in NL:
+            missing.append(key)
+            continue
+        text = NL[key]
+        message.string = text if isinstance(message.id, tuple) else text
+    if missing:
+        raise SystemExit("no Dutch text for:\n  " + "\n  ".join(missing))
+    out = here / "nl" / "LC_MESSAGES"
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "messages.po", "wb") as handle:
+        write_po(handle, catalog, omit_header=False, sort_output=True, width=100)
+    with open(out / "messages.mo", "wb") as handle:
+        write_mo(handle, catalog)
+
+
+if __name__ == "__main__":
+    main()

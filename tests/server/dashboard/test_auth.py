@@ -1,0 +1,169 @@
+"""Sign-in, CSRF, throttling, sign-out, sessions and the language switch."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+
+from dashboard_helpers import PASSWORD, csrf_token, sign_in
+from server.dashboard.auth import MAX_FAILURES_PER_USER, THROTTLE_WINDOW, throttled_until
+from server.extensions import db
+from server.models import LoginFailure, Person, utcnow
+
+
+def _login(client, username: str, password: str, **extra: str):
+    return client.post("/login", data={"username": username, "password": password,
+                                       "csrf_token": csrf_token(client), **extra})
+
+
+def test_sign_in_with_correct_password_leads_to_the_role_start_page(app: Flask, world) -> None:
+    client = app.test_client()
+    response = _login(client, "docent", PASSWORD)
+    assert response.status_code == 302 and response.headers["Location"] == "/nu"
+    assert "Nu" in client.get("/nu").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("username, password", [("docent", "wrong password!"),
+                                                ("onbekend", PASSWORD), ("", "")])
+def test_sign_in_is_refused_for_wrong_or_unknown_credentials(app: Flask, world, username,
+                                                             password) -> None:
+    client = app.test_client()
+    response = _login(client, username, password)
+    assert response.status_code == 401
+    assert client.get("/nu").status_code == 302  # still anonymous
+
+
+def test_post_without_csrf_token_is_rejected_and_changes_nothing(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    response = client.post("/nu/grant", data={"lesson_id": world.own_lesson, "duration": "10"})
+    assert response.status_code == 400
+    assert b"CSRF" in response.data
+    with app.app_context():
+        from server.models import ExceptionGrant
+        assert db.session.query(ExceptionGrant).filter_by(lesson_id=world.own_lesson).count() == 0
+
+
+@pytest.mark.parametrize("token", ["", "forged-token", "IjEyMyI.abc.def"])
+def test_sign_in_form_with_missing_or_forged_csrf_token_is_rejected(app: Flask, world,
+                                                                    token: str) -> None:
+    client = app.test_client()
+    client.get("/login")
+    response = client.post("/login", data={"username": "docent", "password": PASSWORD,
+                                           "csrf_token": token})
+    assert response.status_code == 400
+    assert client.get("/nu").status_code == 302
+
+
+def test_csrf_token_of_another_session_is_rejected(app: Flask, world) -> None:
+    other = app.test_client()
+    token = csrf_token(other)
+    client = app.test_client()
+    sign_in(client, "docent")
+    response = client.post("/logout", data={"csrf_token": token})
+    assert response.status_code == 400
+    assert client.get("/nu").status_code == 200  # still signed in
+
+
+def test_five_failures_lock_the_username_from_that_address_even_for_the_right_password(
+        app: Flask, world) -> None:
+    client = app.test_client()
+    for _ in range(MAX_FAILURES_PER_USER):
+        assert _login(client, "docent", "wrong password!").status_code == 401
+    locked = _login(client, "docent", PASSWORD)
+    assert locked.status_code == 429
+    assert client.get("/nu").status_code == 302
+    # Another user from the same address is not locked by docent's failures.
+    assert _login(app.test_client(), "leiding", PASSWORD).status_code == 302
+
+
+def test_throttle_lifts_when_the_failures_are_older_than_the_window(app: Flask, world) -> None:
+    with app.app_context():
+        old = utcnow() - THROTTLE_WINDOW - timedelta(seconds=1)
+        for _ in range(MAX_FAILURES_PER_USER):
+            db.session.add(LoginFailure(username="docent", remote_addr="127.0.0.1", at=old))
+        db.session.commit()
+        assert throttled_until("docent", "127.0.0.1", utcnow()) is None
+    assert _login(app.test_client(), "docent", PASSWORD).status_code == 302
+
+
+def test_successful_sign_in_clears_earlier_failures(app: Flask, world) -> None:
+    client = app.test_client()
+    for _ in range(MAX_FAILURES_PER_USER - 1):
+        _login(client, "docent", "wrong password!")
+    assert _login(client, "docent", PASSWORD).status_code == 302
+    with app.app_context():
+        assert db.session.query(LoginFailure).filter_by(username="docent").count() == 0
+
+
+def test_sign_out_ends_the_session(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    token = csrf_token(client, "/nu")
+    response = client.post("/logout", data={"csrf_token": token})
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert client.get("/nu").status_code == 302
+
+
+def test_sign_out_by_get_is_not_possible(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    assert client.get("/logout").status_code == 405
+    assert client.get("/nu").status_code == 200
+
+
+def test_changed_password_ends_other_sessions(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    with app.app_context():
+        from server.passwords import hash_password
+        person = db.session.get(Person, world.people["docent"])
+        person.password_hash = hash_password("another password 123")
+        db.session.commit()
+    assert client.get("/nu").status_code == 302
+
+
+def test_disabled_account_is_signed_out_and_cannot_sign_in(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    with app.app_context():
+        db.session.get(Person, world.people["docent"]).active = False
+        db.session.commit()
+    assert client.get("/nu").status_code == 302
+    assert _login(app.test_client(), "docent", PASSWORD).status_code == 401
+
+
+@pytest.mark.parametrize("next_url, expected", [("/week", "/week"), ("//evil.example/x", "/nu"),
+                                                ("https://evil.example/", "/nu")])
+def test_sign_in_returns_only_to_local_pages(app: Flask, world, next_url, expected) -> None:
+    response = _login(app.test_client(), "docent", PASSWORD, next=next_url)
+    assert response.headers["Location"] == expected
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(app: Flask, world) -> None:
+    client = app.test_client()
+    response = _login(client, "docent", PASSWORD)
+    cookie = response.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_interface_is_dutch_by_default_and_switches_to_english(app: Flask, world) -> None:
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    assert "Inloggen" in page and 'lang="nl"' in page
+    sign_in(client, "docent")
+    assert "Rest van de les" in client.get("/nu").get_data(as_text=True)
+    token = csrf_token(client, "/nu")
+    client.post("/language", data={"lang": "en", "csrf_token": token, "next": "/nu"})
+    page = client.get("/nu").get_data(as_text=True)
+    assert "Rest of the lesson" in page and 'lang="en"' in page
+    with app.app_context():
+        assert db.session.get(Person, world.people["docent"]).locale == "en"
+
+
+def test_unknown_language_is_refused(app: Flask, world) -> None:
+    client = app.test_client()
+    response = client.post("/language", data={"lang": "fr", "csrf_token": csrf_token(client)})
+    assert response.status_code == 400
