@@ -1,0 +1,112 @@
+"""The capture loop in the netns trio: learning from DNS answers, and SNI/Host hits reset flows."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+import dns.rcode
+import pytest
+
+from agent.enforcers.nftables import NftablesEnforcer
+from agent.observers.capture import Observer
+from agent.state import BlockState, SegmentState
+from tests.agent import netns
+from tests.agent.netns import FakeDnsServer, GatewayLab, TcpServer, dns_query, tcp_connect
+from tests.agent.test_nftables import SERVICES, make_policy
+from tests.agent.test_parsers import scapy_client_hello
+
+TW4, UNKNOWN4 = "198.51.100.10", "198.51.100.30"
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def observed() -> Iterator[tuple[GatewayLab, NftablesEnforcer, Observer]]:
+    from conftest import require
+    require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
+    with GatewayLab() as lab:
+        for addr in (TW4, UNKNOWN4):
+            lab.add_server_address(addr)
+            for port in (443, 80):
+                srv = TcpServer(lab.inet, addr, port)  # echoes: the flow stays open until cut
+                lab.on_close(srv.stop)
+        upstream = FakeDnsServer(lab.inet, netns.INET_ADDR, {"x.com": [TW4]})
+        lab.on_close(upstream.stop)
+        now = datetime.now(timezone.utc)
+        state = BlockState(now, (
+            SegmentState(1, "lokaal-1", netns.SEG1_CIDRS, {"twitter": now + timedelta(hours=1)}),
+            SegmentState(2, "lokaal-2", netns.SEG2_CIDRS, {})), None)
+        enforcer = NftablesEnforcer(lan_interfaces=["lan1", "lan2"], dns_port=5353)
+        observer = Observer(["lan1", "lan2"], enforcer, SERVICES, lambda: state)
+        with lab.gw.entered():
+            enforcer.start(make_policy())
+            enforcer.apply(state)
+            observer.start()
+        lab.on_close(observer.stop)
+        yield lab, enforcer, observer
+
+
+def test_dns_answer_on_an_unredirected_segment_teaches_the_gateway(
+        observed: tuple[GatewayLab, NftablesEnforcer, Observer]) -> None:
+    lab, enforcer, observer = observed
+    assert tcp_connect(lab.c1, TW4, 443) == "open"  # nothing learned yet
+    answer = dns_query(lab.c2, netns.INET_ADDR, "x.com")
+    assert answer.rcode() == dns.rcode.NOERROR
+    deadline = time.monotonic() + 3
+    while TW4 not in enforcer.addresses_of(["twitter"]):
+        assert time.monotonic() < deadline, "the observer did not learn from the DNS answer"
+        time.sleep(0.05)
+    assert tcp_connect(lab.c1, TW4, 443) == "reset"
+    assert tcp_connect(lab.c2, TW4, 443) == "open"
+
+
+@pytest.mark.parametrize("port,payload", [
+    (443, scapy_client_hello("video.x.com")),
+    (80, b"GET / HTTP/1.1\r\nHost: x.com\r\nUser-Agent: t\r\n\r\n"),
+])
+def test_name_of_a_blocked_service_on_an_unknown_address_resets_the_flow(
+        observed: tuple[GatewayLab, NftablesEnforcer, Observer], port: int, payload: bytes) -> None:
+    lab, enforcer, observer = observed
+    sock = lab.c1.socket()
+    sock.settimeout(3)
+    sock.connect((UNKNOWN4, port))  # an address no DNS answer ever showed
+    sock.sendall(payload)
+    outcome = "timeout"
+    start = time.monotonic()
+    try:
+        while time.monotonic() - start < 3:
+            if not sock.recv(4096):
+                outcome = "closed"
+                break
+            sock.sendall(b"more\r\n")  # a client that keeps talking meets the reject rule too
+    except ConnectionResetError:
+        outcome = "reset"
+    except (TimeoutError, socket.timeout):
+        outcome = "timeout"
+    finally:
+        sock.close()
+    assert outcome == "reset"
+    assert UNKNOWN4 in enforcer.addresses_of(["twitter"])
+    assert observer.stats["learned"] >= 1
+    assert tcp_connect(lab.c2, UNKNOWN4, port) == "open"
+
+
+def test_name_of_a_service_from_an_unblocked_segment_is_learned_without_reset(
+        observed: tuple[GatewayLab, NftablesEnforcer, Observer]) -> None:
+    lab, enforcer, observer = observed
+    sock = lab.c2.socket()
+    sock.settimeout(3)
+    sock.connect((UNKNOWN4, 443))
+    hello = scapy_client_hello("x.com")
+    sock.sendall(hello)
+    assert sock.recv(4096) == hello  # the echo server answers: the flow lives
+    deadline = time.monotonic() + 3
+    while UNKNOWN4 not in enforcer.addresses_of(["twitter"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    sock.sendall(b"still here")
+    assert sock.recv(100) == b"still here"
+    sock.close()
+    assert observer.stats["resets"] == 0

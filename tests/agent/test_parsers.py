@@ -1,0 +1,135 @@
+"""The observers' pure parsers against scapy's dissection of the same bytes, and fuzzed."""
+
+from __future__ import annotations
+
+import ssl
+
+import dns.message
+import dns.rrset
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scapy.layers.dns import DNS, DNSQR, DNSRR
+from scapy.layers.http import HTTP, HTTPRequest
+from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName, TLS_Ext_SupportedGroups
+from scapy.layers.tls.handshake import TLSClientHello
+from scapy.layers.tls.record import TLS
+
+from agent.observers.parsers import (Observation, parse_client_hello, parse_dns_answer,
+                                     parse_http_host)
+
+HOSTS = ["x.com", "video.twimg.com", "www.tiktok.com", "Example.ORG"]
+
+
+def scapy_client_hello(host: str | None, before: int = 0) -> bytes:
+    ext = [TLS_Ext_SupportedGroups(groups=[29, 23] * before)] if before else []
+    if host is not None:
+        ext.append(TLS_Ext_ServerName(servernames=[ServerName(servername=host.encode())]))
+    ext.append(TLS_Ext_SupportedGroups(groups=[29]))
+    return bytes(TLS(msg=[TLSClientHello(ciphers=[0x1301, 0x1302], ext=ext)]))
+
+
+def scapy_sni(data: bytes) -> str | None:
+    record = TLS(data)
+    for msg in record.msg:
+        for ext in getattr(msg, "ext", None) or []:
+            if isinstance(ext, TLS_Ext_ServerName):
+                return ext.servernames[0].servername.decode().lower()
+    return None
+
+
+def python_client_hello(host: str) -> bytes:
+    """A ClientHello as Python's TLS stack (OpenSSL) sends it."""
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ctx.wrap_bio(incoming, outgoing, server_hostname=host)
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("before", [0, 40])
+def test_sni_matches_scapy(host: str, before: int) -> None:
+    data = scapy_client_hello(host, before)
+    assert parse_client_hello(data) == scapy_sni(data) == host.lower()
+
+
+@pytest.mark.parametrize("host", HOSTS)
+def test_sni_of_a_real_openssl_client_hello_matches_scapy(host: str) -> None:
+    data = python_client_hello(host)
+    assert parse_client_hello(data) == scapy_sni(data) == host.lower()
+
+
+def test_sni_is_found_in_the_first_segment_of_a_split_client_hello() -> None:
+    data = scapy_client_hello("x.com", before=10)
+    assert parse_client_hello(data[:len(data) - 6]) == "x.com"
+
+
+@pytest.mark.parametrize("data", [
+    b"", b"\x16\x03\x01", scapy_client_hello(None), b"GET / HTTP/1.1\r\n\r\n",
+    bytes(TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[
+        ServerName(servername=b"bad host\x00")])])])),
+])
+def test_no_sni_gives_none(data: bytes) -> None:
+    assert parse_client_hello(data) is None
+
+
+@pytest.mark.parametrize("host,expected", [
+    (b"x.com", "x.com"), (b"X.com:8080", "x.com"), (b"[2001:db8::1]:80", None), (b"a b", None),
+])
+def test_http_host_matches_scapy(host: bytes, expected: str | None) -> None:
+    data = bytes(HTTP() / HTTPRequest(Method=b"GET", Path=b"/", Host=host,
+                                       User_Agent=b"test"))
+    assert HTTP(data)[HTTPRequest].Host == host
+    assert parse_http_host(data) == expected
+
+
+@pytest.mark.parametrize("data", [
+    b"HTTP/1.1 200 OK\r\nHost: x.com\r\n\r\n",      # a response, not a request
+    b"GET / HTTP/1.1\r\nUser-Agent: y\r\n\r\n",       # no Host
+    b"GET /\r\nHost: x.com\r\n\r\n",                   # HTTP/0.9 has no headers
+    b"\x16\x03\x01\x00\x05hello",
+])
+def test_http_without_a_host_gives_none(data: bytes) -> None:
+    assert parse_http_host(data) is None
+
+
+def test_dns_answer_observation_matches_scapy() -> None:
+    pkt = DNS(id=1, qr=1, qd=DNSQR(qname="www.x.com", qtype="A"),
+              an=[DNSRR(rrname="www.x.com", type="CNAME", rdata="x.com", ttl=30),
+                  DNSRR(rrname="x.com", type="A", rdata="198.51.100.10", ttl=300),
+                  DNSRR(rrname="x.com", type="A", rdata="198.51.100.11", ttl=200)])
+    data = bytes(pkt)
+    ref = DNS(data)
+    addrs = tuple(rr.rdata for rr in ref.an if rr.type == 1)
+    assert parse_dns_answer(data) == Observation("dns", "www.x.com", addrs, 200)
+
+
+def test_nxdomain_and_queries_give_no_dns_observation() -> None:
+    q = dns.message.make_query("x.com", "A")
+    r = dns.message.make_response(q)
+    r.set_rcode(3)
+    assert parse_dns_answer(r.to_wire()) is None
+    assert parse_dns_answer(q.to_wire()) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=400))
+def test_parsers_never_crash_on_random_bytes(data: bytes) -> None:
+    for result in (parse_client_hello(data), parse_http_host(data)):
+        assert result is None or (isinstance(result, str) and result)
+    obs = parse_dns_answer(data)
+    assert obs is None or (obs.addresses and obs.kind == "dns")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(HOSTS), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)),
+                                        min_size=1, max_size=4))
+def test_parsers_never_crash_on_mutated_client_hellos(host: str, flips: list) -> None:
+    data = bytearray(scapy_client_hello(host))
+    for index, value in flips:
+        if index < len(data):
+            data[index] = value
+    result = parse_client_hello(bytes(data))
+    assert result is None or all(c.isalnum() or c in "-._" for c in result)
