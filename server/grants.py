@@ -48,7 +48,7 @@ def _whole_seconds(value: datetime) -> datetime:
 
 
 def cap_exception_to_lesson(start: datetime, end: datetime, lesson: Lesson) -> datetime:
-    """The end of an exception for `lesson` starting at `start`: `end`, but never past the lesson."""
+    """The end of an exception for `lesson` from `start`: `end`, but never past the lesson."""
     return min(end, lesson.end)
 
 

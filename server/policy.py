@@ -292,6 +292,13 @@ def _segment_blocks(claims: Mapping[str, Any], segment_id: int) -> list[dict[str
     raise KeyError(f"segment {segment_id} is not in this policy")
 
 
+def effective_blocks(claims: Mapping[str, Any],
+                     segment_id: int) -> list[tuple[datetime, datetime, list[str]]]:
+    """A segment's blocks in a policy as (start, end, services) with aware UTC datetimes."""
+    return [(parse_time(b["start"]), parse_time(b["end"]), list(b["services"]))
+            for b in _segment_blocks(claims, segment_id)]
+
+
 def segment_status(claims: Mapping[str, Any], segment_id: int,
                    at: datetime) -> tuple[list[str], datetime | None]:
     """What the policy blocks on a segment at `at`, and until when (([], None) when nothing).
@@ -341,7 +348,7 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
         for s in segments)
     room_ids = sorted({r for s in segment_inputs for r in s.room_ids})
 
-    # Only lessons that block something here: not cancelled, in a room of this gateway, in the window.
+    # Only lessons that can block here: not cancelled, in a room of this gateway, in the window.
     lesson_ids = (select(Lesson.id)
                   .where(Lesson.school_id == school.id, Lesson.cancelled.is_(False),
                          Lesson.start < window[1], Lesson.end > window[0],

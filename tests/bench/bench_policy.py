@@ -153,9 +153,9 @@ def _fill_database(app, rng: random.Random, schools: int) -> str:
             conn.execute(sa.insert(lesson_groups), group_rows)
             conn.execute(sa.insert(ExceptionGrant), [{
                 "school_id": school_id, "scope": e.scope,
-                "lesson_id": ids.get(e.lesson_id) if e.lesson_id is not None else None,
-                "room_id": room_ids[e.room_id - school * 1000] if e.room_id is not None else None,
-                "group_id": group_ids[e.group_id - school * 1000] if e.group_id is not None else None,
+                "lesson_id": None if e.lesson_id is None else ids.get(e.lesson_id),
+                "room_id": None if e.room_id is None else room_ids[e.room_id - school * 1000],
+                "group_id": None if e.group_id is None else group_ids[e.group_id - school * 1000],
                 "services": None if e.services is None else list(e.services), "start": e.start,
                 "end": e.end, "reason": "", "granted_at": e.start, "revoked_at": e.revoked_at}
                 for e in exceptions])

@@ -13,8 +13,8 @@ from server.gateways import create_gateway
 from server.models import ExceptionGrant, Group, Lesson, Room, School
 from server.network import add_segment
 from server.policy import (ExceptionInput, LessonInput, PolicyInputs, SegmentInput,
-                           blocked_services_at, compile_policy, content_version, gateway_policy,
-                           load_policy_inputs, segment_status)
+                           blocked_services_at, compile_policy, content_version,
+                           effective_blocks, gateway_policy, load_policy_inputs, segment_status)
 
 CATALOG = {
     "youtube": ("YouTube", ("youtube.com", "ytimg.com")),
@@ -208,6 +208,13 @@ def test_segment_status_reads_the_block_in_force(at, expected):
                                    [exc("lesson", t(9), t(9, 30), ["youtube"], lesson_id=1)]))
     assert segment_status(claims, 1, at) == expected
     assert blocked_services_at(claims, 1, at) == expected[0]
+
+
+def test_effective_blocks_gives_datetimes():
+    claims = compile_policy(inputs([lesson(1, t(9), t(10))],
+                                   [exc("lesson", t(9), t(9, 30), ["youtube"], lesson_id=1)]))
+    assert effective_blocks(claims, 1) == [(t(9), t(9, 30), ["instagram", "tiktok"]),
+                                           (t(9, 30), t(10), ALL)]
 
 
 def test_segment_status_of_unknown_segment_is_a_key_error():

@@ -1,4 +1,4 @@
-"""Property tests: the compiled policy blocks exactly what the rule of SPEC §3 says, at any instant.
+"""Property tests: the compiled policy blocks exactly what SPEC §3 says, at any instant.
 
 The reference below evaluates the rule directly and naively for one instant, lesson by lesson,
 sharing no code with the compiler.
