@@ -95,10 +95,14 @@ def leader_grant() -> Response | tuple[str, int]:
                         end=times["end"], reason=str(form["reason"]), now=utcnow())
     except GrantForbidden as err:
         db.session.rollback()
-        return _render_overview(form, {"form": str(err)}, 403)
+        return _render_overview(form, {"form": gettext("You may not grant this exception.")}, 403)
     except GrantError as err:
         db.session.rollback()
-        return _render_overview(form, {getattr(err, "field", None) or "form": str(err)}, 400)
+        field = getattr(err, "field", None) or "form"
+        texts = {"end": gettext("The end must be after the start and still to come."),
+                 "services": gettext("Choose services that the school blocks."),
+                 "reason": gettext("The reason is too long (at most 200 characters).")}
+        return _render_overview(form, {field: texts.get(field, str(err))}, 400)
     db.session.commit()
     notify.policy_changed(school.id)
     flash(gettext("Exception granted."), "success")

@@ -41,6 +41,18 @@ def current_and_next(person: Person, now: datetime) -> tuple[Lesson | None, Less
     return running, following
 
 
+def grant_error_text(err: Exception) -> str:
+    """The grant module's refusal in the reader's language (its own text as the fallback)."""
+    if isinstance(err, PermissionError):
+        return gettext("You may grant exceptions only for lessons you teach yourself.")
+    texts = {
+        "services": gettext("Choose services that the school blocks."),
+        "reason": gettext("The reason is too long (at most 200 characters)."),
+        "lesson_id": gettext("This lesson is over or cancelled."),
+    }
+    return texts.get(getattr(err, "field", ""), str(err))
+
+
 def _render_now(error: str | None = None, status: int = 200) -> tuple[str, int]:
     user = current_user()
     now = utcnow()
@@ -83,10 +95,10 @@ def grant() -> Response | tuple[str, int]:
                         reason=reason, now=utcnow())
     except GrantForbidden as err:
         db.session.rollback()
-        return _render_now(str(err) or gettext("You may not grant this exception."), 403)
+        return _render_now(grant_error_text(err), 403)
     except GrantError as err:
         db.session.rollback()
-        return _render_now(str(err), 400)
+        return _render_now(grant_error_text(err), 400)
     db.session.commit()
     notify.policy_changed(user.school_id)
     flash(gettext("Social media allowed."), "success")
@@ -107,7 +119,7 @@ def revoke(exception_id: int) -> Response | tuple[str, int]:
                          now=utcnow())
     except GrantForbidden as err:
         db.session.rollback()
-        abort(403, description=str(err) or gettext("You may not revoke this exception."))
+        abort(403, description=gettext("You may not revoke this exception."))
     except GrantError as err:
         db.session.rollback()
         flash(str(err), "error")

@@ -277,6 +277,14 @@ NL: dict[str, str | tuple[str, str]] = {
     "today": "vandaag",
     "now": "nu",
     "No lessons": "Geen lessen",
+    "You may grant exceptions only for lessons you teach yourself.":
+        "Je mag alleen uitzonderingen toekennen voor lessen die je zelf geeft.",
+    "Choose services that the school blocks.": "Kies diensten die de school blokkeert.",
+    "The reason is too long (at most 200 characters).":
+        "De reden is te lang (hoogstens 200 tekens).",
+    "This lesson is over or cancelled.": "Deze les is voorbij of uitgevallen.",
+    "The end must be after the start and still to come.":
+        "Het einde moet na het begin liggen en nog niet voorbij zijn.",
 }
 
 

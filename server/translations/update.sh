@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Re-extract the dashboard's texts and rebuild the Dutch catalog (po + compiled mo, both committed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+../.venv/bin/pybabel extract -F translations/babel.cfg -o translations/messages.pot \
+    --no-location --omit-header . >/dev/null
+../.venv/bin/python translations/nl.py
