@@ -454,8 +454,9 @@ class PolicySource:
 
     def __init__(self, state_dir: Path, enrollment: Enrollment,
                  client: ServerClient | None = None, clock: Callable[[], float] = time.time,
-                 poll_wait: int = 55) -> None:
+                 poll_wait: int = 55, max_backoff: float = 60.0) -> None:
         self.store = PolicyStore(state_dir)
+        self.max_backoff = max_backoff
         self.enrollment = enrollment
         self.client = client
         self.clock = clock
@@ -502,9 +503,10 @@ class PolicySource:
         return self.accept(token)
 
     def run(self, on_policy: Callable[[Policy], None], stop: threading.Event,
-            initial_backoff: float = 1.0, max_backoff: float = 60.0) -> None:
+            initial_backoff: float = 1.0, max_backoff: float | None = None) -> None:
         """Long-poll until `stop`; hand every accepted policy to `on_policy`; back off on errors."""
-        backoff = initial_backoff
+        max_backoff = self.max_backoff if max_backoff is None else max_backoff
+        backoff = min(initial_backoff, max_backoff)
         while not stop.is_set():
             try:
                 policy = self.poll_once()

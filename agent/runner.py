@@ -290,13 +290,14 @@ def build_parts(config: Any, state: Callable[[], BlockState | None],
                                   enforcer=enforcer, services=services))
     if config.lan_interfaces:
         try:
-            from . import observers
-            make = getattr(observers, "make_observers", None)
-        except ImportError:
-            make = None
-        if make is None:
-            log.warning("no observers in this build: --lan %s is not watched",
+            from .observers.capture import Observer
+        except ImportError as err:
+            log.warning("no observers in this build (%s): --lan %s is not watched", err,
                         " ".join(config.lan_interfaces))
         else:
-            parts.extend(make(config.lan_interfaces, enforcer, state))
+            # scapy maps a capture socket's link type to a layer only for layers already
+            # imported; without Ether loaded, captured frames arrive as Raw and nothing is seen
+            # ("Unable to guess type (interface=lan1 ...)").
+            import scapy.layers.l2  # noqa: F401
+            parts.append(Observer(config.lan_interfaces, enforcer, services, state))
     return enforcer, parts
