@@ -1,0 +1,276 @@
+"""School leader and IT pages: exceptions with start and end, audit filters, segments with field
+errors, gateways with their enrolment command, timetable upload, services, reminders, people."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import select
+
+from dashboard_helpers import csrf_token, sign_in
+from server.dashboard.common import local_input_value
+from server.extensions import db
+from server.gateways import hash_token
+from server.models import (AuditEvent, EnrollmentToken, ExceptionGrant, Gateway, Lesson, Person,
+                           Reminder, School, Segment, utcnow)
+
+
+def _signed_in(app: Flask, username: str):
+    client = app.test_client()
+    sign_in(client, username)
+    return client
+
+
+def _school(app: Flask) -> School:
+    return db.session.scalar(select(School).where(School.slug == "test"))
+
+
+def _leader_form(app: Flask, **fields: str) -> dict[str, str]:
+    with app.app_context():
+        school = _school(app)
+        now = utcnow()
+        form = {"scope": "school", "start": local_input_value(now, school),
+                "end": local_input_value(now + timedelta(hours=3), school), "reason": "open dag"}
+    form.update(fields)
+    return form
+
+
+def test_leader_grants_a_school_wide_exception_shown_as_active(app: Flask, world) -> None:
+    client = _signed_in(app, "leiding")
+    form = _leader_form(app)
+    response = client.post("/leiding/uitzonderingen",
+                           data={**form, "csrf_token": csrf_token(client, "/leiding")})
+    assert response.status_code == 302
+    with app.app_context():
+        grant = db.session.scalar(select(ExceptionGrant).where(ExceptionGrant.scope == "school"))
+        assert grant is not None and grant.services is None and grant.reason == "open dag"
+    page = client.get("/leiding").get_data(as_text=True)
+    assert "hele school" in page and "open dag" in page and "data-end" in page
+
+
+@pytest.mark.parametrize("fields, field, message", [
+    ({"end": ""}, "end", "Vul een datum en tijd in."),
+    ({"start": "gisteren"}, "start", "zoals 2026-11-23 09:00"),
+    ({"scope": "room", "room": ""}, "room", "Kies een lokaal."),
+    ({"scope": "group", "group": "999"}, "group", "Kies een groep."),
+    ({"scope": "planet"}, "scope", "Kies de school, een lokaal of een groep."),
+])
+def test_leader_form_shows_errors_at_the_field_and_writes_nothing(app: Flask, world, fields,
+                                                                  field, message) -> None:
+    client = _signed_in(app, "leiding")
+    response = client.post("/leiding/uitzonderingen",
+                           data={**_leader_form(app, **fields),
+                                 "csrf_token": csrf_token(client, "/leiding")})
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(ExceptionGrant).where(
+            ExceptionGrant.reason == "open dag")) is None
+
+
+def test_leader_exception_ending_before_it_starts_is_refused(app: Flask, world) -> None:
+    client = _signed_in(app, "leiding")
+    with app.app_context():
+        school = _school(app)
+        end = local_input_value(utcnow() - timedelta(hours=1), school)
+    response = client.post("/leiding/uitzonderingen",
+                           data={**_leader_form(app, end=end),
+                                 "csrf_token": csrf_token(client, "/leiding")})
+    assert response.status_code == 400
+    assert "Het einde moet na het begin liggen" in response.get_data(as_text=True)
+
+
+def test_leader_revokes_any_exception(app: Flask, world) -> None:
+    client = _signed_in(app, "leiding")
+    response = client.post(f"/exceptions/{world.exception}/revoke",
+                           data={"csrf_token": csrf_token(client, "/leiding"), "next": "/leiding"})
+    assert response.status_code == 302
+    with app.app_context():
+        assert db.session.get(ExceptionGrant, world.exception).revoked_at is not None
+
+
+def test_audit_log_filters_by_who_what_and_when(app: Flask, world) -> None:
+    teacher = _signed_in(app, "docent")
+    teacher.post("/nu/grant", data={"lesson_id": world.own_lesson, "duration": "10",
+                                    "csrf_token": csrf_token(teacher, "/nu")})
+    client = _signed_in(app, "leiding")
+
+    def rows(query: str) -> str:
+        page = client.get("/audit" + query).get_data(as_text=True)
+        return page[page.index("<tbody>"):page.index("</tbody>")]
+
+    assert "exception.grant" in rows("?actor=docent") and "segment.create" not in rows(
+        "?actor=docent")
+    assert "segment.create" in rows("?action=segment.create")
+    assert "exception.grant" not in rows("?action=segment.create")
+    assert "exception.grant" in rows(f"?since={utcnow().date()}&until={utcnow().date()}") or \
+        "exception.grant" in rows(f"?since={(utcnow() - timedelta(days=1)).date()}")
+    assert "Geen gebeurtenissen gevonden." in rows("?since=2001-01-01&until=2001-01-02")
+
+
+def test_segment_with_overlapping_cidr_shows_the_error_at_the_cidr_field(app: Flask,
+                                                                        world) -> None:
+    client = _signed_in(app, "ict")
+    response = client.post("/it/segmenten", data={
+        "name": "lokaal 3.01", "gateway": world.gateway, "cidrs": "10.2.14.128/25",
+        "rooms": "3.01", "csrf_token": csrf_token(client, "/it/segmenten")})
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    error = re.search(r'<p class="error" id="e-cidrs">([^<]+)</p>', page)
+    assert error and "overlaps" in error.group(1)
+    assert 'id="f-cidrs" name="cidrs" rows="3"' in page and 'aria-invalid="true"' in page
+    with app.app_context():
+        assert db.session.scalar(select(Segment).where(Segment.name == "lokaal 3.01")) is None
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"cidrs": "10.9.0.1/24"}, "cidrs"), ({"cidrs": "not-a-network"}, "cidrs"),
+    ({"cidrs": ""}, "cidrs"), ({"name": ""}, "name"), ({"rooms": ""}, "rooms"),
+    ({"gateway": "nope"}, "gateway"), ({"name": "vleugel B"}, "name"),
+])
+def test_segment_form_errors_name_their_field(app: Flask, world, fields, field) -> None:
+    client = _signed_in(app, "ict")
+    form = {"name": "nieuw", "gateway": world.gateway, "cidrs": "10.9.0.0/24", "rooms": "3.01",
+            **fields}
+    response = client.post("/it/segmenten", data={**form,
+                                                  "csrf_token": csrf_token(client, "/it/segmenten")})
+    assert response.status_code == 400
+    assert f'id="e-{field}"' in response.get_data(as_text=True)
+
+
+def test_segment_is_added_with_ipv6_and_new_room(app: Flask, world) -> None:
+    client = _signed_in(app, "ict")
+    response = client.post("/it/segmenten", data={
+        "name": "wifi", "gateway": world.gateway, "cidrs": "10.9.0.0/24\n2001:db8:9::/64",
+        "rooms": "3.01, 3.02", "csrf_token": csrf_token(client, "/it/segmenten")})
+    assert response.status_code == 302
+    with app.app_context():
+        segment = db.session.scalar(select(Segment).where(Segment.name == "wifi"))
+        assert segment.cidr_strings == ["10.9.0.0/24", "2001:db8:9::/64"]
+        assert [r.code for r in segment.rooms] == ["3.01", "3.02"]
+
+
+def test_new_gateway_shows_a_one_time_enrolment_command_that_is_stored_hashed(app: Flask,
+                                                                             world) -> None:
+    client = _signed_in(app, "ict")
+    response = client.post("/it/gateways", data={"name": "gw-2",
+                                                 "csrf_token": csrf_token(client, "/it/gateways")})
+    page = response.get_data(as_text=True)
+    match = re.search(r"lesfocus-agent enroll --server http://lesfocus.test --token (lfe_[\w-]+)",
+                      page)
+    assert response.status_code == 200 and match
+    with app.app_context():
+        gateway = db.session.scalar(select(Gateway).where(Gateway.name == "gw-2"))
+        token = db.session.scalar(select(EnrollmentToken).where(
+            EnrollmentToken.gateway_id == gateway.id))
+        assert token.token_hash == hash_token(match.group(1))
+    assert match.group(1) not in client.get("/it/gateways").get_data(as_text=True)
+
+
+def test_gateway_page_shows_counters_per_service(app: Flask, world) -> None:
+    from server.models import GatewayCounter
+    with app.app_context():
+        hour = utcnow().replace(minute=0, second=0, microsecond=0)
+        db.session.add(GatewayCounter(gateway_id=world.gateway, segment_id=world.segment,
+                                      service_id="tiktok", hour=hour, count=42))
+        db.session.commit()
+    page = _signed_in(app, "ict").get(f"/it/gateways/{world.gateway}").get_data(as_text=True)
+    assert re.search(r"TikTok</td><td class=\"num\">42<", page)
+
+
+def test_broken_timetable_upload_shows_the_error_with_its_line_and_imports_nothing(
+        app: Flask, world) -> None:
+    client = _signed_in(app, "ict")
+    broken = b"date,start,end,room\n2026-11-23,09:00,09:50,2.14\n2026-11-23,10:00\n"
+    response = client.post("/it/rooster", data={
+        "file": (io.BytesIO(broken), "rooster.csv"), "format": "",
+        "csrf_token": csrf_token(client, "/it/rooster")}, content_type="multipart/form-data")
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "Er is niets geïmporteerd." in page and "line 3" in page
+    with app.app_context():
+        assert db.session.scalar(select(Lesson).where(Lesson.source == "csv")) is None
+
+
+def test_timetable_upload_shows_the_importers_counts(app: Flask, world) -> None:
+    client = _signed_in(app, "ict")
+    good = b"date,start,end,room,group,teacher,subject\n2026-11-23,09:00,09:50,2.14,3havo-b,DOCE,en\n"
+    response = client.post("/it/rooster", data={
+        "file": (io.BytesIO(good), "rooster.csv"), "format": "csv",
+        "csrf_token": csrf_token(client, "/it/rooster")}, content_type="multipart/form-data")
+    assert response.status_code == 200
+    page = response.get_data(as_text=True)
+    assert re.search(r"<dt>nieuw</dt><dd>1</dd>", page)
+
+
+def test_blocked_services_are_saved_and_audited(app: Flask, world) -> None:
+    client = _signed_in(app, "ict")
+    response = client.post("/it/diensten", data={
+        "services": ["tiktok", "instagram"], "csrf_token": csrf_token(client, "/it/diensten")})
+    assert response.status_code == 302
+    with app.app_context():
+        assert _school(app).blocked_services == ["instagram", "tiktok"]
+        assert db.session.scalar(select(AuditEvent).where(
+            AuditEvent.action == "school.blocked_services")) is not None
+
+
+def test_reminder_preview_shows_unsaved_text_and_save_stores_it(app: Flask, world) -> None:
+    client = _signed_in(app, "ict")
+    url = f"/it/herinneringen/{world.reminder}"
+    token = csrf_token(client, url)
+    response = client.post(url, data={"text_nl": "Denk aan privacy.", "text_en": "Mind privacy.",
+                                      "enabled": "on", "action": "preview", "csrf_token": token})
+    page = response.get_data(as_text=True)
+    assert '<p class="rp-text">Denk aan privacy.</p>' in page
+    with app.app_context():
+        assert db.session.get(Reminder, world.reminder).texts.get("nl") != "Denk aan privacy."
+    response = client.post(url, data={"text_nl": "Denk aan privacy.", "text_en": "Mind privacy.",
+                                      "enabled": "on", "action": "save", "csrf_token": token})
+    assert response.status_code == 302
+    with app.app_context():
+        assert db.session.get(Reminder, world.reminder).texts == {
+            "nl": "Denk aan privacy.", "en": "Mind privacy."}
+    response = client.post(url, data={"text_nl": "", "text_en": "x", "action": "save",
+                                      "csrf_token": token})
+    assert response.status_code == 400 and 'id="e-text_nl"' in response.get_data(as_text=True)
+
+
+def test_it_adds_a_person_who_can_then_sign_in(app: Flask, world) -> None:
+    client = _signed_in(app, "ict")
+    response = client.post("/it/mensen", data={
+        "display_name": "P. Nieuw", "username": "nieuw", "teacher_code": "NIEU",
+        "roles": ["teacher"], "password": "een lang wachtwoord",
+        "csrf_token": csrf_token(client, "/it/mensen")})
+    assert response.status_code == 302
+    sign_in(app.test_client(), "nieuw", "een lang wachtwoord")
+
+
+@pytest.mark.parametrize("fields, field", [
+    ({"username": "docent"}, "username"), ({"password": "kort"}, "password"),
+    ({"teacher_code": "DOCE"}, "teacher_code"), ({"roles": ["king"]}, "roles"),
+    ({"password": ""}, "password"),
+])
+def test_person_form_errors_name_their_field(app: Flask, world, fields, field) -> None:
+    client = _signed_in(app, "ict")
+    form = {"display_name": "X", "username": "iemand", "teacher_code": "",
+            "roles": ["teacher"], "password": "een lang wachtwoord", **fields}
+    response = client.post("/it/mensen", data={**form,
+                                               "csrf_token": csrf_token(client, "/it/mensen")})
+    assert response.status_code == 400
+    assert f'id="e-{field}"' in response.get_data(as_text=True) or \
+        (field == "roles" and "Onbekende rol." in response.get_data(as_text=True))
+
+
+def test_it_admin_cannot_remove_their_own_it_role(app: Flask, world) -> None:
+    client = _signed_in(app, "ict")
+    url = f"/it/mensen/{world.people['ict']}"
+    response = client.post(url, data={"display_name": "Ict", "username": "ict",
+                                      "roles": ["teacher"], "active": "on",
+                                      "csrf_token": csrf_token(client, url)})
+    assert response.status_code == 400
+    with app.app_context():
+        assert db.session.get(Person, world.people["ict"]).roles == ["it_admin"]
