@@ -6,6 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 
 import jwt
@@ -19,7 +20,7 @@ from server.gateways import create_gateway, issue_enrollment_token
 from server.models import Group, Lesson, Person, Room, School
 from server.network import add_segment
 from server.passwords import hash_password
-from server.tokens import public_jwk
+from server.tokens import issue_api_token
 
 PASSWORD = "correct horse battery"
 AUDIENCE = "http://lesfocus.test"
@@ -37,24 +38,41 @@ def school_id(app: Flask, slug: str = "test") -> int:
         return db.session.scalar(select(School.id).where(School.slug == slug))
 
 
+@cache
+def password_hash() -> str:
+    """The hash of PASSWORD, computed once (Argon2 takes ~0.15 s a time on a busy machine)."""
+    return hash_password(PASSWORD)
+
+
 def add_person(app: Flask, username: str, *roles: str, slug: str = "test",
                teacher_code: str | None = None) -> int:
     """Create a person with a password and roles; returns the id."""
     with app.app_context():
         person = Person(school_id=school_id(app, slug), username=username,
                         display_name=username.title(), roles=list(roles),
-                        teacher_code=teacher_code, password_hash=hash_password(PASSWORD))
+                        teacher_code=teacher_code, password_hash=password_hash())
         db.session.add(person)
         db.session.commit()
         return person.id
 
 
 def login(client: FlaskClient, username: str) -> dict[str, str]:
-    """Authorization headers of an API token for `username`."""
+    """Authorization headers of an API token for `username`, got through POST /auth/token."""
     response = client.post("/api/v1/auth/token",
                            json={"username": username, "password": PASSWORD})
     assert response.status_code == 200, response.get_json()
     return {"Authorization": f"Bearer {response.get_json()['token']}"}
+
+
+def bearer(client: FlaskClient, username: str) -> dict[str, str]:
+    """Authorization headers of an API token for `username`, issued directly (no password check)."""
+    app = client.application
+    with app.app_context():
+        person = db.session.scalar(select(Person).where(Person.username == username))
+        token, _ = issue_api_token(app.extensions["lesfocus.signing_key"], person_id=person.id,
+                                   school_id=person.school_id, minutes=15,
+                                   issuer="http://lesfocus.test")
+    return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass

@@ -1,0 +1,159 @@
+"""Public endpoints the extension uses: keys, reminders (ETag, CORS) and lesson-status."""
+
+from __future__ import annotations
+
+import pytest
+from api_helpers import add_lesson, add_person, bearer, minutes, now_utc
+from sqlalchemy import select
+
+from server.extensions import db
+from server.models import Reminder, School
+
+
+def test_keys_is_a_jwks_of_the_signing_key(app, client):
+    response = client.get("/api/v1/keys")
+    assert response.status_code == 200
+    assert response.get_json() == app.extensions["lesfocus.signing_key"].jwks()
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+@pytest.mark.parametrize("audience, expected", [("student", {"student", "all"}),
+                                                 ("staff", {"staff", "all"})])
+def test_reminders_for_an_audience_include_those_for_all(client, audience, expected):
+    response = client.get(f"/api/v1/reminders?audience={audience}&lang=en")
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["reminders"], "the seeded school has reminders"
+    assert {r["audience"] for r in body["reminders"]} <= expected
+    assert all(r["text"] for r in body["reminders"])
+    assert body["school"]["slug"] == "test"
+
+
+def test_reminders_answer_304_for_their_etag_and_change_it_after_an_edit(app, client):
+    first = client.get("/api/v1/reminders?audience=student&lang=nl")
+    etag = first.headers["ETag"]
+    again = client.get("/api/v1/reminders?audience=student&lang=nl",
+                       headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    with app.app_context():
+        reminder = db.session.scalar(select(Reminder).where(Reminder.audience == "student"))
+        reminder.texts = {**reminder.texts, "nl": "Nieuwe tekst."}
+        db.session.commit()
+    changed = client.get("/api/v1/reminders?audience=student&lang=nl",
+                         headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] != etag
+
+
+@pytest.mark.parametrize("path", ["/api/v1/reminders?audience=student", "/api/v1/lesson-status"])
+def test_public_endpoints_allow_any_origin_and_answer_preflight(client, path):
+    response = client.get(path, headers={"Origin": "chrome-extension://abc"})
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    preflight = client.options(path, headers={"Origin": "chrome-extension://abc",
+                                              "Access-Control-Request-Method": "GET"})
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+    assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+def test_staff_endpoints_do_not_allow_other_origins(client):
+    response = client.get("/api/v1/lessons", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize("query, field", [("audience=parents", "audience"), ("lang=de", "lang"),
+                                          ("school=nope", "school")])
+def test_bad_reminder_query_names_the_parameter(client, query, field):
+    response = client.get(f"/api/v1/reminders?{query}")
+    assert 400 <= response.status_code < 500
+    assert response.get_json()["field"] == field
+
+
+def test_reminders_need_a_school_when_there_are_several(app, client):
+    with app.app_context():
+        db.session.add(School(slug="other", name="Other", aliases=[]))
+        db.session.commit()
+    assert client.get("/api/v1/reminders").status_code == 400
+    assert client.get("/api/v1/reminders?school=test").status_code == 200
+
+
+# --- lesson-status ------------------------------------------------------------------------------
+
+def _status(client, address: str, **headers: str):
+    return client.get("/api/v1/lesson-status", environ_base={"REMOTE_ADDR": address},
+                      headers=headers)
+
+
+def test_lesson_status_outside_any_segment_is_not_in_lesson(client, enrolled):
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    body = _status(client, "192.0.2.7").get_json()
+    assert body == {"in_lesson": False, "blocked_services": [], "until": None,
+                    "exception": None, "rooms": []}
+
+
+def test_lesson_status_during_a_lesson_lists_blocked_services_until_its_end(app, client,
+                                                                            enrolled):
+    enrolled("gw", cidrs=["10.1.0.0/24", "2001:db8:1::/64"], rooms=["2.14"])
+    start = now_utc() - minutes(10)
+    add_lesson(app, "2.14", start, start + minutes(50))
+    for address in ("10.1.0.99", "2001:db8:1::42", "::ffff:10.1.0.99"):
+        body = _status(client, address).get_json()
+        assert body["in_lesson"] is True
+        assert "tiktok" in body["blocked_services"]
+        assert body["until"] == (start + minutes(50)).isoformat().replace("+00:00", "Z")
+        assert body["exception"] is None
+        assert body["rooms"] == ["2.14"]
+
+
+def test_lesson_status_shows_the_exception_without_names_and_updates_at_once(app, client,
+                                                                             enrolled):
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    teacher = add_person(app, "jans", "teacher", teacher_code="JANS")
+    start = now_utc() - minutes(10)
+    lesson_id = add_lesson(app, "2.14", start, start + minutes(50), teacher_id=teacher)
+    assert _status(client, "10.1.0.5").get_json()["exception"] is None  # fills the cache
+    granted = client.post("/api/v1/exceptions", headers=bearer(client, "jans"), json={
+        "scope": "lesson", "lesson_id": lesson_id, "services": ["youtube"], "minutes": 20})
+    assert granted.status_code == 201, granted.get_json()
+    body = _status(client, "10.1.0.5").get_json()
+    assert body["in_lesson"] is True
+    assert "youtube" not in body["blocked_services"]
+    assert "tiktok" in body["blocked_services"]
+    assert body["exception"]["services"] == ["youtube"]
+    assert set(body["exception"]) == {"services", "until"}
+    assert "jans" not in str(body).lower()
+
+
+def test_lesson_status_all_services_allowed_is_still_in_lesson(app, client, enrolled):
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    add_person(app, "boss", "leader")
+    start = now_utc() - minutes(10)
+    add_lesson(app, "2.14", start, start + minutes(50))
+    response = client.post("/api/v1/exceptions", headers=bearer(client, "boss"), json={
+        "scope": "school", "minutes": 30, "reason": "open dag"})
+    assert response.status_code == 201, response.get_json()
+    body = _status(client, "10.1.0.5").get_json()
+    assert body["in_lesson"] is True
+    assert body["blocked_services"] == []
+    assert body["exception"]["services"] is None
+
+
+def test_cancelled_lesson_blocks_nothing(app, client, enrolled):
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    start = now_utc() - minutes(10)
+    add_lesson(app, "2.14", start, start + minutes(50), cancelled=True)
+    body = _status(client, "10.1.0.5").get_json()
+    assert body["in_lesson"] is False
+    assert body["blocked_services"] == []
+
+
+@pytest.mark.parametrize("trust, expected_in_lesson", [(False, False), (True, True)])
+def test_x_forwarded_for_counts_only_behind_a_trusted_proxy(app, client, enrolled, trust,
+                                                            expected_in_lesson):
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    start = now_utc() - minutes(10)
+    add_lesson(app, "2.14", start, start + minutes(50))
+    app.config["LESFOCUS_TRUST_PROXY"] = trust
+    body = _status(client, "127.0.0.1", **{"X-Forwarded-For": "198.51.100.1, 10.1.0.5"}
+                   ).get_json()
+    assert body["in_lesson"] is expected_in_lesson
