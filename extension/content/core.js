@@ -170,17 +170,37 @@
     }
     const draft = readDraft(action.scope, action.composer);
     if (!draft.text && !draft.hasMedia) return;
-    const cfg = (context && context.config) || {};
-    const analysis = checks.analyzeDraft(draft, cfg);
-    const findings = analysis.triggers.filter((t) => t !== "always");
-    if (context && findings.length === 0 && (cfg.onlyOnFindings || snoozed())) return;
-    stop(event);
-    pending = { action, analysis, done: false, event: event.type };
-    if (context) {
-      showOverlay(pending);
-    } else {
-      contextPromise.then(() => pending && showOverlay(pending));
+    if (!context) {
+      // The page has just loaded and the configuration is still on its way: hold the action
+      // and decide when it arrives (at worst the action is then performed unchanged).
+      stop(event);
+      pending = { action, analysis: null, done: false };
+      const held = pending;
+      contextPromise.then(() => decide(held, draft, true));
+      return;
     }
+    const state = { action, analysis: null, done: false };
+    if (decide(state, draft, false)) stop(event);
+  }
+
+  /**
+   * Analyse the draft and show the overlay if it applies. Returns true when the overlay is shown.
+   * A held action that needs no overlay is performed right away.
+   */
+  function decide(state, draft, held) {
+    const cfg = (context && context.config) || {};
+    state.analysis = checks.analyzeDraft(draft, cfg);
+    const findings = state.analysis.triggers.filter((t) => t !== "always");
+    if (findings.length === 0 && (cfg.onlyOnFindings || snoozed())) {
+      if (held) {
+        pending = null;
+        replayWithBypass(state.action.replay);
+      }
+      return false;
+    }
+    pending = state;
+    showOverlay(state);
+    return true;
   }
 
   function stop(event) {
@@ -321,7 +341,7 @@
       if (state.done) return;
       state.done = true;
       close();
-      const back = state.action.composer || state.action.focusBack;
+      const back = state.action.composer || state.action.scope.querySelector(adapter.composer) || state.action.focusBack;
       if (back && back.isConnected) back.focus();
     };
     const post = () => {

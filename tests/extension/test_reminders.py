@@ -1,0 +1,208 @@
+"""The right reminders for each draft (local checks), in Dutch and English; server texts with
+ETag and the bundled fallback; the lesson-time banner; snooze and only-on-findings mode."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from extension_harness import FakeInternet, extension_worker, set_options
+from pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SERVER = "https://lesfocus.test"
+X_HOME = '#home-composer [data-testid="tweetTextarea_0"]'
+X_HOME_BUTTON = '#home-composer [data-testid="tweetButtonInline"]'
+WA_CHAT = '#chat [role="textbox"]'
+WA_SEND = '#chat button:has(span[data-icon="send"])'
+# A 1x1 PNG, attached as the draft's photo.
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+SCHOOL = {"schoolName": "Testcollege", "schoolAliases": ["TC", "het Lucas"]}
+
+
+@pytest.fixture(scope="module")
+def page(chromium: Any) -> Iterator[Any]:
+    """One tab for the module."""
+    tab = chromium.new_page()
+    yield tab
+    tab.close()
+    set_options(chromium)
+
+
+def articles_for(page: Any, internet: FakeInternet, draft: str, media: bool = False, site: str = "x") -> list[str]:
+    """Write `draft` on a platform, try to publish it and return the overlay's article codes."""
+    composer, button = (X_HOME, X_HOME_BUTTON) if site == "x" else (WA_CHAT, WA_SEND)
+    page.goto(internet.url(site))
+    if media:
+        page.set_input_files("#home-composer input[type=file]",
+                             files=[{"name": "klas.png", "mimeType": "image/png", "buffer": PNG}])
+    write_draft(page, composer, draft)
+    page.click(button)
+    found = overlay_articles(page)
+    page.click(EDIT)
+    return found
+
+
+@pytest.mark.parametrize("audience,site,draft,media,expected", [
+    ("student", "x", "Wat een mooie dag", False, ["A2", "A3"]),
+    ("student", "x", "Bel me op 06-12345678", False, ["A1", "A2", "A3"]),
+    ("student", "x", "mail me: sam@example.nl", False, ["A1", "A2", "A3"]),
+    ("student", "x", "mijn bsn 123456782", False, ["A1", "A2", "A3"]),
+    ("student", "x", "mijn bsn 123456789", False, ["A2", "A3"]),           # fails the elfproef
+    ("student", "x", "stort op NL91 ABNA 0417 1643 00", False, ["A1", "A2", "A3"]),
+    ("student", "x", "Dorpsstraat 12, 1234 AB Utrecht", False, ["A1", "A2", "A3"]),
+    ("student", "x", "kijk deze foto", True, ["A5", "A2", "A3"]),
+    ("student", "x", "Groeten uit het Testcollege", False, ["A1", "A4", "A2", "A3"]),
+    ("student", "x", "vandaag op TC", False, ["A1", "A4", "A2", "A3"]),
+    ("student", "x", "wat ben jij een idioot", False, ["A7", "A2", "A3"]),
+    ("student", "x", "Hoera, vakantie!", False, ["A2", "A3"]),             # no insult inside a word
+    ("staff", "x", "Open dag op het Testcollege", False, ["B1", "B2", "B3", "A2", "A3", "B5"]),
+    ("staff", "x", "bel 0612345678", False, ["A1", "B2", "A2", "A3", "B5"]),
+    ("staff", "whatsapp", "Uw zoon heeft de toets gemist", False, ["B4", "A2", "A3", "B5"]),
+    ("student", "whatsapp", "Uw zoon heeft de toets gemist", False, ["A2", "A3"]),
+])
+def test_local_checks_choose_the_reminders(page: Any, fake_internet: FakeInternet, audience: str, site: str,
+                                           draft: str, media: bool, expected: list[str]) -> None:
+    set_options(page.context, audience=audience, **SCHOOL)
+    assert articles_for(page, fake_internet, draft, media, site) == expected
+
+
+def test_every_reminder_cites_its_article_and_the_insult_one_asks_a_question(
+        page: Any, fake_internet: FakeInternet) -> None:
+    set_options(page.context, **SCHOOL)
+    page.goto(fake_internet.url("x"))
+    write_draft(page, X_HOME, "jij sukkel, bel 0612345678")
+    page.click(X_HOME_BUTTON)
+    items = page.locator("lesfocus-reminder li")
+    for i in range(items.count()):
+        item = items.nth(i)
+        article = item.get_attribute("data-article")
+        assert f"artikel {article}".lower() in item.inner_text().lower()
+        assert item.locator(".article").get_attribute("aria-label") == f"Artikel {article}"
+    a7 = page.locator('lesfocus-reminder li[data-article="A7"] .text').inner_text()
+    assert "?" in a7
+    page.click(EDIT)
+
+
+def test_english_locale_translates_the_overlay(page: Any, fake_internet: FakeInternet) -> None:
+    set_options(page.context, locale="en", **SCHOOL)
+    page.goto(fake_internet.url("x", "/?lang=en"))
+    write_draft(page, X_HOME, "call me on 0612345678")
+    page.click(X_HOME_BUTTON)
+    page.wait_for_selector(DIALOG, state="visible")
+    assert page.locator(DIALOG).get_attribute("lang") == "en"
+    assert page.locator(EDIT).inner_text() == "Edit"
+    assert page.locator(POST).inner_text() == "Post anyway"
+    assert "(article A1)" in page.locator('lesfocus-reminder li[data-article="A1"]').inner_text()
+    page.click(EDIT)
+
+
+def test_dutch_is_the_default_interface(page: Any, fake_internet: FakeInternet) -> None:
+    set_options(page.context)
+    page.goto(fake_internet.url("x"))
+    write_draft(page, X_HOME, "hallo")
+    page.click(X_HOME_BUTTON)
+    page.wait_for_selector(DIALOG, state="visible")
+    assert page.locator(DIALOG).get_attribute("lang") == "nl"
+    assert page.locator(EDIT).inner_text() == "Aanpassen"
+    assert page.locator(POST).inner_text() == "Toch plaatsen"
+    page.click(EDIT)
+
+
+SERVER_REMINDERS = [
+    {"article": "A2", "audience": "all", "trigger": "always", "text": "Servertekst: jij bent verantwoordelijk (artikel A2)."},
+    {"article": "A1", "audience": "all", "trigger": "personal_data", "text": "Servertekst over gegevens (artikel A1)."},
+    {"article": "Z9", "audience": "all", "trigger": "always", "text": "an entry that does not fit is dropped"},
+]
+
+
+def test_server_texts_are_used_and_revalidated_with_etag(page: Any, fake_internet: FakeInternet) -> None:
+    fake_internet.reminders = SERVER_REMINDERS
+    try:
+        set_options(page.context, serverUrl=SERVER)
+        start = len(fake_internet.requests)
+        assert articles_for(page, fake_internet, "bel 0612345678") == ["A1", "A2"]
+        first = fake_internet.api_requests("/api/v1/reminders")
+        assert [r for r in first if r.method == "GET"][-1].path == "/api/v1/reminders?audience=student&lang=nl"
+        # Make the cache old: the next page asks again, with the ETag, and keeps the texts on 304.
+        extension_worker(page.context).evaluate("""async () => {
+            const all = await chrome.storage.local.get(null);
+            for (const [k, v] of Object.entries(all)) if (k.startsWith('reminders|')) { v.fetchedAt = 0; await chrome.storage.local.set({[k]: v}); }
+        }""")
+        page.goto(fake_internet.url("x"))
+        page.wait_for_timeout(300)
+        again = [r for r in fake_internet.requests[start:] if r.path.startswith("/api/v1/reminders") and r.method == "GET"]
+        assert again[-1].headers.get("If-None-Match") == '"v1"'
+        write_draft(page, X_HOME, "hallo")
+        page.click(X_HOME_BUTTON)
+        page.wait_for_selector(DIALOG, state="visible")
+        assert page.locator('lesfocus-reminder li[data-article="A2"]').inner_text().endswith(
+            "Servertekst: jij bent verantwoordelijk (artikel A2).")
+        page.click(EDIT)
+    finally:
+        fake_internet.reminders = None
+
+
+@pytest.mark.parametrize("server", [SERVER, "https://localhost:9"])  # 404 from the server; nothing listening
+def test_bundled_texts_when_the_server_has_none_or_is_unreachable(page: Any, fake_internet: FakeInternet,
+                                                                  server: str) -> None:
+    fake_internet.reminders = None
+    set_options(page.context, serverUrl=server)
+    assert articles_for(page, fake_internet, "hallo") == ["A2", "A3"]
+
+
+def test_lesson_banner_on_a_blocked_social_site_only(page: Any, fake_internet: FakeInternet) -> None:
+    fake_internet.lesson_status = {"in_lesson": True, "blocked_services": ["twitter", "instagram"],
+                                   "until": "2030-01-01T10:30:00Z", "exception": None}
+    try:
+        set_options(page.context, serverUrl=SERVER)
+        page.goto(fake_internet.url("x"))
+        banner = page.locator('lesfocus-lesson-banner [role="status"]')
+        banner.wait_for(state="visible", timeout=5000)
+        assert "A4" in banner.inner_text()
+        assert "docent" in banner.inner_text()
+        page.goto(fake_internet.url("youtube"))
+        page.wait_for_timeout(500)
+        assert page.locator("lesfocus-lesson-banner").count() == 0
+        fake_internet.lesson_status = {"in_lesson": False, "blocked_services": [], "until": None, "exception": None}
+        set_options(page.context, serverUrl=SERVER)
+        page.goto(fake_internet.url("x"))
+        page.wait_for_timeout(500)
+        assert page.locator("lesfocus-lesson-banner").count() == 0
+    finally:
+        fake_internet.lesson_status = {"in_lesson": False, "blocked_services": [], "until": None, "exception": None}
+
+
+def test_only_on_findings_mode_lets_plain_posts_through(page: Any, fake_internet: FakeInternet) -> None:
+    set_options(page.context, onlyOnFindings=True)
+    page.goto(fake_internet.url("x"))
+    page.wait_for_timeout(200)
+    write_draft(page, X_HOME, "mooi weer")
+    page.click(X_HOME_BUTTON)
+    assert [p["text"] for p in sent(page)] == ["mooi weer"]
+    assert no_overlay(page)
+    assert articles_for(page, fake_internet, "bel 0612345678") == ["A1", "A2", "A3"]
+
+
+def test_snooze_after_posting_skips_plain_reminders_but_not_findings(page: Any, fake_internet: FakeInternet) -> None:
+    set_options(page.context, snoozeMinutes=5)
+    page.goto(fake_internet.url("x"))
+    write_draft(page, X_HOME, "eerste bericht")
+    page.click(X_HOME_BUTTON)
+    page.click(POST)
+    page.wait_for_timeout(200)
+    write_draft(page, X_HOME, "tweede bericht")
+    page.click(X_HOME_BUTTON)
+    assert [p["text"] for p in sent(page)] == ["eerste bericht", "tweede bericht"]
+    assert no_overlay(page)
+    # The snooze outlives the page and holds for this site only.
+    assert articles_for(page, fake_internet, "wat een idioot") == ["A7", "A2", "A3"]
+    page.goto(fake_internet.url("x"))
+    page.wait_for_timeout(200)
+    write_draft(page, X_HOME, "derde bericht")
+    page.click(X_HOME_BUTTON)
+    assert [p["text"] for p in sent(page)] == ["derde bericht"]
+    assert articles_for(page, fake_internet, "hallo", site="whatsapp") == ["A2", "A3"]
