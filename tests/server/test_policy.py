@@ -296,3 +296,15 @@ def test_gateway_policy_is_signed_and_blocks_the_running_lesson(app):
             ["tiktok", "youtube"], NOW + timedelta(minutes=40))
         # Same database, later in the same hour: the same version.
         assert gateway_policy(gateway, NOW + timedelta(minutes=30))[0] == version
+
+
+def test_gateway_without_segments_gets_an_empty_valid_policy(app):
+    with app.app_context():
+        school = db.session.scalar(select(School).where(School.slug == "test"))
+        gateway = create_gateway(school, "gw-new", actor="pytest")
+        db.session.commit()
+        version, token = gateway_policy(gateway, NOW)
+        claims = jwt.decode(token, app.extensions["lesfocus.signing_key"].public,
+                            algorithms=["EdDSA"], audience=gateway.id)
+        assert claims["segments"] == [] and claims["ver"] == version
+        assert set(claims["services"]) >= {"youtube", "tiktok", "instagram"}
