@@ -1,0 +1,49 @@
+"""`web-ext lint` (Mozilla's addons-linter) finds no errors and no warnings in the extension, except
+the one a single Chromium+Firefox manifest cannot avoid."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+from extension_harness import EXTENSION_DIR, require
+
+BIN = Path(__file__).resolve().parent / "node_modules" / ".bin"
+# One manifest for both browsers names background.service_worker (Chromium) and
+# background.scripts (Firefox); Firefox ignores the former and the linter says so. With the
+# linter's own service-worker support switched on (second test) this warning is gone.
+SHARED_MANIFEST_WARNING = ("MANIFEST_FIELD_UNSUPPORTED", "/background/service_worker")
+
+
+def run_json(args: list[str]) -> dict:
+    """Run a linter with JSON output and parse its report."""
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    return json.loads(result.stdout[result.stdout.index("{"):])
+
+
+def problems(report: dict) -> list[tuple[str, str]]:
+    """(code, message) of every error and warning in a linter report."""
+    return [(m["code"], m["message"]) for m in report["errors"] + report["warnings"]]
+
+
+def test_web_ext_lint_is_clean() -> None:
+    require((BIN / "web-ext").exists() and shutil.which("node") is not None,
+            "web-ext (npm install --prefix tests/extension)")
+    report = run_json([str(BIN / "web-ext"), "lint", "--source-dir", str(EXTENSION_DIR), "--output", "json",
+                       "--no-config-discovery"])
+    found = problems(report)
+    assert report["summary"]["errors"] == 0, found
+    unexpected = [p for p in found if not (p[0] == SHARED_MANIFEST_WARNING[0] and SHARED_MANIFEST_WARNING[1] in p[1])]
+    assert unexpected == []
+    assert report["summary"]["warnings"] <= 1
+
+
+def test_addons_linter_with_service_worker_support_is_fully_clean() -> None:
+    require((BIN / "addons-linter").exists(), "addons-linter (installed with web-ext)")
+    # web-ext turns on the linter's support for data_collection_permissions (declared "none" here);
+    # the bare linter has no switch for it, so that one rule is left to the web-ext run above.
+    report = run_json([str(BIN / "addons-linter"), "--output", "json", "--enable-background-service-worker",
+                       "--disable-linter-rules=DATA_COLLECTION_PERMISSIONS_PROP_RESERVED", str(EXTENSION_DIR)])
+    assert problems(report) == []
