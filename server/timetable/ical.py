@@ -17,6 +17,7 @@ where SUMMARY parts are separated by " - " (`netl - h4a - vdb`), a trailing "(..
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
@@ -33,12 +34,17 @@ SOURCE = "ical"
 WINDOW_PAST = timedelta(days=7)
 WINDOW_FUTURE = timedelta(weeks=8)
 # One series producing more than this inside the window is not a lesson (a school year of a
-# daily lesson is ~200); refusing it bounds hostile RRULEs such as FREQ=HOURLY without end.
+# daily lesson is ~200); refusing it bounds hostile RRULEs such as BYHOUR/BYMINUTE lists.
 MAX_PER_EVENT = 20_000
 # Total rule iterations from DTSTART to the end of the window over all series: bounds the work
-# dateutil does before reaching the window (a FREQ=HOURLY series starting in the year 1900...).
-MAX_RULE_STEPS = 5_000_000
-_STEP = {"HOURLY": timedelta(hours=1), "DAILY": timedelta(days=1), "WEEKLY": timedelta(weeks=1),
+# dateutil does before reaching the window (many daily series starting in the year 1900...).
+MAX_RULE_STEPS = 1_000_000
+# RFC 5545 folds lines at 75 octets; a megabyte on one line is not a timetable.
+MAX_LINE = 1024 * 1024
+# dateutil searches up to the year 9999 for a rule whose BY-parts never match (BYMONTH=2;
+# BYMONTHDAY=30), a few seconds per series; the whole expansion stops after this long.
+MAX_EXPAND_SECONDS = 30.0
+_STEP = {"DAILY": timedelta(days=1), "WEEKLY": timedelta(weeks=1),
          "MONTHLY": timedelta(days=28), "YEARLY": timedelta(days=365)}
 
 # Properties whose breakage makes an event unusable (others, such as a broken DTSTAMP, are noted).
@@ -102,7 +108,7 @@ def parse_ical(text: str, zone: tzinfo, *, window: tuple[datetime, datetime] | N
             all_day.add(uid)
             continue
         _localize_floating(event, zone, notes, place)
-        steps += _check_event(event, window_end, place)
+        steps += _check_event(event, window_start, window_end, place)
         if steps > MAX_RULE_STEPS:
             raise TimetableError(f"{place}: the recurrence rules reach too far back (more than "
                                  f"{MAX_RULE_STEPS} repetitions before the window ends)")
@@ -130,6 +136,8 @@ def _index_lines(text: str) -> tuple[dict[str, int], list[int]]:
     uid_lines: dict[str, int] = {}
     event_lines: list[int] = []
     for number, line in enumerate(text.splitlines(), start=1):
+        if len(line) > MAX_LINE:
+            raise TimetableError(f"line {number}: longer than 1 MiB ({len(line)} characters)")
         upper = line[:12].upper()
         if upper.startswith("BEGIN:VEVENT"):
             event_lines.append(number)
@@ -177,7 +185,7 @@ def _localize_floating(event: Any, zone: tzinfo, notes: list[str], place: str) -
                     item.dt = dt.replace(tzinfo=zone)
 
 
-def _check_event(event: Any, window_end: datetime, place: str) -> int:
+def _check_event(event: Any, window_start: datetime, window_end: datetime, place: str) -> int:
     """Refuse impossible times and unbounded rules; cap open rules at the window's end.
 
     Returns an estimate of the rule steps dateutil takes to reach the end of the window.
@@ -203,13 +211,14 @@ def _check_event(event: Any, window_end: datetime, place: str) -> int:
         return 0
     steps = 0
     for rule in rules if isinstance(rules, list) else [rules]:
-        steps += _check_rule(rule, start, window_end, place)
+        steps += _check_rule(rule, start, window_start, window_end, place)
     return steps
 
 
-def _check_rule(rule: Any, start: datetime, window_end: datetime, place: str) -> int:
+def _check_rule(rule: Any, start: datetime, window_start: datetime, window_end: datetime,
+                place: str) -> int:
     freq = (rule.get("FREQ") or [""])[0]
-    if freq in ("SECONDLY", "MINUTELY"):
+    if freq in ("SECONDLY", "MINUTELY", "HOURLY"):
         raise TimetableError(f"{place}: RRULE FREQ={freq} does not describe lessons")
     if freq not in _STEP:
         raise TimetableError(f"{place}: RRULE has no valid FREQ")
@@ -229,16 +238,13 @@ def _check_rule(rule: Any, start: datetime, window_end: datetime, place: str) ->
         rule["UNTIL"] = [window_end.astimezone(timezone.utc)]
         until = window_end
     last = min(window_end, until) if until is not None else window_end
+    first = max(start, window_start)
     per_step = 1
     for part in ("BYHOUR", "BYMINUTE", "BYSECOND"):
         if part in rule:
             per_step *= max(1, len(rule[part]))
-    if freq == "HOURLY":
-        bound = int((last - start) / timedelta(hours=interval)) + 1
-        bound *= per_step
-    else:
-        # At most one occurrence per day for each time of day the BY-parts allow.
-        bound = max(0, (last - start).days + 1) * per_step
+    # At most one occurrence per day for each time of day the BY-parts allow.
+    bound = max(0, (last - first).days + 1) * per_step
     if count is not None:
         bound = min(bound, count)
     if bound > MAX_PER_EVENT:
@@ -255,7 +261,12 @@ def _expand(calendar: Any, zone: tzinfo, window_start: datetime, window_end: dat
         raise _blame(calendar, err, uid_lines, event_lines) from None
     lessons: list[ParsedLesson] = []
     details: dict[int, tuple[Any, ...]] = {}
+    deadline = time.monotonic() + MAX_EXPAND_SECONDS
     for series in query.series:
+        if time.monotonic() > deadline:
+            place = _place(str(series.uid), uid_lines, event_lines, -1)
+            raise TimetableError(f"the feed takes more than {MAX_EXPAND_SECONDS:.0f} s to expand "
+                                 f"(stopped at {place}); are its RRULEs real lesson series?")
         produced = 0
         try:
             occurrences = list(series.between(window_start, window_end))
