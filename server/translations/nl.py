@@ -63,6 +63,7 @@ NL: dict[str, str | tuple[str, str]] = {
     "The date must look like 2026-11-23.": "De datum moet eruitzien als 2026-11-23.",
     "all social media": "alle sociale media",
     "whole school": "hele school",
+    "all social media except": "alle sociale media behalve",
     "room %(code)s": "lokaal %(code)s",
     "group %(name)s": "groep %(name)s",
     "lesson": "les",

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ../.venv/bin/pybabel extract -F translations/babel.cfg -o translations/messages.pot \
-    --no-location --omit-header . >/dev/null
+    --no-location --omit-header . >/dev/null 2>&1
 ../.venv/bin/python translations/nl.py

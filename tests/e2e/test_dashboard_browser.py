@@ -1,0 +1,250 @@
+"""The dashboard in a real browser (Debian's Chromium via Playwright) against a live server.
+
+The server is the real app served by waitress on 127.0.0.1 (ephemeral port) with a temporary
+SQLite database holding the demo school of `lesfocus demo`. Screenshots of every page at a desktop
+and a phone size are written to `screenshots/dashboard/` (git-ignored) for people to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from conftest import require
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "dashboard"
+
+
+@dataclass
+class Site:
+    """The running server and what the tests need to know about its data."""
+
+    url: str
+    app: Any
+    logins: dict[str, str]  # username -> password
+    own_lesson: int  # demo.jans's lesson running now
+    other_lesson: int  # demo.bakk's lesson running now
+
+
+def _running_lesson(app: Any, username: str, room_code: str, source_id: str) -> int:
+    """The id of a lesson of `username` running now, made in `room_code` when there is none."""
+    from server.extensions import db
+    from server.models import Lesson, Person, Room, lesson_teachers, utcnow
+
+    with app.app_context():
+        now = utcnow()
+        person = db.session.scalar(select(Person).where(Person.username == username))
+        lesson = db.session.scalar(
+            select(Lesson).join(lesson_teachers, lesson_teachers.c.lesson_id == Lesson.id)
+            .where(lesson_teachers.c.person_id == person.id, Lesson.start <= now,
+                   Lesson.end > now + timedelta(minutes=20), Lesson.cancelled.is_(False)))
+        if lesson is None:
+            room = db.session.scalar(select(Room).where(Room.school_id == person.school_id,
+                                                        Room.code == room_code))
+            lesson = Lesson(school_id=person.school_id, start=now - timedelta(minutes=5),
+                            end=now + timedelta(minutes=45), subject="browsertest",
+                            source="manual", source_id=source_id, rooms=[room],
+                            teachers=[person])
+            db.session.add(lesson)
+            db.session.commit()
+        return lesson.id
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """The demo school served on 127.0.0.1 for the duration of this module."""
+    require(os.path.exists(CHROMIUM), "Debian's Chromium (/usr/bin/chromium)")
+    from flask_migrate import upgrade
+    from waitress.server import create_server
+
+    from server.app import create_app
+    from server.demo import build_demo
+    from server.extensions import db
+
+    tmp = tmp_path_factory.mktemp("dashboard-browser")
+    app = create_app({"INSTANCE_PATH": str(tmp / "instance"),
+                      "DATABASE_URL": f"sqlite:///{tmp / 'demo.sqlite3'}",
+                      "SECRET_KEY": "browser-test-secret"})
+    with app.app_context():
+        upgrade()
+        info = build_demo()
+        db.session.commit()
+    logins = {username: password for username, password, _role in info.logins}
+    own = _running_lesson(app, "demo.jans", "0.01", "browser-own")
+    other = _running_lesson(app, "demo.bakk", "3.02", "browser-other")
+    server = create_server(app, host="127.0.0.1", port=0, threads=4, ident="lesfocus-test")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield Site(url=f"http://127.0.0.1:{server.effective_port}", app=app, logins=logins,
+                   own_lesson=own, other_lesson=other)
+    finally:
+        server.close()
+        thread.join(5)
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    """A fresh Chromium profile (desktop size); closed after the test."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
+            args=CHROMIUM_FLAGS, viewport=DESKTOP, locale="nl-NL")
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def _sign_in(page: Any, site: Site, username: str) -> None:
+    page.goto(site.url + "/login")
+    page.get_by_label("Gebruikersnaam").fill(username)
+    page.get_by_label("Wachtwoord").fill(site.logins[username])
+    page.get_by_role("button", name="Inloggen").click()
+    page.wait_for_load_state()
+    assert "/login" not in page.url, page.content()[:500]
+
+
+def _shoot(page: Any, name: str) -> None:
+    """Screenshots of the current page at desktop and phone width."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+
+
+def test_teacher_grants_only_youtube_for_15_minutes_sees_the_countdown_and_revokes(
+        site: Site, browser: Any) -> None:
+    page = browser.new_page()
+    _sign_in(page, site, "demo.jans")
+    assert page.url.endswith("/nu")
+    page.locator("label.chip", has_text="YouTube").click()  # the chip: tap one
+    assert page.get_by_role("checkbox", name="YouTube").is_checked()
+    page.get_by_role("button", name="15 min").click()  # the duration: tap two
+    page.wait_for_load_state()
+    assert page.get_by_role("status").filter(has_text="Sociale media toegestaan.").count() == 1
+    countdown = page.locator("time.countdown").first
+    first = countdown.inner_text()
+    assert re.fullmatch(r"1[45]:\d\d", first), first
+    page.wait_for_timeout(1500)
+    assert countdown.inner_text() != first  # it ticks
+    section = page.locator("ul.exceptions li").first
+    assert "YouTube" in section.inner_text()
+    _shoot(page, "teacher-now-with-exception")
+    section.get_by_role("button", name="Weer blokkeren").click()
+    page.wait_for_load_state()
+    assert "Uitzondering beëindigd" in page.content()
+    assert page.locator("time.countdown").count() == 0
+    _shoot(page, "teacher-now")
+
+
+def test_teacher_cannot_grant_for_another_teachers_lesson(site: Site, browser: Any) -> None:
+    from server.extensions import db
+    from server.models import ExceptionGrant
+
+    page = browser.new_page()
+    _sign_in(page, site, "demo.jans")
+    # The page offers only the teacher's own lesson; tamper with the form as an attacker would.
+    page.locator("input[name=lesson_id]").evaluate(
+        "(el, id) => { el.value = String(id); }", site.other_lesson)
+    with page.expect_response(lambda r: r.url.endswith("/nu/grant")) as answer:
+        page.get_by_role("button", name="10 min").click()
+    assert answer.value.status == 403
+    assert "lessen die je zelf geeft" in page.locator("[role=alert]").inner_text()
+    with site.app.app_context():
+        assert db.session.scalar(select(ExceptionGrant).where(
+            ExceptionGrant.lesson_id == site.other_lesson)) is None
+
+
+def test_leader_creates_a_school_wide_exception(site: Site, browser: Any) -> None:
+    page = browser.new_page()
+    _sign_in(page, site, "demo.leiding")
+    assert page.url.endswith("/leiding")
+    page.get_by_label("Bereik", exact=True).select_option("school")
+    page.get_by_label("Reden (optioneel)").fill("Open dag (browsertest)")
+    page.get_by_role("button", name="Uitzondering toekennen").click()
+    page.wait_for_load_state()
+    item = page.locator("ul.exceptions li").filter(has_text="Open dag (browsertest)")
+    assert item.count() == 1 and "hele school" in item.inner_text()
+    _shoot(page, "leader-exceptions")
+    item.get_by_role("button", name="Weer blokkeren").click()  # leave the school as it was
+    page.wait_for_load_state()
+    assert page.locator("ul.exceptions li").filter(has_text="Open dag (browsertest)").count() == 0
+
+
+def test_it_imports_a_broken_timetable_and_sees_the_error_with_its_line(site: Site,
+                                                                        browser: Any) -> None:
+    page = browser.new_page()
+    _sign_in(page, site, "demo.ict")
+    page.goto(site.url + "/it/rooster")
+    broken = b"datum,begin,einde,lokaal\n2026-11-23,09:00,09:50,1.01\n2026-11-23,25:00,26:00,1.01\n"
+    page.get_by_label("Bestand").set_input_files(
+        {"name": "rooster.csv", "mimeType": "text/csv", "buffer": broken})
+    page.get_by_role("button", name="Importeren").click()
+    page.wait_for_load_state()
+    alert = page.locator("[role=alert]").inner_text()
+    assert "Er is niets geïmporteerd." in alert and "line 3" in alert, alert
+    _shoot(page, "it-timetable-error")
+
+
+# The outermost elements that stick out to the right of the viewport (for the failure message).
+WIDE_ELEMENTS = """[...document.querySelectorAll('body *')]
+  .filter(el => el.getBoundingClientRect().right > window.innerWidth + 1
+                && !el.closest('.table-wrap, .tabs'))
+  .slice(0, 5).map(el => el.tagName + '.' + el.className + ' ' + el.getBoundingClientRect().right)"""
+
+PAGES = [
+    ("demo.jans", ["/nu", "/week"]),
+    ("demo.leiding", ["/leiding", "/audit"]),
+    ("demo.ict", ["/it/lokalen", "/it/segmenten", "/it/gateways", "/it/rooster", "/it/diensten",
+                  "/it/herinneringen", "/it/mensen"]),
+]
+
+
+def test_every_page_renders_at_desktop_and_phone_size(site: Site, browser: Any) -> None:
+    page = browser.new_page()
+    page.goto(site.url + "/login")
+    _shoot(page, "login")
+    for username, paths in PAGES:
+        browser.clear_cookies()
+        _sign_in(page, site, username)
+        for path in paths:
+            response = page.goto(site.url + path)
+            assert response is not None and response.status == 200, path
+            _shoot(page, path.strip("/").replace("/", "-"))
+            # Nothing may stick out sideways on a phone except inside scrollable tables.
+            page.set_viewport_size(PHONE)
+            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            assert overflow <= 0, (path, overflow, page.evaluate(WIDE_ELEMENTS))
+            page.set_viewport_size(DESKTOP)
+    # One gateway's own page and one reminder editor too.
+    page.goto(site.url + "/it/gateways")
+    page.locator("table a").first.click()
+    page.wait_for_load_state()
+    _shoot(page, "it-gateway")
+    page.goto(site.url + "/it/herinneringen")
+    page.get_by_role("link", name=re.compile("Bewerken")).first.click()
+    page.wait_for_load_state()
+    _shoot(page, "it-reminder")
