@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 from timetable_helpers import FIXTURES, Importer, local
 
 from server.extensions import db
@@ -210,3 +210,24 @@ def test_csv_without_a_csv_name_is_detected_by_its_header() -> None:
 def test_unknown_formats_are_refused() -> None:
     with pytest.raises(TimetableError, match="unknown format"):
         detect_format(b"PK\x03\x04 a spreadsheet", "rooster.xlsx")
+
+
+def test_removing_a_lesson_also_removes_its_links_and_exceptions(app: Flask,
+                                                                importer: Importer) -> None:
+    from datetime import timedelta
+
+    from server.models import ExceptionGrant, Lesson, lesson_rooms
+    header = "id,date,start,end,room,group,teacher\n"
+    importer.run(header + "L1,2026-11-02,08:30,09:20,B204,h4a,JANS\n"
+                 "L2,2026-11-02,09:20,10:10,B204,h4a,JANS\n", "a.csv")
+    with app.app_context():
+        lesson = db.session.scalar(select(Lesson).where(Lesson.source_id == "id:L2"))
+        db.session.add(ExceptionGrant(school_id=lesson.school_id, scope="lesson",
+                                      lesson_id=lesson.id, start=lesson.start,
+                                      end=lesson.start + timedelta(minutes=10), services=None))
+        db.session.commit()
+    report = importer.run(header + "L1,2026-11-02,08:30,10:10,B204,h4a,JANS\n", "a.csv")
+    assert (report.updated, report.removed) == (1, 1)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ExceptionGrant)) == 0
+        assert db.session.scalar(select(func.count()).select_from(lesson_rooms)) == 1
