@@ -151,7 +151,10 @@ def _union_blocks(pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, in
 
 
 def compile_policy(inputs: PolicyInputs) -> dict[str, Any]:
-    """Compile the policy claims of SPEC §4 (all but iat and exp) for one gateway."""
+    """Compile the policy claims of SPEC §4 (all but iat and exp) for one gateway.
+
+    Blocks with the same services share one list object: treat the result as read-only.
+    """
     win_start, win_end = (_seconds(t) for t in inputs.window)
     if win_end <= win_start:
         raise ValueError("the policy window ends before it starts")
