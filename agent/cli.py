@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="resolver for names that are not blocked (default: from /etc/resolv.conf)")
     p.add_argument("--dns-port", type=int, default=5353, help=argparse.SUPPRESS)
     p.add_argument("--max-backoff", type=float, default=60.0, help=argparse.SUPPRESS)
+    p.add_argument("--poll-wait", type=int, default=55, help=argparse.SUPPRESS)
     p.add_argument("--flush-on-exit", action="store_true",
                    help="remove the agent's nftables table on exit (default: keep it; every "
                         "block still ends on its own timeout, and a restart has no gap)")
@@ -81,7 +82,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     enrollment = load_enrollment(config.state_dir)
     key = load_or_create_agent_key(config.state_dir)
     client = ServerClient(enrollment, key)
-    source = PolicySource(config.state_dir, enrollment, client=client, poll_wait=config.poll_wait,
+    source = PolicySource(config.state_dir, enrollment, client=client,
+                          poll_wait=min(60, max(1, args.poll_wait)),
                           max_backoff=max(0.1, args.max_backoff))
     holder: dict[str, Agent] = {}
     enforcer, parts = build_parts(

@@ -25,8 +25,8 @@ from .state import BlockState, Policy
 log = logging.getLogger("lesfocus.agent")
 
 STATUS_FILE = "status.json"
-MAX_SLEEP = 30.0
-RETRY_SECONDS = 2.0  # re-read the wall clock at least this often (NTP steps, suspend)
+MAX_SLEEP = 30.0  # re-read the wall clock at least this often (NTP steps, suspend)
+RETRY_SECONDS = 2.0
 
 
 class Enforcer(Protocol):
@@ -122,6 +122,7 @@ class Agent:
         self._lock = threading.Lock()
         self._incoming: Policy | None = None
         self._force = False
+        self._first = False
         self._threads: list[threading.Thread] = []
         self.status = AgentStatus(pid=os.getpid(), backend=backend, started_at=_z(clock()) or "")
 
@@ -165,7 +166,8 @@ class Agent:
         state = blocked_at(self.policy, now)
         if self._force or not _same(self.state, state):
             self._force = False
-            for line in describe_changes(self.state, state, why):
+            before, self._first = (None if self._first else self.state), False
+            for line in describe_changes(before, state, why):
                 log.info("%s", line)
             previous, self.state = self.state, state
             # The responder learns the new state before the kernel redirects anyone to it.
@@ -200,16 +202,28 @@ class Agent:
             log.warning("status file not written: %s", err)
 
     def start(self) -> None:
-        """Reload the stored policy, start the parts and the background threads."""
+        """Reload the stored policy, start the parts, rebuild the table, start the threads.
+
+        Order matters on a restart: the old table keeps blocking until the rebuild, so the DNS
+        responder first learns the state (it answers redirected queries as soon as it is bound),
+        then the table is rebuilt and the state applied back to back, then the observers start.
+        """
         stored = self.source.load_stored()
         if stored is not None:
-            self._install(stored, f"reloaded from {self.source.store.path}")
+            self.state = blocked_at(stored, self.clock())  # for the responder's first answers
         else:
             log.info("no valid stored policy: nothing is blocked until the server sends one")
+        observers = [p for p in self.parts if hasattr(p, "on_packet")]
         for part in self.parts:
-            starter = getattr(part, "start", None)
-            if starter is not None:
-                starter()
+            if part not in observers and hasattr(part, "start"):
+                part.start()
+        if stored is not None:
+            self.policy = None  # forces the rebuild: the table of a previous run is replaced
+            self._install(stored, f"reloaded from {self.source.store.path}")
+            self._first = True
+            self.step()
+        for part in observers:
+            part.start()
         workers = [lambda stop: self.source.run(self.policy_arrived, stop), *self.background]
         for n, target in enumerate(workers):
             thread = threading.Thread(target=target, args=(self.stop_event,), daemon=True,

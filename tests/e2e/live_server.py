@@ -95,6 +95,9 @@ class LiveServer:
     def stop(self) -> None:
         """Stop serving (the database stays; `serve()` starts again)."""
         if self.server is not None:
+            # Let requests in flight (long polls) finish first: closing waitress under them
+            # makes it log EBADF tracebacks for its trigger pipe.
+            self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=6)
             self.server.close()
             # waitress closes its listening sockets on close; the wake-up below ends run().
             self.thread.join(5)

@@ -95,10 +95,13 @@ class World:
             sys.executable, "-m", "agent", "--log-level", "INFO", "run",
             "--state-dir", str(self.state_dir), "--backend", "nftables",
             "--lan", "lan1", "--lan", "lan2", "--upstream-dns", SCHOOL_DNS,
-            "--max-backoff", "1"], self.log, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            "--max-backoff", "1", "--poll-wait", "4"], self.log,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if wait:
+            pid = self.agent.pid  # `ip netns exec` execs the agent: same pid
             self.wait("the agent to enforce a policy",
                       lambda: "enforcing policy" in self.log_text()[len(mark):], 30)
+            self.wait("the new agent's status", lambda: self.status().get("pid") == pid, 30)
             self.wait_for_current_policy()
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
