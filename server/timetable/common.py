@@ -46,7 +46,7 @@ class ImportReport:
                 "removed": self.removed, "lessons": self.lessons}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen __init__ costs ~1 µs per field on 100k occurrences
 class ParsedLesson:
     """One lesson occurrence read from a file, not yet matched to the database."""
 

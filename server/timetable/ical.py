@@ -281,16 +281,18 @@ def _expand(calendar: Any, zone: tzinfo, window_start: datetime, window_end: dat
             component = occurrence._adapter._component  # noqa: SLF001 - avoids a copy per occurrence
             info = details.get(id(component))
             if info is None:
-                info = details[id(component)] = _describe(component, uid_lines, event_lines)
-            uid, recurring, rooms, groups, teachers, subject, cancelled, place = info
+                info = details[id(component)] = _describe(component, zone, uid_lines, event_lines)
+            uid, recurring, instant, rooms, groups, teachers, subject, cancelled, place = info
             if start.tzinfo is None:
                 start, end = start.replace(tzinfo=zone), end.replace(tzinfo=zone)
             start = start.astimezone(timezone.utc)
             end = end.astimezone(timezone.utc)
-            if recurring:
-                source_id = f"{uid}/{_instant(component, occurrence.start, zone)}"
-            else:
+            if not recurring:
                 source_id = uid
+            elif instant is not None:  # an override: keyed by the instance it replaces
+                source_id = f"{uid}/{instant}"
+            else:
+                source_id = f"{uid}/{start:%Y%m%dT%H%M%SZ}"
             lessons.append(ParsedLesson(check_source_id(source_id, place), start, end, rooms,
                                         groups, teachers, subject, cancelled, place))
             produced += 1
@@ -302,10 +304,12 @@ def _expand(calendar: Any, zone: tzinfo, window_start: datetime, window_end: dat
     return lessons
 
 
-def _instant(component: Any, start: datetime, zone: tzinfo) -> str:
-    """The occurrence's original start in UTC: its RECURRENCE-ID, or its own start."""
+def _instant(component: Any, zone: tzinfo) -> str | None:
+    """An override's RECURRENCE-ID in UTC (the original start of the instance it replaces)."""
     recurrence_id = component.get("RECURRENCE-ID")
-    value = recurrence_id.dt if recurrence_id is not None else start
+    if recurrence_id is None:
+        return None
+    value = recurrence_id.dt
     if not isinstance(value, datetime):
         value = datetime.combine(value, datetime.min.time())
     if value.tzinfo is None:
@@ -313,10 +317,10 @@ def _instant(component: Any, start: datetime, zone: tzinfo) -> str:
     return value.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
 
 
-def _describe(component: Any, uid_lines: dict[str, int], event_lines: list[int]
+def _describe(component: Any, zone: tzinfo, uid_lines: dict[str, int], event_lines: list[int]
               ) -> tuple[Any, ...]:
-    """What an event says about the lesson: uid, recurring?, rooms, groups, teachers, subject,
-    cancelled, place."""
+    """What an event says about the lesson: uid, recurring?, RECURRENCE-ID instant, rooms,
+    groups, teachers, subject, cancelled, place."""
     uid = str(component.get("UID", "")).strip()
     place = _place(uid, uid_lines, event_lines, -1)
     recurring = any(name in component for name in ("RRULE", "RDATE", "RECURRENCE-ID"))
@@ -357,7 +361,8 @@ def _describe(component: Any, uid_lines: dict[str, int], event_lines: list[int]
     teachers = clean_names(split_names(found.get("teachers", "")), "teacher", MAX_TEACHER, place)
     subject = clean_subject(found.get("subject", ""), place)
     cancelled = str(component.get("STATUS", "")).strip().upper() == "CANCELLED"
-    return uid, recurring, rooms, groups, teachers, subject, cancelled, place
+    instant = _instant(component, zone)
+    return uid, recurring, instant, rooms, groups, teachers, subject, cancelled, place
 
 
 def _blame(calendar: Any, err: Exception, uid_lines: dict[str, int], event_lines: list[int]
