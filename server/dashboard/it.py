@@ -296,6 +296,14 @@ def it_reminders() -> str:
 
 
 REMINDER_MAX = 600
+# The words around a reminder in the extension's dialog (extension/_locales/<lang>/messages.json,
+# keys overlayTitle, editButton, postButton, articleLabel), so the preview looks like the real thing.
+EXTENSION_DIALOG = {
+    "nl": {"overlayTitle": "Even nadenken voor je plaatst", "editButton": "Aanpassen",
+           "postButton": "Toch plaatsen", "articleLabel": "Artikel"},
+    "en": {"overlayTitle": "A moment before you post", "editButton": "Edit",
+           "postButton": "Post anyway", "articleLabel": "Article"},
+}
 
 
 @bp.route("/it/herinneringen/<int:reminder_id>", methods=["GET", "POST"])
@@ -328,7 +336,8 @@ def it_reminder(reminder_id: int) -> Response | tuple[str, int]:
             flash(gettext("Reminder saved."), "success")
             return redirect(url_for("dashboard.it_reminder", reminder_id=reminder.id))
     return render_template("it/reminder.html", reminder=reminder, texts=texts, enabled=enabled,
-                           errors=errors, languages=LANGUAGES), 400 if errors else 200
+                           errors=errors, languages=LANGUAGES,
+                           dialog=EXTENSION_DIALOG), 400 if errors else 200
 
 
 # --- people ------------------------------------------------------------------------------------

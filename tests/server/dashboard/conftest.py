@@ -17,6 +17,15 @@ from server.passwords import hash_password
 
 from dashboard_helpers import PASSWORD
 
+_HASHES: dict[str, str] = {}
+
+
+def _password_hash() -> str:
+    # Argon2 is slow on purpose; one hash serves every test's people.
+    if PASSWORD not in _HASHES:
+        _HASHES[PASSWORD] = hash_password(PASSWORD)
+    return _HASHES[PASSWORD]
+
 
 @dataclass
 class World:
@@ -37,7 +46,7 @@ def world(app: Flask) -> World:
     IT admin, a login without roles, a gateway with one segment, and an exception for `collega`."""
     with app.app_context():
         school = db.session.scalar(select(School).where(School.slug == "test"))
-        password_hash = hash_password(PASSWORD)
+        password_hash = _password_hash()
         people = {}
         for username, roles, code in (("docent", ["teacher"], "DOCE"),
                                       ("collega", ["teacher"], "COLL"),

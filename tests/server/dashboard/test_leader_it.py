@@ -274,3 +274,14 @@ def test_it_admin_cannot_remove_their_own_it_role(app: Flask, world) -> None:
     assert response.status_code == 400
     with app.app_context():
         assert db.session.get(Person, world.people["ict"]).roles == ["it_admin"]
+
+
+def test_reminder_preview_uses_the_extensions_own_dialog_words() -> None:
+    import json
+    from pathlib import Path
+
+    from server.dashboard.it import EXTENSION_DIALOG
+    locales = Path(__file__).resolve().parents[3] / "extension" / "_locales"
+    for lang, words in EXTENSION_DIALOG.items():
+        messages = json.loads((locales / lang / "messages.json").read_text(encoding="utf-8"))
+        assert {key: messages[key]["message"] for key in words} == words
