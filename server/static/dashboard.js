@@ -37,6 +37,18 @@ document.addEventListener("DOMContentLoaded", () => {
         .catch((err) => console.warn("copy failed", err));
     });
   }
+  // The leader's form: show the room or group choice only for the scope that needs it.
+  const scope = document.getElementById("f-scope");
+  if (scope) {
+    const sync = () => {
+      for (const [id, value] of [["f-room", "room"], ["f-group", "group"]]) {
+        const field = document.getElementById(id)?.closest(".field");
+        if (field) field.hidden = scope.value !== value;
+      }
+    };
+    scope.addEventListener("change", sync);
+    sync();
+  }
   for (const form of document.querySelectorAll("form[data-confirm]")) {
     form.addEventListener("submit", (event) => {
       if (!window.confirm(form.dataset.confirm)) event.preventDefault();
