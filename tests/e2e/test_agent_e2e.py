@@ -55,10 +55,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(autouse=True)
 def show_agent_log_on_failure(request: pytest.FixtureRequest, world: World) -> Iterator[None]:
-    mark = len(world.log_text())
+    """Print the agent's log of a failed test (pytest shows it with the failure)."""
+    mark, failed = len(world.log_text()), request.session.testsfailed
     yield
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
+    if request.session.testsfailed > failed:
         print("---- agent log during this test ----\n" + world.log_text()[mark:][-6000:])
 
 
