@@ -8,9 +8,9 @@ against CSRF and every view checks the signed-in person's roles itself.
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, g, request
-from flask_babel import Babel
-from flask_wtf.csrf import CSRFProtect
+from flask import Blueprint, Flask, g, render_template, request
+from flask_babel import Babel, gettext
+from flask_wtf.csrf import CSRFError, CSRFProtect
 
 bp = Blueprint("dashboard", __name__, template_folder="../templates")
 babel = Babel()
@@ -34,6 +34,14 @@ def _protect_forms() -> None:
     # CSRF is checked here rather than app-wide, so the JSON API (bearer tokens) is untouched.
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         csrf.protect()
+
+
+@bp.errorhandler(CSRFError)
+def _csrf_failed(err: CSRFError) -> tuple[str, int]:
+    # Say what to do in the reader's language; the library's text is English and technical.
+    err.description = gettext("This form has expired or did not come from this site (CSRF check). "
+                              "Reload the page and try again.")
+    return render_template("error.html", status=400, error=err), 400
 
 
 def init_app(app: Flask) -> None:

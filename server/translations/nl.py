@@ -63,6 +63,10 @@ NL: dict[str, str | tuple[str, str]] = {
     "The date must look like 2026-11-23.": "De datum moet eruitzien als 2026-11-23.",
     "all social media": "alle sociale media",
     "whole school": "hele school",
+    "This form has expired or did not come from this site (CSRF check). Reload the page and try "
+    "again.":
+        "Dit formulier is verlopen of kwam niet van deze site (CSRF-controle). Laad de pagina "
+        "opnieuw en probeer het nog eens.",
     "all social media except": "alle sociale media behalve",
     "room %(code)s": "lokaal %(code)s",
     "group %(name)s": "groep %(name)s",

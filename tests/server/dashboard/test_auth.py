@@ -40,7 +40,7 @@ def test_post_without_csrf_token_is_rejected_and_changes_nothing(app: Flask, wor
     sign_in(client, "docent")
     response = client.post("/nu/grant", data={"lesson_id": world.own_lesson, "duration": "10"})
     assert response.status_code == 400
-    assert b"CSRF" in response.data
+    assert "CSRF-controle" in response.get_data(as_text=True)
     with app.app_context():
         from server.models import ExceptionGrant
         assert db.session.query(ExceptionGrant).filter_by(lesson_id=world.own_lesson).count() == 0
