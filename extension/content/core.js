@@ -71,8 +71,12 @@
   }
 
   function closestAcrossShadow(el, selector) {
-    for (let node = el; node; node = parentAcrossShadow(node)) {
-      if (node.nodeType === 1 && node.matches(selector)) return node;
+    // Native closest() per tree (fast), hopping from a shadow root to its host.
+    for (let node = el; node; ) {
+      const found = node.closest(selector);
+      if (found) return found;
+      const root = node.getRootNode();
+      node = root && root.host ? root.host : null;
     }
     return null;
   }
@@ -218,9 +222,9 @@
   }
 
   function onClick(event) {
-    if (bypass || !adapter || !event.isTrusted || isOurs(event)) return;
-    if (event.button !== 0) return;
+    if (bypass || !adapter || !event.isTrusted || event.button !== 0) return;
     const button = findSendButton(eventTarget(event));
+    if (button && isOurs(event)) return;
     if (!button || button.matches('[disabled], [aria-disabled="true"]')) return;
     intercept(event, {
       scope: scopeOf(button, true),
@@ -231,8 +235,8 @@
   }
 
   function onKeyDown(event) {
-    if (bypass || !adapter || !event.isTrusted || isOurs(event)) return;
-    if (event.key !== "Enter" && event.key !== " ") return;
+    if (bypass || !adapter || !event.isTrusted) return;
+    if ((event.key !== "Enter" && event.key !== " ") || isOurs(event)) return;
     // Enter that confirms an IME candidate is not a send (keyCode 229 covers older engines).
     if (event.isComposing || event.keyCode === 229) return;
     const target = eventTarget(event);
