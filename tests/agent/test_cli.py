@@ -208,3 +208,100 @@ def test_enroll_then_run_follows_the_real_servers_policy_grants_and_heartbeats(
     assert agent.returncode == 0
     row = server.gateway_row()
     assert row["agent_version"] and row["last_contact_at"] is not None
+
+
+# --- packaging, heartbeat and the loop's decisions ------------------------------------------
+
+def test_the_systemd_unit_grants_exactly_net_admin_and_net_raw_and_ships_twice_identically() -> None:
+    unit = (ROOT / "agent" / "data" / "lesfocus-agent.service").read_text()
+    assert (ROOT / "docs" / "lesfocus-agent.service").read_text() == unit
+    settings: dict[str, list[str]] = {}
+    for line in unit.splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            settings.setdefault(key, []).append(value)
+    assert settings["CapabilityBoundingSet"] == ["CAP_NET_ADMIN CAP_NET_RAW"]
+    assert settings["AmbientCapabilities"] == ["CAP_NET_ADMIN CAP_NET_RAW"]
+    for key, value in [("NoNewPrivileges", "yes"), ("ProtectSystem", "strict"),
+                       ("ProtectHome", "yes"), ("PrivateTmp", "yes"), ("User", "lesfocus-agent")]:
+        assert settings[key] == [value], key
+    assert "lesfocus-agent run" in settings["ExecStart"][0]
+
+
+def test_heartbeats_carry_new_counts_per_segment_service_and_hour_and_keep_them_on_failure() -> None:
+    from agent.errors import ServerError
+    from agent.reporter import DeltaCounters, Reporter
+
+    totals = {(7, "tiktok"): {"rejected_packets": 3, "rejected_bytes": 900}}
+    sent: list[dict[str, Any]] = []
+    fail = [True]
+
+    def send(body: dict[str, Any]) -> None:
+        if fail[0]:
+            raise ServerError("connection refused")
+        sent.append(body)
+
+    clock = [datetime(2026, 11, 23, 9, 59, tzinfo=timezone.utc)]
+    reporter = Reporter(send, [DeltaCounters(lambda: totals)], lambda: "v1", clock=lambda: clock[0])
+    assert reporter.beat() is False  # kept for the next heartbeat
+    totals[(7, "tiktok")] = {"rejected_packets": 5, "rejected_bytes": 1500}
+    totals[(8, "youtube")] = {"dns_refused": 2}
+    clock[0] = datetime(2026, 11, 23, 10, 1, tzinfo=timezone.utc)
+    fail[0] = False
+    assert reporter.beat() is True
+    assert sent[0]["policy_version"] == "v1" and sent[0]["agent_version"]
+    assert sent[0]["counters"] == [
+        {"segment_id": 7, "service": "tiktok", "hour": "2026-11-23T09:00:00Z", "count": 3},
+        {"segment_id": 7, "service": "tiktok", "hour": "2026-11-23T10:00:00Z", "count": 2},
+        {"segment_id": 8, "service": "youtube", "hour": "2026-11-23T10:00:00Z", "count": 2}]
+    assert reporter.beat() is True and sent[1]["counters"] == []
+    assert not any("10.81" in json.dumps(body) for body in sent)
+
+
+class RecordingEnforcer:
+    """Records what the loop asks of a backend."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, Any]] = []
+
+    def start(self, policy: Any) -> None:
+        self.calls.append(("start", policy.version))
+
+    def apply(self, state: Any) -> None:
+        self.calls.append(("apply", {s.segment_id: sorted(s.blocked) for s in state.segments}))
+
+    def stop(self) -> None:
+        self.calls.append(("stop", None))
+
+
+def test_the_loop_applies_at_boundaries_and_rebuilds_only_for_a_policy_of_another_shape(
+        tmp_path: Path, state_dir: Path) -> None:
+    from agent.policy_source import PolicySource, load_enrollment, verify_policy
+    from agent.runner import Agent
+
+    def policy(blocks: list[dict[str, Any]], ver: str) -> Any:
+        return verify_policy(policy_token(blocks, ver=ver), load_enrollment(state_dir))
+
+    lesson = [{"start": z(NOW + timedelta(minutes=10)), "end": z(NOW + timedelta(minutes=60)),
+               "services": ["tiktok", "youtube"]}]
+    clock = [NOW]
+    enforcer = RecordingEnforcer()
+    source = PolicySource(state_dir, load_enrollment(state_dir))
+    agent = Agent(source, enforcer, backend="test", state_dir=state_dir, clock=lambda: clock[0])
+    agent.policy_arrived(policy(lesson, "v1"))
+    assert agent.step() == NOW + timedelta(minutes=10)
+    assert enforcer.calls == [("start", "v1"), ("apply", {7: [], 8: []})]
+    clock[0] = NOW + timedelta(minutes=5)
+    agent.step()
+    assert len(enforcer.calls) == 2  # nothing changed: no transaction
+    clock[0] = NOW + timedelta(minutes=10)
+    assert agent.step() == NOW + timedelta(minutes=60)
+    assert enforcer.calls[-1] == ("apply", {7: ["tiktok", "youtube"], 8: []})
+    # A grant for tiktok: same services and segments, so no rebuild (learned addresses stay).
+    granted = [dict(lesson[0], services=["youtube"])]
+    agent.policy_arrived(policy(granted, "v2"))
+    agent.step()
+    assert enforcer.calls[-1] == ("apply", {7: ["youtube"], 8: []})
+    assert [c for c in enforcer.calls if c[0] == "start"] == [("start", "v1")]
+    agent.stop()
+    assert ("stop", None) not in enforcer.calls  # the table stays; its timeouts end the blocks
