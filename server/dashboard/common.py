@@ -146,8 +146,21 @@ def _iso(moment: datetime | None) -> str:
     return moment.astimezone(timezone.utc).isoformat() if moment else ""
 
 
+def session_person_for_reading() -> Person | None:
+    """The dashboard's signed-in person for read-only API requests (GET/HEAD), else None.
+
+    The API's writes stay bearer-token only: they carry no CSRF token, so a session cookie must
+    not be enough to make them.
+    """
+    if request.method not in ("GET", "HEAD"):
+        return None
+    return g.get("dashboard_user")
+
+
 def init_app(app: Flask) -> None:
-    """Template filters and globals used by every page."""
+    """Template filters and globals used by every page; the session login for API reads."""
+    from ..auth import register_user_loader
+    register_user_loader(session_person_for_reading)
     app.jinja_env.filters.update(hm=_hm, day=_day, dayname=_dayname, short_dt=_short_dt, iso=_iso)
 
     @app.context_processor

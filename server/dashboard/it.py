@@ -262,7 +262,8 @@ def it_services() -> Response | str:
         unknown = chosen - known
         if unknown:
             abort(400, description=gettext("Unknown service: %(id)s", id=sorted(unknown)[0]))
-        # Every service ticked is stored as None: services added to the catalog later are blocked too.
+        # Every service ticked is stored as None: services added to the catalog later are
+        # blocked too.
         new_value = None if chosen == known else sorted(chosen)
         if new_value != school.blocked_services:
             audit.record("school.blocked_services", school_id=school.id, actor=user,
@@ -297,7 +298,8 @@ def it_reminders() -> str:
 
 REMINDER_MAX = 600
 # The words around a reminder in the extension's dialog (extension/_locales/<lang>/messages.json,
-# keys overlayTitle, editButton, postButton, articleLabel), so the preview looks like the real thing.
+# keys overlayTitle, editButton, postButton, articleLabel), so the preview looks like the real
+# thing.
 EXTENSION_DIALOG = {
     "nl": {"overlayTitle": "Even nadenken voor je plaatst", "editButton": "Aanpassen",
            "postButton": "Toch plaatsen", "articleLabel": "Artikel"},
@@ -342,7 +344,8 @@ def it_reminder(reminder_id: int) -> Response | tuple[str, int]:
 
 # --- people ------------------------------------------------------------------------------------
 
-def _person_form_errors(form: dict[str, Any], person: Person | None, school_id: int) -> dict[str, str]:
+def _person_form_errors(form: dict[str, Any], person: Person | None,
+                        school_id: int) -> dict[str, str]:
     errors: dict[str, str] = {}
     username = form["username"]
     if username:

@@ -93,7 +93,7 @@ def leader_grant() -> Response | tuple[str, int]:
         grant_exception(user, scope=scope, room=room, group=group,
                         services=list(form["services"]) or None, start=times["start"],
                         end=times["end"], reason=str(form["reason"]), now=utcnow())
-    except GrantForbidden as err:
+    except GrantForbidden:
         db.session.rollback()
         return _render_overview(form, {"form": gettext("You may not grant this exception.")}, 403)
     except GrantError as err:

@@ -117,7 +117,7 @@ def revoke(exception_id: int) -> Response | tuple[str, int]:
     try:
         revoke_exception(user, exception, reason=(request.form.get("reason") or "").strip(),
                          now=utcnow())
-    except GrantForbidden as err:
+    except GrantForbidden:
         db.session.rollback()
         abort(403, description=gettext("You may not revoke this exception."))
     except GrantError as err:
@@ -158,5 +158,5 @@ def week() -> str:
         if offset < 5 or todays:  # weekends only when something is planned
             days.append((day, todays))
     return render_template("teacher/week.html", days=days, monday=monday, today=today,
-                           previous=monday - timedelta(days=7), following=monday + timedelta(days=7),
-                           now=utcnow())
+                           previous=monday - timedelta(days=7),
+                           following=monday + timedelta(days=7), now=utcnow())

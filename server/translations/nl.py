@@ -17,7 +17,8 @@ NL: dict[str, str | tuple[str, str]] = {
         "Vul een datum en tijd in, zoals 2026-11-23 09:00.",
     "A room needs a code, such as 2.14.": "Een lokaal heeft een code nodig, zoals 2.14.",
     "At most 64 characters.": "Hoogstens 64 tekens.",
-    "This school has a room with this code already.": "Deze school heeft al een lokaal met deze code.",
+    "This school has a room with this code already.":
+        "Deze school heeft al een lokaal met deze code.",
     "Room %(code)s added.": "Lokaal %(code)s toegevoegd.",
     "Choose a gateway.": "Kies een gateway.",
     "A segment needs a name.": "Een segment heeft een naam nodig.",
@@ -188,7 +189,8 @@ NL: dict[str, str | tuple[str, str]] = {
     "Add a segment": "Segment toevoegen",
     "Create a gateway first.": "Maak eerst een gateway aan.",
     'Such as "wing B wifi" or "VLAN 214"': "Bijvoorbeeld \"wifi vleugel B\" of \"VLAN 214\"",
-    "Networks (CIDR, IPv4 or IPv6, one per line)": "Netwerken (CIDR, IPv4 of IPv6, één per regel)",
+    "Networks (CIDR, IPv4 or IPv6, one per line)":
+        "Netwerken (CIDR, IPv4 of IPv6, één per regel)",
     "Such as 10.2.14.0/24 and 2001:db8:214::/64": "Bijvoorbeeld 10.2.14.0/24 en 2001:db8:214::/64",
     "Rooms (codes, separated by commas)": "Lokalen (codes, gescheiden door komma's)",
     "New codes create new rooms": "Nieuwe codes maken nieuwe lokalen aan",

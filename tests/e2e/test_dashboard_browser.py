@@ -217,7 +217,8 @@ def test_it_imports_a_broken_timetable_and_sees_the_error_with_its_line(site: Si
 WIDE_ELEMENTS = """[...document.querySelectorAll('body *')]
   .filter(el => el.getBoundingClientRect().right > window.innerWidth + 1
                 && !el.closest('.table-wrap, .tabs'))
-  .slice(0, 5).map(el => el.tagName + '.' + el.className + ' ' + el.getBoundingClientRect().right)"""
+  .slice(0, 5)
+  .map(el => el.tagName + '.' + el.className + ' ' + el.getBoundingClientRect().right)"""
 
 PAGES = [
     ("demo.jans", ["/nu", "/week"]),

@@ -167,3 +167,24 @@ def test_unknown_language_is_refused(app: Flask, world) -> None:
     client = app.test_client()
     response = client.post("/language", data={"lang": "fr", "csrf_token": csrf_token(client)})
     assert response.status_code == 400
+
+
+def test_dashboard_session_may_read_the_api_but_not_write_through_it(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "ict")
+    assert client.get("/api/v1/rooms").status_code == 200
+    # Writes carry no CSRF token, so a cookie alone must not be enough for them.
+    response = client.post("/api/v1/rooms", json={"code": "9.99"})
+    assert response.status_code == 401
+    assert app.test_client().get("/api/v1/rooms").status_code == 401
+
+
+def test_too_many_failures_from_one_address_lock_it_for_every_username(app: Flask, world) -> None:
+    from server.dashboard.auth import MAX_FAILURES_PER_ADDRESS
+    with app.app_context():
+        now = utcnow()
+        for index in range(MAX_FAILURES_PER_ADDRESS):
+            db.session.add(LoginFailure(username=f"guess{index}", remote_addr="127.0.0.1",
+                                        at=now))
+        db.session.commit()
+    assert _login(app.test_client(), "leiding", PASSWORD).status_code == 429

@@ -136,8 +136,8 @@ def test_segment_form_errors_name_their_field(app: Flask, world, fields, field) 
     client = _signed_in(app, "ict")
     form = {"name": "nieuw", "gateway": world.gateway, "cidrs": "10.9.0.0/24", "rooms": "3.01",
             **fields}
-    response = client.post("/it/segmenten", data={**form,
-                                                  "csrf_token": csrf_token(client, "/it/segmenten")})
+    token = csrf_token(client, "/it/segmenten")
+    response = client.post("/it/segmenten", data={**form, "csrf_token": token})
     assert response.status_code == 400
     assert f'id="e-{field}"' in response.get_data(as_text=True)
 
@@ -198,7 +198,8 @@ def test_broken_timetable_upload_shows_the_error_with_its_line_and_imports_nothi
 
 def test_timetable_upload_shows_the_importers_counts(app: Flask, world) -> None:
     client = _signed_in(app, "ict")
-    good = b"date,start,end,room,group,teacher,subject\n2026-11-23,09:00,09:50,2.14,3havo-b,DOCE,en\n"
+    good = (b"date,start,end,room,group,teacher,subject\n"
+            b"2026-11-23,09:00,09:50,2.14,3havo-b,DOCE,en\n")
     response = client.post("/it/rooster", data={
         "file": (io.BytesIO(good), "rooster.csv"), "format": "csv",
         "csrf_token": csrf_token(client, "/it/rooster")}, content_type="multipart/form-data")

@@ -155,3 +155,16 @@ def test_now_page_without_a_lesson_says_so(app: Flask, world) -> None:
     sign_in(client, "docent")
     page = client.get("/nu").get_data(as_text=True)
     assert "Je hebt nu geen les." in page and "Volgende les" in page and "vak0" in page
+
+
+def test_times_are_shown_in_the_schools_timezone(app: Flask, world) -> None:
+    from zoneinfo import ZoneInfo
+    with app.app_context():
+        lesson = db.session.get(Lesson, world.own_lesson)
+        local = lesson.start.astimezone(ZoneInfo("Europe/Amsterdam")).strftime("%H:%M")
+        utc = lesson.start.strftime("%H:%M")
+    assert local != utc  # Amsterdam is never at UTC+0
+    client = app.test_client()
+    sign_in(client, "docent")
+    for path in ("/nu", "/week"):
+        assert f"{local}–" in client.get(path).get_data(as_text=True), path
