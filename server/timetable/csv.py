@@ -9,6 +9,7 @@ chosen from the header line.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from datetime import date, time, tzinfo
 
@@ -42,15 +43,17 @@ MAX_CELL = 4096
 
 def parse_csv(text: str, zone: tzinfo) -> ParsedTimetable:
     """Lessons from CSV text (already decoded)."""
-    lines = text.splitlines(keepends=True)
-    header_index = next((i for i, line in enumerate(lines) if line.strip()), None)
-    if header_index is None:
+    # Only \r and \n end a row (str.splitlines would also split at \u2028, \x0c, ...).
+    header_number, header_line = 0, ""
+    for header_number, header_line in enumerate(io.StringIO(text, newline=""), start=1):
+        if header_line.strip():
+            break
+    if not header_line.strip():
         raise TimetableError("the CSV file is empty (a header line is required)")
-    header_line = lines[header_index]
     if len(header_line) > MAX_CELL * 4:
-        raise TimetableError(f"line {header_index + 1}: the header line is too long for a CSV header")
+        raise TimetableError(f"line {header_number}: the header line is too long for a CSV header")
     delimiter = max(",;\t", key=header_line.count)
-    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     columns: dict[str, int] = {}
     ignored: list[str] = []
     lessons: list[ParsedLesson] = []

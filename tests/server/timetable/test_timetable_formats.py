@@ -231,3 +231,22 @@ def test_removing_a_lesson_also_removes_its_links_and_exceptions(app: Flask,
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(ExceptionGrant)) == 0
         assert db.session.scalar(select(func.count()).select_from(lesson_rooms)) == 1
+
+
+@pytest.mark.parametrize(("text", "rooms", "subject"), [
+    ("date,start,end,room,subject\r\n2026-11-02,08:30,09:20,B204,wisk\r\n", ("B204",), "wisk"),
+    ("\n\ndate,start,end,room,subject\n\n2026-11-02,08:30,09:20,B204,wisk\n\n\n", ("B204",), "wisk"),
+    ('date,start,end,room,subject\n2026-11-02,08:30,09:20,B204,"wisk\nB-toets"\n', ("B204",),
+     "wisk B-toets"),
+    ("date,start,end,room,subject\n2026-11-02,08:30,09:20,B204,wisk\u2028extra\n", ("B204",),
+     "wisk extra"),
+    ("date\tstart\tend\troom\tsubject\n2026-11-02\t08:30\t09:20\tB204\twisk\n", ("B204",), "wisk"),
+    ("DATE,Start,END,Room,Subject\n2026-11-02,08.30,09.20, B204 ,  wisk \n", ("B204",), "wisk"),
+])
+def test_csv_survives_messy_exports(importer: Importer, text: str, rooms: tuple[str, ...],
+                                    subject: str) -> None:
+    report = importer.run(text, "export.csv")
+    assert report.created == 1
+    lesson = importer.lessons()[0]
+    assert (lesson.rooms, lesson.subject, lesson.start) == (rooms, subject,
+                                                            local(2026, 11, 2, 8, 30))

@@ -190,3 +190,40 @@ def test_an_endless_rule_is_expanded_only_inside_the_window(importer: Importer) 
     starts = [l.start for l in importer.lessons()]
     assert report.lessons == len(starts) == 17  # the Mondays of 1 Sep .. 31 Dec 2026
     assert AUTUMN_2026[0] <= starts[0] and starts[-1] < AUTUMN_2026[1]
+
+
+def test_lf_line_endings_and_folded_lines_are_read(importer: Importer) -> None:
+    feed = ("BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//x//EN\nBEGIN:VEVENT\n"
+            "UID:a-very-long-uid-that-an-exporter-folded-over-two-lines@roosters.school.exa\n"
+            " mple\nDTSTAMP:20260901T000000Z\nSUMMARY:netl - h4a\n  - vdb\n"
+            "LOCATION:B204\nDTSTART;TZID=Europe/Amsterdam:20261102T083000\n"
+            "DTEND;TZID=Europe/Amsterdam:20261102T092000\nEND:VEVENT\nEND:VCALENDAR\n")
+    importer.run(feed, "feed.ics")
+    lesson = importer.lessons()[0]
+    assert lesson.source_id.endswith("@roosters.school.example")
+    assert (lesson.groups, lesson.teachers) == (("h4a",), ("vdb",))
+
+
+def test_outlook_windows_zone_names_are_understood(importer: Importer) -> None:
+    report = importer.run(_feed(
+        "BEGIN:VEVENT\r\nUID:outlook@t\r\nDTSTAMP:20260901T000000Z\r\nSUMMARY:netl\r\n"
+        "LOCATION:B204\r\nDTSTART;TZID=W. Europe Standard Time:20261102T083000\r\n"
+        "DTEND;TZID=W. Europe Standard Time:20261102T092000\r\nEND:VEVENT\r\n"), "feed.ics")
+    assert importer.lessons()[0].start == local(2026, 11, 2, 8, 30)
+    assert report.created == 1
+
+
+def test_local_until_with_a_zoned_start_is_accepted(importer: Importer) -> None:
+    # RFC 5545 wants UNTIL in UTC here; exporters often write local time. Both mean "up to".
+    importer.run(_feed(_event("u@t", "20261102T083000", "20261102T092000",
+                              "RRULE:FREQ=WEEKLY;UNTIL=20261116T083000")), "feed.ics")
+    assert len(importer.lessons()) == 3
+
+
+def test_same_feed_imports_the_same_in_both_directions_of_dst(importer: Importer) -> None:
+    weekly = "RRULE:FREQ=WEEKLY;COUNT=3"
+    importer.run(_feed(_event("spring@t", "20270322T083000", "20270322T092000", weekly)),
+                 "feed.ics", window=(datetime(2027, 3, 1, tzinfo=timezone.utc),
+                                     datetime(2027, 5, 1, tzinfo=timezone.utc)))
+    assert [l.start for l in importer.lessons()] == [
+        local(2027, 3, 22, 8, 30), local(2027, 3, 29, 8, 30), local(2027, 4, 5, 8, 30)]
