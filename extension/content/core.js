@@ -14,6 +14,8 @@
   const BANNER_TAG = "lesfocus-lesson-banner";
   const host = location.hostname;
   const PARTIAL_RETRY_MS = 1000;
+  const PARTIAL_RETRY_LIMIT = 15;
+  let partialRetries = 0;
 
   /** @type {object[]} */
   const adapters = [];
@@ -35,7 +37,10 @@
         if (!ctx || !Array.isArray(ctx.reminders)) throw new Error("no context from the background");
         context = ctx;
         // The school's policy was not readable yet (browser just started): ask again soon.
-        if (ctx.partial) setTimeout(loadContext, PARTIAL_RETRY_MS);
+        if (ctx.partial && partialRetries < PARTIAL_RETRY_LIMIT) {
+          partialRetries += 1;
+          setTimeout(loadContext, PARTIAL_RETRY_MS);
+        }
         return ctx;
       })
       .catch((err) => {
@@ -167,6 +172,10 @@
    * @param {{replay: function(): void, focusBack: Element|null, scope: Element, composer: Element|null}} action
    */
   function intercept(event, action) {
+    if (pending && pending.hostEl && !pending.hostEl.isConnected) {
+      // The page threw our overlay away (re-rendered its body): never let that block posting.
+      pending = null;
+    }
     if (pending) {
       // The overlay is already up for this page: swallow duplicates until the user decides.
       stop(event);
@@ -374,6 +383,7 @@
     // A click on the backdrop is "not now": back to the draft, never a silent send.
     root.querySelector(".backdrop").addEventListener("click", edit);
 
+    state.hostEl = hostEl;
     (document.body || document.documentElement).append(hostEl);
     editButton.focus();
   }

@@ -1,4 +1,4 @@
-// Unit tests for extension/content/checks.js, run with `node --test` (tests/extension/test_checks.py
+// Unit tests for extension/content/checks.js, run with `node --test` (tests/extension/test_extension_checks.py
 // runs this file from pytest so that `make test` covers it).
 "use strict";
 const test = require("node:test");

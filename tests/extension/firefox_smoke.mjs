@@ -1,4 +1,4 @@
-// Firefox smoke test of the extension, run by test_firefox.py: Debian's firefox-esr, headless,
+// Firefox smoke test of the extension, run by test_extension_firefox.py: Debian's firefox-esr, headless,
 // driven over WebDriver BiDi by puppeteer-core. Loads the extension as a temporary add-on, opens
 // the X fixture (every host name resolves to the loopback fake internet), and checks that a post
 // is intercepted, that "Aanpassen" sends nothing and "Toch plaatsen" sends exactly once.

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from extension_harness import (EXTENSION_ID, FakeInternet, chromium_available, extension_worker,
                                launch_chromium, require, set_options)
-from pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
+from extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from extension_harness import FakeInternet, extension_worker, set_options
-from pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
+from extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from extension_harness import FakeInternet, set_options
-from pages import DIALOG, EDIT, POST, no_overlay, publish, sent, write_draft
+from extension_pages import DIALOG, EDIT, POST, no_overlay, publish, sent, write_draft
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -226,3 +226,16 @@ def test_no_request_carries_the_draft(page: Any, fake_internet: FakeInternet) ->
         for secret in secrets:
             assert secret.lower() not in line.lower(), f"{secret!r} leaked in {line[:200]}"
     set_options(page.context)
+
+
+def test_a_page_that_removes_the_overlay_does_not_block_posting(page: Any, fake_internet: FakeInternet) -> None:
+    open_fixture(page, fake_internet, "x", None)
+    write_draft(page, X_HOME, DRAFT)
+    page.click(X_HOME_BUTTON)
+    page.wait_for_selector(DIALOG, state="visible")
+    page.evaluate("document.querySelector('lesfocus-reminder').remove()")
+    page.click(X_HOME_BUTTON)
+    page.wait_for_selector(DIALOG, state="visible")
+    page.click(POST)
+    page.wait_for_function("window.__sent.length > 0")
+    assert [p["text"] for p in sent(page)] == [DRAFT]
