@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import dnswire
 from .domains import DOH, DomainMatcher, always_blocked_matcher
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 FORWARD_TIMEOUT = 5.0
 LEARN_ONLY_INTERVAL = 60.0  # resolve a refused name for learning at most once a minute
 CACHE_LIMIT = 65536
+MICRO_CACHE = 1.0  # seconds an upstream answer is reused for the same question
+DECISION_CACHE = 300.0  # at most this long a decision is reused for the same client and question
 
 
 @dataclass
@@ -84,14 +86,14 @@ class BlockTable:
         return None
 
 
-@dataclass(frozen=True)
-class Decision:
-    """What to do with one query."""
+class Decision(NamedTuple):
+    """What to do with one query (a tuple: made for every query on the hot path)."""
 
     action: str                 # "nxdomain" | "forward"
     service: str | None         # the service (or DOH) the name belongs to, for learning/counting
     segment: int | None = None  # the client's segment when it has a block
     learn_only: bool = False    # also resolve upstream, only to learn the addresses
+    until: float = 0.0          # when a refusal ends (epoch s); 0 for forwarded names
 
 
 class Resolver:
@@ -110,11 +112,20 @@ class Resolver:
     def set_services(self, services: Mapping[str, Service]) -> None:
         """Use a new service catalog (the policy's)."""
         self.matcher = DomainMatcher.from_services(services)
+        self.clear_caches()
 
     def set_table(self, table: BlockTable) -> None:
         """Use a new block table."""
         self.table = table
         self._cache = {}
+        self.clear_caches()
+
+    def clear_caches(self) -> None:
+        """Forget cached decisions and answers (the table or the services changed)."""
+        # (client, query bytes after the ID) -> (expiry, decision, negative answer after the ID)
+        self.decisions: dict[tuple[str, bytes], tuple[float, Decision, bytes]] = {}
+        # query bytes after the ID -> (expiry, upstream answer after the ID)
+        self.answers: dict[bytes, tuple[float, bytes]] = {}
 
     def decide(self, query: dnswire.Query, client: str, now: float) -> Decision:
         """NXDOMAIN for blocked names from a blocked client; forward everything else."""
@@ -129,13 +140,15 @@ class Resolver:
         service = self.matcher.match(name)
         if found is not None:
             segment, until = found
-            if service is not None and until.get(service, 0.0) > now:
-                return Decision("nxdomain", service, segment, self._due(name, now))
-            if any(end > now for end in until.values()):
+            end = until.get(service, 0.0) if service is not None else 0.0
+            if end > now:
+                return Decision("nxdomain", service, segment, self._due(name, now), end)
+            latest = max(until.values(), default=0.0)
+            if latest > now:
                 special = self.always.match(name)
                 if special is not None:
                     return Decision("nxdomain", special, segment, special == DOH and
-                                    self._due(name, now))
+                                    self._due(name, now), latest)
         if service is None:
             special = self.always.match(name)
             if special == DOH:
@@ -197,7 +210,9 @@ class UdpWorker:
         self.sockets = sockets
         self.upstream = upstream
         self.control = control
-        self.pending: dict[int, tuple[socket.socket | None, Any, int, bytes, str | None, float]] = {}
+        # new id -> (client socket, client, original id bytes, question, service, sent at,
+        #            query bytes after the ID)
+        self.pending: dict[int, tuple[Any, Any, bytes, bytes, str | None, float, bytes]] = {}
         self._next_id = int.from_bytes(os.urandom(2), "big")
         self._stop = False
 
@@ -275,28 +290,53 @@ class UdpWorker:
                 return
             except OSError:
                 return
-            query = dnswire.parse_query(data)
-            if query is None:
-                continue  # never answer what we cannot read
             now = time.time()
-            decision = resolver.decide(query, peer[0], now)
+            tail = data[2:]
+            # Hot path: the same client asking the same question within a second gets the same
+            # decision; the tables are cleared whenever the block table or services change.
+            hit = resolver.decisions.get((peer[0], tail))
+            if hit is not None and hit[0] > now:
+                decision, negative = hit[1], hit[2]
+                query = None
+            else:
+                query = dnswire.parse_query(data)
+                if query is None:
+                    continue  # never answer what we cannot read
+                decision = resolver.decide(query, peer[0], now)
+                negative = dnswire.build_negative(query)[2:] if decision.action == "nxdomain" \
+                    else query.question
+                if len(resolver.decisions) > CACHE_LIMIT:
+                    resolver.decisions.clear()
+                # A refusal holds until its block ends, a forward for a while: any change of
+                # the block table or the services clears this cache.
+                expiry = decision.until if decision.action == "nxdomain" else now + DECISION_CACHE
+                resolver.decisions[(peer[0], tail)] = (min(expiry, now + DECISION_CACHE),
+                                                       decision, negative)
             if decision.action == "nxdomain":
                 resolver.count(decision)
                 try:
-                    sock.sendto(dnswire.build_negative(query), peer)
+                    sock.sendto(data[:2] + negative, peer)
                 except OSError:
                     pass
-                if decision.learn_only:
+                if decision.learn_only and query is not None:
                     self._learn_only(up, query.name, decision.service)
                 continue
-            self._forward(up, data, query, sock, peer, decision.service)
+            cached = resolver.answers.get(tail)
+            if cached is not None and cached[0] > now:
+                try:
+                    sock.sendto(data[:2] + cached[1], peer)
+                except OSError:
+                    pass
+                continue
+            self._forward(up, data, negative, sock, peer, decision.service)
 
-    def _forward(self, up: socket.socket, data: bytes, query: dnswire.Query,
+    def _forward(self, up: socket.socket, data: bytes, question: bytes,
                  sock: socket.socket | None, peer: Any, service: str | None) -> None:
         new_id = self._new_id()
         if new_id is None:
             return
-        self.pending[new_id] = (sock, peer, query.id, query.question, service, time.monotonic())
+        self.pending[new_id] = (sock, peer, data[:2], question, service, time.monotonic(),
+                                data[2:])
         try:
             up.send(dnswire.with_id(data, new_id))
         except OSError:
@@ -309,13 +349,14 @@ class UdpWorker:
             wire = dnswire.build_query(name, qtype, new_id or 0)
             if new_id is None or wire is None:
                 return
-            self.pending[new_id] = (None, None, 0, wire[12:], service, time.monotonic())
+            self.pending[new_id] = (None, None, b"", wire[12:], service, time.monotonic(), b"")
             try:
                 up.send(wire)
             except OSError:
                 self.pending.pop(new_id, None)
 
     def _from_upstream(self, up: socket.socket) -> None:
+        resolver = self.resolver
         for _ in range(64):
             try:
                 data = up.recv(65535)
@@ -325,21 +366,29 @@ class UdpWorker:
                 return
             if len(data) < 12:
                 continue
-            entry = self.pending.get(int.from_bytes(data[:2], "big"))
+            key = int.from_bytes(data[:2], "big")
+            entry = self.pending.get(key)
             if entry is None:
                 continue
-            sock, peer, original_id, question, service, _ = entry
+            sock, peer, original_id, question, service, _, query_tail = entry
             # The answer must be for the question we asked (RFC 5452 §9.1), else keep waiting.
             if data[12:12 + len(question)] != question:
                 continue
-            del self.pending[int.from_bytes(data[:2], "big")]
+            del self.pending[key]
             if service is not None:
-                self.resolver.learn_from(service, data)
-            if sock is not None:
-                try:
-                    sock.sendto(dnswire.with_id(data, original_id), peer)
-                except OSError:
-                    pass
+                resolver.learn_from(service, data)
+            if sock is None:
+                continue
+            try:
+                sock.sendto(original_id + data[2:], peer)
+            except OSError:
+                pass
+            if data[3] & 0x0F in (dnswire.RCODE_NOERROR, dnswire.RCODE_NXDOMAIN):
+                # A micro-cache: identical queries in the next second get this answer; TTLs
+                # are then at most a second too long, as from any caching resolver.
+                if len(resolver.answers) > CACHE_LIMIT:
+                    resolver.answers.clear()
+                resolver.answers[query_tail] = (time.time() + MICRO_CACHE, data[2:])
 
     def _sweep(self, mono: float) -> None:
         # Unanswered queries are dropped: the client retries, as with a lost packet.
@@ -350,6 +399,11 @@ class UdpWorker:
 
 def _worker_main(resolver: Resolver, sockets: list[socket.socket], upstream: tuple[str, int],
                  control: Any) -> None:
+    if threading.current_thread() is threading.main_thread():
+        # A forked worker ends with its parent (prctl(2) PR_SET_PDEATHSIG), even on SIGKILL.
+        import ctypes
+        import signal
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)
     try:
         UdpWorker(resolver, sockets, upstream, control).run()
     except KeyboardInterrupt:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 HEADER = struct.Struct("!HHHHHH")
 RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength after the owner name
@@ -26,8 +26,7 @@ MAX_NAME = 255
 MAX_POINTERS = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Query:
+class Query(NamedTuple):
     """The parts of a query the responder decides on."""
 
     id: int
@@ -39,8 +38,7 @@ class Query:
     edns: tuple[int, int] | None  # (udp payload size, DO flag) when the query has an OPT record
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     """The parts of an answer the agent learns from."""
 
     id: int

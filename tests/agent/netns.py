@@ -109,10 +109,14 @@ class Netns:
         self._procs.append(proc)
         return proc
 
-    def start_process(self, fn: Callable[..., Any], *args: Any) -> multiprocessing.Process:
-        """Fork a Python process that enters the namespace and runs fn(*args); ended on close."""
+    def start_process(self, fn: Callable[..., Any], *args: Any,
+                      daemon: bool = True) -> multiprocessing.Process:
+        """Fork a Python process that enters the namespace and runs fn(*args); ended on close.
+
+        `daemon=False` lets fn start processes of its own (multiprocessing forbids that to daemons).
+        """
         ctx = multiprocessing.get_context("fork")
-        proc = ctx.Process(target=_run_in_child, args=(self.path, fn, args, None), daemon=True)
+        proc = ctx.Process(target=_run_in_child, args=(self.path, fn, args, None), daemon=daemon)
         proc.start()
         self._procs.append(proc)
         return proc
