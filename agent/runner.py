@@ -216,20 +216,27 @@ class Agent:
         observers = [p for p in self.parts if hasattr(p, "on_packet")]
         for part in self.parts:
             if part not in observers and hasattr(part, "start"):
-                part.start()
+                self._start_part(part)
         if stored is not None:
             self.policy = None  # forces the rebuild: the table of a previous run is replaced
             self._install(stored, f"reloaded from {self.source.store.path}")
             self._first = True
             self.step()
         for part in observers:
-            part.start()
+            self._start_part(part)
         workers = [lambda stop: self.source.run(self.policy_arrived, stop), *self.background]
         for n, target in enumerate(workers):
             thread = threading.Thread(target=target, args=(self.stop_event,), daemon=True,
                                       name=f"lesfocus-agent-{n}")
             thread.start()
             self._threads.append(thread)
+
+    @staticmethod
+    def _start_part(part: Any) -> None:
+        try:
+            part.start()
+        except OSError as err:  # a port taken, an interface missing, a capability not granted
+            raise EnforcerError(f"{type(part).__name__} could not start: {err}") from None
 
     def run(self) -> None:
         """Follow the schedule until `stop()`; sleeps until the next change or a policy update."""
@@ -299,7 +306,10 @@ def build_parts(config: Any, state: Callable[[], BlockState | None],
         host, _, port = config.upstream_dns.partition("#")
         # nftables redirects to the address of the interface the query came in on, so listen on
         # every address of the gateway (IPv4 and IPv6 sockets apart).
-        parts.append(DnsResponder(listen=[("0.0.0.0", config.dns_port), ("::", config.dns_port)],
+        listen = [("0.0.0.0", config.dns_port)]
+        if os.path.exists("/proc/net/if_inet6"):  # IPv6 may be disabled on the gateway
+            listen.append(("::", config.dns_port))
+        parts.append(DnsResponder(listen=listen,
                                   upstream=(host, int(port or 53)), state_provider=state,
                                   enforcer=enforcer, services=services))
     if config.lan_interfaces:

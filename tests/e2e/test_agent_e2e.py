@@ -33,13 +33,14 @@ import netns  # noqa: E402
 from conftest import require  # noqa: E402  (tests/conftest.py)
 from fakenet import doh_resolve, resolve, udp_echo  # noqa: E402
 from world import (  # noqa: E402
-    DOH_IP, DOH_NAME, EXAMPLE, OTHER_DNS, ROOT, SCHOOL_DNS, TIKTOK, YOUTUBE, World,
+    DOH_IP, DOH_NAME, EXAMPLE, OTHER_DNS, REDDIT, ROOT, SCHOOL_DNS, TIKTOK, YOUTUBE, World,
     utcnow)
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 BYPASSES = ("gateway DNS", "other resolver (UDP)", "other resolver (TCP)", "DoH",
-            "cached or hard-coded IP", "QUIC (UDP/443)", "flow opened in the break")
+            "cached or hard-coded IP", "QUIC (UDP/443)", "flow opened in the break",
+            "IP never named by DNS (SNI only)")
 LEAKS: dict[str, dict[str, str]] = {"lesfocus": {}, "dnsmasq": {}}
 
 
@@ -85,6 +86,8 @@ def try_bypasses(world: World, resolver: str, flow: Any, cached: str) -> dict[st
                   else f"doh:{address} (bootstrap {bootstrap})")
     out["cached or hard-coded IP"] = world.fetch(cached, "tiktok.com")
     out["QUIC (UDP/443)"] = "echo" if udp_echo(c1, TIKTOK) else "no answer"
+    # No DNS answer anywhere names this address: only the TLS ClientHello's SNI gives it away.
+    out["IP never named by DNS (SNI only)"] = world.fetch(REDDIT, "reddit.com")
     return out
 
 
@@ -324,4 +327,4 @@ def test_a_dns_only_blocker_leaks_where_lesfocus_does_not(world: World, tmp_path
     assert not leaked(LEAKS["dnsmasq"]["gateway DNS"])
     assert {b for b in BYPASSES if leaked(LEAKS["dnsmasq"][b])} == {
         "other resolver (UDP)", "other resolver (TCP)", "DoH", "cached or hard-coded IP",
-        "QUIC (UDP/443)", "flow opened in the break"}
+        "QUIC (UDP/443)", "flow opened in the break", "IP never named by DNS (SNI only)"}

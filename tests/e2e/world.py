@@ -30,6 +30,8 @@ from netns import (INET_ADDR, SEG1_CIDRS, SEG2_CIDRS, FakeDnsServer, GatewayLab,
 ROOT = Path(__file__).resolve().parents[2]
 TIKTOK, YOUTUBE, EXAMPLE, DOH_IP, OTHER_DNS = ("198.51.100.10", "198.51.100.11", "198.51.100.20",
                                                "198.51.100.30", "198.51.100.53")
+# An address of a social service that no DNS answer in the lab ever names (a hard-coded IP).
+REDDIT = "198.51.100.12"
 DOH_NAME = "cloudflare-dns.com"
 SCHOOL_DNS = INET_ADDR
 ZONE = {
@@ -59,12 +61,14 @@ class World:
         """Build everything and start an enrolled agent with the nftables backend."""
         lab = self.lab.__enter__()
         try:
-            for address in (TIKTOK, YOUTUBE, EXAMPLE, DOH_IP, OTHER_DNS):
+            for address in (TIKTOK, YOUTUBE, REDDIT, EXAMPLE, DOH_IP, OTHER_DNS):
                 lab.add_server_address(address)
-            self.ca, cert, key = fakenet.make_ca(self.tmp / "ca", list(ZONE) + ["*.tiktok.com"])
+            self.ca, cert, key = fakenet.make_ca(self.tmp / "ca",
+                                                 list(ZONE) + ["*.tiktok.com", "reddit.com"])
             self.school_dns = FakeDnsServer(lab.inet, SCHOOL_DNS, ZONE, ttl=60)
             self.other_dns = FakeDnsServer(lab.inet, OTHER_DNS, ZONE, ttl=60)
-            services = [TlsHttpServer(lab.inet, a, cert, key) for a in (TIKTOK, YOUTUBE, EXAMPLE)]
+            services = [TlsHttpServer(lab.inet, a, cert, key) for a in (TIKTOK, YOUTUBE, REDDIT,
+                                                                          EXAMPLE)]
             services.append(TlsHttpServer(lab.inet, DOH_IP, cert, key, doh=self.school_dns.answer))
             services.append(UdpEchoServer(lab.inet, TIKTOK, 443))
             for part in [self.school_dns, self.other_dns, *services]:
