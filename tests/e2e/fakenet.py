@@ -188,14 +188,15 @@ def https_get(ns: Netns, address: str, name: str, cafile: Path, timeout: float =
         client.close()
 
 
-def resolve(ns: Netns, server: str, name: str, tcp: bool = False, timeout: float = 2.0) -> str:
-    """The first A address for `name` from `server`, or NXDOMAIN / NOANSWER / timeout / error."""
+def resolve(ns: Netns, server: str, name: str, tcp: bool = False, timeout: float = 2.0,
+            rdtype: str = "A") -> str:
+    """The first A (or AAAA) address for `name` from `server`, or NXDOMAIN/NOANSWER/timeout/error."""
     from netns import dns_query
     import dns.exception
     import dns.rcode
 
     try:
-        answer = dns_query(ns, server, name, "A", tcp=tcp, timeout=timeout)
+        answer = dns_query(ns, server, name, rdtype, tcp=tcp, timeout=timeout)
     except dns.exception.Timeout:
         return "timeout"
     except (OSError, dns.exception.DNSException) as err:

@@ -33,14 +33,15 @@ import netns  # noqa: E402
 from conftest import require  # noqa: E402  (tests/conftest.py)
 from fakenet import doh_resolve, resolve, udp_echo  # noqa: E402
 from world import (  # noqa: E402
-    DOH_IP, DOH_NAME, EXAMPLE, OTHER_DNS, REDDIT, ROOT, SCHOOL_DNS, TIKTOK, YOUTUBE, World,
+    DOH_IP, DOH_NAME, EXAMPLE, OTHER_DNS, REDDIT, ROOT, SCHOOL_DNS, TIKTOK, TIKTOK6, YOUTUBE,
+    World,
     utcnow)
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 BYPASSES = ("gateway DNS", "other resolver (UDP)", "other resolver (TCP)", "DoH",
             "cached or hard-coded IP", "QUIC (UDP/443)", "flow opened in the break",
-            "IP never named by DNS (SNI only)")
+            "IP never named by DNS (SNI only)", "cached IPv6 address", "QUIC over IPv6")
 LEAKS: dict[str, dict[str, str]] = {"lesfocus": {}, "dnsmasq": {}}
 
 
@@ -68,7 +69,8 @@ def leaked(outcome: str) -> bool:
     return outcome.startswith("ok:") or outcome == "echo"
 
 
-def try_bypasses(world: World, resolver: str, flow: Any, cached: str) -> dict[str, str]:
+def try_bypasses(world: World, resolver: str, flow: Any, cached: str,
+                 cached6: str) -> dict[str, str]:
     """Every bypass of a blocked tiktok.com from c1; outcome per bypass."""
     c1 = world.client(1)
     out: dict[str, str] = {}
@@ -88,6 +90,8 @@ def try_bypasses(world: World, resolver: str, flow: Any, cached: str) -> dict[st
     out["QUIC (UDP/443)"] = "echo" if udp_echo(c1, TIKTOK) else "no answer"
     # No DNS answer anywhere names this address: only the TLS ClientHello's SNI gives it away.
     out["IP never named by DNS (SNI only)"] = world.fetch(REDDIT, "reddit.com")
+    out["cached IPv6 address"] = world.fetch(cached6, "tiktok.com")
+    out["QUIC over IPv6"] = "echo" if udp_echo(c1, cached6) else "no answer"
     return out
 
 
@@ -96,18 +100,21 @@ def test_a_lesson_blocks_every_bypass_on_its_segment_and_nothing_else(world: Wor
     # The break: the client resolves and uses the service, and keeps a connection open.
     assert world.visit("tiktok.com") == "ok:hello tiktok.com"
     cached = resolve(world.client(1), SCHOOL_DNS, "tiktok.com")
+    cached6 = resolve(world.client(1), SCHOOL_DNS, "tiktok.com", rdtype="AAAA")
+    assert world.fetch(cached6, "tiktok.com") == "ok:hello tiktok.com"
     flow = world.open_flow(cached, "tiktok.com")
     assert flow.get() == "ok:hello tiktok.com"
-    assert udp_echo(world.client(1), TIKTOK)
+    assert udp_echo(world.client(1), TIKTOK) and udp_echo(world.client(1), TIKTOK6)
     world.sleep_until(start + timedelta(seconds=1))  # the bell, plus the second SPEC §5 allows
     try:
-        outcomes = try_bypasses(world, SCHOOL_DNS, flow, cached)
+        outcomes = try_bypasses(world, SCHOOL_DNS, flow, cached, cached6)
     finally:
         flow.close()
     LEAKS["lesfocus"] = outcomes
     # Exactly what the policy says, nothing more: the other room and other sites work.
     assert world.visit("tiktok.com", n=2) == "ok:hello tiktok.com"
     assert udp_echo(world.client(2), TIKTOK)
+    assert world.fetch(TIKTOK6, "tiktok.com", n=2) == "ok:hello tiktok.com"
     assert world.visit("www.example.org") == "ok:hello www.example.org"
     assert utcnow() < end, "the probes took longer than the lesson; lengthen it"
     assert {k: v for k, v in outcomes.items() if leaked(v)} == {}
@@ -116,7 +123,8 @@ def test_a_lesson_blocks_every_bypass_on_its_segment_and_nothing_else(world: Wor
     world.sleep_until(end + timedelta(seconds=1))
     assert world.visit("tiktok.com") == "ok:hello tiktok.com"
     assert world.fetch(cached, "tiktok.com") == "ok:hello tiktok.com"
-    assert udp_echo(world.client(1), TIKTOK)
+    assert world.fetch(cached6, "tiktok.com") == "ok:hello tiktok.com"
+    assert udp_echo(world.client(1), TIKTOK) and udp_echo(world.client(1), TIKTOK6)
 
 
 def test_an_exception_opens_only_its_service_and_its_revocation_closes_it_again(
@@ -295,6 +303,7 @@ def test_a_dns_only_blocker_leaks_where_lesfocus_does_not(world: World, tmp_path
     conf.write_text("".join(f"address=/{d}/\n" for s in services for d in s["domains"]))
     # The break: the client resolves and connects before the blocker is there.
     cached = resolve(world.client(1), SCHOOL_DNS, "tiktok.com")
+    cached6 = resolve(world.client(1), SCHOOL_DNS, "tiktok.com", rdtype="AAAA")
     flow = world.open_flow(cached, "tiktok.com")
     assert flow.get() == "ok:hello tiktok.com"
     dnsmasq = world.lab.gw.popen(
@@ -307,7 +316,7 @@ def test_a_dns_only_blocker_leaks_where_lesfocus_does_not(world: World, tmp_path
                                                           "example.org")[0].isdigit(), 10)
         time.sleep(1.0)
         try:
-            LEAKS["dnsmasq"] = try_bypasses(world, "10.81.1.1", flow, cached)
+            LEAKS["dnsmasq"] = try_bypasses(world, "10.81.1.1", flow, cached, cached6)
         finally:
             flow.close()
     finally:
@@ -327,4 +336,5 @@ def test_a_dns_only_blocker_leaks_where_lesfocus_does_not(world: World, tmp_path
     assert not leaked(LEAKS["dnsmasq"]["gateway DNS"])
     assert {b for b in BYPASSES if leaked(LEAKS["dnsmasq"][b])} == {
         "other resolver (UDP)", "other resolver (TCP)", "DoH", "cached or hard-coded IP",
-        "QUIC (UDP/443)", "flow opened in the break", "IP never named by DNS (SNI only)"}
+        "QUIC (UDP/443)", "flow opened in the break", "IP never named by DNS (SNI only)",
+        "cached IPv6 address", "QUIC over IPv6"}

@@ -32,10 +32,11 @@ TIKTOK, YOUTUBE, EXAMPLE, DOH_IP, OTHER_DNS = ("198.51.100.10", "198.51.100.11",
                                                "198.51.100.30", "198.51.100.53")
 # An address of a social service that no DNS answer in the lab ever names (a hard-coded IP).
 REDDIT = "198.51.100.12"
+TIKTOK6 = "2001:db8:10::10"
 DOH_NAME = "cloudflare-dns.com"
 SCHOOL_DNS = INET_ADDR
 ZONE = {
-    "tiktok.com": [TIKTOK], "www.tiktok.com": [TIKTOK],
+    "tiktok.com": [TIKTOK, TIKTOK6], "www.tiktok.com": [TIKTOK, TIKTOK6],
     "youtube.com": [YOUTUBE], "www.youtube.com": [YOUTUBE],
     "example.org": [EXAMPLE], "www.example.org": [EXAMPLE],
     DOH_NAME: [DOH_IP],
@@ -61,16 +62,17 @@ class World:
         """Build everything and start an enrolled agent with the nftables backend."""
         lab = self.lab.__enter__()
         try:
-            for address in (TIKTOK, YOUTUBE, REDDIT, EXAMPLE, DOH_IP, OTHER_DNS):
+            for address in (TIKTOK, TIKTOK6, YOUTUBE, REDDIT, EXAMPLE, DOH_IP, OTHER_DNS):
                 lab.add_server_address(address)
             self.ca, cert, key = fakenet.make_ca(self.tmp / "ca",
                                                  list(ZONE) + ["*.tiktok.com", "reddit.com"])
             self.school_dns = FakeDnsServer(lab.inet, SCHOOL_DNS, ZONE, ttl=60)
             self.other_dns = FakeDnsServer(lab.inet, OTHER_DNS, ZONE, ttl=60)
-            services = [TlsHttpServer(lab.inet, a, cert, key) for a in (TIKTOK, YOUTUBE, REDDIT,
-                                                                          EXAMPLE)]
+            services = [TlsHttpServer(lab.inet, a, cert, key) for a in (TIKTOK, TIKTOK6, YOUTUBE,
+                                                                          REDDIT, EXAMPLE)]
             services.append(TlsHttpServer(lab.inet, DOH_IP, cert, key, doh=self.school_dns.answer))
             services.append(UdpEchoServer(lab.inet, TIKTOK, 443))
+            services.append(UdpEchoServer(lab.inet, TIKTOK6, 443))
             for part in [self.school_dns, self.other_dns, *services]:
                 lab.on_close(part.stop)
             self.server = LiveServer(self.tmp / "server", host=INET_ADDR, ns=lab.inet).start()
