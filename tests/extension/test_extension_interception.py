@@ -195,7 +195,11 @@ def test_no_request_carries_the_draft(page: Any, fake_internet: FakeInternet) ->
     set_options(page.context, serverUrl="https://lesfocus.test", audience="student", schoolName="Testcollege")
     fake_internet.reminders = None  # the server answers 404: bundled texts
     seen_by_browser: list[str] = []
-    page.context.on("request", lambda r: seen_by_browser.append(f"{r.url} {r.headers} {r.post_data or ''}"))
+
+    def record(request: Any) -> None:
+        seen_by_browser.append(f"{request.url} {request.headers} {request.post_data or ''}")
+
+    page.context.on("request", record)
     secrets = ["0612345678", "jan.jansen@example.nl", "123456782", "NL91ABNA0417164300", "Dorpsstraat 12",
                "1234 AB", "Testcollege", "geheimwoord"]
     draft = ("bel 0612345678 of mail jan.jansen@example.nl, bsn 123456782, iban NL91ABNA0417164300, "
@@ -222,6 +226,8 @@ def test_no_request_carries_the_draft(page: Any, fake_internet: FakeInternet) ->
         blob = f"{r.host} {r.path} {r.headers} {r.body!r}".lower()
         for secret in secrets:
             assert secret.lower() not in blob, f"{secret!r} leaked in {r.method} https://{r.host}{r.path}"
+    page.context.remove_listener("request", record)
+    assert seen_by_browser, "Playwright should have seen the page loads"
     for line in seen_by_browser:
         for secret in secrets:
             assert secret.lower() not in line.lower(), f"{secret!r} leaked in {line[:200]}"

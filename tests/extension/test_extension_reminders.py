@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from extension_harness import FakeInternet, extension_worker, set_options
+from extension_harness import EXTENSION_ID, FakeInternet, extension_worker, set_options
 from extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -206,3 +206,19 @@ def test_snooze_after_posting_skips_plain_reminders_but_not_findings(page: Any, 
     page.click(X_HOME_BUTTON)
     assert [p["text"] for p in sent(page)] == ["derde bericht"]
     assert articles_for(page, fake_internet, "hallo", site="whatsapp") == ["A2", "A3"]
+
+
+def test_options_page_settings_apply_when_no_policy_sets_them(page: Any, fake_internet: FakeInternet) -> None:
+    set_options(page.context)
+    page.goto(f"chrome-extension://{EXTENSION_ID}/ui/options.html")
+    page.wait_for_function("document.getElementById('audience').value === 'student'")
+    assert page.locator("#managed-note").is_hidden()
+    assert page.locator("h1").inner_text() == "lesfocus – instellingen"
+    page.fill("#schoolName", "Vondelcollege")
+    page.fill("#schoolAliases", "VC\nhet Vondel")
+    page.select_option("#audience", "staff")
+    page.click("button[type=submit]")
+    page.wait_for_function("document.getElementById('status').textContent === 'Opgeslagen.'")
+    stored = extension_worker(page.context).evaluate("chrome.storage.local.get('options')")["options"]
+    assert stored["schoolAliases"] == ["VC", "het Vondel"] and stored["audience"] == "staff"
+    assert articles_for(page, fake_internet, "Groeten van het Vondel") == ["B1", "B2", "B3", "A2", "A3", "B5"]
