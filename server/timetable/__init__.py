@@ -36,7 +36,8 @@ def import_timetable(school: School, path: Path, fmt: str | None, *, actor: Pers
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
-            raise TimetableError(f"the file is {size} bytes, more than the {MAX_FILE_BYTES} allowed")
+            raise TimetableError(f"the file is {size} bytes, more than the {MAX_FILE_BYTES} "
+                                 f"allowed")
         data = path.read_bytes()
     except OSError as err:
         raise TimetableError(f"cannot read {path.name}: {err.strerror or err}") from None
@@ -65,7 +66,8 @@ def parse_timetable(data: bytes, filename: str, fmt: str | None, timezone_name: 
                     now: datetime | None = None) -> ParsedTimetable:
     """Parse and check a whole file without touching the database."""
     if len(data) > MAX_FILE_BYTES:
-        raise TimetableError(f"the file is {len(data)} bytes, more than the {MAX_FILE_BYTES} allowed")
+        raise TimetableError(f"the file is {len(data)} bytes, more than the {MAX_FILE_BYTES} "
+                             f"allowed")
     if fmt is not None and fmt not in FORMATS:
         raise TimetableError(f"unknown format {fmt!r:.40} (known: {', '.join(FORMATS)})")
     zone = school_zone(timezone_name)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..models import Group, Lesson, Person, Room, School, lesson_groups, lesson_rooms, \
     lesson_teachers, utcnow
-from .common import ImportReport, ParsedTimetable, plural
+from .common import ImportReport, ParsedTimetable
 
 # Keeps IN (...) lists well below SQLite's and PostgreSQL's parameter limits.
 CHUNK = 500
@@ -103,10 +103,13 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable) -
     if parsed.window is None:
         return report
 
+    rooms: Table = Room.__table__  # type: ignore[assignment]
+    groups: Table = Group.__table__  # type: ignore[assignment]
+    people: Table = Person.__table__  # type: ignore[assignment]
     maps = {
-        "rooms": _NameMap(session, Room.__table__, "code", school.id, "room"),  # type: ignore[arg-type]
-        "groups": _NameMap(session, Group.__table__, "name", school.id, "group"),  # type: ignore[arg-type]
-        "teachers": _NameMap(session, Person.__table__, "teacher_code", school.id, "teacher",  # type: ignore[arg-type]
+        "rooms": _NameMap(session, rooms, "code", school.id, "room"),
+        "groups": _NameMap(session, groups, "name", school.id, "group"),
+        "teachers": _NameMap(session, people, "teacher_code", school.id, "teacher",
                              {"display_name": "", "roles": ["teacher"], "active": True,
                               "created_at": utcnow()}),
     }
@@ -261,4 +264,4 @@ def describe_window(window: tuple[datetime, datetime] | None) -> str:
     return f"{window[0].isoformat()} .. {window[1].isoformat()}"
 
 
-__all__ = ["apply_timetable", "describe_window", "plural"]
+__all__ = ["apply_timetable", "describe_window"]

@@ -89,7 +89,8 @@ def decode_utf8(data: bytes) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise TimetableError(f"line {line}: the file is not UTF-8 text (byte {err.start + 1})") from None
+        raise TimetableError(f"line {line}: the file is not UTF-8 text (byte {err.start + 1})") \
+            from None
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise TimetableError(f"line {line}: the file contains a NUL character (binary data?)")
@@ -120,7 +121,8 @@ def clean_names(values: object, what: str, limit: int, place: str) -> tuple[str,
         if not name:
             continue
         if len(name) > limit:
-            raise TimetableError(f"{place}: {what} name {name[:40]!r}... is longer than {limit} characters")
+            raise TimetableError(f"{place}: {what} name {name[:40]!r}... is longer than {limit} "
+                                 f"characters")
         if name not in names:
             names.append(name)
     return tuple(names)
@@ -198,7 +200,8 @@ def unique_lessons(lessons: list[ParsedLesson], *, conflicts_are_errors: bool
             result[index] = lesson
             replaced += 1
             if replaced <= 5:
-                notes.append(f"{lesson.place} replaces {earlier.place} (same id {lesson.source_id!r})")
+                notes.append(f"{lesson.place} replaces {earlier.place} "
+                             f"(same id {lesson.source_id!r})")
     if repeats:
         notes.append(f"ignored {plural(repeats, 'repeated lesson')}")
     if replaced > 5:

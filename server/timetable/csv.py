@@ -133,7 +133,8 @@ def _lesson(row: list[str], columns: dict[str, int], place: str, zone: tzinfo) -
     end = local_to_utc(day, _time(raw_end, "end", place), zone)
     check_times(start, end, place)
     rooms = clean_names(split_names(_cell(row, columns, "room", place)), "room", MAX_ROOM, place)
-    groups = clean_names(split_names(_cell(row, columns, "group", place)), "group", MAX_GROUP, place)
+    groups = clean_names(split_names(_cell(row, columns, "group", place)), "group", MAX_GROUP,
+                         place)
     teachers = clean_names(split_names(_cell(row, columns, "teacher", place)), "teacher",
                            MAX_TEACHER, place)
     subject = clean_subject(_cell(row, columns, "subject", place), place)

@@ -181,7 +181,8 @@ def _localize_floating(event: Any, zone: tzinfo, notes: list[str], place: str) -
                 if isinstance(dt, datetime) and dt.tzinfo is None:
                     tzid = item.params.get("TZID")
                     if tzid and len(notes) < 50:
-                        notes.append(f"{place}: unknown TZID {str(tzid)[:40]!r}, taken as school time")
+                        notes.append(f"{place}: unknown TZID {str(tzid)[:40]!r}, "
+                                     f"taken as school time")
                     item.dt = dt.replace(tzinfo=zone)
 
 
@@ -229,7 +230,8 @@ def _check_rule(rule: Any, start: datetime, window_start: datetime, window_end: 
         raise TimetableError(f"{place}: RRULE INTERVAL or COUNT is not a number") from None
     until = (rule.get("UNTIL") or [None])[0]
     if until is not None and not isinstance(until, datetime):
-        until = datetime.combine(until, datetime.min.time(), tzinfo=timezone.utc) + timedelta(days=1)
+        until = datetime.combine(until, datetime.min.time(), tzinfo=timezone.utc) \
+            + timedelta(days=1)
     elif until is not None and until.tzinfo is None:
         until = until.replace(tzinfo=timezone.utc)
     if count is None and (until is None or until > window_end):
@@ -278,7 +280,8 @@ def _expand(calendar: Any, zone: tzinfo, window_start: datetime, window_end: dat
             if not isinstance(start, datetime) or not isinstance(end, datetime):
                 continue  # an all-day override of a timed series: not a lesson
             # The occurrence's own component: the series' master or its RECURRENCE-ID override.
-            component = occurrence._adapter._component  # noqa: SLF001 - avoids a copy per occurrence
+            # A private attribute: as_component() would copy the event for every occurrence.
+            component = occurrence._adapter._component  # noqa: SLF001
             info = details.get(id(component))
             if info is None:
                 info = details[id(component)] = _describe(component, zone, uid_lines, event_lines)
@@ -333,7 +336,9 @@ def _describe(component: Any, zone: tzinfo, uid_lines: dict[str, int], event_lin
             found.setdefault(key, match.group(2))
     attendees = component.get("ATTENDEE")
     by_kind: dict[str, list[str]] = {"rooms": [], "groups": [], "teachers": []}
-    for attendee in attendees if isinstance(attendees, list) else ([attendees] if attendees else []):
+    if not isinstance(attendees, list):
+        attendees = [attendees] if attendees else []
+    for attendee in attendees:
         name = str(attendee.params.get("CN", "")).strip()
         cutype = str(attendee.params.get("CUTYPE", "")).upper()
         role = str(attendee.params.get("ROLE", "")).upper()

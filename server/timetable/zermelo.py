@@ -55,7 +55,8 @@ def parse_zermelo(document: Any) -> ParsedTimetable:
         lessons.append(_lesson(record, place))
     lessons, notes = unique_lessons(lessons, conflicts_are_errors=False)
     if invalid:
-        notes.insert(0, f"ignored {plural(invalid, 'superseded appointment version')} (valid: false)")
+        notes.insert(0, f"ignored {plural(invalid, 'superseded appointment version')} "
+                        f"(valid: false)")
     if not records:
         notes.append("the file holds no appointments")
     return ParsedTimetable(SOURCE, lessons, window_of(lessons), notes)
@@ -90,7 +91,8 @@ def _unix(record: dict[str, Any], key: str, place: str) -> datetime:
     if value is None:
         raise TimetableError(f"{place}: {key} is missing")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TimetableError(f"{place}: {key} must be Unix seconds (an integer), found {value!r:.40}")
+        raise TimetableError(f"{place}: {key} must be Unix seconds (an integer), "
+                             f"found {value!r:.40}")
     try:
         return datetime.fromtimestamp(value, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):

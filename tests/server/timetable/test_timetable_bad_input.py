@@ -160,7 +160,8 @@ CASES: list[tuple[str, str, bytes | str, str | None, str]] = [
      "record 1 (id 1): startTime 2500 is not a valid HHMM time"),
     ("untis: missing endTime", "u.json", _untis(endTime=None), None, "endTime"),
     ("untis: json-rpc error", "u.json",
-     json.dumps({"jsonrpc": "2.0", "id": "1", "error": {"code": -8520, "message": "not authenticated"}}),
+     json.dumps({"jsonrpc": "2.0", "id": "1",
+                 "error": {"code": -8520, "message": "not authenticated"}}),
      None, "JSON-RPC error, not a timetable: not authenticated"),
 ]
 

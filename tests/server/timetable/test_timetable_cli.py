@@ -64,7 +64,8 @@ def test_cli_refuses_a_bad_file_with_the_place_and_changes_nothing(
 
 
 def test_cli_refuses_an_unknown_school(app: Flask) -> None:
-    result = app.test_cli_runner().invoke(args=["timetable", "import", str(FIXTURES / "lessons.csv"),
+    result = app.test_cli_runner().invoke(args=["timetable", "import",
+                                                str(FIXTURES / "lessons.csv"),
                                                 "--school", "nope"])
     assert result.exit_code != 0
     assert "nope" in result.output

@@ -235,7 +235,8 @@ def test_removing_a_lesson_also_removes_its_links_and_exceptions(app: Flask,
 
 @pytest.mark.parametrize(("text", "rooms", "subject"), [
     ("date,start,end,room,subject\r\n2026-11-02,08:30,09:20,B204,wisk\r\n", ("B204",), "wisk"),
-    ("\n\ndate,start,end,room,subject\n\n2026-11-02,08:30,09:20,B204,wisk\n\n\n", ("B204",), "wisk"),
+    ("\n\ndate,start,end,room,subject\n\n2026-11-02,08:30,09:20,B204,wisk\n\n\n", ("B204",),
+     "wisk"),
     ('date,start,end,room,subject\n2026-11-02,08:30,09:20,B204,"wisk\nB-toets"\n', ("B204",),
      "wisk B-toets"),
     ("date,start,end,room,subject\n2026-11-02,08:30,09:20,B204,wisk\u2028extra\n", ("B204",),

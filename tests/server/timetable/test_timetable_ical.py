@@ -9,7 +9,8 @@ import pytest
 from timetable_helpers import AUTUMN_2026, FIXTURES, Importer, local
 
 
-def test_sample_feed_imports_expanded_lessons_with_moves_and_cancellations(importer: Importer) -> None:
+def test_sample_feed_imports_expanded_lessons_with_moves_and_cancellations(
+        importer: Importer) -> None:
     report = importer.fixture("school-timetable.ics")
     # netl: 12 Mondays 7 Sep..30 Nov minus the EXDATE of 19 Oct = 12 (one of them cancelled);
     # biol: COUNT=8; toets: 1. All-day study day ignored.
@@ -98,7 +99,8 @@ def _event(uid: str, start: str, end: str, *extra: str, location: str = "B204",
     return "\r\n".join(lines) + "\r\n"
 
 
-def test_changed_feed_updates_moves_cancels_and_removes_vanished_lessons(importer: Importer) -> None:
+def test_changed_feed_updates_moves_cancels_and_removes_vanished_lessons(
+        importer: Importer) -> None:
     weekly = "RRULE:FREQ=WEEKLY;COUNT=4"
     first = _feed(_event("a@t", "20261102T083000", "20261102T092000", weekly),
                   _event("b@t", "20261103T083000", "20261103T092000"),
@@ -129,7 +131,8 @@ def test_lessons_outside_the_window_are_kept(importer: Importer) -> None:
     feed = _feed(_event("early@t", "20260907T083000", "20260907T092000"),
                  _event("late@t", "20261207T083000", "20261207T092000"))
     importer.run(feed, "feed.ics")
-    november = (datetime(2026, 11, 1, tzinfo=timezone.utc), datetime(2026, 12, 1, tzinfo=timezone.utc))
+    november = (datetime(2026, 11, 1, tzinfo=timezone.utc),
+                datetime(2026, 12, 1, tzinfo=timezone.utc))
     report = importer.run(_feed(_event("nov@t", "20261109T083000", "20261109T092000")), "feed.ics",
                           window=november)
     assert report.counts() == {"created": 1, "updated": 0, "cancelled": 0, "removed": 0,
@@ -176,7 +179,8 @@ def test_summary_convention_gives_subject_groups_and_teachers(
     importer.run(_feed(_event("s@t", "20261102T083000", "20261102T092000", summary=summary)),
                  "feed.ics")
     lesson = importer.lessons()[0]
-    assert (lesson.subject, lesson.groups, lesson.teachers) == (subject, groups, tuple(sorted(teachers)))
+    assert (lesson.subject, lesson.groups, lesson.teachers) == \
+        (subject, groups, tuple(sorted(teachers)))
 
 
 def test_fixture_window_constant_covers_the_sample() -> None:

@@ -36,7 +36,8 @@ def _csv(version: dict[str, tuple[int, int, str, bool]]) -> str:
     return "\n".join(rows) + "\n"
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(versions=st.lists(VERSION, min_size=1, max_size=4))
 def test_any_sequence_of_versions_matches_the_model(app: Flask, importer: Importer,
                                                     versions: list[dict]) -> None:

@@ -17,7 +17,8 @@ from server.timetable import ImportReport, import_timetable_bytes
 FIXTURES = Path(__file__).parent / "fixtures"
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 # The window the iCal fixtures are read in (their lessons lie in September-December 2026).
-AUTUMN_2026 = (datetime(2026, 9, 1, tzinfo=timezone.utc), datetime(2026, 12, 31, tzinfo=timezone.utc))
+AUTUMN_2026 = (datetime(2026, 9, 1, tzinfo=timezone.utc),
+               datetime(2026, 12, 31, tzinfo=timezone.utc))
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ class Importer:
 
     def fixture(self, name: str, fmt: str | None = None, **kwargs: object) -> ImportReport:
         """Import a file from fixtures/."""
-        return self.run((FIXTURES / name).read_bytes(), name, fmt, **kwargs)  # type: ignore[arg-type]
+        data = (FIXTURES / name).read_bytes()
+        return self.run(data, name, fmt, **kwargs)  # type: ignore[arg-type]
 
     def lessons(self, source: str | None = None) -> list[StoredLesson]:
         """Stored lessons, ordered by start then source id."""
