@@ -182,6 +182,7 @@ def test_only_on_findings_mode_lets_plain_posts_through(page: Any, fake_internet
     page.wait_for_timeout(200)
     write_draft(page, X_HOME, "mooi weer")
     page.click(X_HOME_BUTTON)
+    page.wait_for_function("window.__sent.length > 0")  # held until the configuration loaded, at most
     assert [p["text"] for p in sent(page)] == ["mooi weer"]
     assert no_overlay(page)
     assert articles_for(page, fake_internet, "bel 0612345678") == ["A1", "A2", "A3"]
@@ -193,9 +194,11 @@ def test_snooze_after_posting_skips_plain_reminders_but_not_findings(page: Any, 
     write_draft(page, X_HOME, "eerste bericht")
     page.click(X_HOME_BUTTON)
     page.click(POST)
-    page.wait_for_timeout(200)
+    page.wait_for_function("window.__sent.length > 0")
+    page.wait_for_timeout(200)  # the snooze is saved by the background
     write_draft(page, X_HOME, "tweede bericht")
     page.click(X_HOME_BUTTON)
+    page.wait_for_function("window.__sent.length > 1")
     assert [p["text"] for p in sent(page)] == ["eerste bericht", "tweede bericht"]
     assert no_overlay(page)
     # The snooze outlives the page and holds for this site only.
@@ -204,6 +207,7 @@ def test_snooze_after_posting_skips_plain_reminders_but_not_findings(page: Any, 
     page.wait_for_timeout(200)
     write_draft(page, X_HOME, "derde bericht")
     page.click(X_HOME_BUTTON)
+    page.wait_for_function("window.__sent.length > 0")
     assert [p["text"] for p in sent(page)] == ["derde bericht"]
     assert articles_for(page, fake_internet, "hallo", site="whatsapp") == ["A2", "A3"]
 
