@@ -165,7 +165,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if policy is None:
             print(f"policy: NOT VALID ({problem}); nothing is enforced from it")
         else:
-            print(f"policy {policy.version[:16]}: valid, issued {_age(report['policy']['age_seconds'])}"
+            age = _age(report["policy"]["age_seconds"])
+            print(f"policy {policy.version[:16]}: valid, issued {age}"
                   f" ago, expires {policy.expires_at:%Y-%m-%d %H:%M}Z")
             for s in report["segments"]:
                 blocked = ", ".join(f"{k} until {v[11:16]}Z" for k, v in s["blocked"].items())

@@ -64,7 +64,8 @@ def parse_upstream(value: str) -> str:
         if port and not 0 < int(port) < 65536:
             raise ValueError(port)
     except ValueError:
-        raise ConfigError(f"--upstream-dns {value!r}: not an IP address (optionally #PORT)") from None
+        raise ConfigError(
+            f"--upstream-dns {value!r}: not an IP address (optionally #PORT)") from None
     return value
 
 

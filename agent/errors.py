@@ -24,7 +24,7 @@ class ConfigError(AgentError):
 
 
 class PolicyError(AgentError):
-    """A policy (or enrolment answer) that is refused: bad signature, expired, malformed, foreign."""
+    """A refused policy: bad signature, expired, malformed, or for another gateway."""
 
     exit_code = 3
 

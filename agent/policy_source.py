@@ -272,7 +272,7 @@ def parse_policy(claims: Any) -> Policy:
 
 
 def verify_policy(token: Any, enrollment: Enrollment, now: float | None = None) -> Policy:
-    """Verify a policy JWS with the pinned keys (EdDSA only), for our gateway, unexpired; parse it."""
+    """Verify a policy JWS with the pinned keys (EdDSA only), for us, unexpired; parse it."""
     if not isinstance(token, str) or token.count(".") != 2:
         raise PolicyError("the policy is not a compact JWS")
     try:

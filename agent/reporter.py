@@ -64,7 +64,7 @@ def aggregate(records: Iterable[Any], now: datetime) -> Counter[CounterKey]:
 
 
 class Reporter:
-    """Collects counters from the parts and sends them with each heartbeat; keeps them on failure."""
+    """Collects the parts' counters and sends them with each heartbeat; keeps them on failure."""
 
     def __init__(self, send: Callable[[dict[str, Any]], None],
                  sources: Iterable[Callable[[], Iterable[Any]]],

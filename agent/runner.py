@@ -1,4 +1,4 @@
-"""The composition root: policy source -> schedule -> enforcer and DNS responder <- observers; reporter.
+"""The composition root: policy source -> schedule -> enforcer, DNS responder, observers; reporter.
 
 One loop owns the enforcer: it sleeps until the schedule's next change or a new policy, whichever
 comes first, then applies what the schedule says for `now`. Logs say what changed and why, never
@@ -101,7 +101,7 @@ class AgentStatus:
 
 
 class Agent:
-    """Runs the parts: reloads the last policy, follows the schedule, applies every policy update."""
+    """Runs the parts: reloads the last policy, follows the schedule, applies policy updates."""
 
     def __init__(self, source: PolicySource, enforcer: Enforcer, *, backend: str,
                  state_dir: Path, parts: Iterable[Any] = (),
@@ -157,7 +157,8 @@ class Agent:
         with self._lock:
             incoming, self._incoming = self._incoming, None
         why = "schedule"
-        if incoming is not None and (self.policy is None or incoming.version != self.policy.version):
+        if incoming is not None and (self.policy is None
+                                     or incoming.version != self.policy.version):
             self._install(incoming, "policy update")
             why = f"policy {incoming.version}"
         if self.policy is None:

@@ -23,7 +23,7 @@ def _services_at(blocks: tuple[Block, ...], ends: list[datetime], at: datetime) 
 
 
 def _segment_state(segment: PolicySegment, now: datetime) -> tuple[SegmentState, datetime | None]:
-    """The segment's blocked services with the end of each one's (chained) block, and its next change."""
+    """The segment's blocked services, each with its (chained) block's end, and its next change."""
     blocks = segment.blocks
     ends = [block.end for block in blocks]
     current = _services_at(blocks, ends, now)

@@ -212,7 +212,8 @@ def test_enroll_then_run_follows_the_real_servers_policy_grants_and_heartbeats(
 
 # --- packaging, heartbeat and the loop's decisions ------------------------------------------
 
-def test_the_systemd_unit_grants_exactly_net_admin_and_net_raw_and_ships_twice_identically() -> None:
+def test_the_systemd_unit_grants_only_net_admin_and_net_raw_and_ships_twice_identically(
+) -> None:
     unit = (ROOT / "agent" / "data" / "lesfocus-agent.service").read_text()
     assert (ROOT / "docs" / "lesfocus-agent.service").read_text() == unit
     settings: dict[str, list[str]] = {}
@@ -228,7 +229,8 @@ def test_the_systemd_unit_grants_exactly_net_admin_and_net_raw_and_ships_twice_i
     assert "lesfocus-agent run" in settings["ExecStart"][0]
 
 
-def test_heartbeats_carry_new_counts_per_segment_service_and_hour_and_keep_them_on_failure() -> None:
+def test_heartbeats_carry_new_counts_per_segment_service_and_hour_and_keep_them_on_failure(
+) -> None:
     from agent.errors import ServerError
     from agent.reporter import DeltaCounters, Reporter
 

@@ -1,4 +1,4 @@
-"""Enrolment, policy verification and parsing, the on-disk store, and sync that survives failures."""
+"""Enrolment, policy verification and parsing, the on-disk store, and sync through failures."""
 
 from __future__ import annotations
 

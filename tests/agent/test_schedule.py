@@ -95,7 +95,8 @@ def naive_state(blocks: tuple[Block, ...], t: datetime) -> dict[str, datetime]:
     boundaries = sorted({b.start for b in blocks} | {b.end for b in blocks})
     result = {}
     for service in naive_set(blocks, t):
-        result[service] = next(u for u in boundaries if u > t and service not in naive_set(blocks, u))
+        result[service] = next(u for u in boundaries
+                               if u > t and service not in naive_set(blocks, u))
     return result
 
 

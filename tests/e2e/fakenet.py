@@ -190,7 +190,7 @@ def https_get(ns: Netns, address: str, name: str, cafile: Path, timeout: float =
 
 def resolve(ns: Netns, server: str, name: str, tcp: bool = False, timeout: float = 2.0,
             rdtype: str = "A") -> str:
-    """The first A (or AAAA) address for `name` from `server`, or NXDOMAIN/NOANSWER/timeout/error."""
+    """The first A (or AAAA) address of `name` from `server`, or how the lookup failed."""
     from netns import dns_query
     import dns.exception
     import dns.rcode

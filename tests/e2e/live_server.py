@@ -23,7 +23,7 @@ LEADER, LEADER_PASSWORD = "leider", "correct horse battery staple"
 
 
 class LiveServer:
-    """One server process-in-a-thread: a school `e2e`, a leader, one gateway with an enrolment token."""
+    """A server in a thread: school `e2e`, a leader, one gateway with an enrolment token."""
 
     def __init__(self, tmp_path: Path, host: str = "127.0.0.1", ns: Any = None) -> None:
         self.tmp_path = tmp_path

@@ -1,7 +1,7 @@
 """One lab for the end-to-end tests and benchmarks: namespaces, fake Internet, real server, agent.
 
     c1 (segment "lokaal 1.01", room 1.01) ─┐
-    c2 (segment "lokaal 1.02", room 1.02) ─┴─ gw (lesfocus-agent, nftables, forwarding) ── inet
+    c2 (segment "lokaal 1.02", room 1.02) ─┴─ gw (lesfocus-agent, nftables) ── inet
 
 `inet` holds everything beyond the gateway: the school's resolver (10.81.0.2, the agent's upstream),
 "another" public resolver, HTTPS services for social and other names (a throwaway CA), a UDP/443
