@@ -502,7 +502,7 @@ class DnsResponder:
             table = BlockTable.from_state(state)
             self.resolver.set_table(table)
             messages.append(("table", table))
-        if force or services is not last_services:
+        if force or (services is not last_services and services != last_services):
             self.resolver.set_services(services)
             messages.append(("services", dict(services)))
         if self.workers > 1 and ruleset is not None and ruleset is not last_ruleset:

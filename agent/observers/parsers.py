@@ -8,7 +8,9 @@ RFC 1035 §4 (DNS, through agent.dnswire).
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .. import dnswire
 
@@ -25,6 +27,74 @@ class Observation:
     name: str
     addresses: tuple[str, ...] = ()
     ttl: int = 0
+
+
+class Segment(NamedTuple):
+    """The fields of a captured TCP or UDP packet the observers use."""
+
+    src: str
+    dst: str
+    proto: str      # "tcp" | "udp"
+    sport: int
+    dport: int
+    seq: int
+    ack: int
+    payload: bytes
+
+
+def parse_frame(frame: bytes) -> Segment | None:
+    """An Ethernet frame (IEEE 802.1Q tags skipped) with IPv4/IPv6 and TCP/UDP, else None.
+
+    IPv4 options are honoured; IPv6 extension headers are not followed (the BPF filter assumes
+    none either). Fragments other than the first carry no transport header and give None.
+    """
+    if len(frame) < 14:
+        return None
+    ethertype = int.from_bytes(frame[12:14], "big")
+    offset = 14
+    while ethertype in (0x8100, 0x88A8) and len(frame) >= offset + 4:
+        ethertype = int.from_bytes(frame[offset + 2:offset + 4], "big")
+        offset += 4
+    if ethertype == 0x0800:
+        if len(frame) < offset + 20 or frame[offset] >> 4 != 4:
+            return None
+        ihl = (frame[offset] & 0x0F) * 4
+        total = int.from_bytes(frame[offset + 2:offset + 4], "big")
+        if ihl < 20 or int.from_bytes(frame[offset + 6:offset + 8], "big") & 0x1FFF:
+            return None
+        proto = frame[offset + 9]
+        src = socket.inet_ntop(socket.AF_INET, frame[offset + 12:offset + 16])
+        dst = socket.inet_ntop(socket.AF_INET, frame[offset + 16:offset + 20])
+        end = min(len(frame), offset + total) if total >= ihl else len(frame)
+        offset += ihl
+    elif ethertype == 0x86DD:
+        if len(frame) < offset + 40 or frame[offset] >> 4 != 6:
+            return None
+        proto = frame[offset + 6]
+        src = socket.inet_ntop(socket.AF_INET6, frame[offset + 8:offset + 24])
+        dst = socket.inet_ntop(socket.AF_INET6, frame[offset + 24:offset + 40])
+        end = min(len(frame), offset + 40 + int.from_bytes(frame[offset + 4:offset + 6], "big"))
+        offset += 40
+    else:
+        return None
+    if proto == 6:
+        if end < offset + 20:
+            return None
+        data_offset = (frame[offset + 12] >> 4) * 4
+        if data_offset < 20 or offset + data_offset > end:
+            return None
+        return Segment(src, dst, "tcp", int.from_bytes(frame[offset:offset + 2], "big"),
+                       int.from_bytes(frame[offset + 2:offset + 4], "big"),
+                       int.from_bytes(frame[offset + 4:offset + 8], "big"),
+                       int.from_bytes(frame[offset + 8:offset + 12], "big"),
+                       frame[offset + data_offset:end])
+    if proto == 17:
+        if end < offset + 8:
+            return None
+        return Segment(src, dst, "udp", int.from_bytes(frame[offset:offset + 2], "big"),
+                       int.from_bytes(frame[offset + 2:offset + 4], "big"), 0, 0,
+                       frame[offset + 8:end])
+    return None
 
 
 def _valid_hostname(raw: bytes) -> str | None:

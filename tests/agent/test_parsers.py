@@ -13,10 +13,13 @@ from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.http import HTTP, HTTPRequest
 from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName, TLS_Ext_SupportedGroups
 from scapy.layers.tls.handshake import TLSClientHello
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Dot1Q, Ether
 from scapy.layers.tls.record import TLS
 
-from agent.observers.parsers import (Observation, parse_client_hello, parse_dns_answer,
-                                     parse_http_host)
+from agent.observers.parsers import (Observation, Segment, parse_client_hello,
+                                     parse_dns_answer, parse_frame, parse_http_host)
 
 HOSTS = ["x.com", "video.twimg.com", "www.tiktok.com", "Example.ORG"]
 
@@ -133,3 +136,44 @@ def test_parsers_never_crash_on_mutated_client_hellos(host: str, flips: list) ->
             data[index] = value
     result = parse_client_hello(bytes(data))
     assert result is None or all(c.isalnum() or c in "-._" for c in result)
+
+
+@pytest.mark.parametrize("frame", [
+    Ether() / IP(src="10.81.1.10", dst="198.51.100.10") / TCP(sport=40000, dport=443, seq=7,
+                                                             ack=9, flags="PA") / b"hello",
+    Ether() / IP(src="10.81.1.10", dst="198.51.100.10", options=b"\x01" * 4)
+    / TCP(sport=1, dport=80, options=[("MSS", 1460)]) / b"GET / HTTP/1.1\r\n",
+    Ether() / Dot1Q(vlan=5) / IPv6(src="fd81:1::10", dst="2001:db8::10")
+    / TCP(sport=5, dport=443, seq=2**32 - 1) / b"x",
+    Ether() / IP(src="10.81.0.2", dst="10.81.1.10") / UDP(sport=53, dport=5000) / b"dns-ish",
+    Ether() / IPv6(src="fd81::2", dst="fd81:1::10") / UDP(sport=53, dport=5000) / b"",
+])
+def test_frame_fields_match_scapy(frame) -> None:
+    wire = bytes(frame) + b"\x00" * 6  # Ethernet padding must not leak into the payload
+    ref = Ether(wire)
+    net = ref[IP] if IP in ref else ref[IPv6]
+    l4 = ref[TCP] if TCP in ref else ref[UDP]
+    seg = parse_frame(wire)
+    assert seg is not None
+    assert (seg.src, seg.dst, seg.sport, seg.dport) == (net.src, net.dst, l4.sport, l4.dport)
+    assert seg.proto == ("tcp" if TCP in ref else "udp")
+    if TCP in ref:
+        assert (seg.seq, seg.ack) == (l4.seq, l4.ack)
+    built = frame[TCP] if TCP in frame else frame[UDP]
+    assert seg.payload == bytes(built.payload)
+
+
+@pytest.mark.parametrize("frame", [
+    b"", b"\x00" * 13, bytes(Ether(type=0x0806) / (b"arp" * 10)),
+    bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2", frag=3, proto=6) / (b"x" * 30)),
+    bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2", proto=1) / (b"icmp" * 10)),
+])
+def test_frames_without_tcp_or_udp_give_none(frame: bytes) -> None:
+    assert parse_frame(frame) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=200))
+def test_frame_parser_never_crashes(data: bytes) -> None:
+    seg = parse_frame(data)
+    assert seg is None or isinstance(seg, Segment)
