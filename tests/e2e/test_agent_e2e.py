@@ -95,6 +95,12 @@ def try_bypasses(world: World, resolver: str, flow: Any, cached: str,
     return out
 
 
+def test_the_agent_runs_unprivileged_with_only_net_admin_and_net_raw(world: World) -> None:
+    net_admin_and_net_raw = f"{(1 << 12) | (1 << 13):016x}"  # capability(7) numbers 12, 13
+    assert world.agent_identity() == {"Uid": "65534", "CapEff": net_admin_and_net_raw,
+                                      "CapBnd": net_admin_and_net_raw}
+
+
 def test_a_lesson_blocks_every_bypass_on_its_segment_and_nothing_else(world: World) -> None:
     start, end = world.lesson(starts_in=4, length=14)
     # The break: the client resolves and uses the service, and keeps a connection open.

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -43,8 +45,19 @@ ZONE = {
 }
 
 
+AGENT_UID, AGENT_GID = 65534, 65534  # nobody:nogroup
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def as_agent_user(capabilities: bool = True) -> list[str]:
+    """setpriv(1) prefix: the agent's user, no other groups, only the unit's two capabilities."""
+    caps = "-all,+net_admin,+net_raw" if capabilities else "-all"
+    return ["setpriv", f"--reuid={AGENT_UID}", f"--regid={AGENT_GID}", "--clear-groups",
+            f"--inh-caps={caps}", f"--ambient-caps={caps}", f"--bounding-set={caps}",
+            "--no-new-privs"]
 
 
 class World:
@@ -54,7 +67,13 @@ class World:
         self.tmp = tmp
         self.lab = GatewayLab()
         self.agent: subprocess.Popen[bytes] | None = None
-        self.state_dir = tmp / "agent-state"
+        # The agent runs as an unprivileged user holding only CAP_NET_ADMIN and CAP_NET_RAW, as
+        # the systemd unit runs it; pytest's tmp dirs are root-only, so its state lives apart.
+        self.state_root = Path(tempfile.mkdtemp(prefix="lesfocus-e2e-"))
+        self.state_root.chmod(0o711)
+        self.state_dir = self.state_root / "agent-state"
+        self.state_dir.mkdir(mode=0o700)
+        os.chown(self.state_dir, AGENT_UID, AGENT_GID)
         self.log = tmp / "agent.log"
         self.lessons = 0
 
@@ -79,7 +98,8 @@ class World:
             lab.on_close(self.server.stop)
             self.seg1 = self.server.add_segment("lokaal 1.01", list(SEG1_CIDRS), "1.01")
             self.seg2 = self.server.add_segment("lokaal 1.02", list(SEG2_CIDRS), "1.02")
-            lab.gw.exec([sys.executable, "-m", "agent", "enroll", "--server", self.server.url,
+            lab.gw.exec([*as_agent_user(capabilities=False), sys.executable, "-m", "agent",
+                         "enroll", "--server", self.server.url,
                          "--token", self.server.enrollment_token, "--state-dir",
                          str(self.state_dir)])
             self.start_agent()
@@ -92,13 +112,14 @@ class World:
         """Stop the agent, the servers, and delete the namespaces."""
         self.stop_agent()
         self.lab.close()
+        shutil.rmtree(self.state_root, ignore_errors=True)
 
     # -- the agent --------------------------------------------------------------------------
     def start_agent(self, wait: bool = True) -> None:
         """Start `lesfocus-agent run` in gw and wait until it enforces the current policy."""
         mark = self.log_text()
         self.agent = fakenet.start_process_log(self.lab.gw, [
-            sys.executable, "-m", "agent", "--log-level", "INFO", "run",
+            *as_agent_user(), sys.executable, "-m", "agent", "--log-level", "INFO", "run",
             "--state-dir", str(self.state_dir), "--backend", "nftables",
             "--lan", "lan1", "--lan", "lan2", "--upstream-dns", SCHOOL_DNS,
             "--max-backoff", "1", "--poll-wait", "4"], self.log,
@@ -120,6 +141,13 @@ class World:
                 self.agent.kill()
                 self.agent.wait()
         self.agent = None
+
+    def agent_identity(self) -> dict[str, str]:
+        """Uid, CapEff and CapBnd of the running agent, from /proc."""
+        assert self.agent is not None
+        fields = dict(line.split(":", 1) for line in
+                      Path(f"/proc/{self.agent.pid}/status").read_text().splitlines())
+        return {k: fields[k].split()[0] for k in ("Uid", "CapEff", "CapBnd")}
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
