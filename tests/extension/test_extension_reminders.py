@@ -226,3 +226,68 @@ def test_options_page_settings_apply_when_no_policy_sets_them(page: Any, fake_in
     stored = extension_worker(page.context).evaluate("chrome.storage.local.get('options')")["options"]
     assert stored["schoolAliases"] == ["VC", "het Vondel"] and stored["audience"] == "staff"
     assert articles_for(page, fake_internet, "Groeten van het Vondel") == ["B1", "B2", "B3", "A2", "A3", "B5"]
+
+
+# Per platform: (opener, composer, send button) for text drafts, and the same plus the file input
+# (None: the composer always carries media) for a draft with a photo or video.
+PLATFORM_COMPOSERS: dict[str, tuple[tuple[str | None, str, str], tuple[str | None, str, str, str | None]]] = {
+    "x": ((None, X_HOME, X_HOME_BUTTON), (None, X_HOME, X_HOME_BUTTON, "#home-composer input[type=file]")),
+    "facebook": ((None, '#comment-form [role="textbox"]', "#comment-send"),
+                 (None, '#comment-form [role="textbox"]', "#comment-send", "#comment-form input[type=file]")),
+    "instagram": ((None, "#comment-form textarea", "#comment-post"),
+                  ("#open-create", '#create-dialog [role="textbox"]', "#share", None)),
+    "youtube": ((None, "#top-comment #contenteditable-root", "#top-comment #submit-button button"),
+                (None, "#community-post #contenteditable-root", "#community-post #submit-button button",
+                 "#community-post input[type=file]")),
+    "linkedin": ((None, "#message-form .msg-form__contenteditable", ".msg-form__send-button"),
+                 ("#open-share", "#share-modal .ql-editor", ".share-actions__primary-action",
+                  "#share-modal input[type=file]")),
+    "whatsapp": ((None, WA_CHAT, WA_SEND),
+                 (None, '#media-preview [role="textbox"]', '#media-preview [role="button"]', "#attach")),
+    "tiktok": ((None, '#comment [contenteditable="true"]', '[data-e2e="comment-post"]'),
+               (None, '#upload [contenteditable="true"]', '[data-e2e="post_video_button"]', None)),
+    "snapchat": ((None, "#chat textarea", '#chat button[type="submit"]'),
+                 (None, "#chat textarea", '#chat button[type="submit"]', "#chat input[type=file]")),
+}
+TEXT_DRAFTS = [("bel me op 0612345678", "A1"), ("groeten van het Testcollege", "A4"), ("jij bent een idioot", "A7")]
+
+
+def shown_articles(page: Any, opener: str | None, composer: str, button: str, draft: str,
+                   file_input: str | None = None) -> list[str]:
+    """On the loaded fixture: (open,) attach, write, publish; the overlay's articles, then Aanpassen."""
+    if opener:
+        page.click(opener)
+    if file_input:
+        page.set_input_files(file_input, files=[{"name": "klas.png", "mimeType": "image/png", "buffer": PNG}])
+    write_draft(page, composer, draft)
+    page.click(button)
+    found = overlay_articles(page)
+    page.click(EDIT)
+    return found
+
+
+@pytest.mark.parametrize("site", sorted(PLATFORM_COMPOSERS))
+def test_each_platform_gets_the_right_reminders_in_dutch_and_english(page: Any, fake_internet: FakeInternet,
+                                                                     site: str) -> None:
+    (t_open, t_box, t_send), (m_open, m_box, m_send, m_file) = PLATFORM_COMPOSERS[site]
+    set_options(page.context, audience="student", schoolName="Testcollege")
+    for draft, article in TEXT_DRAFTS:
+        page.goto(fake_internet.url(site))
+        found = shown_articles(page, t_open, t_box, t_send, draft)
+        assert article in found and found[-2:] == ["A2", "A3"], (draft, found)
+        assert "A5" not in found
+    page.goto(fake_internet.url(site))
+    assert "A5" in shown_articles(page, m_open, m_box, m_send, "kijk!", m_file)
+    assert sent(page) == []
+
+    set_options(page.context, audience="student", schoolName="Testcollege", locale="en")
+    page.goto(fake_internet.url(site, "/?lang=en"))
+    if t_open:
+        page.click(t_open)
+    write_draft(page, t_box, "call me on 0612345678")
+    page.click(t_send)
+    page.wait_for_selector(DIALOG, state="visible")
+    assert page.locator(DIALOG).get_attribute("lang") == "en"
+    assert "(article A1)" in page.locator('lesfocus-reminder li[data-article="A1"]').inner_text()
+    page.click(POST)
+    page.wait_for_function("window.__sent.length === 1")
