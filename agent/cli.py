@@ -78,13 +78,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM or SIGINT."""
     config = make_config(_state_dir(args.state_dir), args.backend, args.lan, args.upstream_dns,
-                         args.dns_port)
+                         args.dns_port, args.poll_wait, args.max_backoff)
     enrollment = load_enrollment(config.state_dir)
     key = load_or_create_agent_key(config.state_dir)
     client = ServerClient(enrollment, key)
     source = PolicySource(config.state_dir, enrollment, client=client,
-                          poll_wait=min(60, max(1, args.poll_wait)),
-                          max_backoff=max(0.1, args.max_backoff))
+                          poll_wait=config.poll_wait, max_backoff=config.max_backoff)
     holder: dict[str, Agent] = {}
     enforcer, parts = build_parts(
         config, lambda: holder["agent"].state if holder else None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
@@ -23,9 +23,9 @@ class AgentConfig:
     lan_interfaces: tuple[str, ...] = ()
     upstream_dns: str = ""
     dns_port: int = 5353  # where the DNS responder listens; nftables redirects port 53 there
-    poll_wait: int = 55
+    poll_wait: int = 55  # seconds a policy long poll may wait on the server (SPEC: <= 60)
+    max_backoff: float = 60.0  # longest pause between retries while the server is unreachable
     heartbeat_interval: float = 60.0
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def default_state_dir() -> Path:
@@ -45,7 +45,7 @@ def system_resolver(resolv_conf: Path = RESOLV_CONF) -> str:
         words = line.split()
         if len(words) >= 2 and words[0] == "nameserver":
             try:
-                address = ipaddress.ip_address(words[1].split("%")[0])
+                address = ipaddress.ip_address(words[1])  # keeps an IPv6 zone (fe80::1%eth0)
             except ValueError:
                 continue
             if address.is_loopback:
@@ -70,8 +70,15 @@ def parse_upstream(value: str) -> str:
 
 
 def make_config(state_dir: Path, backend: str, lan: list[str], upstream_dns: str | None,
-                dns_port: int = 5353) -> AgentConfig:
+                dns_port: int = 5353, poll_wait: int = 55,
+                max_backoff: float = 60.0) -> AgentConfig:
     """Check the command line's values and build the configuration."""
+    if not 0 < dns_port < 65536:
+        raise ConfigError(f"--dns-port {dns_port}: not a port number")
+    if not 1 <= poll_wait <= 60:
+        raise ConfigError(f"--poll-wait {poll_wait}: choose 1 to 60 seconds")
+    if not 0.1 <= max_backoff <= 3600:
+        raise ConfigError(f"--max-backoff {max_backoff}: choose 0.1 to 3600 seconds")
     if backend not in BACKENDS:
         raise ConfigError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     for name in lan:
@@ -79,4 +86,5 @@ def make_config(state_dir: Path, backend: str, lan: list[str], upstream_dns: str
             raise ConfigError(f"--lan {name!r}: not an interface name")
     upstream = parse_upstream(upstream_dns) if upstream_dns else system_resolver()
     return AgentConfig(state_dir=state_dir, backend=backend, lan_interfaces=tuple(lan),
-                       upstream_dns=upstream, dns_port=dns_port)
+                       upstream_dns=upstream, dns_port=dns_port, poll_wait=poll_wait,
+                       max_backoff=max_backoff)

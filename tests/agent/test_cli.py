@@ -307,3 +307,28 @@ def test_the_loop_applies_at_boundaries_and_rebuilds_only_for_a_policy_of_anothe
     assert [c for c in enforcer.calls if c[0] == "start"] == [("start", "v1")]
     agent.stop()
     assert ("stop", None) not in enforcer.calls  # the table stays; its timeouts end the blocks
+
+
+@pytest.mark.parametrize("resolv_conf, expected", [
+    ("nameserver 192.0.2.53\n", "192.0.2.53"),
+    ("# systemd-resolved stub first\nnameserver 127.0.0.53\nnameserver 2001:db8::53\n",
+     "2001:db8::53"),
+    ("search school.example\nnameserver fe80::1%eth0\n", "fe80::1%eth0"),
+])
+def test_the_upstream_resolver_defaults_to_the_first_non_loopback_nameserver(
+        tmp_path: Path, resolv_conf: str, expected: str) -> None:
+    from agent.config import system_resolver
+    path = tmp_path / "resolv.conf"
+    path.write_text(resolv_conf)
+    assert system_resolver(path) == expected
+
+
+@pytest.mark.parametrize("resolv_conf", ["", "nameserver 127.0.0.1\n", "nameserver banana\n"])
+def test_no_usable_nameserver_is_a_config_error_that_says_what_to_pass(
+        tmp_path: Path, resolv_conf: str) -> None:
+    from agent.config import system_resolver
+    from agent.errors import ConfigError
+    path = tmp_path / "resolv.conf"
+    path.write_text(resolv_conf)
+    with pytest.raises(ConfigError, match="pass --upstream-dns ADDR"):
+        system_resolver(path)
