@@ -40,6 +40,7 @@ BPF_FILTER = (
 
 @lru_cache(maxsize=1)
 def _raw_listen_socket_class() -> type:
+    import scapy.layers.l2  # noqa: F401  (lets the socket name its link type without warning)
     from scapy.arch.linux import L2ListenSocket
     from scapy.config import conf
 

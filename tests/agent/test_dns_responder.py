@@ -228,3 +228,23 @@ def test_gateway_learns_the_refused_names_addresses_so_a_cached_ip_is_reset(
         assert time.monotonic() < deadline, "a hard-coded address of a refused name got through"
         time.sleep(0.1)
     assert tcp_connect(lab.c2, TW4, 443) == "open"
+
+
+def test_a_block_that_begins_applies_to_the_next_query_despite_the_caches() -> None:
+    upstream = FakeDnsServer(None, "127.0.0.1", {"x.com": ["198.51.100.10"]}, port=0)
+    current: list[BlockState | None] = [None]
+    responder = DnsResponder(listen=("127.0.0.1", 0), upstream=("127.0.0.1", upstream.port),
+                             state_provider=lambda: current[0], services=SERVICES,
+                             refresh_interval=30)
+    responder.start()
+    try:
+        port = responder.bound[0][1]
+        q = dns.message.make_query("x.com", "A")
+        assert dns.query.udp(q, "127.0.0.1", port=port, timeout=2).rcode() == dns.rcode.NOERROR
+        current[0] = BlockState(datetime.now(timezone.utc), (
+            SegmentState(1, "lo", ("127.0.0.0/8",), {"twitter": in_hour()}),), None)
+        responder.update()  # what the agent calls when it applies a new state at the bell
+        assert dns.query.udp(q, "127.0.0.1", port=port, timeout=2).rcode() == dns.rcode.NXDOMAIN
+    finally:
+        responder.stop()
+        upstream.stop()

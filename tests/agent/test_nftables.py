@@ -300,3 +300,28 @@ def test_open_flow_is_cut_within_a_second_of_the_bell(lab: GatewayLab) -> None:
     sock.close()
     assert result.get("outcome") == "reset"
     assert float(result["at"]) - bell < 1.0
+
+
+# -- conntrack: which open flows are cut at the bell -------------------------------------------
+
+CONNTRACK_OUTPUT = """\
+ipv4     2 tcp      6 431999 ESTABLISHED src=10.81.1.10 dst=198.51.100.10 sport=40001 dport=443 \
+src=198.51.100.10 dst=10.81.1.10 sport=443 dport=40001 [ASSURED] mark=0 use=1
+ipv4     2 tcp      6 431999 ESTABLISHED src=10.81.2.10 dst=198.51.100.10 sport=40002 dport=443 \
+src=198.51.100.10 dst=10.81.2.10 sport=443 dport=40002 [ASSURED] mark=0 use=1
+ipv4     2 udp      17 29 src=10.81.1.10 dst=198.51.100.20 sport=5000 dport=53 \
+src=198.51.100.20 dst=10.81.1.10 sport=53 dport=5000 mark=0 use=1
+ipv6     10 tcp      6 120 SYN_SENT src=fd81:1::10 dst=2001:db8::10 sport=40003 dport=443 \
+[UNREPLIED] src=2001:db8::10 dst=fd81:1::10 sport=443 dport=40003 mark=0 use=1
+conntrack v1.4.7 (conntrack-tools): 4 flow entries have been shown.
+"""
+
+
+def test_conntrack_output_is_parsed_and_only_segment_to_service_flows_are_selected() -> None:
+    from agent.conntrack import Flow, parse_conntrack, select_flows
+    flows = parse_conntrack(CONNTRACK_OUTPUT)
+    assert len(flows) == 4
+    assert flows[0] == Flow("tcp", "10.81.1.10", "198.51.100.10", 40001, 443, "ESTABLISHED")
+    assert flows[2].state == "" and flows[2].dport == 53
+    chosen = select_flows(flows, netns.SEG1_CIDRS, [TW4, TW6, "not an address"])
+    assert [(f.src, f.sport) for f in chosen] == [("10.81.1.10", 40001), ("fd81:1::10", 40003)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from functools import lru_cache
 
 import dns.message
 import dns.rrset
@@ -24,6 +25,7 @@ from agent.observers.parsers import (Observation, Segment, parse_client_hello,
 HOSTS = ["x.com", "video.twimg.com", "www.tiktok.com", "Example.ORG"]
 
 
+@lru_cache(maxsize=64)
 def scapy_client_hello(host: str | None, before: int = 0) -> bytes:
     ext = [TLS_Ext_SupportedGroups(groups=[29, 23] * before)] if before else []
     if host is not None:
