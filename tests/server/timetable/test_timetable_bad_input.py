@@ -221,3 +221,15 @@ def test_file_larger_than_the_limit_is_refused_before_parsing(monkeypatch: pytes
 def test_unknown_school_timezone_is_refused() -> None:
     with pytest.raises(TimetableError, match="timezone 'Mars/Base' is unknown"):
         parse_timetable(HEADER.encode(), "a.csv", None, "Mars/Base")
+
+
+def test_missing_file_is_a_timetable_error(app, tmp_path) -> None:
+    from sqlalchemy import select
+
+    from server.extensions import db
+    from server.models import School
+    from server.timetable import import_timetable
+    with app.app_context():
+        school = db.session.scalar(select(School).where(School.slug == "test"))
+        with pytest.raises(TimetableError, match="cannot read gone.ics"):
+            import_timetable(school, tmp_path / "gone.ics", None, actor="test")
