@@ -6,8 +6,10 @@ import json
 import re
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
+from flask import Flask
 from timetable_helpers import Importer
 
 from server.timetable import TimetableError, parse_timetable
@@ -223,7 +225,7 @@ def test_unknown_school_timezone_is_refused() -> None:
         parse_timetable(HEADER.encode(), "a.csv", None, "Mars/Base")
 
 
-def test_missing_file_is_a_timetable_error(app, tmp_path) -> None:
+def test_missing_file_is_a_timetable_error(app: Flask, tmp_path: Path) -> None:
     from sqlalchemy import select
 
     from server.extensions import db
