@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime, timezone
 
 from ..domains import DOH
@@ -246,7 +247,8 @@ class NftablesEnforcer:
         self._runner = runner
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self._lock = threading.RLock()
-        self._nft = None
+        self._nft: Any = None
+        self._nft_json: Any = None
         self._nft_pid = 0
         self.ruleset: Ruleset | None = None
         # address -> monotonic expiry, per set: lets learn() skip refreshes that change nothing.
@@ -257,31 +259,35 @@ class NftablesEnforcer:
         self._segments: dict[int, tuple[str, ...]] = {}
 
     # -- transactions ---------------------------------------------------------------------
+    def _context(self, json_output: bool = False) -> Any:
+        # Both contexts are made together, so they share the network namespace of the first
+        # caller; a forked worker (DNS responder) needs its own netlink sockets.
+        if self._nft is None or self._nft_pid != os.getpid():
+            from .libnftables import Nftables, NftablesUnavailable
+            try:
+                self._nft = Nftables()
+                self._nft_json = Nftables(json_output=True)
+            except NftablesUnavailable as err:
+                raise EnforcerError(str(err)) from None
+            self._nft_pid = os.getpid()
+        return self._nft_json if json_output else self._nft
+
     def run(self, batch: str) -> str:
         """Apply one batch as a single transaction; EnforcerError (with the batch) if refused."""
         if self._runner is not None:
             self._runner(batch)
             return ""
         with self._lock:
-            if self._nft is None or self._nft_pid != os.getpid():
-                # A forked worker (DNS responder) needs its own netlink socket.
-                from .libnftables import Nftables, NftablesUnavailable
-                try:
-                    self._nft = Nftables()
-                except NftablesUnavailable as err:
-                    raise EnforcerError(str(err)) from None
-                self._nft_pid = os.getpid()
-            rc, out, err = self._nft.run(batch)
+            rc, out, err = self._context().run(batch)
         if rc != 0:
             shown = batch if len(batch) < 4000 else batch[:4000] + "\n[... batch cut ...]\n"
             raise EnforcerError(f"nftables refused the batch: {err.strip()}\n--- batch ---\n{shown}")
         return out
 
     def query(self, command: str) -> dict:
-        """Run a read-only command with JSON output (not through the dry-run runner)."""
-        from .libnftables import Nftables
-        with Nftables(json_output=True) as nft:
-            rc, out, err = nft.run(command)
+        """Run a read-only command with JSON output (never through the dry-run runner)."""
+        with self._lock:
+            rc, out, err = self._context(json_output=True).run(command)
         if rc != 0:
             raise EnforcerError(f"nft {command!r} failed: {err.strip()}")
         return json.loads(out) if out.strip() else {"nftables": []}
@@ -386,17 +392,35 @@ class NftablesEnforcer:
                     known[key] = now + timeout
 
     def addresses_of(self, service_ids: Iterable[str]) -> set[str]:
-        """Addresses this enforcer has put in the services' sets and that have not expired."""
+        """The addresses in the services' sets now.
+
+        Read from the kernel, because the DNS responder's forked workers add addresses this
+        process never saw; the dry-run backend answers from what it logged.
+        """
         ruleset = self.ruleset
         if ruleset is None:
             return set()
-        now = time.monotonic()
+        wanted = [set_names(ruleset.service_index[sid]) for sid in service_ids
+                  if sid in ruleset.service_index]
         out: set[str] = set()
+        if self._runner is None:
+            for names in wanted:
+                for key in ("addr4", "addr6"):
+                    try:
+                        data = self.query(f"list set inet {self.table} {names[key]}")
+                    except EnforcerError as err:
+                        log.warning("could not read %s: %s", names[key], err)
+                        continue
+                    for item in data.get("nftables", []):
+                        for elem in (item.get("set") or {}).get("elem", []):
+                            value = elem.get("elem", {}).get("val") if isinstance(elem, dict) \
+                                else elem
+                            if isinstance(value, str):
+                                out.add(value)
+            return out
+        now = time.monotonic()
         with self._lock:
-            for sid in service_ids:
-                if sid not in ruleset.service_index:
-                    continue
-                names = set_names(ruleset.service_index[sid])
+            for names in wanted:
                 for key in ("addr4", "addr6"):
                     out.update(a for a, exp in self._learned.get(names[key], {}).items() if exp > now)
         return out
@@ -453,6 +477,7 @@ class NftablesEnforcer:
                 self.run(f"add table inet {self.table}\ndelete table inet {self.table}\n")
             finally:
                 self.ruleset = None
-                if self._nft is not None:
-                    self._nft.close()
-                    self._nft = None
+                for ctx in (self._nft, self._nft_json):
+                    if ctx is not None:
+                        ctx.close()
+                self._nft = self._nft_json = None
