@@ -298,6 +298,21 @@ def test_bad_policies_are_refused_and_the_last_valid_one_stays_in_force(world: W
     world.wait_for_current_policy(timeout=20)
 
 
+def test_heartbeats_carry_aggregates_and_no_log_names_a_client(world: World) -> None:
+    # A new policy makes the agent send a heartbeat at once, with what it counted so far.
+    world.lesson(starts_in=30, length=5, room="1.02")
+    counters = world.wait(
+        "a heartbeat with counters", lambda: [c for c in world.server.gateway_row()["counters"]
+                                              if c[0] == world.seg1 and c[2] > 0], 15)
+    assert {service for _, service, _ in counters} >= {"tiktok"}
+    row = world.server.gateway_row()
+    assert row["policy_version_applied"] == world.status()["policy_version"]
+    log = world.log_text()
+    for client in (netns.C1_ADDR, netns.C2_ADDR, netns.C1_ADDR6, netns.C2_ADDR6):
+        assert client not in log
+    assert "www.tiktok.com" not in log and "reddit.com" not in log  # nor visited names
+
+
 def test_a_dns_only_blocker_leaks_where_lesfocus_does_not(world: World, tmp_path: Path) -> None:
     require(shutil.which("dnsmasq") is not None, "dnsmasq (Debian package dnsmasq-base)")
     require(bool(LEAKS["lesfocus"]), "the lesfocus scenario run of this module")
