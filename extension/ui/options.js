@@ -27,6 +27,7 @@ function fill(form, config, managedKeys) {
     if (label) label.dataset.locked = String(locked);
   }
   document.getElementById("managed-note").hidden = managedKeys.length === 0;
+  form.dataset.loaded = "true";
 }
 
 function read(form) {
@@ -49,6 +50,8 @@ ext.runtime.sendMessage({ type: "config" })
   .catch((err) => console.warn("lesfocus: loading the settings failed:", err));
 form.addEventListener("submit", (event) => {
   event.preventDefault();
+  // Saving before the current settings were shown would overwrite them with the blank form.
+  if (form.dataset.loaded !== "true") return;
   ext.storage.local.set({ options: read(form) })
     .then(() => { document.getElementById("status").textContent = ext.i18n.getMessage("optionsSaved"); })
     .catch((err) => console.warn("lesfocus: saving the settings failed:", err));

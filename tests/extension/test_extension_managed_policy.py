@@ -116,7 +116,7 @@ def test_options_page_locks_what_the_policy_sets(managed_chromium: Any) -> None:
     page = managed_chromium.new_page()
     try:
         page.goto(f"chrome-extension://{EXTENSION_ID}/ui/options.html")
-        page.wait_for_function("document.getElementById('audience').value === 'staff'")
+        page.wait_for_selector("#options[data-loaded=true]", state="attached")
         for name in ("serverUrl", "audience", "schoolName", "schoolAliases", "onlyOnFindings", "snoozeMinutes"):
             assert page.locator(f"#{name}").is_disabled(), name
         assert page.locator("#locale").is_enabled()

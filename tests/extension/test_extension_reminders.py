@@ -215,7 +215,7 @@ def test_snooze_after_posting_skips_plain_reminders_but_not_findings(page: Any, 
 def test_options_page_settings_apply_when_no_policy_sets_them(page: Any, fake_internet: FakeInternet) -> None:
     set_options(page.context)
     page.goto(f"chrome-extension://{EXTENSION_ID}/ui/options.html")
-    page.wait_for_function("document.getElementById('audience').value === 'student'")
+    page.wait_for_selector("#options[data-loaded=true]", state="attached")
     assert page.locator("#managed-note").is_hidden()
     assert page.locator("h1").inner_text() == "lesfocus – instellingen"
     page.fill("#schoolName", "Vondelcollege")
