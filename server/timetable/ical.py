@@ -80,13 +80,11 @@ def parse_ical(text: str, zone: tzinfo, *, window: tuple[datetime, datetime] | N
         raise TimetableError("line 1: not an iCalendar file (it must begin with BEGIN:VCALENDAR)")
     uid_lines, event_lines = _index_lines(text)
     try:
-        calendar = icalendar.Calendar.from_ical(text)
+        calendars = icalendar.Calendar.from_ical(text, multiple=True)
     except (ValueError, KeyError, IndexError, TypeError, RecursionError) as err:
         raise TimetableError(f"not a valid iCalendar file: {_short(err)}") from None
-    if not isinstance(calendar, icalendar.Calendar):
-        raise TimetableError("not a valid iCalendar file: the outer component is not VCALENDAR")
-
     notes: list[str] = []
+    calendar = _merge(calendars, notes)
     all_day: set[str] = set()
     broken_other = 0
     steps = 0
@@ -124,6 +122,32 @@ def parse_ical(text: str, zone: tzinfo, *, window: tuple[datetime, datetime] | N
 
     lessons = _expand(calendar, zone, window_start, window_end, uid_lines, event_lines)
     return ParsedTimetable(SOURCE, lessons, (window_start, window_end), notes)
+
+
+def _merge(calendars: list[Any], notes: list[str]) -> Any:
+    """One calendar from a file that holds one or more VCALENDARs (feeds put one after another)."""
+    if not calendars or not all(isinstance(c, icalendar.Calendar) for c in calendars):
+        raise TimetableError("not a valid iCalendar file: the outer component is not VCALENDAR")
+    if len(calendars) == 1:
+        return calendars[0]
+    zones = {str(c["X-WR-TIMEZONE"]).strip() for c in calendars if "X-WR-TIMEZONE" in c}
+    if len(zones) > 1:
+        raise TimetableError(f"the file joins calendars with different X-WR-TIMEZONE values "
+                             f"({', '.join(sorted(zones))[:120]}); import them one zone at a time")
+    merged = icalendar.Calendar()
+    if zones:
+        merged.add("X-WR-TIMEZONE", zones.pop())
+    seen_zones: set[str] = set()
+    for calendar in calendars:
+        for component in calendar.subcomponents:
+            if component.name == "VTIMEZONE":
+                tzid = str(component.get("TZID", ""))
+                if tzid in seen_zones:
+                    continue
+                seen_zones.add(tzid)
+            merged.add_component(component)
+    notes.append(f"joined {len(calendars)} calendars found one after another in the file")
+    return merged
 
 
 def _is_timed(component: Any) -> bool:

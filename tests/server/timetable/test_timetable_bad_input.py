@@ -133,6 +133,10 @@ CASES: list[tuple[str, str, bytes | str, str | None, str]] = [
     ("ical: DTSTART in the year 1200", "feed.ics",
      _ics(*GOOD_EVENT, "DTSTART:12000101T080000Z", "DTEND:12000101T085000Z",
           "RRULE:FREQ=YEARLY"), None, "outside 1900-2100"),
+    ("ical: joined feeds in different zones", "feed.ics",
+     _ics(*GOOD_EVENT, *TIMES, calendar_lines=("X-WR-TIMEZONE:Europe/Amsterdam",))
+     + _ics(*GOOD_EVENT, *TIMES, calendar_lines=("X-WR-TIMEZONE:Europe/London",)), None,
+     "different X-WR-TIMEZONE values"),
     ("ical: room name too long", "feed.ics",
      _ics("UID:bad@test", "DTSTAMP:20260901T000000Z", "LOCATION:" + "L" * 70, *TIMES), None,
      "event UID bad@test (line 5): room name"),

@@ -231,3 +231,14 @@ def test_same_feed_imports_the_same_in_both_directions_of_dst(importer: Importer
                                      datetime(2027, 5, 1, tzinfo=timezone.utc)))
     assert [l.start for l in importer.lessons()] == [
         local(2027, 3, 22, 8, 30), local(2027, 3, 29, 8, 30), local(2027, 4, 5, 8, 30)]
+
+
+def test_feeds_put_one_after_another_are_imported_together(importer: Importer) -> None:
+    joined = ((FIXTURES / "floating.ics").read_text()
+              + (FIXTURES / "utc-with-x-wr-timezone.ics").read_text())
+    report = importer.run(joined, "joined.ics")
+    assert report.created == 6
+    assert "joined 2 calendars found one after another in the file" in report.notes
+    starts = {l.source_id: l.start for l in importer.lessons()}
+    assert starts["utc-weekly@test/20261026T073000Z"] == local(2026, 10, 26, 8, 30)
+    assert starts["floating-1@test/20261026T073000Z"] == local(2026, 10, 26, 8, 30)
