@@ -94,21 +94,14 @@ def enroll() -> Any:
 # --- the agent's policy (long poll) ---------------------------------------------------------------
 
 _marker_lock = threading.Lock()
+# (database, school id) -> (read at, marker); and the keys being refreshed right now.
 _marker_cache: dict[tuple[str, int], tuple[float, tuple[Any, ...]]] = {}
+_marker_refreshing: set[tuple[str, int]] = set()
+# (database, gateway id) -> (school generation, marker, hour, version, JWS)
+_policy_cache: dict[tuple[str, str], tuple[int, tuple[Any, ...], datetime, str, str]] = {}
 
 
-def _change_marker(school_id: int) -> tuple[Any, ...]:
-    """A cheap fingerprint of what a school's policies are compiled from (shared by all waiters).
-
-    Read at most every RECHECK_SECONDS per school and process, so 500 waiting agents cost one
-    query per school every two seconds, not 250 queries a second.
-    """
-    key = (current_app.config["SQLALCHEMY_DATABASE_URI"], school_id)
-    now = time.monotonic()
-    with _marker_lock:
-        cached = _marker_cache.get(key)
-        if cached is not None and now - cached[0] < RECHECK_SECONDS:
-            return cached[1]
+def _read_marker(school_id: int) -> tuple[Any, ...]:
     exceptions = select(func.count(ExceptionGrant.id), func.max(ExceptionGrant.id),
                         func.max(ExceptionGrant.revoked_at)).where(
         ExceptionGrant.school_id == school_id)
@@ -118,20 +111,58 @@ def _change_marker(school_id: int) -> tuple[Any, ...]:
         db.session.scalar(select(func.count(Lesson.id)).where(Lesson.school_id == school_id)),
         db.session.scalar(select(func.max(AuditEvent.id)).where(AuditEvent.school_id == school_id)),
         db.session.scalar(select(func.count(Segment.id)).where(Segment.school_id == school_id)),
+        db.session.scalar(select(School.blocked_services).where(School.id == school_id)).__repr__(),
     )
     db.session.close()  # give the connection back while the caller goes on waiting
+    return marker
+
+
+def _change_marker(school_id: int) -> tuple[Any, ...]:
+    """A cheap fingerprint of what a school's policies are compiled from (shared by all waiters).
+
+    Read at most every RECHECK_SECONDS per school and process, and by one thread at a time:
+    while one thread reads it, the others use the previous value instead of queueing for
+    database connections (500 waiting agents would otherwise all query at the same instant).
+    """
+    key = (current_app.config["SQLALCHEMY_DATABASE_URI"], school_id)
+    now = time.monotonic()
+    with _marker_lock:
+        cached = _marker_cache.get(key)
+        if cached is not None and (now - cached[0] < RECHECK_SECONDS
+                                   or key in _marker_refreshing):
+            return cached[1]
+        _marker_refreshing.add(key)
+    try:
+        marker = _read_marker(school_id)
+    finally:
+        with _marker_lock:
+            _marker_refreshing.discard(key)
     with _marker_lock:
         _marker_cache[key] = (time.monotonic(), marker)
     return marker
 
 
-def _current_policy(gateway_id: str) -> tuple[str, str]:
+def current_policy(gateway_id: str, school_id: int) -> tuple[str, str]:
+    """The gateway's (version, JWS), compiled again only when something it depends on moved.
+
+    A compile costs tens of milliseconds; every long poll starts with one and every change wakes
+    all of a school's agents, so results are kept per gateway until the school's notify
+    generation, its change marker or the hour (the policy window starts on the hour) moves.
+    """
     from ..policy import gateway_policy
+    generation = notify.generation(school_id)
+    marker = _change_marker(school_id)
+    hour = utcnow().replace(minute=0, second=0, microsecond=0)
+    key = (current_app.config["SQLALCHEMY_DATABASE_URI"], gateway_id)
+    cached = _policy_cache.get(key)
+    if cached is not None and cached[:3] == (generation, marker, hour):
+        return cached[3], cached[4]
     gateway = db.session.get(Gateway, gateway_id)
     if gateway is None:
         abort_json(410, "this gateway was removed")
     version, jws = gateway_policy(gateway)
     db.session.close()
+    _policy_cache[key] = (generation, marker, hour, version, jws)
     return version, jws
 
 
@@ -167,7 +198,7 @@ def self_policy() -> Response:
 
     # Note the generation before compiling, so a change between the two cannot be missed.
     generation = notify.generation(school_id)
-    version, jws = _current_policy(gateway_id)
+    version, jws = current_policy(gateway_id, school_id)
     if known != version:
         return _policy_response(version, jws)
     if wait <= 0:
@@ -187,7 +218,7 @@ def self_policy() -> Response:
             if latest == marker:
                 continue
             marker = latest
-        version, jws = _current_policy(gateway_id)
+        version, jws = current_policy(gateway_id, school_id)
         if version != known:
             return _policy_response(version, jws)
 

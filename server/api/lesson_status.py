@@ -120,18 +120,18 @@ def client_address() -> str:
 
 
 def _policy_claims(cache: StatusCache, ref: SegmentRef, generation: int) -> dict[str, Any] | None:
-    from ..policy import gateway_policy
+    from .gateways import current_policy
     now = time.monotonic()
     cached = cache.policies.get(ref.gateway_id)
     if cached is not None and cached[1] == generation and now - cached[0] < POLICY_SECONDS:
         return cached[2]
-    gateway = db.session.get(Gateway, ref.gateway_id)
-    if gateway is None:
+    if db.session.get(Gateway, ref.gateway_id) is None:
         return None
-    _version, jws = gateway_policy(gateway)
+    # The long poll's cache: one compile serves both the agent and the browsers behind it.
+    _version, jws = current_policy(ref.gateway_id, ref.school_id)
     key = current_app.extensions["lesfocus.signing_key"]
     # Our own signature over our own document: verified anyway, it costs ~0.1 ms per compile.
-    claims = jwt.decode(jws, key.public, algorithms=["EdDSA"], audience=gateway.id,
+    claims = jwt.decode(jws, key.public, algorithms=["EdDSA"], audience=ref.gateway_id,
                         options={"verify_exp": False})
     with cache.lock:
         cache.policies[ref.gateway_id] = (now, generation, claims)
