@@ -123,6 +123,7 @@ class Agent:
         self._incoming: Policy | None = None
         self._force = False
         self._first = False
+        self._announce = False
         self._threads: list[threading.Thread] = []
         self.status = AgentStatus(pid=os.getpid(), backend=backend, started_at=_z(clock()) or "")
 
@@ -149,8 +150,7 @@ class Agent:
         self.policy = policy
         self._force = True  # apply even an unchanged state: a rebuilt table starts empty
         log.info("enforcing policy %s (%s)", policy.version, why)
-        for hook in self.on_install:
-            hook()
+        self._announce = True
 
     def step(self) -> datetime | None:
         """Apply what is due now; returns the next instant the schedule changes."""
@@ -186,6 +186,12 @@ class Agent:
                 self.state, self._force = previous, True
                 return now + timedelta(seconds=RETRY_SECONDS)
             self.status.applied_at = _z(now)
+        if self._announce:
+            # After the apply: the heartbeat reads the enforcer's counters under its lock, and a
+            # grant must not wait for that.
+            self._announce = False
+            for hook in self.on_install:
+                hook()
         self.status.policy_version = self.policy.version
         self.status.next_change = _z(state.next_change)
         return state.next_change
