@@ -123,7 +123,8 @@ def cut_flows(segment_cidrs: Iterable[str], addresses: Iterable[str], dry_run: b
         resets = sender if sender is not None else ResetSender()
         try:
             for flow in tcp:
-                resets.nudge(flow.src, flow.dst, flow.sport, flow.dport)  # type: ignore[attr-defined]
+                nudge = resets.nudge  # type: ignore[attr-defined]
+                nudge(flow.src, flow.dst, flow.sport, flow.dport)
         finally:
             if own:
                 resets.close()  # type: ignore[attr-defined]

@@ -468,8 +468,8 @@ class DnsResponder:
                 self._threads.append(t)
             else:
                 # Each process binds its own socket to the port: the kernel spreads queries.
-                socks = [self._udp[i] if index == 0 else
-                         _bind(h, p, socket.SOCK_DGRAM, True) for i, (h, p) in enumerate(self.bound)]
+                socks = [self._udp[i] if index == 0 else _bind(h, p, socket.SOCK_DGRAM, True)
+                         for i, (h, p) in enumerate(self.bound)]
                 proc = ctx.Process(target=_worker_main, daemon=True, name=f"dns-udp-{index}",
                                    args=(self.resolver, socks, self.upstream, child))
                 proc.start()
@@ -570,7 +570,9 @@ class DnsResponder:
                     if decision.segment is not None and decision.service is not None:
                         key = (decision.segment, decision.service)
                         # Replaced, not mutated: counters() may be reading it in another thread.
-                        self._tcp_counts = {**self._tcp_counts, key: self._tcp_counts.get(key, 0) + 1}
+                        counts = dict(self._tcp_counts)
+                        counts[key] = counts.get(key, 0) + 1
+                        self._tcp_counts = counts
                     answer = dnswire.build_negative(query)
                 else:
                     answer = self._forward_tcp(data, query)

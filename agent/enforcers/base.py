@@ -1,9 +1,10 @@
 """The interface every enforcer backend offers the agent's control plane.
 
 Lifecycle: `start(policy)` once per policy (rebuilds the agent's whole table in one transaction),
-`apply(state)` at every boundary of the schedule (and when the policy changes), `learn(...)` whenever
-an address of a service is seen (DNS responder, observers), `counters()` for the heartbeat,
-`stop()` at shutdown. Every method may be called from several threads; backends serialize.
+`apply(state)` at every boundary of the schedule (and when the policy changes), `learn(...)`
+whenever an address of a service is seen (DNS responder, observers), `counters()` for the
+heartbeat, `stop()` at shutdown. Every method may be called from several threads; backends
+serialize.
 """
 
 from __future__ import annotations

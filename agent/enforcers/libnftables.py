@@ -28,7 +28,8 @@ def _load() -> ctypes.CDLL:
     except OSError:
         name = ctypes.util.find_library("nftables")
         if not name:
-            raise NftablesUnavailable(f"{_LIBRARY} not found (Debian package libnftables1)") from None
+            raise NftablesUnavailable(
+                f"{_LIBRARY} not found (Debian package libnftables1)") from None
         lib = ctypes.CDLL(name)
     lib.nft_ctx_new.restype = ctypes.c_void_p
     lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
@@ -78,7 +79,7 @@ class Nftables:
             self._lib.nft_ctx_set_dry_run(self._ctx, True)
 
     def run(self, commands: str) -> tuple[int, str, str]:
-        """Run a batch of nft commands (text, or JSON when it starts with '{'): (rc, output, error)."""
+        """Run a batch of nft commands (text, or JSON starting with '{'): (rc, output, error)."""
         if not self._ctx:
             raise ValueError("the nftables context is closed")
         rc = self._lib.nft_run_cmd_from_buffer(self._ctx, commands.encode())

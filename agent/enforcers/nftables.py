@@ -21,7 +21,6 @@ import ipaddress
 import json
 import logging
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -94,7 +93,8 @@ class Ruleset:
     service_index: dict[str, int] = field(default_factory=dict)
 
     def render(self) -> str:
-        """One batch that replaces the table atomically: add (so delete cannot fail), delete, create."""
+        """One batch that replaces the table atomically: add (so delete cannot fail), delete,
+        create."""
         body = [s.render() for s in self.sets] + [c.render() for c in self.chains]
         return "\n".join([f"add table inet {self.table}", f"delete table inet {self.table}",
                           f"table inet {self.table} {{", *body, "}"]) + "\n"
@@ -128,8 +128,8 @@ def build_ruleset(service_ids: Iterable[str], table: str = DEFAULT_TABLE,
         note = _comment(sid)
         # Per-element counters on the source sets give rejects per segment x service.
         sets += [
-            SetSpec(names["src4"], "ipv4_addr", ("interval", "timeout"), counter=True, comment=note),
-            SetSpec(names["src6"], "ipv6_addr", ("interval", "timeout"), counter=True, comment=note),
+            SetSpec(names["src4"], "ipv4_addr", ("interval", "timeout"), True, note),
+            SetSpec(names["src6"], "ipv6_addr", ("interval", "timeout"), True, note),
             SetSpec(names["addr4"], "ipv4_addr", ("timeout",), comment=note),
             SetSpec(names["addr6"], "ipv6_addr", ("timeout",), comment=note),
         ]
@@ -182,8 +182,11 @@ def _disjoint(elements: dict[ipaddress._BaseNetwork, float]) -> dict[ipaddress._
     return out
 
 
+Elements = dict[str, dict[ipaddress._BaseNetwork, float]]
+
+
 def block_elements(ruleset: Ruleset, state: BlockState, now: datetime
-                   ) -> tuple[dict[str, dict[ipaddress._BaseNetwork, float]], dict[str, tuple[int, str]]]:
+                   ) -> tuple[Elements, dict[str, tuple[int, str]]]:
     """Elements (network -> seconds left) per source set, and which (segment, service) each is."""
     sets: dict[str, dict[ipaddress._BaseNetwork, float]] = {}
     owners: dict[str, tuple[int, str]] = {}
@@ -281,7 +284,8 @@ class NftablesEnforcer:
             rc, out, err = self._context().run(batch)
         if rc != 0:
             shown = batch if len(batch) < 4000 else batch[:4000] + "\n[... batch cut ...]\n"
-            raise EnforcerError(f"nftables refused the batch: {err.strip()}\n--- batch ---\n{shown}")
+            raise EnforcerError(
+                f"nftables refused the batch: {err.strip()}\n--- batch ---\n{shown}")
         return out
 
     def query(self, command: str) -> dict:
@@ -422,7 +426,8 @@ class NftablesEnforcer:
         with self._lock:
             for names in wanted:
                 for key in ("addr4", "addr6"):
-                    out.update(a for a, exp in self._learned.get(names[key], {}).items() if exp > now)
+                    learned = self._learned.get(names[key], {})
+                    out.update(a for a, exp in learned.items() if exp > now)
         return out
 
     def cut_flows(self, segment_cidrs: Iterable[str], service_addresses: Iterable[str]) -> int:

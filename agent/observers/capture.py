@@ -38,11 +38,17 @@ BPF_FILTER = (
 )
 
 
+class CapturedFrame(bytes):
+    """A captured frame's bytes; a bytes subclass, so scapy's sniff loop can tag it."""
+
+    time: float | None = None
+    sniffed_on: Any = None
+
+
 @lru_cache(maxsize=1)
 def _raw_listen_socket_class() -> type:
     import scapy.layers.l2  # noqa: F401  (lets the socket name its link type without warning)
     from scapy.arch.linux import L2ListenSocket
-    from scapy.config import conf
 
     class RawListenSocket(L2ListenSocket):  # type: ignore[misc,valid-type]
         """scapy's capture socket (kernel BPF filter) that hands frames over undissected.
@@ -55,9 +61,8 @@ def _raw_listen_socket_class() -> type:
             _, frame, ts = self.recv_raw(x)
             if not frame:
                 return None
-            pkt = conf.raw_layer(frame)
-            if ts:
-                pkt.time = ts
+            pkt = CapturedFrame(frame)
+            pkt.time = ts
             return pkt
 
     return RawListenSocket
@@ -143,7 +148,7 @@ class Observer:
     def on_packet(self, pkt: Any) -> None:
         """scapy's prn: the captured frame's bytes go through the hand parser to handle()."""
         try:
-            seg = parse_frame(bytes(pkt))
+            seg = parse_frame(pkt if isinstance(pkt, bytes) else bytes(pkt))
             if seg is not None:
                 self.handle(*seg)
         except Exception as err:  # one odd packet must never stop the capture
@@ -152,7 +157,8 @@ class Observer:
     def start(self) -> None:
         """Start the capture on the LAN interfaces (kernel BPF filter, nothing stored)."""
         from scapy.sendrecv import AsyncSniffer
-        sockets = [_RawListenSocket(iface=name, filter=BPF_FILTER) for name in self.interfaces or [None]]
+        sockets = [_RawListenSocket(iface=name, filter=BPF_FILTER)
+                   for name in self.interfaces or [None]]
         self._sniffer = AsyncSniffer(opened_socket=sockets, prn=self.on_packet, store=False)
         self._sniffer.start()
         # AsyncSniffer opens its sockets in its thread: wait until it is really listening.

@@ -1,6 +1,6 @@
 """A small harness of Linux network namespaces for the agent's integration tests (ip-netns(8)).
 
-Usage (needs root; every name is unique per run, and everything is removed on close, also on failure):
+Usage (needs root; every name is unique per run; everything is removed on close, also on failure):
 
     with GatewayLab() as lab:               # c1, c2 (two classroom segments) -> gw -> inet
         lab.add_server_address("198.51.100.10")         # an address a fake service answers on
@@ -15,10 +15,11 @@ Addresses (the same in every lab; namespaces keep them apart):
     c1   eth0 10.81.1.10/24 fd81:1::10/64     gw lan1 10.81.1.1/24 fd81:1::1/64
     c2   eth0 10.81.2.10/24 fd81:2::10/64     gw lan2 10.81.2.1/24 fd81:2::1/64
     inet eth0 10.81.0.2/30  fd81::2/64        gw wan  10.81.0.1/30 fd81::1/64
-    inet lo: the server addresses the test adds (`add_server_address`); gw routes everything to inet.
+    inet lo: the server addresses a test adds (`add_server_address`); gw routes everything to inet.
 
 Only the namespaces created here carry traffic; nothing is routed to the machine's own network.
-Processes started through a `Netns` are tracked and ended by pid on close; no other process is touched.
+Processes started through a `Netns` are tracked and ended by pid on close; no other process is
+touched.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ class Netns:
         return proc
 
     def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 30) -> Any:
-        """Run fn(*args) in a forked process inside the namespace and return its (picklable) result."""
+        """Run fn(*args) in a forked process inside the namespace; return its (picklable) result."""
         ctx = multiprocessing.get_context("fork")
         parent, child = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_run_in_child, args=(self.path, fn, args, child), daemon=True)
@@ -144,7 +145,7 @@ class Netns:
 
     @contextmanager
     def entered(self) -> Iterator[None]:
-        """Move the calling thread into the namespace for the block (sockets made there stay there)."""
+        """Move the calling thread into the namespace for the block (its sockets stay there)."""
         # Namespaces are per thread: save this thread's own namespace to come back to it.
         back = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
         target = os.open(self.path, os.O_RDONLY)

@@ -1,4 +1,4 @@
-"""The DNS responder: its decisions, faithful forwarding on loopback, and the redirect in a netns trio."""
+"""The DNS responder: decisions, faithful forwarding on loopback, the redirect in a netns trio."""
 
 from __future__ import annotations
 

@@ -104,7 +104,7 @@ def test_response_built_by_scapy_gives_the_same_addresses() -> None:
 @pytest.mark.parametrize("wire", [
     b"",
     b"\x00" * 11,
-    bytes.fromhex("1234 0100 0002 0000 0000 0000") + b"\x01a\x00\x00\x01\x00\x01" * 2,  # 2 questions
+    bytes.fromhex("1234 0100 0002 0000 0000 0000") + b"\x01a\x00\x00\x01\x00\x01" * 2,  # 2 qs
     bytes.fromhex("1234 8100 0001 0000 0000 0000 01 61 00 0001 0001"),  # a response, not a query
     bytes.fromhex("1234 2900 0001 0000 0000 0000 01 61 00 0001 0001"),  # opcode UPDATE
     bytes.fromhex("1234 0100 0001 0000 0000 0000 c0 0c 0001 0001"),  # pointer to itself

@@ -48,7 +48,8 @@ def fast_upstream(host: str) -> None:
         if len(data) < 17:
             continue
         qd_end = 12 + data[12:].find(b"\x00") + 5
-        head = data[:2] + bytes([0x81 | (data[2] & 0x01), 0x80]) + b"\x00\x01\x00\x01\x00\x00\x00\x00"
+        flags = bytes([0x81 | (data[2] & 0x01), 0x80])
+        head = data[:2] + flags + b"\x00\x01\x00\x01\x00\x00\x00\x00"
         sock.sendto(head + data[12:qd_end] + record, peer)
 
 
@@ -102,7 +103,8 @@ def dnsperf(lab: GatewayLab, port: int, datafile: Path) -> float:
     found = re.search(r"Queries per second:\s+([\d.]+)", out)
     assert found, out
     lost = re.search(r"Queries lost:\s+(\d+)", out)
-    print(f"    dnsperf port {port} {datafile.name}: {found.group(1)} q/s, lost {lost.group(1) if lost else '?'}")
+    print(f"    dnsperf port {port} {datafile.name}: {found.group(1)} q/s, "
+          f"lost {lost.group(1) if lost else '?'}")
     return float(found.group(1))
 
 
@@ -154,7 +156,8 @@ def test_bench_dns_responder_vs_dnsmasq() -> None:
                 ratios.append(ours / theirs)
                 print(f"  {name}: lesfocus {ours:,.0f} q/s vs dnsmasq {theirs:,.0f} q/s "
                       f"= {ours / theirs:.2f}x; responder CPU "
-                      f"{100 * (cpu1 - cpu0) / DURATION:.0f}% (of one core), PSS {rss / 1024:.1f} MiB")
+                      f"{100 * (cpu1 - cpu0) / DURATION:.0f}% (of one core), "
+                      f"PSS {rss / 1024:.1f} MiB")
             results[name] = statistics.median(ratios)
     shutil.rmtree(tmp, ignore_errors=True)
     print(f"  median of {ROUNDS} rounds: blocked {results['blocked']:.2f}x (target >= 1.0), "
