@@ -168,7 +168,7 @@ def test_loopback_garbage_gets_no_answer(
 
 # -- in the netns trio: the redirect, NXDOMAIN vs forwarded, learned addresses blocked -------
 
-TW4, TW6 = "198.51.100.10", "2001:db8::10"
+TW4, TW6, DOH4 = "198.51.100.10", "2001:db8::10", "198.51.100.53"
 
 
 @pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
@@ -177,12 +177,12 @@ def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[GatewayLab, Nftabl
     from conftest import require
     require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
     with GatewayLab() as lab:
-        for addr in (TW4, TW6):
+        for addr in (TW4, TW6, DOH4):
             lab.add_server_address(addr)
             srv = TcpServer(lab.inet, addr, 443)
             lab.on_close(srv.stop)
         upstream = FakeDnsServer(lab.inet, netns.INET_ADDR, {
-            "x.com": [TW4, TW6], "example.org": ["192.0.2.80"]})
+            "x.com": [TW4, TW6], "example.org": ["192.0.2.80"], "dns.google": [DOH4]})
         lab.on_close(upstream.stop)
         from tests.agent.test_nftables import make_policy
         enforcer = NftablesEnforcer(lan_interfaces=["lan1", "lan2"], dns_port=5353)
@@ -248,3 +248,16 @@ def test_a_block_that_begins_applies_to_the_next_query_despite_the_caches() -> N
     finally:
         responder.stop()
         upstream.stop()
+
+
+@pytest.mark.netns
+def test_gateway_refuses_doh_names_and_learns_their_addresses_for_the_doh_set(
+        gateway: tuple[GatewayLab, NftablesEnforcer, FakeDnsServer]) -> None:
+    lab, _, _ = gateway
+    assert tcp_connect(lab.c1, DOH4, 443) == "open"  # no DoH address known yet
+    assert dns_query(lab.c1, netns.INET_ADDR, "dns.google").rcode() == dns.rcode.NXDOMAIN
+    deadline = time.monotonic() + 3
+    while tcp_connect(lab.c1, DOH4, 443, timeout=0.5) != "reset":
+        assert time.monotonic() < deadline, "a DoH server's address was not learned"
+        time.sleep(0.1)
+    assert tcp_connect(lab.c2, DOH4, 443) == "open"  # the segment without a lesson keeps DoH
