@@ -7,8 +7,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from extension_harness import (FakeInternet, chromium_available, extension_worker, launch_chromium,
-                               require, start_fake_internet)
+from extension_harness import (
+    FakeInternet,
+    chromium_available,
+    extension_worker,
+    launch_chromium,
+    require,
+    start_fake_internet,
+)
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +27,9 @@ def fake_internet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeInte
 
 
 @pytest.fixture(scope="module")
-def chromium(fake_internet: FakeInternet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def chromium(
+    fake_internet: FakeInternet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
     """One Chromium (Dutch interface) with the extension, shared by a test module."""
     require(chromium_available(), "Debian's Chromium and Playwright")
     from playwright.sync_api import sync_playwright

@@ -38,15 +38,19 @@ SITE_HOSTS: dict[str, list[str]] = {
 HOST_TO_SITE = {host: site for site, hosts in SITE_HOSTS.items() for host in hosts}
 
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--ignore-certificate-errors",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--ignore-certificate-errors",
 ]
 
 
-
-
 def require(condition: bool, what: str) -> None:
-    """Skip when a real part is missing, or fail when `make test` promised it (as tests/conftest.py)."""
+    """Skip when a real part is missing, or fail when `make test` promised it."""
     if condition:
         return
     if os.environ.get("LESFOCUS_TEST_REQUIRE_ALL") == "1":
@@ -73,8 +77,14 @@ class FakeInternet:
     requests: list[LoggedRequest] = field(default_factory=list)
     reminders: list[dict[str, Any]] | None = None
     reminders_etag: str = '"v1"'
-    lesson_status: dict[str, Any] = field(default_factory=lambda: {
-        "in_lesson": False, "blocked_services": [], "until": None, "exception": None})
+    lesson_status: dict[str, Any] = field(
+        default_factory=lambda: {
+            "in_lesson": False,
+            "blocked_services": [],
+            "until": None,
+            "exception": None,
+        }
+    )
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def url(self, site: str, path: str = "/", host: str | None = None) -> str:
@@ -84,14 +94,18 @@ class FakeInternet:
     def api_requests(self, path_prefix: str) -> list[LoggedRequest]:
         """The requests the lesfocus server received under a path."""
         with self.lock:
-            return [r for r in self.requests if r.host == SERVER_HOST and r.path.startswith(path_prefix)]
+            return [
+                r for r in self.requests if r.host == SERVER_HOST and r.path.startswith(path_prefix)
+            ]
 
 
 def _handler(state: FakeInternet) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature of the base class
+        def log_message(
+            self, format: str, *args: Any
+        ) -> None:  # noqa: A002 - signature of the base class
             """Keep the test output quiet."""
 
         def _record(self) -> LoggedRequest:
@@ -103,8 +117,13 @@ def _handler(state: FakeInternet) -> type[BaseHTTPRequestHandler]:
                 state.requests.append(entry)
             return entry
 
-        def _send(self, status: int, body: bytes = b"", ctype: str = "text/plain",
-                  headers: dict[str, str] | None = None) -> None:
+        def _send(
+            self,
+            status: int,
+            body: bytes = b"",
+            ctype: str = "text/plain",
+            headers: dict[str, str] | None = None,
+        ) -> None:
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -118,9 +137,15 @@ def _handler(state: FakeInternet) -> type[BaseHTTPRequestHandler]:
         def do_OPTIONS(self) -> None:  # noqa: N802 - http.server's naming
             """CORS preflight for the lesfocus API (the extension sends If-None-Match)."""
             self._record()
-            self._send(204, headers={
-                "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, OPTIONS",
-                "Access-Control-Allow-Headers": "If-None-Match", "Access-Control-Max-Age": "600"})
+            self._send(
+                204,
+                headers={
+                    "Access-Control-Allow-Origin": "*",
+                    "Access-Control-Allow-Methods": "GET, OPTIONS",
+                    "Access-Control-Allow-Headers": "If-None-Match",
+                    "Access-Control-Max-Age": "600",
+                },
+            )
 
         def do_POST(self) -> None:  # noqa: N802
             """Nothing on the fake internet accepts posts; they are only logged."""
@@ -136,7 +161,11 @@ def _handler(state: FakeInternet) -> type[BaseHTTPRequestHandler]:
             elif path == "/__fixture/common.js":
                 self._send(200, (FIXTURES / "common.js").read_bytes(), "text/javascript")
             elif entry.host in HOST_TO_SITE and path in ("/", "/bench", "/web"):
-                name = "bench_timeline.html" if path == "/bench" else f"{HOST_TO_SITE[entry.host]}.html"
+                name = (
+                    "bench_timeline.html"
+                    if path == "/bench"
+                    else f"{HOST_TO_SITE[entry.host]}.html"
+                )
                 self._send(200, (FIXTURES / name).read_bytes(), "text/html; charset=utf-8")
             else:
                 self._send(404)
@@ -152,8 +181,12 @@ def _handler(state: FakeInternet) -> type[BaseHTTPRequestHandler]:
             elif path == "/api/v1/lesson-status":
                 self._send(200, json.dumps(state.lesson_status).encode(), "application/json", cors)
             else:
-                self._send(404, b'{"error": "Not Found", "message": "no such fake endpoint"}',
-                           "application/json", cors)
+                self._send(
+                    404,
+                    b'{"error": "Not Found", "message": "no such fake endpoint"}',
+                    "application/json",
+                    cors,
+                )
 
     return Handler
 
@@ -167,19 +200,31 @@ def chromium_available() -> bool:
     return Path(CHROMIUM).exists()
 
 
-def launch_chromium(playwright: Any, profile: Path, port: int, lang: str = "nl",
-                    with_extension: bool = True) -> Any:
+def launch_chromium(
+    playwright: Any, profile: Path, port: int, lang: str = "nl", with_extension: bool = True
+) -> Any:
     """Chromium with the extension loaded and every host name resolved to the fake internet."""
-    args = [*CHROMIUM_ARGS, f"--lang={lang}",
-            f"--host-resolver-rules=MAP * 127.0.0.1:{port}, EXCLUDE localhost"]
+    args = [
+        *CHROMIUM_ARGS,
+        f"--lang={lang}",
+        f"--host-resolver-rules=MAP * 127.0.0.1:{port}, EXCLUDE localhost",
+    ]
     if with_extension:
-        args += [f"--disable-extensions-except={EXTENSION_DIR}", f"--load-extension={EXTENSION_DIR}"]
+        args += [
+            f"--disable-extensions-except={EXTENSION_DIR}",
+            f"--load-extension={EXTENSION_DIR}",
+        ]
     # On Linux Chromium takes its interface language (and so the extension's _locales choice)
     # from LANGUAGE, not from --lang; both are set. The locales need Debian's chromium-l10n.
     env = {**os.environ, "LANGUAGE": lang, "LC_ALL": "C.UTF-8"}
     return playwright.chromium.launch_persistent_context(
-        str(profile), executable_path=CHROMIUM, headless=True, args=args, env=env,
-        locale="nl-NL" if lang == "nl" else "en-US", ignore_https_errors=True,
+        str(profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=args,
+        env=env,
+        locale="nl-NL" if lang == "nl" else "en-US",
+        ignore_https_errors=True,
         viewport={"width": 1200, "height": 900},
     )
 
@@ -193,7 +238,9 @@ def extension_worker(context: Any, timeout: float = 10.0) -> Any:
                 return worker
         try:
             context.wait_for_event("serviceworker", timeout=1000)
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError; keep polling until the deadline
+        except (
+            Exception
+        ):  # noqa: BLE001 - playwright's TimeoutError; keep polling until the deadline
             pass
     raise AssertionError(f"the extension's service worker ({EXTENSION_ID}) did not start")
 
@@ -201,20 +248,40 @@ def extension_worker(context: Any, timeout: float = 10.0) -> Any:
 def set_options(context: Any, **options: Any) -> None:
     """Store options as the options page would (storage.local "options"), and clear caches."""
     worker = extension_worker(context)
-    worker.evaluate("""async (options) => {
+    worker.evaluate(
+        """async (options) => {
         const all = await chrome.storage.local.get(null);
         await chrome.storage.local.remove(Object.keys(all));
         await chrome.storage.local.set({options});
-    }""", options)
+    }""",
+        options,
+    )
 
 
 def start_fake_internet(certdir: Path) -> tuple[FakeInternet, ThreadingHTTPServer]:
     """Start a loopback HTTPS server (self-signed certificate) that answers for every host name."""
     require(shutil.which("openssl") is not None, "openssl")
     cert, key = certdir / "cert.pem", certdir / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=lesfocus-fixtures", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=lesfocus-fixtures",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
     state = FakeInternet()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     server.daemon_threads = True

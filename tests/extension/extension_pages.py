@@ -1,4 +1,4 @@
-"""Helpers the browser tests share: drive a fixture page, publish in a given way, read the overlay."""
+"""Helpers of the browser tests: drive a fixture page, publish in a given way, read the overlay."""
 
 from __future__ import annotations
 
@@ -38,7 +38,9 @@ def publish(page: Any, way: str, composer: str, button: str | None) -> None:
 def overlay_articles(page: Any) -> list[str]:
     """The article codes of the reminders the overlay shows, in order."""
     page.wait_for_selector(DIALOG, state="visible", timeout=5000)
-    return page.locator(f"{OVERLAY} li").evaluate_all("items => items.map(li => li.dataset.article)")
+    return page.locator(f"{OVERLAY} li").evaluate_all(
+        "items => items.map(li => li.dataset.article)"
+    )
 
 
 def write_draft(page: Any, composer: str, text: str) -> None:

@@ -16,8 +16,12 @@ HERE = Path(__file__).resolve().parent
 def test_node_unit_tests_of_the_local_checks_pass() -> None:
     node = shutil.which("node")
     require(node is not None, "Node.js (node)")
-    result = subprocess.run([node, "--test", "--test-reporter=tap", str(HERE / "checks.test.js")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [node, "--test", "--test-reporter=tap", str(HERE / "checks.test.js")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = result.stdout + result.stderr
     failing = [line for line in output.splitlines() if line.startswith("not ok")]
     assert result.returncode == 0 and not failing, output[-4000:]

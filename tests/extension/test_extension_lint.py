@@ -20,7 +20,8 @@ SHARED_MANIFEST_WARNING = ("MANIFEST_FIELD_UNSUPPORTED", "/background/service_wo
 def run_json(args: list[str], cwd: Path | None = None) -> dict:
     """Run a linter with JSON output and parse its report."""
     result = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=cwd)
-    return json.loads(result.stdout[result.stdout.index("{"):])
+    start = result.stdout.index("{")
+    return json.loads(result.stdout[start:])
 
 
 def problems(report: dict) -> list[tuple[str, str]]:
@@ -29,13 +30,28 @@ def problems(report: dict) -> list[tuple[str, str]]:
 
 
 def test_web_ext_lint_is_clean() -> None:
-    require((BIN / "web-ext").exists() and shutil.which("node") is not None,
-            "web-ext (npm install --prefix tests/extension)")
-    report = run_json([str(BIN / "web-ext"), "lint", "--source-dir", str(EXTENSION_DIR), "--output", "json",
-                       "--no-config-discovery"])
+    require(
+        (BIN / "web-ext").exists() and shutil.which("node") is not None,
+        "web-ext (npm install --prefix tests/extension)",
+    )
+    report = run_json(
+        [
+            str(BIN / "web-ext"),
+            "lint",
+            "--source-dir",
+            str(EXTENSION_DIR),
+            "--output",
+            "json",
+            "--no-config-discovery",
+        ]
+    )
     found = problems(report)
     assert report["summary"]["errors"] == 0, found
-    unexpected = [p for p in found if not (p[0] == SHARED_MANIFEST_WARNING[0] and SHARED_MANIFEST_WARNING[1] in p[1])]
+    unexpected = [
+        p
+        for p in found
+        if not (p[0] == SHARED_MANIFEST_WARNING[0] and SHARED_MANIFEST_WARNING[1] in p[1])
+    ]
     assert unexpected == []
     assert report["summary"]["warnings"] <= 1
 
@@ -44,8 +60,9 @@ def test_web_ext_lint_is_clean() -> None:
 # support, and data_collection_permissions (declared "none"), which web-ext itself turns on.
 LINT_WITH_SERVICE_WORKER = """
 const linter = require("addons-linter");
-linter.createInstance({config: {_: [process.argv[1]], logLevel: "fatal", stack: false, pretty: false,
-  warningsAsErrors: false, metadata: false, output: "none", boring: true, selfHosted: false,
+linter.createInstance({config: {_: [process.argv[1]], logLevel: "fatal", stack: false,
+  pretty: false, warningsAsErrors: false, metadata: false, output: "none", boring: true,
+  selfHosted: false,
   enableBackgroundServiceWorker: true, enableDataCollectionPermissions: true}, runAsBinary: false})
   .run().then((r) => console.log(JSON.stringify({errors: r.errors, warnings: r.warnings})));
 """
@@ -53,7 +70,11 @@ linter.createInstance({config: {_: [process.argv[1]], logLevel: "fatal", stack: 
 
 def test_addons_linter_with_service_worker_support_is_fully_clean() -> None:
     node = shutil.which("node")
-    require(node is not None and (BIN / "addons-linter").exists(), "addons-linter (installed with web-ext)")
-    report = run_json([node, "-e", LINT_WITH_SERVICE_WORKER, str(EXTENSION_DIR)],
-                      cwd=BIN.parent.parent)
+    require(
+        node is not None and (BIN / "addons-linter").exists(),
+        "addons-linter (installed with web-ext)",
+    )
+    report = run_json(
+        [node, "-e", LINT_WITH_SERVICE_WORKER, str(EXTENSION_DIR)], cwd=BIN.parent.parent
+    )
     assert problems(report) == []

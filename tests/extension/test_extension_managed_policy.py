@@ -13,8 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from extension_harness import (EXTENSION_ID, FakeInternet, chromium_available, extension_worker,
-                               launch_chromium, require, set_options)
+from extension_harness import (
+    EXTENSION_ID,
+    FakeInternet,
+    chromium_available,
+    extension_worker,
+    launch_chromium,
+    require,
+    set_options,
+)
 from extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -34,8 +41,10 @@ X_HOME_BUTTON = '#home-composer [data-testid="tweetButtonInline"]'
 
 
 @pytest.fixture(scope="module")
-def managed_chromium(fake_internet: FakeInternet, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Chromium with an English interface and a policy file for the extension (removed afterwards)."""
+def managed_chromium(
+    fake_internet: FakeInternet, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Any]:
+    """Chromium with an English interface and a policy file for the extension (removed after)."""
     require(chromium_available(), "Debian's Chromium and Playwright")
     require(os.geteuid() == 0, "root (to write a Chromium policy file)")
     from playwright.sync_api import sync_playwright
@@ -45,7 +54,9 @@ def managed_chromium(fake_internet: FakeInternet, tmp_path_factory: pytest.TempP
     policy_file.write_text(json.dumps({"3rdparty": {"extensions": {EXTENSION_ID: POLICY}}}))
     try:
         with sync_playwright() as p:
-            context = launch_chromium(p, tmp_path_factory.mktemp("managed-profile"), fake_internet.port, lang="en")
+            context = launch_chromium(
+                p, tmp_path_factory.mktemp("managed-profile"), fake_internet.port, lang="en"
+            )
             try:
                 wait_for_policy(context)
                 yield context
@@ -72,8 +83,9 @@ def test_policy_reaches_storage_managed_and_unknown_keys_are_dropped(managed_chr
     assert managed == {k: v for k, v in POLICY.items() if k != "notASetting"}
 
 
-def test_policy_applies_on_the_platforms_and_wins_over_options(managed_chromium: Any,
-                                                               fake_internet: FakeInternet) -> None:
+def test_policy_applies_on_the_platforms_and_wins_over_options(
+    managed_chromium: Any, fake_internet: FakeInternet
+) -> None:
     fake_internet.reminders = None
     set_options(managed_chromium, audience="student", onlyOnFindings=False, locale="nl")
     page = managed_chromium.new_page()
@@ -95,7 +107,9 @@ def test_policy_applies_on_the_platforms_and_wins_over_options(managed_chromium:
         set_options(managed_chromium)
 
 
-def test_extension_follows_the_english_browser_interface(managed_chromium: Any, fake_internet: FakeInternet) -> None:
+def test_extension_follows_the_english_browser_interface(
+    managed_chromium: Any, fake_internet: FakeInternet
+) -> None:
     set_options(managed_chromium)
     page = managed_chromium.new_page()
     try:
@@ -105,7 +119,9 @@ def test_extension_follows_the_english_browser_interface(managed_chromium: Any, 
         page.wait_for_selector(DIALOG, state="visible")
         assert page.locator(DIALOG).get_attribute("lang") == "en"
         assert page.locator(POST).inner_text() == "Post anyway"
-        assert "(article A1)" in page.locator('lesfocus-reminder li[data-article="A1"]').inner_text()
+        assert (
+            "(article A1)" in page.locator('lesfocus-reminder li[data-article="A1"]').inner_text()
+        )
         page.click(POST)
         page.wait_for_function("window.__sent.length === 1")
     finally:
@@ -117,7 +133,14 @@ def test_options_page_locks_what_the_policy_sets(managed_chromium: Any) -> None:
     try:
         page.goto(f"chrome-extension://{EXTENSION_ID}/ui/options.html")
         page.wait_for_selector("#options[data-loaded=true]", state="attached")
-        for name in ("serverUrl", "audience", "schoolName", "schoolAliases", "onlyOnFindings", "snoozeMinutes"):
+        for name in (
+            "serverUrl",
+            "audience",
+            "schoolName",
+            "schoolAliases",
+            "onlyOnFindings",
+            "snoozeMinutes",
+        ):
             assert page.locator(f"#{name}").is_disabled(), name
         assert page.locator("#locale").is_enabled()
         assert page.locator("#managed-note").is_visible()

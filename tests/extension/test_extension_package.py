@@ -1,5 +1,6 @@
 """Static properties of the extension package: bundled data equal to the server's, only the
-`storage` permission, matching locales, the managed schema covering every setting, no remote code."""
+`storage` permission, matching locales, the managed schema covering every setting, no remote code.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def load(path: Path) -> dict:
 
 
 def test_bundled_reminders_equal_the_servers_defaults() -> None:
-    assert load(EXT / "data" / "reminders.json") == load(ROOT / "server" / "data" / "reminders.json")
+    assert load(EXT / "data" / "reminders.json") == load(
+        ROOT / "server" / "data" / "reminders.json"
+    )
 
 
 def test_bundled_reminders_cover_every_article_and_language() -> None:
@@ -41,9 +44,22 @@ def test_manifest_asks_only_for_storage_and_its_host_matches() -> None:
     assert manifest["background"]["type"] == "module"
     assert manifest["browser_specific_settings"]["gecko"]["id"]
     assert manifest["default_locale"] == "nl"
-    sites = {Path(script).stem for entry in manifest["content_scripts"] for script in entry["js"]
-             if script.startswith("content/sites/")}
-    assert sites == {"x", "facebook", "instagram", "youtube", "linkedin", "whatsapp", "tiktok", "snapchat"}
+    sites = {
+        Path(script).stem
+        for entry in manifest["content_scripts"]
+        for script in entry["js"]
+        if script.startswith("content/sites/")
+    }
+    assert sites == {
+        "x",
+        "facebook",
+        "instagram",
+        "youtube",
+        "linkedin",
+        "whatsapp",
+        "tiktok",
+        "snapchat",
+    }
     for entry in manifest["content_scripts"]:
         assert entry["run_at"] == "document_start"
         assert entry["js"][:2] == ["content/checks.js", "content/core.js"]
@@ -57,7 +73,10 @@ def test_locales_have_the_same_messages() -> None:
     en = load(EXT / "_locales" / "en" / "messages.json")
     assert set(nl) == set(en)
     assert nl["lang"]["message"] == "nl" and en["lang"]["message"] == "en"
-    assert nl["editButton"]["message"] == "Aanpassen" and nl["postButton"]["message"] == "Toch plaatsen"
+    assert (
+        nl["editButton"]["message"] == "Aanpassen"
+        and nl["postButton"]["message"] == "Toch plaatsen"
+    )
 
 
 def test_managed_schema_covers_every_setting_of_the_background() -> None:
@@ -66,14 +85,26 @@ def test_managed_schema_covers_every_setting_of_the_background() -> None:
     defaults = re.search(r"DEFAULTS = Object.freeze\(\{(.*?)\}\);", config_js, re.DOTALL)
     assert defaults
     keys = set(re.findall(r"^\s*(\w+):", defaults.group(1), re.MULTILINE))
-    assert keys == set(schema["properties"]) == {
-        "serverUrl", "audience", "schoolName", "schoolAliases", "locale", "snoozeMinutes", "onlyOnFindings"}
+    assert (
+        keys
+        == set(schema["properties"])
+        == {
+            "serverUrl",
+            "audience",
+            "schoolName",
+            "schoolAliases",
+            "locale",
+            "snoozeMinutes",
+            "onlyOnFindings",
+        }
+    )
 
 
 @pytest.mark.parametrize("path", sorted(p.relative_to(EXT).as_posix() for p in EXT.rglob("*.js")))
 def test_no_remote_code_or_analytics(path: str) -> None:
     source = (EXT / path).read_text(encoding="utf-8")
     assert not re.search(r"\beval\s*\(|new Function\s*\(|importScripts\s*\(", source)
-    assert not re.search(r"https?://(?!lesfocus\.example\.nl)[a-z0-9.-]+\.[a-z]{2,}", source), \
-        "no hard-coded remote address: the configured server is the only one"
+    assert not re.search(
+        r"https?://(?!lesfocus\.example\.nl)[a-z0-9.-]+\.[a-z]{2,}", source
+    ), "no hard-coded remote address: the configured server is the only one"
     assert "sendBeacon" not in source and "XMLHttpRequest" not in source

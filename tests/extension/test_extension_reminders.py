@@ -19,7 +19,10 @@ X_HOME_BUTTON = '#home-composer [data-testid="tweetButtonInline"]'
 WA_CHAT = '#chat [role="textbox"]'
 WA_SEND = '#chat button:has(span[data-icon="send"])'
 # A 1x1 PNG, attached as the draft's photo.
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9"
+    "awAAAABJRU5ErkJggg=="
+)
 SCHOOL = {"schoolName": "Testcollege", "schoolAliases": ["TC", "het Lucas"]}
 
 
@@ -32,13 +35,17 @@ def page(chromium: Any) -> Iterator[Any]:
     set_options(chromium)
 
 
-def articles_for(page: Any, internet: FakeInternet, draft: str, media: bool = False, site: str = "x") -> list[str]:
+def articles_for(
+    page: Any, internet: FakeInternet, draft: str, media: bool = False, site: str = "x"
+) -> list[str]:
     """Write `draft` on a platform, try to publish it and return the overlay's article codes."""
     composer, button = (X_HOME, X_HOME_BUTTON) if site == "x" else (WA_CHAT, WA_SEND)
     page.goto(internet.url(site))
     if media:
-        page.set_input_files("#home-composer input[type=file]",
-                             files=[{"name": "klas.png", "mimeType": "image/png", "buffer": PNG}])
+        page.set_input_files(
+            "#home-composer input[type=file]",
+            files=[{"name": "klas.png", "mimeType": "image/png", "buffer": PNG}],
+        )
     write_draft(page, composer, draft)
     page.click(button)
     found = overlay_articles(page)
@@ -46,32 +53,43 @@ def articles_for(page: Any, internet: FakeInternet, draft: str, media: bool = Fa
     return found
 
 
-@pytest.mark.parametrize("audience,site,draft,media,expected", [
-    ("student", "x", "Wat een mooie dag", False, ["A2", "A3"]),
-    ("student", "x", "Bel me op 06-12345678", False, ["A1", "A2", "A3"]),
-    ("student", "x", "mail me: sam@example.nl", False, ["A1", "A2", "A3"]),
-    ("student", "x", "mijn bsn 123456782", False, ["A1", "A2", "A3"]),
-    ("student", "x", "mijn bsn 123456789", False, ["A2", "A3"]),           # fails the elfproef
-    ("student", "x", "stort op NL91 ABNA 0417 1643 00", False, ["A1", "A2", "A3"]),
-    ("student", "x", "Dorpsstraat 12, 1234 AB Utrecht", False, ["A1", "A2", "A3"]),
-    ("student", "x", "kijk deze foto", True, ["A5", "A2", "A3"]),
-    ("student", "x", "Groeten uit het Testcollege", False, ["A1", "A4", "A2", "A3"]),
-    ("student", "x", "vandaag op TC", False, ["A1", "A4", "A2", "A3"]),
-    ("student", "x", "wat ben jij een idioot", False, ["A7", "A2", "A3"]),
-    ("student", "x", "Hoera, vakantie!", False, ["A2", "A3"]),             # no insult inside a word
-    ("staff", "x", "Open dag op het Testcollege", False, ["B1", "B2", "B3", "A2", "A3", "B5"]),
-    ("staff", "x", "bel 0612345678", False, ["A1", "B2", "A2", "A3", "B5"]),
-    ("staff", "whatsapp", "Uw zoon heeft de toets gemist", False, ["B4", "A2", "A3", "B5"]),
-    ("student", "whatsapp", "Uw zoon heeft de toets gemist", False, ["A2", "A3"]),
-])
-def test_local_checks_choose_the_reminders(page: Any, fake_internet: FakeInternet, audience: str, site: str,
-                                           draft: str, media: bool, expected: list[str]) -> None:
+@pytest.mark.parametrize(
+    "audience,site,draft,media,expected",
+    [
+        ("student", "x", "Wat een mooie dag", False, ["A2", "A3"]),
+        ("student", "x", "Bel me op 06-12345678", False, ["A1", "A2", "A3"]),
+        ("student", "x", "mail me: sam@example.nl", False, ["A1", "A2", "A3"]),
+        ("student", "x", "mijn bsn 123456782", False, ["A1", "A2", "A3"]),
+        ("student", "x", "mijn bsn 123456789", False, ["A2", "A3"]),  # fails the elfproef
+        ("student", "x", "stort op NL91 ABNA 0417 1643 00", False, ["A1", "A2", "A3"]),
+        ("student", "x", "Dorpsstraat 12, 1234 AB Utrecht", False, ["A1", "A2", "A3"]),
+        ("student", "x", "kijk deze foto", True, ["A5", "A2", "A3"]),
+        ("student", "x", "Groeten uit het Testcollege", False, ["A1", "A4", "A2", "A3"]),
+        ("student", "x", "vandaag op TC", False, ["A1", "A4", "A2", "A3"]),
+        ("student", "x", "wat ben jij een idioot", False, ["A7", "A2", "A3"]),
+        ("student", "x", "Hoera, vakantie!", False, ["A2", "A3"]),  # no insult inside a word
+        ("staff", "x", "Open dag op het Testcollege", False, ["B1", "B2", "B3", "A2", "A3", "B5"]),
+        ("staff", "x", "bel 0612345678", False, ["A1", "B2", "A2", "A3", "B5"]),
+        ("staff", "whatsapp", "Uw zoon heeft de toets gemist", False, ["B4", "A2", "A3", "B5"]),
+        ("student", "whatsapp", "Uw zoon heeft de toets gemist", False, ["A2", "A3"]),
+    ],
+)
+def test_local_checks_choose_the_reminders(
+    page: Any,
+    fake_internet: FakeInternet,
+    audience: str,
+    site: str,
+    draft: str,
+    media: bool,
+    expected: list[str],
+) -> None:
     set_options(page.context, audience=audience, **SCHOOL)
     assert articles_for(page, fake_internet, draft, media, site) == expected
 
 
 def test_every_reminder_cites_its_article_and_the_insult_one_asks_a_question(
-        page: Any, fake_internet: FakeInternet) -> None:
+    page: Any, fake_internet: FakeInternet
+) -> None:
     set_options(page.context, **SCHOOL)
     page.goto(fake_internet.url("x"))
     write_draft(page, X_HOME, "jij sukkel, bel 0612345678")
@@ -113,50 +131,87 @@ def test_dutch_is_the_default_interface(page: Any, fake_internet: FakeInternet) 
 
 
 SERVER_REMINDERS = [
-    {"article": "A2", "audience": "all", "trigger": "always", "text": "Servertekst: jij bent verantwoordelijk (artikel A2)."},
-    {"article": "A1", "audience": "all", "trigger": "personal_data", "text": "Servertekst over gegevens (artikel A1)."},
-    {"article": "Z9", "audience": "all", "trigger": "always", "text": "an entry that does not fit is dropped"},
+    {
+        "article": "A2",
+        "audience": "all",
+        "trigger": "always",
+        "text": "Servertekst: jij bent verantwoordelijk (artikel A2).",
+    },
+    {
+        "article": "A1",
+        "audience": "all",
+        "trigger": "personal_data",
+        "text": "Servertekst over gegevens (artikel A1).",
+    },
+    {
+        "article": "Z9",
+        "audience": "all",
+        "trigger": "always",
+        "text": "an entry that does not fit is dropped",
+    },
 ]
 
 
-def test_server_texts_are_used_and_revalidated_with_etag(page: Any, fake_internet: FakeInternet) -> None:
+def test_server_texts_are_used_and_revalidated_with_etag(
+    page: Any, fake_internet: FakeInternet
+) -> None:
     fake_internet.reminders = SERVER_REMINDERS
     try:
         set_options(page.context, serverUrl=SERVER)
         start = len(fake_internet.requests)
         assert articles_for(page, fake_internet, "bel 0612345678") == ["A1", "A2"]
         first = fake_internet.api_requests("/api/v1/reminders")
-        assert [r for r in first if r.method == "GET"][-1].path == "/api/v1/reminders?audience=student&lang=nl"
+        gets = [r for r in first if r.method == "GET"]
+        assert gets[-1].path == "/api/v1/reminders?audience=student&lang=nl"
         # Make the cache old: the next page asks again, with the ETag, and keeps the texts on 304.
         extension_worker(page.context).evaluate("""async () => {
             const all = await chrome.storage.local.get(null);
-            for (const [k, v] of Object.entries(all)) if (k.startsWith('reminders|')) { v.fetchedAt = 0; await chrome.storage.local.set({[k]: v}); }
+            for (const [k, v] of Object.entries(all)) {
+                if (!k.startsWith('reminders|')) continue;
+                await chrome.storage.local.set({[k]: {...v, fetchedAt: 0}});
+            }
         }""")
         page.goto(fake_internet.url("x"))
         page.wait_for_timeout(300)
-        again = [r for r in fake_internet.requests[start:] if r.path.startswith("/api/v1/reminders") and r.method == "GET"]
+        again = [
+            r
+            for r in fake_internet.requests[start:]
+            if r.path.startswith("/api/v1/reminders") and r.method == "GET"
+        ]
         assert again[-1].headers.get("If-None-Match") == '"v1"'
         write_draft(page, X_HOME, "hallo")
         page.click(X_HOME_BUTTON)
         page.wait_for_selector(DIALOG, state="visible")
-        assert page.locator('lesfocus-reminder li[data-article="A2"]').inner_text().endswith(
-            "Servertekst: jij bent verantwoordelijk (artikel A2).")
+        assert (
+            page.locator('lesfocus-reminder li[data-article="A2"]')
+            .inner_text()
+            .endswith("Servertekst: jij bent verantwoordelijk (artikel A2).")
+        )
         page.click(EDIT)
     finally:
         fake_internet.reminders = None
 
 
-@pytest.mark.parametrize("server", [SERVER, "https://localhost:9"])  # 404 from the server; nothing listening
-def test_bundled_texts_when_the_server_has_none_or_is_unreachable(page: Any, fake_internet: FakeInternet,
-                                                                  server: str) -> None:
+@pytest.mark.parametrize(
+    "server", [SERVER, "https://localhost:9"]
+)  # 404 from the server; nothing listening
+def test_bundled_texts_when_the_server_has_none_or_is_unreachable(
+    page: Any, fake_internet: FakeInternet, server: str
+) -> None:
     fake_internet.reminders = None
     set_options(page.context, serverUrl=server)
     assert articles_for(page, fake_internet, "hallo") == ["A2", "A3"]
 
 
-def test_lesson_banner_on_a_blocked_social_site_only(page: Any, fake_internet: FakeInternet) -> None:
-    fake_internet.lesson_status = {"in_lesson": True, "blocked_services": ["twitter", "instagram"],
-                                   "until": "2030-01-01T10:30:00Z", "exception": None}
+def test_lesson_banner_on_a_blocked_social_site_only(
+    page: Any, fake_internet: FakeInternet
+) -> None:
+    fake_internet.lesson_status = {
+        "in_lesson": True,
+        "blocked_services": ["twitter", "instagram"],
+        "until": "2030-01-01T10:30:00Z",
+        "exception": None,
+    }
     try:
         set_options(page.context, serverUrl=SERVER)
         page.goto(fake_internet.url("x"))
@@ -167,28 +222,44 @@ def test_lesson_banner_on_a_blocked_social_site_only(page: Any, fake_internet: F
         page.goto(fake_internet.url("youtube"))
         page.wait_for_timeout(500)
         assert page.locator("lesfocus-lesson-banner").count() == 0
-        fake_internet.lesson_status = {"in_lesson": False, "blocked_services": [], "until": None, "exception": None}
+        fake_internet.lesson_status = {
+            "in_lesson": False,
+            "blocked_services": [],
+            "until": None,
+            "exception": None,
+        }
         set_options(page.context, serverUrl=SERVER)
         page.goto(fake_internet.url("x"))
         page.wait_for_timeout(500)
         assert page.locator("lesfocus-lesson-banner").count() == 0
     finally:
-        fake_internet.lesson_status = {"in_lesson": False, "blocked_services": [], "until": None, "exception": None}
+        fake_internet.lesson_status = {
+            "in_lesson": False,
+            "blocked_services": [],
+            "until": None,
+            "exception": None,
+        }
 
 
-def test_only_on_findings_mode_lets_plain_posts_through(page: Any, fake_internet: FakeInternet) -> None:
+def test_only_on_findings_mode_lets_plain_posts_through(
+    page: Any, fake_internet: FakeInternet
+) -> None:
     set_options(page.context, onlyOnFindings=True)
     page.goto(fake_internet.url("x"))
     page.wait_for_timeout(200)
     write_draft(page, X_HOME, "mooi weer")
     page.click(X_HOME_BUTTON)
-    page.wait_for_function("window.__sent.length > 0")  # held until the configuration loaded, at most
+    page.wait_for_function(
+        "window.__sent.length > 0"
+    )  # held until the configuration loaded, at most
     assert [p["text"] for p in sent(page)] == ["mooi weer"]
     assert no_overlay(page)
     assert articles_for(page, fake_internet, "bel 0612345678") == ["A1", "A2", "A3"]
 
 
-def test_snooze_after_posting_skips_plain_reminders_but_not_findings(page: Any, fake_internet: FakeInternet) -> None:
+def test_snooze_after_posting_skips_plain_reminders_but_not_findings(
+    page: Any, fake_internet: FakeInternet
+) -> None:
     set_options(page.context, snoozeMinutes=5)
     page.goto(fake_internet.url("x"))
     write_draft(page, X_HOME, "eerste bericht")
@@ -212,7 +283,9 @@ def test_snooze_after_posting_skips_plain_reminders_but_not_findings(page: Any, 
     assert articles_for(page, fake_internet, "hallo", site="whatsapp") == ["A2", "A3"]
 
 
-def test_options_page_settings_apply_when_no_policy_sets_them(page: Any, fake_internet: FakeInternet) -> None:
+def test_options_page_settings_apply_when_no_policy_sets_them(
+    page: Any, fake_internet: FakeInternet
+) -> None:
     set_options(page.context)
     page.goto(f"chrome-extension://{EXTENSION_ID}/ui/options.html")
     page.wait_for_selector("#options[data-loaded=true]", state="attached")
@@ -223,42 +296,90 @@ def test_options_page_settings_apply_when_no_policy_sets_them(page: Any, fake_in
     page.select_option("#audience", "staff")
     page.click("button[type=submit]")
     page.wait_for_function("document.getElementById('status').textContent === 'Opgeslagen.'")
-    stored = extension_worker(page.context).evaluate("chrome.storage.local.get('options')")["options"]
+    stored = extension_worker(page.context).evaluate("chrome.storage.local.get('options')")[
+        "options"
+    ]
     assert stored["schoolAliases"] == ["VC", "het Vondel"] and stored["audience"] == "staff"
-    assert articles_for(page, fake_internet, "Groeten van het Vondel") == ["B1", "B2", "B3", "A2", "A3", "B5"]
+    assert articles_for(page, fake_internet, "Groeten van het Vondel") == [
+        "B1",
+        "B2",
+        "B3",
+        "A2",
+        "A3",
+        "B5",
+    ]
 
 
 # Per platform: (opener, composer, send button) for text drafts, and the same plus the file input
 # (None: the composer always carries media) for a draft with a photo or video.
-PLATFORM_COMPOSERS: dict[str, tuple[tuple[str | None, str, str], tuple[str | None, str, str, str | None]]] = {
-    "x": ((None, X_HOME, X_HOME_BUTTON), (None, X_HOME, X_HOME_BUTTON, "#home-composer input[type=file]")),
-    "facebook": ((None, '#comment-form [role="textbox"]', "#comment-send"),
-                 (None, '#comment-form [role="textbox"]', "#comment-send", "#comment-form input[type=file]")),
-    "instagram": ((None, "#comment-form textarea", "#comment-post"),
-                  ("#open-create", '#create-dialog [role="textbox"]', "#share", None)),
-    "youtube": ((None, "#top-comment #contenteditable-root", "#top-comment #submit-button button"),
-                (None, "#community-post #contenteditable-root", "#community-post #submit-button button",
-                 "#community-post input[type=file]")),
-    "linkedin": ((None, "#message-form .msg-form__contenteditable", ".msg-form__send-button"),
-                 ("#open-share", "#share-modal .ql-editor", ".share-actions__primary-action",
-                  "#share-modal input[type=file]")),
-    "whatsapp": ((None, WA_CHAT, WA_SEND),
-                 (None, '#media-preview [role="textbox"]', '#media-preview [role="button"]', "#attach")),
-    "tiktok": ((None, '#comment [contenteditable="true"]', '[data-e2e="comment-post"]'),
-               (None, '#upload [contenteditable="true"]', '[data-e2e="post_video_button"]', None)),
-    "snapchat": ((None, "#chat textarea", '#chat button[type="submit"]'),
-                 (None, "#chat textarea", '#chat button[type="submit"]', "#chat input[type=file]")),
+PLATFORM_COMPOSERS: dict[
+    str, tuple[tuple[str | None, str, str], tuple[str | None, str, str, str | None]]
+] = {
+    "x": (
+        (None, X_HOME, X_HOME_BUTTON),
+        (None, X_HOME, X_HOME_BUTTON, "#home-composer input[type=file]"),
+    ),
+    "facebook": (
+        (None, '#comment-form [role="textbox"]', "#comment-send"),
+        (None, '#comment-form [role="textbox"]', "#comment-send", "#comment-form input[type=file]"),
+    ),
+    "instagram": (
+        (None, "#comment-form textarea", "#comment-post"),
+        ("#open-create", '#create-dialog [role="textbox"]', "#share", None),
+    ),
+    "youtube": (
+        (None, "#top-comment #contenteditable-root", "#top-comment #submit-button button"),
+        (
+            None,
+            "#community-post #contenteditable-root",
+            "#community-post #submit-button button",
+            "#community-post input[type=file]",
+        ),
+    ),
+    "linkedin": (
+        (None, "#message-form .msg-form__contenteditable", ".msg-form__send-button"),
+        (
+            "#open-share",
+            "#share-modal .ql-editor",
+            ".share-actions__primary-action",
+            "#share-modal input[type=file]",
+        ),
+    ),
+    "whatsapp": (
+        (None, WA_CHAT, WA_SEND),
+        (None, '#media-preview [role="textbox"]', '#media-preview [role="button"]', "#attach"),
+    ),
+    "tiktok": (
+        (None, '#comment [contenteditable="true"]', '[data-e2e="comment-post"]'),
+        (None, '#upload [contenteditable="true"]', '[data-e2e="post_video_button"]', None),
+    ),
+    "snapchat": (
+        (None, "#chat textarea", '#chat button[type="submit"]'),
+        (None, "#chat textarea", '#chat button[type="submit"]', "#chat input[type=file]"),
+    ),
 }
-TEXT_DRAFTS = [("bel me op 0612345678", "A1"), ("groeten van het Testcollege", "A4"), ("jij bent een idioot", "A7")]
+TEXT_DRAFTS = [
+    ("bel me op 0612345678", "A1"),
+    ("groeten van het Testcollege", "A4"),
+    ("jij bent een idioot", "A7"),
+]
 
 
-def shown_articles(page: Any, opener: str | None, composer: str, button: str, draft: str,
-                   file_input: str | None = None) -> list[str]:
-    """On the loaded fixture: (open,) attach, write, publish; the overlay's articles, then Aanpassen."""
+def shown_articles(
+    page: Any,
+    opener: str | None,
+    composer: str,
+    button: str,
+    draft: str,
+    file_input: str | None = None,
+) -> list[str]:
+    """Open the composer, attach, write and publish; return the overlay's articles, then edit."""
     if opener:
         page.click(opener)
     if file_input:
-        page.set_input_files(file_input, files=[{"name": "klas.png", "mimeType": "image/png", "buffer": PNG}])
+        page.set_input_files(
+            file_input, files=[{"name": "klas.png", "mimeType": "image/png", "buffer": PNG}]
+        )
     write_draft(page, composer, draft)
     page.click(button)
     found = overlay_articles(page)
@@ -267,8 +388,9 @@ def shown_articles(page: Any, opener: str | None, composer: str, button: str, dr
 
 
 @pytest.mark.parametrize("site", sorted(PLATFORM_COMPOSERS))
-def test_each_platform_gets_the_right_reminders_in_dutch_and_english(page: Any, fake_internet: FakeInternet,
-                                                                     site: str) -> None:
+def test_each_platform_gets_the_right_reminders_in_dutch_and_english(
+    page: Any, fake_internet: FakeInternet, site: str
+) -> None:
     (t_open, t_box, t_send), (m_open, m_box, m_send, m_file) = PLATFORM_COMPOSERS[site]
     set_options(page.context, audience="student", schoolName="Testcollege")
     for draft, article in TEXT_DRAFTS:
