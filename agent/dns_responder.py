@@ -410,14 +410,23 @@ def _worker_main(resolver: Resolver, sockets: list[socket.socket], upstream: tup
         pass
 
 
+ServicesSource = Mapping[str, Service] | Callable[[], Mapping[str, Service]]
+
+
 class DnsResponder:
-    """The responder's lifecycle: start() binds and serves, stop() ends every worker it started."""
+    """The responder's lifecycle: start() binds and serves, stop() ends every worker it started.
+
+    `state_provider` is polled every `refresh_interval` s; `update()` takes a new state at once
+    (call it right after `Enforcer.apply` at a bell). `counters()` gives refused queries per
+    (segment, service). `workers > 1` forks SO_REUSEPORT processes: start it before threads that
+    hold locks exist, as the agent does.
+    """
 
     def __init__(self, listen: Iterable[tuple[str, int]] | tuple[str, int] = (("0.0.0.0", 53),),
                  upstream: tuple[str, int] = ("127.0.0.1", 53),
                  state_provider: Callable[[], BlockState | None] = lambda: None,
                  enforcer: Any = None,
-                 services: Mapping[str, Service] | Callable[[], Mapping[str, Service]] = {},
+                 services: ServicesSource | None = None,
                  workers: int = 1, doh: Iterable[str] | None = None,
                  refresh_interval: float = 0.2) -> None:
         if isinstance(listen, tuple) and listen and isinstance(listen[0], str):
@@ -426,7 +435,7 @@ class DnsResponder:
         self.upstream = (upstream[0], int(upstream[1]))
         self.state_provider = state_provider
         self.enforcer = enforcer
-        self._services = services
+        self._services = services if services is not None else {}
         self.workers = max(1, int(workers))
         self.refresh_interval = refresh_interval
         self.resolver = Resolver(self._current_services(), doh, enforcer)
