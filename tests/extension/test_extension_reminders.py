@@ -152,7 +152,18 @@ SERVER_REMINDERS = [
 ]
 
 
-def test_server_texts_are_used_and_revalidated_with_etag(
+def age_reminder_cache(context: Any) -> None:
+    """Make the cached server texts look old, so that the next page revalidates them."""
+    extension_worker(context).evaluate("""async () => {
+        const all = await chrome.storage.local.get(null);
+        for (const [k, v] of Object.entries(all)) {
+            if (!k.startsWith('reminders|')) continue;
+            await chrome.storage.local.set({[k]: {...v, fetchedAt: 0}});
+        }
+    }""")
+
+
+def test_server_texts_are_used_revalidated_with_etag_and_kept_when_the_server_fails(
     page: Any, fake_internet: FakeInternet
 ) -> None:
     fake_internet.reminders = SERVER_REMINDERS
@@ -164,13 +175,7 @@ def test_server_texts_are_used_and_revalidated_with_etag(
         gets = [r for r in first if r.method == "GET"]
         assert gets[-1].path == "/api/v1/reminders?audience=student&lang=nl"
         # Make the cache old: the next page asks again, with the ETag, and keeps the texts on 304.
-        extension_worker(page.context).evaluate("""async () => {
-            const all = await chrome.storage.local.get(null);
-            for (const [k, v] of Object.entries(all)) {
-                if (!k.startsWith('reminders|')) continue;
-                await chrome.storage.local.set({[k]: {...v, fetchedAt: 0}});
-            }
-        }""")
+        age_reminder_cache(page.context)
         page.goto(fake_internet.url("x"))
         page.wait_for_timeout(300)
         again = [
@@ -188,13 +193,18 @@ def test_server_texts_are_used_and_revalidated_with_etag(
             .endswith("Servertekst: jij bent verantwoordelijk (artikel A2).")
         )
         page.click(EDIT)
+        # The server loses its texts: the cached ones stay in use, not the bundled ones.
+        fake_internet.reminders = None
+        age_reminder_cache(page.context)
+        page.goto(fake_internet.url("x"))
+        page.wait_for_timeout(300)
+        assert articles_for(page, fake_internet, "bel 0612345678") == ["A1", "A2"]
     finally:
         fake_internet.reminders = None
 
 
-@pytest.mark.parametrize(
-    "server", [SERVER, "https://localhost:9"]
-)  # 404 from the server; nothing listening
+# The server answers 404; nothing listens at all.
+@pytest.mark.parametrize("server", [SERVER, "https://localhost:9"])
 def test_bundled_texts_when_the_server_has_none_or_is_unreachable(
     page: Any, fake_internet: FakeInternet, server: str
 ) -> None:
