@@ -305,11 +305,11 @@ def test_heartbeats_carry_aggregates_and_no_log_names_a_client(world: World) -> 
         "a heartbeat with counters", lambda: [c for c in world.server.gateway_row()["counters"]
                                               if c[0] == world.seg1 and c[2] > 0], 15)
     assert {service for _, service, _ in counters} >= {"tiktok"}
-    row = world.server.gateway_row()
-    assert row["policy_version_applied"] == world.status()["policy_version"]
+    world.wait("the heartbeat naming the policy in force", lambda: world.server.gateway_row()[
+        "policy_version_applied"] == world.status()["policy_version"], 15)
     log = world.log_text()
     for client in (netns.C1_ADDR, netns.C2_ADDR, netns.C1_ADDR6, netns.C2_ADDR6):
-        assert client not in log
+        assert client not in log, [line for line in log.splitlines() if client in line][:3]
     assert "www.tiktok.com" not in log and "reddit.com" not in log  # nor visited names
 
 
