@@ -38,7 +38,10 @@ def serve_command(host: str, port: int, threads: int) -> None:
     from waitress import serve
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     click.echo(f"lesfocus: serving on http://{host}:{port}/")
-    serve(app, host=host, port=port, threads=threads, ident="lesfocus")
+    # Each waiting agent holds a connection as well as a thread: waitress's default limit of
+    # 100 connections would stop accepting anything once 100 agents wait.
+    serve(app, host=host, port=port, threads=threads, ident="lesfocus",
+          connection_limit=max(100, threads + 100))
 
 
 @click.group("school")
