@@ -253,7 +253,9 @@ class EvilServer:
 
 
 def test_bad_policies_are_refused_and_the_last_valid_one_stays_in_force(world: World) -> None:
-    start, end = world.lesson(starts_in=2, length=20)
+    # The lesson begins while the agent is being fed bad policies: it must come from the last
+    # valid one.
+    start, end = world.lesson(starts_in=12, length=20)
     version = world.status()["policy_version"]
     key = world.server.app.extensions["lesfocus.signing_key"]
     now = int(time.time())
@@ -278,12 +280,12 @@ def test_bad_policies_are_refused_and_the_last_valid_one_stays_in_force(world: W
         answer(key.sign(malformed)),  # signed, but malformed
         answer(jwt.encode(good, "an-hmac-secret-of-at-least-32-bytes!", algorithm="HS256")),
     ]
-    world.sleep_until(start + timedelta(seconds=1))
     world.server.stop()
     evil = EvilServer(world, answers)
     try:
         world.wait("the agent to poll every bad answer", lambda: evil.served == len(answers), 25)
-        time.sleep(0.5)
+        world.sleep_until(start + timedelta(seconds=1))
+        assert utcnow() < end - timedelta(seconds=3), "the bad answers took the whole lesson"
         assert world.status()["policy_version"] == version
         assert world.visit("tiktok.com").startswith("dns:NXDOMAIN")
         assert not leaked(world.fetch(TIKTOK, "tiktok.com"))
