@@ -27,7 +27,7 @@ _user_loaders: list[UserLoader] = []
 
 
 def register_user_loader(loader: UserLoader) -> None:
-    """Add a way to find the signed-in person when a request has no bearer token (e.g. a session)."""
+    """Add a way to find the signed-in person of a request without a bearer token (a session)."""
     if loader not in _user_loaders:
         _user_loaders.append(loader)
 

@@ -107,7 +107,7 @@ def load_or_create_signing_key(path: Path) -> SigningKey:
     return SigningKey(key)
 
 
-# --- Agent tokens: JWTs a gateway's agent signs with its own key (SPEC §4) ------------------------
+# --- Agent tokens: JWTs a gateway's agent signs with its own key (SPEC §4) ---------------------
 
 class TokenError(ValueError):
     """A bearer token that must be refused; the message says why (safe to show the client)."""

@@ -25,7 +25,7 @@ def audit_json(event: AuditEvent) -> dict[str, Any]:
 @bp.get("/audit")
 @require_user("leader", "it_admin")
 def list_audit() -> Response:
-    """Audit events, newest first; filters action, object_type, object_id, actor, from, to, before."""
+    """Audit events, newest first, filtered by action, object, actor and time; paged by id."""
     query = select(AuditEvent).where(AuditEvent.school_id == g.person.school_id)
     for name, column in (("action", AuditEvent.action), ("object_type", AuditEvent.object_type),
                          ("object_id", AuditEvent.object_id), ("actor", AuditEvent.actor_label)):

@@ -1,4 +1,4 @@
-"""`POST /auth/token`: a username and password for a short-lived API token, with a failure throttle."""
+"""`POST /auth/token`: username and password for a short-lived API token; failures throttled."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Request parsing shared by the API modules: bounded JSON bodies and typed fields with `field` errors."""
+"""Request parsing for the API modules: bounded JSON bodies, typed fields with `field` errors."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..models import School
 
 
 def json_body(*, optional: bool = False, scale: int = 1) -> dict[str, Any]:
-    """The request's JSON object; 413 above `scale` x LESFOCUS_MAX_JSON_BODY, 400 if not an object."""
+    """The JSON object of the body; 413 above `scale` x LESFOCUS_MAX_JSON_BODY, else 400 if bad."""
     limit = int(current_app.config["LESFOCUS_MAX_JSON_BODY"]) * scale
     if request.content_length is not None and request.content_length > limit:
         abort_json(413, f"the JSON body is larger than {limit} bytes")

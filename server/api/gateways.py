@@ -45,7 +45,7 @@ def gateway_json(gateway: Gateway) -> dict[str, Any]:
 
 @bp.post("/gateways/enroll")
 def enroll() -> Any:
-    """Enrol an agent: a one-time token and the agent's Ed25519 public key -> gateway id, server keys."""
+    """Enrol an agent: one-time token and Ed25519 public key -> gateway id and server keys."""
     body = json_body()
     token = get_str(body, "token", max_len=200)
     raw_key = body.get("public_key")
@@ -189,7 +189,7 @@ def _requested_version() -> str | None:
 @bp.get("/gateways/self/policy")
 @require_agent
 def self_policy() -> Response:
-    """The gateway's signed policy; with If-None-Match, wait up to `wait` s for it to change (304)."""
+    """The gateway's signed policy; with If-None-Match, wait up to `wait` s for a change or 304."""
     gateway: Gateway = g.gateway
     gateway_id, school_id = gateway.id, gateway.school_id
     limit = int(current_app.config["LESFOCUS_POLICY_LONG_POLL_MAX"])

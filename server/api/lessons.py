@@ -26,7 +26,8 @@ def lesson_json(lesson: Lesson) -> dict[str, Any]:
         "subject": lesson.subject, "cancelled": lesson.cancelled,
         "rooms": [{"id": r.id, "code": r.code} for r in lesson.rooms],
         "groups": [{"id": gr.id, "name": gr.name} for gr in lesson.groups],
-        "teachers": [{"id": t.id, "code": t.teacher_code, "name": t.label} for t in lesson.teachers],
+        "teachers": [{"id": t.id, "code": t.teacher_code, "name": t.label}
+                     for t in lesson.teachers],
         "source": lesson.source,
     }
 
@@ -34,7 +35,7 @@ def lesson_json(lesson: Lesson) -> dict[str, Any]:
 @bp.get("/lessons")
 @require_user("teacher", "leader", "it_admin")
 def list_lessons() -> Response:
-    """Lessons overlapping [from, to) (default: today in the school's timezone); room, mine filters."""
+    """Lessons overlapping [from, to) (default: today, school time); filters room and mine."""
     school = db.session.get(School, g.person.school_id)
     tz = school.timezone if school else "UTC"
     if request.args.get("from"):

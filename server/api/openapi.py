@@ -1,4 +1,4 @@
-"""The OpenAPI 3.1 document of /api/v1, built from one table of operations (tested against the routes)."""
+"""The OpenAPI 3.1 document of /api/v1, built from one table of operations (tested vs routes)."""
 
 from __future__ import annotations
 
@@ -95,9 +95,11 @@ OPERATIONS: list[Operation] = [
                             where="header")],
               responses={"200": "{school, audience, lang, reminders}", "304": "unchanged"}),
     Operation("get", "/reminders/{reminder_id}", "One reminder with all its texts", "it_admin",
-              parameters=[pid("reminder_id")], responses={"200": "reminder", "404": "not in your school"}),
-    Operation("put", "/reminders/{reminder_id}", "Edit a reminder's texts or switch it off", "it_admin",
-              parameters=[pid("reminder_id")], body=obj(None, texts=obj(None, nl=STR, en=STR), enabled=BOOL),
+              parameters=[pid("reminder_id")],
+              responses={"200": "reminder", "404": "not in your school"}),
+    Operation("put", "/reminders/{reminder_id}", "Edit a reminder's texts or switch it off",
+              "it_admin", parameters=[pid("reminder_id")],
+              body=obj(None, texts=obj(None, nl=STR, en=STR), enabled=BOOL),
               responses={"200": "reminder", "400": "bad field"}),
     Operation("get", "/lesson-status", "Lesson and block state of the caller's network", "public",
               parameters=[q("school", STR, "limit the lookup to one school")],
