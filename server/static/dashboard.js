@@ -37,6 +37,16 @@ document.addEventListener("DOMContentLoaded", () => {
         .catch((err) => console.warn("copy failed", err));
     });
   }
+  // "Nu": refresh the room's state now and then, but never while the teacher is choosing.
+  const refresh = document.querySelector("[data-refresh]");
+  if (refresh) {
+    const seconds = Number(refresh.dataset.refresh) || 60;
+    setInterval(() => {
+      const busy = document.querySelector("form.grant input:checked")
+        || ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);
+      if (!busy) window.location.reload();
+    }, seconds * 1000);
+  }
   // The leader's form: show the room or group choice only for the scope that needs it.
   const scope = document.getElementById("f-scope");
   if (scope) {
