@@ -304,6 +304,11 @@ class NftablesEnforcer:
                                     self.dns_port)
             self.run(ruleset.render())
             self.ruleset = ruleset
+            if self._runner is None and self.cut_on_apply:
+                # Import scapy now rather than at the first bell, where its second of loading
+                # would delay cutting the open flows.
+                from ..observers.resets import warm_up
+                warm_up()
             self._learned.clear()
             self._owners.clear()
             self._blocked_pairs.clear()

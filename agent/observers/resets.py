@@ -26,6 +26,11 @@ def _layers():  # scapy is imported lazily: the agent starts fast and tests can 
     return IP, IPv6, TCP
 
 
+def warm_up() -> None:
+    """Load scapy's layers ahead of the first reset."""
+    _layers()
+
+
 def build_reset(src: str, dst: str, sport: int, dport: int, seq: int, ack: int = 0) -> bytes:
     """A TCP RST (with ACK when ack is given) from src:sport to dst:dport, as IP bytes."""
     IP, IPv6, TCP = _layers()
