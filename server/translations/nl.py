@@ -64,6 +64,14 @@ NL: dict[str, str | tuple[str, str]] = {
     "The date must look like 2026-11-23.": "De datum moet eruitzien als 2026-11-23.",
     "all social media": "alle sociale media",
     "whole school": "hele school",
+    "students": "leerlingen",
+    "staff": "personeel",
+    "always": "altijd",
+    "personal data": "persoonsgegevens",
+    "photo or video": "foto of video",
+    "mentions the school": "noemt de school",
+    "insulting words": "beledigende woorden",
+    "school matters": "schoolzaken",
     "This form has expired or did not come from this site (CSRF check). Reload the page and try "
     "again.":
         "Dit formulier is verlopen of kwam niet van deze site (CSRF-controle). Laad de pagina "
