@@ -40,8 +40,9 @@ def serve_command(host: str, port: int, threads: int) -> None:
     click.echo(f"lesfocus: serving on http://{host}:{port}/")
     # Each waiting agent holds a connection as well as a thread: waitress's default limit of
     # 100 connections would stop accepting anything once 100 agents wait.
+    # poll(2) rather than select(2), which cannot watch descriptors above 1023.
     serve(app, host=host, port=port, threads=threads, ident="lesfocus",
-          connection_limit=max(100, threads + 100))
+          connection_limit=max(100, threads + 100), asyncore_use_poll=True)
 
 
 @click.group("school")

@@ -48,7 +48,9 @@ def serve(instance: str, database_url: str, threads: int) -> None:
     # One connection per waiting agent: raise waitress's default limit of 100 connections.
     server = create_server(app, host="127.0.0.1", port=0, threads=threads,
                            connection_limit=threads + 200, backlog=2048, ident="lesfocus",
-                           channel_timeout=LONG_POLL_WAIT + 60)
+                           channel_timeout=LONG_POLL_WAIT + 60,
+                           # poll(2): select(2) cannot watch descriptors above 1023 at all.
+                           asyncore_use_poll=os.environ.get("LESFOCUS_BENCH_SELECT") != "1")
     print(f"PORT {server.effective_port}", flush=True)
     server.run()
 
@@ -314,7 +316,8 @@ def test_api_under_load(tmp_path: Path) -> None:
         assert server.stdout is not None
         line = server.stdout.readline()
         port = int(line.split()[1])
-        print(f"waitress on 127.0.0.1:{port} with {SERVER_THREADS} threads (pid {server.pid})",
+        print(f"waitress on 127.0.0.1:{port} with {SERVER_THREADS} threads (pid {server.pid}, "
+              f"{'select' if os.environ.get('LESFOCUS_BENCH_SELECT') == '1' else 'poll'})",
               flush=True)
         _measure_lesson_status(port, "warm-up", server.pid)
         alone = _measure_lesson_status(port, "alone", server.pid)
