@@ -142,7 +142,7 @@ def test_random_bytes_never_crash_and_never_give_a_garbage_answer(data: bytes) -
     _check_no_garbage(data)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(NAMES), st.booleans(), st.lists(st.tuples(st.integers(0, 80),
                                                                  st.integers(0, 255)), max_size=4))
 def test_mutated_queries_never_crash_and_never_give_a_garbage_answer(
@@ -154,7 +154,7 @@ def test_mutated_queries_never_crash_and_never_give_a_garbage_answer(
     _check_no_garbage(bytes(wire))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 120), st.integers(0, 255)), max_size=4))
 def test_mutated_answers_never_crash(flips: list[tuple[int, int]]) -> None:
     wire = bytearray(make_answer("a.x.com", ["192.0.2.1", "2001:db8::2"], cname="b.x.com"))

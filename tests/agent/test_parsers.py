@@ -8,7 +8,7 @@ from functools import lru_cache
 import dns.message
 import dns.rrset
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.http import HTTP, HTTPRequest
@@ -119,7 +119,7 @@ def test_nxdomain_and_queries_give_no_dns_observation() -> None:
     assert parse_dns_answer(q.to_wire()) is None
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=400))
 def test_parsers_never_crash_on_random_bytes(data: bytes) -> None:
     for result in (parse_client_hello(data), parse_http_host(data)):
@@ -128,7 +128,7 @@ def test_parsers_never_crash_on_random_bytes(data: bytes) -> None:
     assert obs is None or (obs.addresses and obs.kind == "dns")
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from(HOSTS), st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)),
                                         min_size=1, max_size=4))
 def test_parsers_never_crash_on_mutated_client_hellos(host: str, flips: list) -> None:
@@ -174,7 +174,7 @@ def test_frames_without_tcp_or_udp_give_none(frame: bytes) -> None:
     assert parse_frame(frame) is None
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=200))
 def test_frame_parser_never_crashes(data: bytes) -> None:
     seg = parse_frame(data)
