@@ -188,3 +188,11 @@ def test_too_many_failures_from_one_address_lock_it_for_every_username(app: Flas
                                         at=now))
         db.session.commit()
     assert _login(app.test_client(), "leiding", PASSWORD).status_code == 429
+
+
+@pytest.mark.parametrize("path", ["/login", "/does-not-exist"])
+def test_html_pages_forbid_framing_and_foreign_scripts(app: Flask, path: str) -> None:
+    response = app.test_client().get(path)
+    policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "default-src 'self'" in policy
+    assert response.headers["X-Frame-Options"] == "DENY"
