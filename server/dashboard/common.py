@@ -157,11 +157,28 @@ def session_person_for_reading() -> Person | None:
     return g.get("dashboard_user")
 
 
+def _audit_value(value: Any) -> str:
+    """An audit detail for people: times in the school's timezone, lists as words."""
+    if isinstance(value, list):
+        return ", ".join(_audit_value(item) for item in value)
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        if moment.tzinfo is not None:
+            return _short_dt(moment)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_audit_value(v)}" for k, v in value.items())
+    return str(value)
+
+
 def init_app(app: Flask) -> None:
     """Template filters and globals used by every page; the session login for API reads."""
     from ..auth import register_user_loader
     register_user_loader(session_person_for_reading)
-    app.jinja_env.filters.update(hm=_hm, day=_day, dayname=_dayname, short_dt=_short_dt, iso=_iso)
+    app.jinja_env.filters.update(hm=_hm, day=_day, dayname=_dayname, short_dt=_short_dt, iso=_iso,
+                                 audit_value=_audit_value)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

@@ -286,3 +286,16 @@ def test_reminder_preview_uses_the_extensions_own_dialog_words() -> None:
     for lang, words in EXTENSION_DIALOG.items():
         messages = json.loads((locales / lang / "messages.json").read_text(encoding="utf-8"))
         assert {key: messages[key]["message"] for key in words} == words
+
+
+def test_audit_log_shows_detail_times_in_the_schools_timezone(app: Flask, world) -> None:
+    from zoneinfo import ZoneInfo
+    teacher = _signed_in(app, "docent")
+    teacher.post("/nu/grant", data={"lesson_id": world.own_lesson, "duration": "rest",
+                                    "csrf_token": csrf_token(teacher, "/nu")})
+    with app.app_context():
+        lesson = db.session.get(Lesson, world.own_lesson)
+        local_end = lesson.end.astimezone(ZoneInfo("Europe/Amsterdam")).strftime("%H:%M")
+    page = _signed_in(app, "leiding").get("/audit?action=exception.grant").get_data(as_text=True)
+    assert "<b>end</b>: " in page and local_end in page
+    assert lesson.end.isoformat() not in page
