@@ -16,16 +16,7 @@ from server.extensions import db
 from server.models import School
 from server.seed import seed_reminders, seed_services
 
-REQUIRE_ALL = os.environ.get("LESFOCUS_TEST_REQUIRE_ALL") == "1"
-
-
-def require(condition: bool, what: str) -> None:
-    """Skip when a real part is missing, or fail when `make test` promised it (CI)."""
-    if condition:
-        return
-    if REQUIRE_ALL:
-        pytest.fail(f"{what} is missing, but `make test` must provide it")
-    pytest.skip(f"{what} is not available")
+from realparts import require
 
 
 def _postgres_url() -> str:

@@ -174,7 +174,7 @@ TW4, TW6, DOH4 = "198.51.100.10", "2001:db8::10", "198.51.100.53"
 @pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
 def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[GatewayLab, NftablesEnforcer,
                                                               FakeDnsServer]]:
-    from conftest import require
+    from realparts import require
     require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
     with GatewayLab() as lab:
         for addr in (TW4, TW6, DOH4):

@@ -159,7 +159,7 @@ TW4, TW6, OTHER4, DOH4 = "198.51.100.10", "2001:db8::10", "198.51.100.20", "198.
 
 @pytest.fixture
 def lab() -> Iterator[GatewayLab]:
-    from conftest import require
+    from realparts import require
     require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
     with GatewayLab() as lab:
         for addr in (TW4, TW6, OTHER4, DOH4):

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.netns
 
 @pytest.fixture
 def observed() -> Iterator[tuple[GatewayLab, NftablesEnforcer, Observer]]:
-    from conftest import require
+    from realparts import require
     require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
     with GatewayLab() as lab:
         for addr in (TW4, UNKNOWN4):

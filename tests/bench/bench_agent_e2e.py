@@ -22,7 +22,7 @@ for _folder in (Path(__file__).resolve().parents[1] / "e2e",
         sys.path.insert(0, str(_folder))
 
 import netns  # noqa: E402
-from conftest import require  # noqa: E402
+from realparts import require  # noqa: E402
 from fakenet import resolve  # noqa: E402
 from world import SCHOOL_DNS, World, utcnow  # noqa: E402
 

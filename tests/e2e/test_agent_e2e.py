@@ -30,7 +30,7 @@ for _folder in (Path(__file__).resolve().parent, Path(__file__).resolve().parent
         sys.path.insert(0, str(_folder))
 
 import netns  # noqa: E402
-from conftest import require  # noqa: E402  (tests/conftest.py)
+from realparts import require  # noqa: E402
 from fakenet import doh_resolve, resolve, udp_echo  # noqa: E402
 from world import (  # noqa: E402
     DOH_IP, DOH_NAME, EXAMPLE, OTHER_DNS, REDDIT, ROOT, SCHOOL_DNS, TIKTOK, TIKTOK6, YOUTUBE,

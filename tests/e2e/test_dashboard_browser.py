@@ -30,17 +30,7 @@ PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "dashboard"
 
 
-def require(condition: bool, what: str) -> None:
-    """Skip without `what`, or fail when `make test` promised it (as tests/conftest.py does).
-
-    Not imported from there: `from conftest import ...` finds whichever conftest pytest
-    imported last once several folders have one.
-    """
-    if condition:
-        return
-    if os.environ.get("LESFOCUS_TEST_REQUIRE_ALL") == "1":
-        pytest.fail(f"{what} is missing, but `make test` must provide it")
-    pytest.skip(f"{what} is not available")
+from realparts import require  # noqa: E402
 
 
 @dataclass

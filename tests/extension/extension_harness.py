@@ -49,13 +49,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-def require(condition: bool, what: str) -> None:
-    """Skip when a real part is missing, or fail when `make test` promised it."""
-    if condition:
-        return
-    if os.environ.get("LESFOCUS_TEST_REQUIRE_ALL") == "1":
-        pytest.fail(f"{what} is missing, but `make test` must provide it")
-    pytest.skip(f"{what} is not available")
+from realparts import require  # noqa: E402  (re-exported for the extension tests)
 
 
 @dataclass
