@@ -25,7 +25,9 @@ from .state import BlockState, Policy
 log = logging.getLogger("lesfocus.agent")
 
 STATUS_FILE = "status.json"
-MAX_SLEEP = 30.0  # re-read the wall clock at least this often (NTP steps, suspend)
+# Re-read the wall clock (NTP steps, suspend) and renew the DNS redirect's lease this often;
+# well below the lease (enforcers/nftables.py REDIRECT_LEASE_SECONDS).
+MAX_SLEEP = 5.0
 RETRY_SECONDS = 2.0
 
 
@@ -249,6 +251,7 @@ class Agent:
         """Follow the schedule until `stop()`; sleeps until the next change or a policy update."""
         while not self.stop_event.is_set():
             next_change = self.step()
+            self._keep_alive()
             # Iterations happen only at boundaries, on policy updates or every MAX_SLEEP: cheap.
             self.write_status()
             timeout = MAX_SLEEP
@@ -256,6 +259,15 @@ class Agent:
                 timeout = min(MAX_SLEEP, max(0.0, (next_change - self.clock()).total_seconds()))
             self._wake.wait(timeout)
             self._wake.clear()
+
+    def _keep_alive(self) -> None:
+        renew = getattr(self.enforcer, "keep_alive", None)
+        if renew is None or self.policy is None:
+            return
+        try:
+            renew()
+        except (EnforcerError, OSError) as err:
+            log.error("renewing the DNS redirect failed: %s", err)
 
     def request_stop(self) -> None:
         """Ask the loop to end (safe from a signal handler: it only sets events)."""

@@ -23,6 +23,10 @@ class DryRunEnforcer(NftablesEnforcer):
         super().__init__(table=table, lan_interfaces=lan_interfaces, dns_port=dns_port,
                          runner=self._record)
 
+    def keep_alive(self) -> None:
+        """Nothing to renew: a dry run never redirects DNS (and a renewal every few seconds would
+        drown the transactions IT wants to read)."""
+
     def _record(self, batch: str) -> None:
         # Keep only the last few batches in memory: learn() may run thousands of times a day.
         self.batches.append(batch)

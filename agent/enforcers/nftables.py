@@ -8,7 +8,12 @@ Table layout (names for service index i; the service ids themselves are in set c
   addr4_i / addr6_i  learned addresses of service i (flags timeout)
   blocked4/blocked6  every source CIDR with any block (the union), for DNS redirect, QUIC, DoT, DoH
   doh4 / doh6        learned addresses of DNS-over-HTTPS servers (flags timeout)
-  chain prerouting   nat: udp/tcp 53 from `blocked*` -> redirect to the DNS responder's port
+  dns_redirect       port 53 with a short timeout that the running agent keeps renewing
+  chain prerouting   nat: udp/tcp to a port in `dns_redirect` from `blocked*` -> redirect to the
+                     DNS responder's port; when the agent dies the element expires within
+                     REDIRECT_LEASE_SECONDS and DNS goes its usual way again (the address sets
+                     still reject the services until each block ends), instead of a classroom
+                     without DNS until the end of the lesson
   chain forward      filter: from `blocked*` jump to `blocked_traffic`, where every client->server
                      packet to a blocked address is rejected (tcp reset, else ICMP); the return
                      direction is never matched, so a leaked connection fails at its next packet.
@@ -111,6 +116,18 @@ def _comment(text: str) -> str:
     return "".join(c for c in text if c.isalnum() or c in "-_.@ ")[:120]
 
 
+# How long the DNS redirect outlives the last renewal by a running agent (see the module doc).
+REDIRECT_LEASE_SECONDS = 20.0
+
+
+def render_redirect_lease(table: str, seconds: float) -> str:
+    """Renew the DNS redirect's lease: add (so the delete cannot fail), delete, add afresh."""
+    lease = f"{{ 53 timeout {_ms(seconds)}ms }}"
+    return (f"add element inet {table} dns_redirect {lease}\n"
+            f"delete element inet {table} dns_redirect {{ 53 }}\n"
+            f"add element inet {table} dns_redirect {lease}\n")
+
+
 def build_ruleset(service_ids: Iterable[str], table: str = DEFAULT_TABLE,
                   lan_interfaces: Iterable[str] = (), dns_port: int = 53) -> Ruleset:
     """The table for these services: sets per service, the DNS redirect and the reject rules."""
@@ -121,6 +138,7 @@ def build_ruleset(service_ids: Iterable[str], table: str = DEFAULT_TABLE,
         SetSpec("blocked6", "ipv6_addr", ("interval", "timeout"), comment="any block"),
         SetSpec("doh4", "ipv4_addr", ("timeout",), comment="DoH servers"),
         SetSpec("doh6", "ipv6_addr", ("timeout",), comment="DoH servers"),
+        SetSpec("dns_redirect", "inet_service", ("timeout",), comment="renewed while alive"),
     ]
     block_rules: list[str] = []
     for sid in ids:
@@ -151,8 +169,10 @@ def build_ruleset(service_ids: Iterable[str], table: str = DEFAULT_TABLE,
     lans = sorted(set(lan_interfaces))
     iif = f'iifname {{ {", ".join(json.dumps(n) for n in lans)} }} ' if lans else ""
     redirect = [
-        f"{iif}ip saddr @blocked4 meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns_port}",
-        f"{iif}ip6 saddr @blocked6 meta l4proto {{ tcp, udp }} th dport 53 redirect to :{dns_port}",
+        f"{iif}ip saddr @blocked4 meta l4proto {{ tcp, udp }} th dport @dns_redirect "
+        f"redirect to :{dns_port}",
+        f"{iif}ip6 saddr @blocked6 meta l4proto {{ tcp, udp }} th dport @dns_redirect "
+        f"redirect to :{dns_port}",
     ]
     chains = (
         ChainSpec("prerouting", tuple(redirect), "nat", "prerouting", "dstnat"),
@@ -242,8 +262,10 @@ class NftablesEnforcer:
     def __init__(self, table: str = DEFAULT_TABLE, lan_interfaces: Iterable[str] = (),
                  dns_port: int = 5353, runner: Callable[[str], None] | None = None,
                  clock: Callable[[], datetime] | None = None,
-                 cut_on_apply: bool = True) -> None:
+                 cut_on_apply: bool = True,
+                 redirect_lease: float = REDIRECT_LEASE_SECONDS) -> None:
         self.table = table
+        self.redirect_lease = redirect_lease
         self.lan_interfaces = tuple(lan_interfaces)
         self.dns_port = dns_port
         self.cut_on_apply = cut_on_apply
@@ -302,7 +324,8 @@ class NftablesEnforcer:
         with self._lock:
             ruleset = build_ruleset(policy.services, self.table, self.lan_interfaces,
                                     self.dns_port)
-            self.run(ruleset.render())
+            # The lease is part of the rebuild's one transaction: no moment without the redirect.
+            self.run(ruleset.render() + render_redirect_lease(self.table, self.redirect_lease))
             self.ruleset = ruleset
             if self._runner is None and self.cut_on_apply:
                 # Import scapy now rather than at the first bell, where its second of loading
@@ -313,6 +336,12 @@ class NftablesEnforcer:
             self._owners.clear()
             self._blocked_pairs.clear()
             log.info("nftables table %s rebuilt for %d services", self.table, len(policy.services))
+
+    def keep_alive(self) -> None:
+        """Renew the DNS redirect's lease; the agent's loop calls this every few seconds."""
+        with self._lock:
+            if self.ruleset is not None:
+                self.run(render_redirect_lease(self.table, self.redirect_lease))
 
     def adopt(self, ruleset: Ruleset | None) -> None:
         """Use a ruleset that another process applied (the DNS responder's forked workers)."""

@@ -15,7 +15,8 @@ import pytest
 from agent.domains import DOH
 from agent.enforcers.base import Enforcer
 from agent.enforcers.dry_run import DryRunEnforcer
-from agent.enforcers.nftables import (NftablesEnforcer, block_elements, build_ruleset,
+from agent.enforcers.nftables import (REDIRECT_LEASE_SECONDS, NftablesEnforcer, block_elements,
+                                      build_ruleset, render_redirect_lease,
                                       render_apply, render_learn, set_names)
 from agent.errors import EnforcerError
 from agent.state import BlockState, Policy, PolicySegment, SegmentState, Service
@@ -43,13 +44,13 @@ def make_state(now: datetime, blocked1: dict[str, datetime], blocked2: dict | No
 
 # -- the ruleset as data -------------------------------------------------------------------
 
-def test_ruleset_has_four_sets_per_service_and_the_shared_sets() -> None:
+def test_ruleset_has_four_sets_per_service_and_the_five_shared_sets() -> None:
     rs = build_ruleset(SERVICES, lan_interfaces=["lan1", "lan2"], dns_port=5353)
     names = {s.name for s in rs.sets}
-    assert {"blocked4", "blocked6", "doh4", "doh6"} <= names
+    assert {"blocked4", "blocked6", "doh4", "doh6", "dns_redirect"} <= names
     for sid, i in rs.service_index.items():
         assert set(set_names(i).values()) <= names, sid
-    assert len(rs.sets) == 4 + 4 * len(SERVICES)
+    assert len(rs.sets) == 5 + 4 * len(SERVICES)
 
 
 def test_source_sets_are_intervals_with_timeouts_and_never_auto_merge() -> None:
@@ -75,7 +76,7 @@ def test_rendered_ruleset_replaces_the_table_in_one_batch() -> None:
     "udp dport { 443, 853 } reject with icmpx admin-prohibited",
     "tcp dport 853 reject with tcp reset",
     "meta l4proto tcp ip daddr @doh4 reject with tcp reset",
-    'iifname { "lan1", "lan2" } ip saddr @blocked4 meta l4proto { tcp, udp } th dport 53 '
+    'iifname { "lan1", "lan2" } ip saddr @blocked4 meta l4proto { tcp, udp } th dport @dns_redirect '
     "redirect to :5353",
     'iifname { "lan1", "lan2" } ip6 saddr @blocked6 jump blocked_traffic',
 ])
@@ -132,7 +133,10 @@ def test_dry_run_logs_the_same_transactions_and_skips_repeated_learns() -> None:
     enf = DryRunEnforcer(logged.append, table="t", lan_interfaces=["lan1"], dns_port=5353)
     assert isinstance(enf, Enforcer)
     enf.start(make_policy())
-    assert logged[0] == build_ruleset(SERVICES, "t", ["lan1"], 5353).render()
+    assert logged[0] == (build_ruleset(SERVICES, "t", ["lan1"], 5353).render()
+                         + render_redirect_lease("t", REDIRECT_LEASE_SECONDS))
+    enf.keep_alive()
+    assert len(logged) == 1  # a dry run never redirects, so it has no lease to renew
     enf.apply(make_state(NOW, {"twitter": NOW + timedelta(hours=1)}))
     assert logged[-1].startswith("flush set inet t blocked4")
     enf.learn("twitter", ["198.51.100.10", "2001:db8::10", "not-an-address", "0.0.0.0"], 60)
@@ -144,6 +148,22 @@ def test_dry_run_logs_the_same_transactions_and_skips_repeated_learns() -> None:
     assert len(logged) == count
     enf.learn(DOH, ["192.0.2.53"], 300)
     assert "add element inet t doh4 { 192.0.2.53 timeout 3600s }" in logged[-1]
+
+
+def test_redirect_lease_is_renewed_by_add_delete_add_in_one_batch() -> None:
+    # add first: the delete of an element the kernel already expired would fail the batch.
+    assert render_redirect_lease("t", 20) == (
+        "add element inet t dns_redirect { 53 timeout 20000ms }\n"
+        "delete element inet t dns_redirect { 53 }\n"
+        "add element inet t dns_redirect { 53 timeout 20000ms }\n")
+    batches: list[str] = []
+    enf = NftablesEnforcer(table="t", runner=batches.append, redirect_lease=20)
+    enf.keep_alive()
+    assert batches == []  # nothing to renew before the table exists
+    enf.start(make_policy())
+    assert batches[0].endswith(render_redirect_lease("t", 20))  # same transaction as the rebuild
+    enf.keep_alive()
+    assert batches[1] == render_redirect_lease("t", 20)
 
 
 def test_apply_before_start_is_an_enforcer_error() -> None:
@@ -325,3 +345,39 @@ def test_conntrack_output_is_parsed_and_only_segment_to_service_flows_are_select
     assert flows[2].state == "" and flows[2].dport == 53
     chosen = select_flows(flows, netns.SEG1_CIDRS, [TW4, TW6, "not an address"])
     assert [(f.src, f.sport) for f in chosen] == [("10.81.1.10", 40001), ("fd81:1::10", 40003)]
+
+
+@pytest.mark.netns
+def test_dns_redirect_lapses_when_the_agent_stops_renewing_it(lab: GatewayLab) -> None:
+    from tests.agent.netns import FakeDnsServer, dns_query
+    resolver = FakeDnsServer(lab.inet, netns.INET_ADDR, {"example.org": ["192.0.2.80"]})
+    lab.on_close(resolver.stop)
+    enf = NftablesEnforcer(table="lesfocus", lan_interfaces=["lan1", "lan2"], dns_port=5353,
+                           redirect_lease=1.5)
+    now = datetime.now(timezone.utc)
+    with lab.gw.entered():
+        enf.start(make_policy())
+        enf.apply(make_state(now, {"twitter": now + timedelta(minutes=5)}))
+
+    def reaches_resolver() -> bool:
+        before = len(resolver.queries)
+        try:
+            dns_query(lab.c1, netns.INET_ADDR, "example.org", timeout=0.5)
+        except (OSError, Exception):  # redirected to a port where no responder listens
+            pass
+        return len(resolver.queries) > before
+
+    # While renewed, queries of the blocked segment are redirected (here: to no responder).
+    for _ in range(3):
+        with lab.gw.entered():
+            enf.keep_alive()
+        assert not reaches_resolver()
+        time.sleep(0.6)
+    # The agent "dies": no renewal. Within the lease, DNS goes its usual way again...
+    deadline = time.monotonic() + 5
+    while not reaches_resolver():
+        assert time.monotonic() < deadline, "the DNS redirect outlived its lease"
+        time.sleep(0.3)
+    # ...while the block itself stays in the kernel until its own end.
+    assert "10.81.1.0/24" in lab.gw.exec(["nft", "list", "set", "inet", "lesfocus",
+                                          "blocked4"]).stdout
