@@ -107,6 +107,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         yield Site(url=f"http://127.0.0.1:{server.effective_port}", app=app, logins=logins,
                    own_lesson=own, other_lesson=other)
     finally:
+        # Requests in flight first: closing waitress under them makes its thread fail with
+        # EBADF on the trigger pipe (seen once at teardown), as tests/e2e/live_server.py notes.
+        server.task_dispatcher.shutdown(cancel_pending=True, timeout=6)
         server.close()
         thread.join(5)
         with app.app_context():
