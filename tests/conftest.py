@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, settings
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -17,6 +18,11 @@ from server.models import School
 from server.seed import seed_reminders, seed_services
 
 from realparts import require
+
+# Shared 2-core machines: time per example says nothing about correctness here, so no deadlines
+# and no "too slow" health check (tests that set their own settings keep them).
+settings.register_profile("lesfocus", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("lesfocus")
 
 
 def _postgres_url() -> str:
