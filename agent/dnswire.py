@@ -108,12 +108,13 @@ def _skip_rr(data: bytes, offset: int) -> tuple[int, int, int, int, int] | None:
     return rtype, rclass, ttl, rdata, after
 
 
-def parse_query(data: bytes) -> Query | None:
-    """A standard query with one question (QR=0, OPCODE=0), else None."""
+def _read_question(data: bytes
+                   ) -> tuple[tuple[int, int, int, int, int, int], str, int, int, int] | None:
+    """The header and the one question of a message: (header, name, qtype, qclass, end)."""
     if len(data) < 17:
         return None
-    qid, flags, qd, an, ns, ar = HEADER.unpack_from(data)
-    if flags & FLAG_QR or (flags >> 11) & 0xF or qd != 1:
+    header = HEADER.unpack_from(data)
+    if header[2] != 1:
         return None
     named = read_name(data, 12)
     if named is None:
@@ -122,7 +123,17 @@ def parse_query(data: bytes) -> Query | None:
     if offset + 4 > len(data):
         return None
     qtype, qclass = QFIXED.unpack_from(data, offset)
-    question_end = offset + 4
+    return header, name, qtype, qclass, offset + 4
+
+
+def parse_query(data: bytes) -> Query | None:
+    """A standard query with one question (QR=0, OPCODE=0), else None."""
+    read = _read_question(data)
+    if read is None:
+        return None
+    (qid, flags, _, an, ns, ar), name, qtype, qclass, question_end = read
+    if flags & FLAG_QR or (flags >> 11) & 0xF:
+        return None
     edns = None
     offset = question_end
     # Answer and authority sections are empty in a normal query; a query with records there
@@ -154,19 +165,12 @@ def build_negative(query: Query, rcode: int = RCODE_NXDOMAIN) -> bytes:
 
 def parse_response(data: bytes) -> Response | None:
     """An answer (QR=1) with one question: its addresses and their TTLs, else None."""
-    if len(data) < 17:
+    read = _read_question(data)
+    if read is None:
         return None
-    rid, flags, qd, an, ns, ar = HEADER.unpack_from(data)
-    if not flags & FLAG_QR or qd != 1:
+    (rid, flags, _, an, _, _), name, qtype, _, question_end = read
+    if not flags & FLAG_QR:
         return None
-    named = read_name(data, 12)
-    if named is None:
-        return None
-    name, offset = named
-    if offset + 4 > len(data):
-        return None
-    qtype, _ = QFIXED.unpack_from(data, offset)
-    question_end = offset + 4
     offset = question_end
     addresses: list[tuple[str, int]] = []
     for _ in range(an):
