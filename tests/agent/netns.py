@@ -300,28 +300,25 @@ class GatewayLab(Lab):
         self.address("inet", "lo", address + prefix)
 
 
-class TcpServer:
-    """A threaded TCP server inside a namespace: sends `greeting` on accept, then echoes lines.
+class ThreadedTcpListener:
+    """A TCP listener inside a namespace that hands each connection to `_handle` in a thread.
 
-    `http=True` answers one HTTP/1.1 request per connection with `200 OK` and the Host it saw.
+    Subclasses set their own attributes, then call `super().__init__` (which starts accepting).
     """
 
-    def __init__(self, ns: Netns, host: str, port: int, greeting: bytes = b"",
-                 http: bool = False) -> None:
+    def __init__(self, ns: Netns, host: str, port: int, backlog: int = 64) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sock = ns.socket(family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
-        self.sock.listen(64)
+        self.sock.listen(backlog)
+        self.sock.settimeout(0.2)  # so stop() is noticed between connections
         self.port = self.sock.getsockname()[1]
-        self.greeting = greeting
-        self.http = http
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
     def _serve(self) -> None:
-        self.sock.settimeout(0.2)
         while not self._stop.is_set():
             try:
                 conn, _ = self.sock.accept()
@@ -330,6 +327,28 @@ class TcpServer:
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Stop accepting and close the listening socket."""
+        self._stop.set()
+        self.sock.close()
+        self._thread.join(2)
+
+
+class TcpServer(ThreadedTcpListener):
+    """A threaded TCP server inside a namespace: sends `greeting` on accept, then echoes lines.
+
+    `http=True` answers one HTTP/1.1 request per connection with `200 OK` and the Host it saw.
+    """
+
+    def __init__(self, ns: Netns, host: str, port: int, greeting: bytes = b"",
+                 http: bool = False) -> None:
+        self.greeting = greeting
+        self.http = http
+        super().__init__(ns, host, port)
 
     def _handle(self, conn: socket.socket) -> None:
         conn.settimeout(10)
@@ -353,12 +372,6 @@ class TcpServer:
                     conn.sendall(data)
         except OSError:
             return
-
-    def stop(self) -> None:
-        """Stop accepting and close the listening socket."""
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(2)
 
 
 class UdpEchoServer:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import socket
 import ssl
 import subprocess
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
-from netns import Netns
+from netns import Netns, ThreadedTcpListener
 
 
 def make_ca(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
@@ -35,7 +34,7 @@ def make_ca(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-class TlsHttpServer:
+class TlsHttpServer(ThreadedTcpListener):
     """HTTPS on (host, port) in `ns`: `hello <host>` for GET, DoH answers for POST /dns-query."""
 
     def __init__(self, ns: Netns, host: str, certfile: Path, keyfile: Path, port: int = 443,
@@ -43,24 +42,7 @@ class TlsHttpServer:
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.load_cert_chain(certfile, keyfile)
         self.doh = doh
-        self.sock = ns.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except (TimeoutError, socket.timeout):
-                continue
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+        super().__init__(ns, host, port)
 
     def _handle(self, raw: socket.socket) -> None:
         raw.settimeout(30)
@@ -89,12 +71,6 @@ class TlsHttpServer:
                                  b"\r\nContent-Length: %d\r\n\r\n" % len(payload) + payload)
         except (OSError, ssl.SSLError, ValueError):
             return
-
-    def stop(self) -> None:
-        """Stop accepting and close the listening socket."""
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(2)
 
 
 def _outcome(err: BaseException) -> str:
