@@ -17,6 +17,7 @@ from ..extensions import db
 from ..models import Person, School, Service
 from . import LANGUAGES, bp
 
+T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -46,6 +47,15 @@ def current_user() -> Person:
     if user is None:  # pragma: no cover - login_required runs first
         abort(401)
     return user
+
+
+def school_object_or_404(model: type[T], object_id: Any,
+                         description: str | None = None) -> T:
+    """The signed-in user's school's object with `object_id`; 404 for none or another school's."""
+    obj = db.session.get(model, object_id)
+    if obj is None or getattr(obj, "school_id", None) != current_user().school_id:
+        abort(404, description=description)
+    return obj
 
 
 def login_required(*roles: str) -> Callable[[F], F]:

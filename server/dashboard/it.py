@@ -18,7 +18,7 @@ from ..models import (ARTICLES, LANGUAGES, ROLES, Gateway, GatewayCounter, Perso
                       Segment, Service, utcnow)
 from ..passwords import MIN_LENGTH, hash_password
 from . import bp
-from .common import current_user, login_required, service_names
+from .common import current_user, login_required, school_object_or_404, service_names
 from .state import gateway_health, room_states
 
 TIMETABLE_FORMATS = ("ical", "zermelo", "untis", "csv")
@@ -127,9 +127,7 @@ def it_segments() -> Response | tuple[str, int]:
 def it_segment_delete(segment_id: int) -> Response:
     """Remove a segment (its rooms stay)."""
     user = current_user()
-    segment = db.session.get(Segment, segment_id)
-    if segment is None or segment.school_id != user.school_id:
-        abort(404)
+    segment = school_object_or_404(Segment, segment_id)
     audit.record("segment.delete", school_id=user.school_id, actor=user, object_type="segment",
                  object_id=segment.id, name=segment.name, cidrs=segment.cidr_strings)
     db.session.delete(segment)
@@ -178,10 +176,7 @@ def it_gateways() -> tuple[str, int]:
 @login_required("it_admin")
 def it_gateway(gateway_id: str) -> str:
     """One gateway: contact, policy version, segments and counters per service."""
-    user = current_user()
-    gateway = db.session.get(Gateway, gateway_id)
-    if gateway is None or gateway.school_id != user.school_id:
-        abort(404)
+    gateway = school_object_or_404(Gateway, gateway_id)
     now = utcnow()
     since = now - timedelta(days=COUNTER_DAYS)
     counters = db.session.execute(
@@ -204,9 +199,7 @@ def it_gateway_token(gateway_id: str) -> str:
     """Issue a new one-time enrolment token (e.g. to re-install the gateway)."""
     from ..gateways import issue_enrollment_token
     user = current_user()
-    gateway = db.session.get(Gateway, gateway_id)
-    if gateway is None or gateway.school_id != user.school_id:
-        abort(404)
+    gateway = school_object_or_404(Gateway, gateway_id)
     token = issue_enrollment_token(gateway, actor=user)
     db.session.commit()
     return render_template("it/gateway.html", health=gateway_health(gateway, utcnow()),
@@ -313,9 +306,7 @@ EXTENSION_DIALOG = {
 def it_reminder(reminder_id: int) -> Response | tuple[str, int]:
     """Edit one reminder's texts, with a preview as the extension shows it."""
     user = current_user()
-    reminder = db.session.get(Reminder, reminder_id)
-    if reminder is None or reminder.school_id != user.school_id:
-        abort(404)
+    reminder = school_object_or_404(Reminder, reminder_id)
     texts = dict(reminder.texts or {})
     errors: dict[str, str] = {}
     enabled = reminder.enabled
@@ -419,9 +410,7 @@ def it_people() -> Response | tuple[str, int]:
 def it_person(person_id: int) -> Response | tuple[str, int]:
     """Edit a person's roles, login and status."""
     user = current_user()
-    person = db.session.get(Person, person_id)
-    if person is None or person.school_id != user.school_id:
-        abort(404)
+    person = school_object_or_404(Person, person_id)
     errors: dict[str, str] = {}
     form: dict[str, Any] = {"username": person.username or "", "display_name": person.display_name,
                             "teacher_code": person.teacher_code or "",

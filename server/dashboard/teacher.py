@@ -15,8 +15,8 @@ from .. import notify
 from ..extensions import db
 from ..models import ExceptionGrant, Lesson, Person, lesson_teachers, utcnow
 from . import bp
-from .common import (current_user, login_required, safe_next, school_services, school_zone,
-                     service_names)
+from .common import (current_user, login_required, safe_next, school_object_or_404,
+                     school_services, school_zone, service_names)
 from .state import exceptions_covering, room_states
 
 # The choices of the "Nu" page: None is "rest of the lesson" (the default, listed first).
@@ -78,9 +78,8 @@ def grant() -> Response | tuple[str, int]:
     """Allow social media (all services or some) for the rest of a lesson or for N minutes."""
     from ..grants import GrantError, GrantForbidden, grant_exception
     user = current_user()
-    lesson = db.session.get(Lesson, request.form.get("lesson_id", type=int) or 0)
-    if lesson is None or lesson.school_id != user.school_id:
-        abort(404, description=gettext("No such lesson."))
+    lesson = school_object_or_404(Lesson, request.form.get("lesson_id", type=int) or 0,
+                                  gettext("No such lesson."))
     duration = request.form.get("duration", "rest")
     if duration == "rest":
         minutes = None
@@ -111,9 +110,7 @@ def revoke(exception_id: int) -> Response | tuple[str, int]:
     """End an exception now (a teacher their own lesson's, a leader any)."""
     from ..grants import GrantError, GrantForbidden, revoke_exception
     user = current_user()
-    exception = db.session.get(ExceptionGrant, exception_id)
-    if exception is None or exception.school_id != user.school_id:
-        abort(404, description=gettext("No such exception."))
+    exception = school_object_or_404(ExceptionGrant, exception_id, gettext("No such exception."))
     try:
         revoke_exception(user, exception, reason=(request.form.get("reason") or "").strip(),
                          now=utcnow())
