@@ -27,22 +27,30 @@ def _school(slug: str) -> School:
     return school
 
 
+def _leave_serving_to_the_worker() -> None:
+    # The command line's own app must not serve anything: the worker process builds its own app,
+    # with the one scheduler (if enabled) and its own database connections.
+    scheduler = current_app.extensions.pop("lesfocus.scheduler", None)
+    if scheduler is not None:
+        scheduler.shutdown(wait=False)
+    db.session.remove()
+    db.engine.dispose()
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--threads", default=64, show_default=True, type=int,
-              help="Worker threads (each waiting agent's long poll holds one).")
+@click.option("--threads", default=600, show_default=True, type=int,
+              help="Worker threads: each waiting agent's long poll holds one, so allow for every "
+                   "gateway plus the dashboard's users.")
 @with_appcontext
 def serve_command(host: str, port: int, threads: int) -> None:
-    """Serve the dashboard and API with waitress."""
-    from waitress import serve
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    """Serve the dashboard and API (gunicorn, one process of threads; see server/serving.py)."""
+    from .app import create_app
+    from .serving import run_server
+    _leave_serving_to_the_worker()
     click.echo(f"lesfocus: serving on http://{host}:{port}/")
-    # Each waiting agent holds a connection as well as a thread: waitress's default limit of
-    # 100 connections would stop accepting anything once 100 agents wait.
-    # poll(2) rather than select(2), which cannot watch descriptors above 1023.
-    serve(app, host=host, port=port, threads=threads, ident="lesfocus",
-          connection_limit=max(100, threads + 100), asyncore_use_poll=True)
+    run_server(create_app, host, port, threads)
 
 
 @click.group("school")
@@ -224,9 +232,10 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     db.session.commit()
     click.echo(info.describe(f"http://{host}:{port}/"))
     if not no_serve:
-        from waitress import serve
-        serve(current_app._get_current_object(), host=host, port=port,  # type: ignore[attr-defined]
-              threads=64, ident="lesfocus")
+        from .app import create_app
+        from .serving import run_server
+        _leave_serving_to_the_worker()
+        run_server(create_app, host, port, threads=64)
 
 
 def register_commands(app: Flask) -> None:

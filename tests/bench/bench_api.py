@@ -1,6 +1,6 @@
 """API under load (SPEC §5): lesson-status req/s and p99, alone and while 500 agents long-poll.
 
-The server runs as `lesfocus serve` would (waitress) in a subprocess on 127.0.0.1 with an
+The server runs as `lesfocus serve` would (gunicorn gthread) in a subprocess on 127.0.0.1 with an
 ephemeral port. Load comes from `wrk` (Debian package) when present, else from an asyncio client
 in this process. Long polls come from an asyncio client holding one connection per agent.
 Run: `make bench`, or
@@ -39,20 +39,16 @@ AUDIENCE = "http://127.0.0.1"
 # --- the server process ---------------------------------------------------------------------------
 
 def serve(instance: str, database_url: str, threads: int) -> None:
-    """Run the app under waitress on an ephemeral port; print the port for the parent."""
-    from waitress import create_server
-
+    """Run the app as `lesfocus serve` does on an ephemeral port; print the port for the parent."""
     from server.app import create_app
-    app = create_app({"INSTANCE_PATH": instance, "DATABASE_URL": database_url,
-                      "PUBLIC_URL": AUDIENCE})
-    # One connection per waiting agent: raise waitress's default limit of 100 connections.
-    server = create_server(app, host="127.0.0.1", port=0, threads=threads,
-                           connection_limit=threads + 200, backlog=2048, ident="lesfocus",
-                           channel_timeout=LONG_POLL_WAIT + 60,
-                           # poll(2): select(2) cannot watch descriptors above 1023 at all.
-                           asyncore_use_poll=os.environ.get("LESFOCUS_BENCH_SELECT") != "1")
-    print(f"PORT {server.effective_port}", flush=True)
-    server.run()
+    from server.serving import run_server
+
+    def factory() -> Any:
+        return create_app({"INSTANCE_PATH": instance, "DATABASE_URL": database_url,
+                           "PUBLIC_URL": AUDIENCE})
+
+    run_server(factory, "127.0.0.1", 0, threads,
+               on_ready=lambda port: print(f"PORT {port}", flush=True))
 
 
 def _build_world(instance: Path, database_url: str, agents: int) -> dict[str, Any]:
@@ -183,9 +179,12 @@ def _wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used (from /proc, see proc(5))."""
+    """User + system CPU time of a process and its live children: gunicorn's worker does the
+    serving (from /proc, see proc(5))."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(_cpu_seconds(int(child)) for child in children)
 
 
 def _measure_lesson_status(port: int, label: str, pid: int) -> dict[str, float]:
@@ -316,9 +315,8 @@ def test_api_under_load(tmp_path: Path) -> None:
         assert server.stdout is not None
         line = server.stdout.readline()
         port = int(line.split()[1])
-        print(f"waitress on 127.0.0.1:{port} with {SERVER_THREADS} threads (pid {server.pid}, "
-              f"{'select' if os.environ.get('LESFOCUS_BENCH_SELECT') == '1' else 'poll'})",
-              flush=True)
+        print(f"lesfocus serve (gunicorn gthread) on 127.0.0.1:{port} with {SERVER_THREADS} "
+              f"threads (master pid {server.pid})", flush=True)
         _measure_lesson_status(port, "warm-up", server.pid)
         alone = _measure_lesson_status(port, "alone", server.pid)
         result = asyncio.run(_long_polls(
