@@ -17,7 +17,7 @@ from server.extensions import db
 from server.models import School
 from server.seed import seed_reminders, seed_services
 
-from realparts import require
+from tests.support.realparts import require
 
 # Shared 2-core machines: time per example says nothing about correctness here, so no deadlines
 # and no "too slow" health check (tests that set their own settings keep them).

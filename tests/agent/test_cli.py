@@ -142,14 +142,10 @@ def test_python_dash_m_agent_and_the_console_script_share_main() -> None:
     assert "enroll" in out and "run" in out and "status" in out
 
 
-# --- against the real server (tests/e2e/live_server.py: create_app + waitress on loopback) --------
+# --- against the real server (tests/support/live_server.py) ------------------------------------
 
 def _live_server(tmp_path: Path) -> Any:
-    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-    try:
-        from live_server import LiveServer
-    finally:
-        sys.path.pop(0)
+    from tests.support.live_server import LiveServer
     return LiveServer(tmp_path / "server").start()
 
 

@@ -18,8 +18,8 @@ from agent.domains import CANARY, DOH
 from agent.enforcers.dry_run import DryRunEnforcer
 from agent.enforcers.nftables import NftablesEnforcer
 from agent.state import BlockState, SegmentState, Service
-from tests.agent import netns
-from tests.agent.netns import FakeDnsServer, GatewayLab, TcpServer, dns_query, tcp_connect
+from tests.support import netns
+from tests.support.netns import FakeDnsServer, GatewayLab, TcpServer, dns_query, tcp_connect
 
 SERVICES = {
     "twitter": Service("twitter", "X", ("x.com", "twimg.com")),
@@ -94,7 +94,7 @@ def loopback() -> Iterator[tuple[FakeDnsServer, DnsResponder, DryRunEnforcer]]:
         "x.com": ["198.51.100.10", "2001:db8::10"], "example.org": ["192.0.2.80"],
         "big.example.org": ["192.0.2.81"]}, port=0, ttl=120, truncate=("big.example.org",))
     enforcer = DryRunEnforcer(lambda batch: None)
-    from tests.agent.test_nftables import make_policy
+    from tests.support.policies import make_policy
     enforcer.start(make_policy(SERVICES))
     # The loopback client plays segment 1: block twitter for 127.0.0.0/8.
     state = BlockState(datetime.now(timezone.utc),
@@ -174,7 +174,7 @@ TW4, TW6, DOH4 = "198.51.100.10", "2001:db8::10", "198.51.100.53"
 @pytest.fixture(params=[1, 2], ids=["one-worker", "two-workers"])
 def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[GatewayLab, NftablesEnforcer,
                                                               FakeDnsServer]]:
-    from realparts import require
+    from tests.support.realparts import require
     require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
     with GatewayLab() as lab:
         for addr in (TW4, TW6, DOH4):
@@ -184,7 +184,7 @@ def gateway(request: pytest.FixtureRequest) -> Iterator[tuple[GatewayLab, Nftabl
         upstream = FakeDnsServer(lab.inet, netns.INET_ADDR, {
             "x.com": [TW4, TW6], "example.org": ["192.0.2.80"], "dns.google": [DOH4]})
         lab.on_close(upstream.stop)
-        from tests.agent.test_nftables import make_policy
+        from tests.support.policies import make_policy
         enforcer = NftablesEnforcer(lan_interfaces=["lan1", "lan2"], dns_port=5353)
         state = state_blocking({"twitter": in_hour()})
         with lab.gw.entered():

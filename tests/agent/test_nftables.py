@@ -19,29 +19,12 @@ from agent.enforcers.nftables import (REDIRECT_LEASE_SECONDS, NftablesEnforcer, 
                                       build_ruleset, render_redirect_lease,
                                       render_apply, render_learn, set_names)
 from agent.errors import EnforcerError
-from agent.state import BlockState, Policy, PolicySegment, SegmentState, Service
-from tests.agent import netns
-from tests.agent.netns import GatewayLab, TcpServer, UdpEchoServer, tcp_connect
+from agent.state import BlockState, SegmentState
+from tests.support import netns
+from tests.support.netns import GatewayLab, TcpServer, UdpEchoServer, tcp_connect
+from tests.support.policies import SERVICES, make_policy, make_state
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
-SERVICES = {
-    "twitter": Service("twitter", "X", ("x.com", "twimg.com")),
-    "tiktok": Service("tiktok", "TikTok", ("tiktok.com",)),
-}
-
-
-def make_policy(services: dict[str, Service] = SERVICES) -> Policy:
-    return Policy("v1", "gw-1", NOW, NOW + timedelta(days=7), "Europe/Amsterdam", services,
-                  (PolicySegment(1, "lokaal-1", netns.SEG1_CIDRS, ()),
-                   PolicySegment(2, "lokaal-2", netns.SEG2_CIDRS, ())))
-
-
-def make_state(now: datetime, blocked1: dict[str, datetime], blocked2: dict | None = None
-               ) -> BlockState:
-    return BlockState(now, (SegmentState(1, "lokaal-1", netns.SEG1_CIDRS, blocked1),
-                            SegmentState(2, "lokaal-2", netns.SEG2_CIDRS, blocked2 or {})), None)
-
-
 # -- the ruleset as data -------------------------------------------------------------------
 
 def test_ruleset_has_four_sets_per_service_and_the_five_shared_sets() -> None:
@@ -179,7 +162,7 @@ TW4, TW6, OTHER4, DOH4 = "198.51.100.10", "2001:db8::10", "198.51.100.20", "198.
 
 @pytest.fixture
 def lab() -> Iterator[GatewayLab]:
-    from realparts import require
+    from tests.support.realparts import require
     require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
     with GatewayLab() as lab:
         for addr in (TW4, TW6, OTHER4, DOH4):
@@ -349,7 +332,7 @@ def test_conntrack_output_is_parsed_and_only_segment_to_service_flows_are_select
 
 @pytest.mark.netns
 def test_dns_redirect_lapses_when_the_agent_stops_renewing_it(lab: GatewayLab) -> None:
-    from tests.agent.netns import FakeDnsServer, dns_query
+    from tests.support.netns import FakeDnsServer, dns_query
     resolver = FakeDnsServer(lab.inet, netns.INET_ADDR, {"example.org": ["192.0.2.80"]})
     lab.on_close(resolver.stop)
     enf = NftablesEnforcer(table="lesfocus", lan_interfaces=["lan1", "lan2"], dns_port=5353,

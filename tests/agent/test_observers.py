@@ -13,10 +13,10 @@ import pytest
 from agent.enforcers.nftables import NftablesEnforcer
 from agent.observers.capture import Observer
 from agent.state import BlockState, SegmentState
-from tests.agent import netns
-from tests.agent.netns import FakeDnsServer, GatewayLab, TcpServer, dns_query, tcp_connect
-from tests.agent.test_nftables import SERVICES, make_policy
-from tests.agent.test_parsers import scapy_client_hello
+from tests.support import netns
+from tests.support.netns import FakeDnsServer, GatewayLab, TcpServer, dns_query, tcp_connect
+from tests.support.policies import SERVICES, make_policy
+from tests.support.clienthello import scapy_client_hello
 
 TW4, UNKNOWN4 = "198.51.100.10", "198.51.100.30"
 pytestmark = pytest.mark.netns
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.netns
 
 @pytest.fixture
 def observed() -> Iterator[tuple[GatewayLab, NftablesEnforcer, Observer]]:
-    from realparts import require
+    from tests.support.realparts import require
     require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
     with GatewayLab() as lab:
         for addr in (TW4, UNKNOWN4):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from functools import lru_cache
 
 import dns.message
 import dns.rrset
@@ -12,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.dns import DNS, DNSQR, DNSRR
 from scapy.layers.http import HTTP, HTTPRequest
-from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName, TLS_Ext_SupportedGroups
+from scapy.layers.tls.extensions import ServerName, TLS_Ext_ServerName
 from scapy.layers.tls.handshake import TLSClientHello
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -22,16 +21,9 @@ from scapy.layers.tls.record import TLS
 from agent.observers.parsers import (Observation, Segment, parse_client_hello,
                                      parse_dns_answer, parse_frame, parse_http_host)
 
+from tests.support.clienthello import scapy_client_hello
+
 HOSTS = ["x.com", "video.twimg.com", "www.tiktok.com", "Example.ORG"]
-
-
-@lru_cache(maxsize=64)
-def scapy_client_hello(host: str | None, before: int = 0) -> bytes:
-    ext = [TLS_Ext_SupportedGroups(groups=[29, 23] * before)] if before else []
-    if host is not None:
-        ext.append(TLS_Ext_ServerName(servernames=[ServerName(servername=host.encode())]))
-    ext.append(TLS_Ext_SupportedGroups(groups=[29]))
-    return bytes(TLS(msg=[TLSClientHello(ciphers=[0x1301, 0x1302], ext=ext)]))
 
 
 def scapy_sni(data: bytes) -> str | None:

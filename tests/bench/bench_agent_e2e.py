@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -16,15 +15,10 @@ from pathlib import Path
 
 import pytest
 
-for _folder in (Path(__file__).resolve().parents[1] / "e2e",
-                Path(__file__).resolve().parents[1] / "agent"):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
-
-import netns  # noqa: E402
-from realparts import require  # noqa: E402
-from fakenet import resolve  # noqa: E402
-from world import SCHOOL_DNS, World, utcnow  # noqa: E402
+from tests.support import netns
+from tests.support.realparts import require
+from tests.support.fakenet import resolve
+from tests.support.world import SCHOOL_DNS, World, utcnow
 
 GRANTS = 12
 BELLS = 5

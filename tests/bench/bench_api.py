@@ -301,14 +301,13 @@ async def _long_polls(port: int, keys: dict[str, Ed25519PrivateKey], lesson_id: 
 
 def test_api_under_load(tmp_path: Path) -> None:
     """Print lesson-status throughput and p99, alone and during 500 long polls; and wake latency."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     database_url = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
     began = time.monotonic()
     world = _build_world(tmp_path / "instance", database_url, AGENTS)
     print(f"\nbuilt {SCHOOLS} schools, {AGENTS} gateways and {AGENTS * 8} lessons in "
           f"{time.monotonic() - began:.1f} s", flush=True)
     server = subprocess.Popen(
-        [sys.executable, __file__, "serve", str(tmp_path / "instance"), database_url,
+        [sys.executable, "-m", "tests.bench.bench_api", "serve", str(tmp_path / "instance"), database_url,
          str(SERVER_THREADS)], stdout=subprocess.PIPE, text=True,
         cwd=Path(__file__).resolve().parents[2])
     try:
@@ -344,5 +343,4 @@ def test_api_under_load(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "serve":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))

@@ -19,10 +19,10 @@ from agent.enforcers.dry_run import DryRunEnforcer
 from agent.enforcers.nftables import NftablesEnforcer
 from agent.observers.capture import CapturedFrame, Observer
 from agent.state import BlockState, SegmentState
-from tests.agent import netns
-from tests.agent.netns import GatewayLab
-from tests.agent.test_nftables import SERVICES, make_policy
-from tests.agent.test_parsers import scapy_client_hello
+from tests.support import netns
+from tests.support.netns import GatewayLab
+from tests.support.policies import SERVICES, make_policy
+from tests.support.clienthello import scapy_client_hello
 
 SECONDS = 4
 ROUNDS = 3

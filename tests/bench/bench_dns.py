@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from agent.state import BlockState, Policy, PolicySegment, SegmentState, Service
-from tests.agent import netns
-from tests.agent.netns import GatewayLab
+from tests.support import netns
+from tests.support.netns import GatewayLab
 
 ROOT = Path(__file__).resolve().parents[2]
 RESPONDER_PORT, DNSMASQ_PORT = 5353, 5354

@@ -12,22 +12,19 @@ Prints the figures; asserts nothing about time.
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-# The extension tests' harness (fake internet, Chromium launch) lives beside those tests.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "extension"))
-from extension_harness import (  # noqa: E402
+from tests.support.extension import (
     chromium_available,
     extension_worker,
     launch_chromium,
     require,
     start_fake_internet,
-)  # noqa: E402
+)
 
 ROUNDS = 60
 IDLE_SECONDS = 10

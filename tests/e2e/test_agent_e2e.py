@@ -13,7 +13,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -24,15 +23,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-# The lab harness lives in tests/agent; this folder's helpers next to this file.
-for _folder in (Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / "agent"):
-    if str(_folder) not in sys.path:
-        sys.path.insert(0, str(_folder))
-
-import netns  # noqa: E402
-from realparts import require  # noqa: E402
-from fakenet import doh_resolve, resolve, udp_echo  # noqa: E402
-from world import (  # noqa: E402
+from tests.support import netns
+from tests.support.realparts import require
+from tests.support.fakenet import doh_resolve, resolve, udp_echo
+from tests.support.world import (
     DOH_IP, DOH_NAME, EXAMPLE, OTHER_DNS, REDDIT, ROOT, SCHOOL_DNS, TIKTOK, TIKTOK6, YOUTUBE,
     World,
     utcnow)
@@ -204,7 +198,7 @@ def test_a_restarted_agent_rebuilds_the_same_table_without_a_gap_or_duplicates(
 
 
 def fakenet_tables(world: World) -> str:
-    import fakenet
+    from tests.support import fakenet
     return fakenet.nft(world.lab.gw, "list", "tables")
 
 

@@ -30,7 +30,7 @@ PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "dashboard"
 
 
-from realparts import require  # noqa: E402
+from tests.support.realparts import require  # noqa: E402
 
 
 @dataclass
@@ -108,7 +108,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                    own_lesson=own, other_lesson=other)
     finally:
         # Requests in flight first: closing waitress under them makes its thread fail with
-        # EBADF on the trigger pipe (seen once at teardown), as tests/e2e/live_server.py notes.
+        # EBADF on the trigger pipe (seen once at teardown), as tests/support/live_server.py notes.
         server.task_dispatcher.shutdown(cancel_pending=True, timeout=6)
         server.close()
         thread.join(5)

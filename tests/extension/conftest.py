@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from extension_harness import (
+from tests.support.extension import (
     FakeInternet,
     chromium_available,
     extension_worker,

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from extension_harness import require
+from tests.support.extension import require
 
 HERE = Path(__file__).resolve().parent
 

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from extension_harness import EXTENSION_DIR, FakeInternet, require
+from tests.support.extension import EXTENSION_DIR, FakeInternet, require
 
 pytestmark = [pytest.mark.firefox, pytest.mark.slow]
 HERE = Path(__file__).resolve().parent

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from extension_harness import FakeInternet, set_options
-from extension_pages import DIALOG, EDIT, POST, no_overlay, publish, sent, write_draft
+from tests.support.extension import FakeInternet, set_options
+from tests.support.extension_pages import DIALOG, EDIT, POST, no_overlay, publish, sent, write_draft
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

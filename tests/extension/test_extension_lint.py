@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from extension_harness import EXTENSION_DIR, require
+from tests.support.extension import EXTENSION_DIR, require
 
 BIN = Path(__file__).resolve().parent / "node_modules" / ".bin"
 # One manifest for both browsers names background.service_worker (Chromium) and

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from extension_harness import (
+from tests.support.extension import (
     EXTENSION_ID,
     FakeInternet,
     chromium_available,
@@ -22,7 +22,7 @@ from extension_harness import (
     require,
     set_options,
 )
-from extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
+from tests.support.extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from extension_harness import EXTENSION_ID, FakeInternet, extension_worker, set_options
-from extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
+from tests.support.extension import EXTENSION_ID, FakeInternet, extension_worker, set_options
+from tests.support.extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import jwt
 import pytest
-from api_helpers import (AUDIENCE, add_lesson, add_person, bearer, count_rows, minutes,
+from tests.support.api import (AUDIENCE, add_lesson, add_person, bearer, count_rows, minutes,
                          new_gateway, now_utc)
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey

@@ -8,7 +8,7 @@ import re
 import string
 
 import pytest
-from api_helpers import add_person, bearer, count_rows
+from tests.support.api import add_person, bearer, count_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from api_helpers import add_lesson, add_person, bearer, minutes, now_utc
+from tests.support.api import add_lesson, add_person, bearer, minutes, now_utc
 from sqlalchemy import select
 
 from server.extensions import db

@@ -6,7 +6,7 @@ import time
 
 import jwt
 import pytest
-from api_helpers import (PASSWORD, add_lesson, add_person, bearer, count_rows, login,
+from tests.support.api import (PASSWORD, add_lesson, add_person, bearer, count_rows, login,
                          minutes, new_gateway, now_utc, school_id)
 from sqlalchemy import select
 

@@ -15,7 +15,7 @@ from server.models import ExceptionGrant, Group, Lesson, Person, Reminder, Schoo
 from server.network import add_segment
 from server.passwords import hash_password
 
-from dashboard_helpers import PASSWORD
+from tests.support.dashboard import PASSWORD
 
 _HASHES: dict[str, str] = {}
 

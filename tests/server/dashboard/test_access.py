@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 from flask import Flask
 
-from dashboard_helpers import csrf_token, sign_in
+from tests.support.dashboard import csrf_token, sign_in
 
 # A stand-in world for test ids and for matching paths to endpoints.
 SAMPLE = SimpleNamespace(exception=1, gateway="gw", reminder=1, people={"docent": 1})

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 
-from dashboard_helpers import PASSWORD, csrf_token, sign_in
+from tests.support.dashboard import PASSWORD, csrf_token, sign_in
 from server.dashboard.auth import MAX_FAILURES_PER_USER, THROTTLE_WINDOW, throttled_until
 from server.extensions import db
 from server.models import LoginFailure, Person, utcnow

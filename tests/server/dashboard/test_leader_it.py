@@ -11,7 +11,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from dashboard_helpers import csrf_token, sign_in
+from tests.support.dashboard import csrf_token, sign_in
 from server.dashboard.common import local_input_value
 from server.extensions import db
 from server.gateways import hash_token

@@ -9,7 +9,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from dashboard_helpers import csrf_token, sign_in
+from tests.support.dashboard import csrf_token, sign_in
 from server import notify
 from server.extensions import db
 from server.models import AuditEvent, ExceptionGrant, Gateway, Lesson, School, utcnow

@@ -1,10 +1,10 @@
-"""Fixtures of the timetable tests (helpers live in timetable_helpers.py)."""
+"""Fixtures of the timetable tests (helpers live in tests/support/timetable.py)."""
 
 from __future__ import annotations
 
 import pytest
 from flask import Flask
-from timetable_helpers import Importer
+from tests.support.timetable import Importer
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from timetable_helpers import Importer
+from tests.support.timetable import Importer
 
 from server.timetable import TimetableError, parse_timetable
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from flask import Flask
-from timetable_helpers import FIXTURES, Importer
+from tests.support.timetable import FIXTURES, Importer
 
 
 def _counts(stdout: str) -> dict[str, int]:

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
-from timetable_helpers import FIXTURES, Importer, local
+from tests.support.timetable import FIXTURES, Importer, local
 
 from server.extensions import db
 from server.models import AuditEvent, Person, Room, School

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from timetable_helpers import AUTUMN_2026, FIXTURES, Importer, local
+from tests.support.timetable import AUTUMN_2026, FIXTURES, Importer, local
 
 
 def test_sample_feed_imports_expanded_lessons_with_moves_and_cancellations(

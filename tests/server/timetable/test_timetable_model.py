@@ -9,7 +9,7 @@ from flask import Flask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
-from timetable_helpers import AMSTERDAM, Importer
+from tests.support.timetable import AMSTERDAM, Importer
 
 from server.extensions import db
 from server.models import Lesson

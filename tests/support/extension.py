@@ -19,7 +19,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 EXTENSION_DIR = ROOT / "extension"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = ROOT / "tests" / "extension" / "fixtures"
 CHROMIUM = "/usr/bin/chromium"
 EXTENSION_ID = "gakiipjkpedkfbmonjbfkdjfigbnpnbj"
 SERVER_HOST = "lesfocus.test"
@@ -49,7 +49,7 @@ CHROMIUM_ARGS = [
 ]
 
 
-from realparts import require  # noqa: E402  (re-exported for the extension tests)
+from tests.support.realparts import require  # noqa: E402  (re-exported for the extension tests)
 
 
 @dataclass

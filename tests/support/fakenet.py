@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
-from netns import Netns, ThreadedTcpListener
+from tests.support.netns import Netns, ThreadedTcpListener
 
 
 def make_ca(directory: Path, names: list[str]) -> tuple[Path, Path, Path]:
@@ -167,7 +167,7 @@ def https_get(ns: Netns, address: str, name: str, cafile: Path, timeout: float =
 def resolve(ns: Netns, server: str, name: str, tcp: bool = False, timeout: float = 2.0,
             rdtype: str = "A") -> str:
     """The first A (or AAAA) address of `name` from `server`, or how the lookup failed."""
-    from netns import dns_query
+    from tests.support.netns import dns_query
     import dns.exception
     import dns.rcode
 

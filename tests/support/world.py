@@ -24,10 +24,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import fakenet
-from fakenet import HttpsClient, TlsHttpServer, https_get, resolve
-from live_server import LiveServer
-from netns import (INET_ADDR, SEG1_CIDRS, SEG2_CIDRS, FakeDnsServer, GatewayLab, UdpEchoServer)
+from tests.support import fakenet
+from tests.support.fakenet import HttpsClient, TlsHttpServer, https_get, resolve
+from tests.support.live_server import LiveServer
+from tests.support.netns import (INET_ADDR, SEG1_CIDRS, SEG2_CIDRS, FakeDnsServer, GatewayLab, UdpEchoServer)
 
 ROOT = Path(__file__).resolve().parents[2]
 TIKTOK, YOUTUBE, EXAMPLE, DOH_IP, OTHER_DNS = ("198.51.100.10", "198.51.100.11", "198.51.100.20",

@@ -14,7 +14,7 @@ from server.extensions import db
 from server.models import AuditEvent, Group, Lesson, Person, Room, School
 from server.timetable import ImportReport, import_timetable_bytes
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "server" / "timetable" / "fixtures"
 AMSTERDAM = ZoneInfo("Europe/Amsterdam")
 # The window the iCal fixtures are read in (their lessons lie in September-December 2026).
 AUTUMN_2026 = (datetime(2026, 9, 1, tzinfo=timezone.utc),
