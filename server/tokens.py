@@ -63,6 +63,31 @@ def public_key_pem(key: Ed25519PublicKey) -> str:
                             serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+def decode_at(token: str, key: Any, *, audience: str | list[str], now: float | None = None,
+              leeway: float = 0, require: tuple[str, ...] = ("exp",)) -> dict[str, Any]:
+    """Verify a JWT (EdDSA only) and its time claims at `now` (default: the clock); its claims.
+
+    PyJWT checks `exp` and `nbf` against the wall clock it reads itself; here the caller passes
+    the instant, so a test (or a replay of the past) verifies at the time it means. Raises
+    `jwt.InvalidTokenError` (its subclasses ExpiredSignatureError, ImmatureSignatureError).
+    """
+    claims = jwt.decode(token, key, algorithms=[ALGORITHM], audience=audience,
+                        options={"require": list(require), "verify_exp": False,
+                                 "verify_nbf": False, "verify_iat": False})
+    current = time.time() if now is None else now
+    for name in ("exp", "nbf", "iat"):
+        value = claims.get(name)
+        if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+            raise jwt.DecodeError(f"the {name} claim must be a number")
+    if "exp" in claims and claims["exp"] <= current - leeway:
+        raise jwt.ExpiredSignatureError("Signature has expired")
+    if "nbf" in claims and claims["nbf"] > current + leeway:
+        raise jwt.ImmatureSignatureError("The token is not yet valid (nbf)")
+    if "iat" in claims and claims["iat"] > current + leeway:
+        raise jwt.ImmatureSignatureError("The token is not yet valid (iat)")
+    return claims
+
+
 @dataclass(frozen=True)
 class SigningKey:
     """The server's policy-signing key pair."""
@@ -84,6 +109,12 @@ class SigningKey:
     def sign(self, claims: dict[str, Any]) -> str:
         """Sign `claims` as a compact JWS with EdDSA."""
         return jwt.encode(claims, self.private, algorithm=ALGORITHM, headers={"kid": self.kid})
+
+    def verify_policy(self, token: str, gateway_id: str, now: float | None = None
+                      ) -> dict[str, Any]:
+        """The claims of a policy this key signed for `gateway_id`, unexpired at `now`."""
+        return decode_at(token, self.public, audience=gateway_id, now=now,
+                         require=("exp", "iat", "aud", "iss"))
 
 
 def load_or_create_signing_key(path: Path) -> SigningKey:
@@ -140,8 +171,8 @@ def verify_agent_token(token: str, public_key: Ed25519PublicKey, *, gateway_id: 
     required and the lifetime (`iat`..`exp`, or now..`exp` without `iat`) at most `max_lifetime`.
     """
     try:
-        claims = jwt.decode(token, public_key, algorithms=[ALGORITHM], audience=audience,
-                            leeway=leeway, options={"require": ["exp", "sub", "aud"]})
+        claims = decode_at(token, public_key, audience=audience, now=now, leeway=leeway,
+                           require=("exp", "sub", "aud"))
     except jwt.InvalidTokenError as err:
         raise TokenError(str(err) or type(err).__name__) from None
     if claims.get("sub") != gateway_id:
@@ -179,15 +210,14 @@ def issue_api_token(key: SigningKey, *, person_id: int, school_id: int, minutes:
     return token, expires
 
 
-def verify_api_token(key: SigningKey, token: str) -> dict[str, Any]:
-    """Verify an API token issued by `issue_api_token`; TokenError says why it is refused."""
+def verify_api_token(key: SigningKey, token: str, now: float | None = None) -> dict[str, Any]:
+    """Verify an API token issued by `issue_api_token` at `now`; TokenError says why it is refused."""
     try:
         header = jwt.get_unverified_header(token)
         if header.get("typ") != API_TOKEN_TYPE:
             raise TokenError("not an API token")
-        claims = jwt.decode(token, key.public, algorithms=[ALGORITHM],
-                            audience=API_TOKEN_AUDIENCE,
-                            options={"require": ["exp", "iat", "sub", "aud"]})
+        claims = decode_at(token, key.public, audience=API_TOKEN_AUDIENCE, now=now,
+                           require=("exp", "iat", "sub", "aud"))
     except jwt.InvalidTokenError as err:
         raise TokenError(str(err) or type(err).__name__) from None
     if not str(claims["sub"]).isdigit():

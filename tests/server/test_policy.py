@@ -284,7 +284,7 @@ def test_gateway_policy_is_signed_and_blocks_the_running_lesson(app):
         db.session.commit()
         version, token = gateway_policy(gateway, NOW)
         key = app.extensions["lesfocus.signing_key"]
-        claims = jwt.decode(token, key.public, algorithms=["EdDSA"], audience=gateway.id)
+        claims = key.verify_policy(token, gateway.id, now=NOW.timestamp())
         assert claims["ver"] == version == content_version(claims)
         assert claims["iat"] == int(NOW.timestamp())
         assert claims["exp"] == int(datetime(2026, 11, 30, 9, tzinfo=timezone.utc).timestamp())
@@ -304,7 +304,10 @@ def test_gateway_without_segments_gets_an_empty_valid_policy(app):
         gateway = create_gateway(school, "gw-new", actor="pytest")
         db.session.commit()
         version, token = gateway_policy(gateway, NOW)
-        claims = jwt.decode(token, app.extensions["lesfocus.signing_key"].public,
-                            algorithms=["EdDSA"], audience=gateway.id)
+        key = app.extensions["lesfocus.signing_key"]
+        claims = key.verify_policy(token, gateway.id, now=NOW.timestamp())
+        # Signed at NOW for the week from NOW: refused once that week is over.
+        with pytest.raises(jwt.ExpiredSignatureError):
+            key.verify_policy(token, gateway.id, now=(NOW + timedelta(days=8)).timestamp())
         assert claims["segments"] == [] and claims["ver"] == version
         assert set(claims["services"]) >= {"youtube", "tiktok", "instagram"}
