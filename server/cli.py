@@ -49,8 +49,14 @@ def serve_command(host: str, port: int, threads: int) -> None:
     from .app import create_app
     from .serving import run_server
     _leave_serving_to_the_worker()
-    click.echo(f"lesfocus: serving on http://{host}:{port}/")
-    run_server(create_app, host, port, threads)
+    shown = f"[{host}]" if ":" in host else host
+
+    def listening(bound: int) -> None:
+        # Printed once the socket is bound, with the real port (`--port 0` picks a free one).
+        click.echo(f"lesfocus: serving on http://{shown}:{bound}/")
+        sys.stdout.flush()
+
+    run_server(create_app, host, port, threads, on_ready=listening)
 
 
 @click.group("school")

@@ -200,7 +200,7 @@ def test_enroll_then_run_follows_the_real_servers_policy_grants_and_heartbeats(
         if agent is not None:
             agent.send_signal(signal.SIGTERM)
             agent.wait(20)
-        server.stop()
+        server.close()
     assert agent.returncode == 0
     row = server.gateway_row()
     assert row["agent_version"] and row["last_contact_at"] is not None

@@ -1,7 +1,7 @@
 """The dashboard in a real browser (Debian's Chromium via Playwright) against a live server.
 
-The server is the real app served by waitress on 127.0.0.1 (ephemeral port) with a temporary
-SQLite database holding the demo school of `lesfocus demo`. Screenshots of every page at a desktop
+The server is `lesfocus serve` (server/serving.py, as users run it) on 127.0.0.1 (ephemeral port)
+with a temporary SQLite database holding the demo school of `lesfocus demo`. Screenshots of every page at a desktop
 and a phone size are written to `screenshots/dashboard/` (git-ignored) for people to look at.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +30,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "dashboard"
 
 
 from tests.support.realparts import require  # noqa: E402
+from tests.support.served import ServedApp  # noqa: E402
 
 
 @dataclass
@@ -83,16 +83,16 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     """The demo school served on 127.0.0.1 for the duration of this module."""
     require(os.path.exists(CHROMIUM), "Debian's Chromium (/usr/bin/chromium)")
     from flask_migrate import upgrade
-    from waitress.server import create_server
 
     from server.app import create_app
     from server.demo import build_demo
     from server.extensions import db
 
     tmp = tmp_path_factory.mktemp("dashboard-browser")
-    app = create_app({"INSTANCE_PATH": str(tmp / "instance"),
-                      "DATABASE_URL": f"sqlite:///{tmp / 'demo.sqlite3'}",
-                      "SECRET_KEY": "browser-test-secret"})
+    settings = {"INSTANCE_PATH": str(tmp / "instance"),
+                "DATABASE_URL": f"sqlite:///{tmp / 'demo.sqlite3'}",
+                "SECRET_KEY": "browser-test-secret"}
+    app = create_app(settings)
     with app.app_context():
         upgrade()
         info = build_demo()
@@ -100,18 +100,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     logins = {username: password for username, password, _role in info.logins}
     own = _running_lesson(app, "demo.jans", "0.01", "browser-own", exclusive=True)
     other = _running_lesson(app, "demo.bakk", "3.02", "browser-other")
-    server = create_server(app, host="127.0.0.1", port=0, threads=4, ident="lesfocus-test")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    served = ServedApp({f"LESFOCUS_{k}": v for k, v in settings.items()}, tmp / "serve.log")
+    served.start()
     try:
-        yield Site(url=f"http://127.0.0.1:{server.effective_port}", app=app, logins=logins,
-                   own_lesson=own, other_lesson=other)
+        yield Site(url=served.url, app=app, logins=logins, own_lesson=own, other_lesson=other)
     finally:
-        # Requests in flight first: closing waitress under them makes its thread fail with
-        # EBADF on the trigger pipe (seen once at teardown), as tests/support/live_server.py notes.
-        server.task_dispatcher.shutdown(cancel_pending=True, timeout=6)
-        server.close()
-        thread.join(5)
+        served.stop()
         with app.app_context():
             db.session.remove()
             db.engine.dispose()

@@ -1,17 +1,17 @@
-"""The real lesfocus server for agent tests: a temporary SQLite instance served by waitress.
+"""The real lesfocus server for agent tests: a temporary SQLite instance served by `lesfocus serve`.
 
-The listening socket is made in the namespace the test chooses (the lab's `inet`, so the agent in
-`gw` reaches it over the gateway's WAN link, as a school gateway reaches its server), or on
-127.0.0.1 for tests that run the agent in the host namespace. Lessons, grants and revocations are
-written in-process through the server's own functions, then `notify.policy_changed` wakes the
-agents' long polls exactly as the API does.
+The server (tests/support/served.py: gunicorn, as users run it) listens in the namespace the test
+chooses (the lab's `inet`, so the agent in `gw` reaches it over the gateway's WAN link, as a
+school gateway reaches its server), or on 127.0.0.1 for tests that run the agent in the host
+namespace. Grants and revocations go through the API as the dashboard sends them, so they wake
+the agents' long polls in the serving process as in production. Segments and lessons are
+written in this process through the server's own functions (the API has no lesson writes); the
+serving process sees them through its change watcher within its recheck interval (2 s).
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import urllib.error
 import urllib.request
 from contextlib import nullcontext
@@ -19,18 +19,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from tests.support.served import ServedApp
+
 LEADER, LEADER_PASSWORD = "leider", "correct horse battery staple"
 
 
 class LiveServer:
-    """A server in a thread: school `e2e`, a leader, one gateway with an enrolment token."""
+    """`lesfocus serve` with school `e2e`, a leader, and one gateway with an enrolment token."""
 
     def __init__(self, tmp_path: Path, host: str = "127.0.0.1", ns: Any = None) -> None:
         self.tmp_path = tmp_path
         self.host = host
         self.ns = ns
-        self.server: Any = None
-        self.thread: threading.Thread | None = None
+        self.served: ServedApp | None = None
 
     def _entered(self) -> Any:
         return self.ns.entered() if self.ns is not None else nullcontext()
@@ -46,18 +47,15 @@ class LiveServer:
         from server.passwords import hash_password
         from server.seed import seed_reminders, seed_services
 
-        with self._entered():
-            self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((self.host, 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.url = f"http://{self.host}:{self.port}"
-        self.app = create_app({
-            "INSTANCE_PATH": str(self.tmp_path / "instance"),
-            "DATABASE_URL": f"sqlite:///{self.tmp_path / 'server.sqlite3'}",
-            "SECRET_KEY": "e2e-secret", "PUBLIC_URL": self.url,
-        })
+        self.tmp_path.mkdir(parents=True, exist_ok=True)
+        settings = {"INSTANCE_PATH": str(self.tmp_path / "instance"),
+                    "DATABASE_URL": f"sqlite:///{self.tmp_path / 'server.sqlite3'}",
+                    "SECRET_KEY": "e2e-secret"}
+        # No public URL: the served process picks a free port, and the agents' tokens name
+        # the URL their requests come in on (SPEC 4), which is the one it prints.
+        self.served = ServedApp({f"LESFOCUS_{k}": v for k, v in settings.items()},
+                                self.tmp_path / "serve.log", host=self.host, ns=self.ns)
+        self.app = create_app(settings)
         with self.app.app_context():
             upgrade()
             seed_services()
@@ -74,41 +72,30 @@ class LiveServer:
             self.enrollment_token = issue_enrollment_token(gateway, actor="e2e")
             db.session.commit()
             self.school_id, self.gateway_id, self.leader_id = school.id, gateway.id, leader.id
-        self.serve()
+        self.served.start()
+        self.port, self.url = self.served.port, self.served.url
         return self
 
     def serve(self) -> None:
-        """(Re)start serving on the same socket address."""
-        from waitress.server import create_server
-
-        if self.sock is None:
-            with self._entered():
-                self.sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((self.host, self.port))
-            self.sock.listen(128)
-        self.server = create_server(self.app, sockets=[self.sock], threads=12,
-                                    channel_timeout=120, clear_untrusted_proxy_headers=True)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
+        """(Re)start serving on the same address."""
+        assert self.served is not None
+        self.served.start(port=self.port)
 
     def stop(self) -> None:
-        """Stop serving (the database stays; `serve()` starts again)."""
-        if self.server is not None:
-            # Let requests in flight (long polls) finish first: closing waitress under them
-            # makes it log EBADF tracebacks for its trigger pipe.
-            self.server.task_dispatcher.shutdown(cancel_pending=True, timeout=6)
-            self.server.close()
-            # waitress closes its listening sockets on close; the wake-up below ends run().
-            self.thread.join(5)
-            self.server = None
-            self.sock = None
+        """Stop serving at once (the database stays; `serve()` starts again)."""
+        if self.served is not None:
+            self.served.stop()
+
+    def close(self) -> None:
+        """Stop serving and release this process's database connections."""
+        self.stop()
+        if getattr(self, "app", None) is not None:
+            from server.extensions import db
+            with self.app.app_context():
+                db.session.remove()
+                db.engine.dispose()
 
     # -- what the school does -------------------------------------------------------------------
-    def _changed(self) -> None:
-        from server import notify
-        notify.policy_changed(self.school_id)
-
     def add_segment(self, name: str, cidrs: list[str], room: str) -> int:
         """A segment behind the gateway serving `room`; its id."""
         from server.extensions import db
@@ -121,7 +108,6 @@ class LiveServer:
                                   actor="e2e")
             db.session.commit()
             segment_id = segment.id
-        self._changed()
         return segment_id
 
     def add_lesson(self, room: str, start: datetime, end: datetime, source_id: str) -> int:
@@ -141,39 +127,23 @@ class LiveServer:
             db.session.add(lesson)
             db.session.commit()
             lesson_id = lesson.id
-        self._changed()
         return lesson_id
 
     def grant(self, room: str, services: list[str] | None, start: datetime,
               end: datetime) -> int:
-        """A room exception granted by the leader (in-process); its id."""
-        from sqlalchemy import select
-
-        from server.extensions import db
-        from server.grants import grant_exception
-        from server.models import Person, Room
-
-        with self.app.app_context():
-            room_row = db.session.scalar(select(Room).where(Room.school_id == self.school_id,
-                                                            Room.code == room))
-            grant = grant_exception(db.session.get(Person, self.leader_id), scope="room",
-                                    room=room_row, services=services, start=start, end=end)
-            db.session.commit()
-            grant_id = grant.id
-        self._changed()
-        return grant_id
+        """A room exception granted by the leader through the API; its id."""
+        status, body = self.api("POST", "/api/v1/exceptions", {
+            "scope": "room", "room": room, "services": services,
+            "start": start.astimezone(timezone.utc).isoformat(),
+            "end": end.astimezone(timezone.utc).isoformat()}, token=self.login())
+        assert status == 201, body
+        return int(body["id"])
 
     def revoke(self, grant_id: int) -> None:
-        """Revoke an exception as the leader (in-process)."""
-        from server.extensions import db
-        from server.grants import revoke_exception
-        from server.models import ExceptionGrant, Person
-
-        with self.app.app_context():
-            revoke_exception(db.session.get(Person, self.leader_id),
-                             db.session.get(ExceptionGrant, grant_id))
-            db.session.commit()
-        self._changed()
+        """Revoke an exception as the leader through the API."""
+        status, body = self.api("DELETE", f"/api/v1/exceptions/{grant_id}",
+                                token=self.login())
+        assert status == 200, body
 
     def gateway_row(self) -> dict[str, Any]:
         """The gateway's contact state and counters as the server stored them."""

@@ -97,7 +97,7 @@ class World:
             for part in [self.school_dns, self.other_dns, *services]:
                 lab.on_close(part.stop)
             self.server = LiveServer(self.tmp / "server", host=INET_ADDR, ns=lab.inet).start()
-            lab.on_close(self.server.stop)
+            lab.on_close(self.server.close)
             self.seg1 = self.server.add_segment("lokaal 1.01", list(SEG1_CIDRS), "1.01")
             self.seg2 = self.server.add_segment("lokaal 1.02", list(SEG2_CIDRS), "1.02")
             lab.gw.exec([*as_agent_user(capabilities=False), sys.executable, "-m", "agent",
