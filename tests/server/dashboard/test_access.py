@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -52,10 +52,8 @@ ROUTES: list[Route] = [
 ]
 
 
-@pytest.fixture
-def database_url(tmp_path) -> Iterator[str]:
-    """SQLite only: who may use a route does not depend on the database."""
-    yield f"sqlite:///{tmp_path / 'test.sqlite3'}"
+# SQLite only: who may use a route does not depend on the database.
+pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 def _expected(role: str, allowed: set[str]) -> str:
