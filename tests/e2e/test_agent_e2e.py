@@ -24,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.support import netns
+from tests.support.netns import ThreadedTcpListener
 from tests.support.realparts import require
 from tests.support.fakenet import doh_resolve, resolve, udp_echo
 from tests.support.world import (
@@ -201,48 +202,38 @@ def fakenet_tables(world: World) -> str:
     return fakenet.nft(world.lab.gw, "list", "tables")
 
 
-class EvilServer:
+class EvilServer(ThreadedTcpListener):
     """Answers the agent's policy polls, in the real server's place, with bad policies in turn."""
 
     def __init__(self, world: World, answers: list[tuple[int, bytes]]) -> None:
-        import socket
         import threading
         self.answers = list(answers)
         self.served = 0
-        self.sock = world.lab.inet.socket(socket.AF_INET)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((world.server.host, world.server.port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        self.lock = threading.Lock()
+        super().__init__(world.lab.inet, world.server.host, world.server.port, backlog=16)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
+    def _handle(self, conn: Any) -> None:
+        with conn:
+            conn.settimeout(5)
             try:
-                conn, _ = self.sock.accept()
+                request = conn.recv(65536)
             except OSError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    request = conn.recv(65536)
-                except OSError:
-                    continue
+                return
+            with self.lock:
                 if b"/self/policy" in request and self.answers:
                     status, body = self.answers.pop(0)
                     self.served += 1
                 else:
                     status, body = 204, b""
+            try:
                 conn.sendall(b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\n"
                              b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
                              % (status, len(body), body))
+            except OSError:
+                return
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
+        self.stop()
 
 
 def test_bad_policies_are_refused_and_the_last_valid_one_stays_in_force(world: World) -> None:
