@@ -307,8 +307,8 @@ def test_api_under_load(tmp_path: Path) -> None:
     print(f"\nbuilt {SCHOOLS} schools, {AGENTS} gateways and {AGENTS * 8} lessons in "
           f"{time.monotonic() - began:.1f} s", flush=True)
     server = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.bench_api", "serve", str(tmp_path / "instance"), database_url,
-         str(SERVER_THREADS)], stdout=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tests.bench.bench_api", "serve", str(tmp_path / "instance"),
+         database_url, str(SERVER_THREADS)], stdout=subprocess.PIPE, text=True,
         cwd=Path(__file__).resolve().parents[2])
     try:
         assert server.stdout is not None
