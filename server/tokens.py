@@ -211,7 +211,7 @@ def issue_api_token(key: SigningKey, *, person_id: int, school_id: int, minutes:
 
 
 def verify_api_token(key: SigningKey, token: str, now: float | None = None) -> dict[str, Any]:
-    """Verify an API token issued by `issue_api_token` at `now`; TokenError says why it is refused."""
+    """Verify an API token of `issue_api_token` at `now`; TokenError says why it is refused."""
     try:
         header = jwt.get_unverified_header(token)
         if header.get("typ") != API_TOKEN_TYPE:

@@ -1,8 +1,8 @@
 """The dashboard in a real browser (Debian's Chromium via Playwright) against a live server.
 
 The server is `lesfocus serve` (server/serving.py, as users run it) on 127.0.0.1 (ephemeral port)
-with a temporary SQLite database holding the demo school of `lesfocus demo`. Screenshots of every page at a desktop
-and a phone size are written to `screenshots/dashboard/` (git-ignored) for people to look at.
+with a temporary SQLite database holding the demo school of `lesfocus demo`. Screenshots of every
+page at a desktop and a phone size are written to `screenshots/dashboard/` (git-ignored) for people to look at.
 """
 
 from __future__ import annotations

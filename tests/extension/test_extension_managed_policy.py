@@ -22,7 +22,8 @@ from tests.support.extension import (
     require,
     set_options,
 )
-from tests.support.extension_pages import DIALOG, EDIT, POST, no_overlay, overlay_articles, sent, write_draft
+from tests.support.extension_pages import (DIALOG, EDIT, POST, no_overlay, overlay_articles, sent,
+                                           write_draft)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

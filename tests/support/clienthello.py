@@ -1,4 +1,4 @@
-"""TLS ClientHellos built with scapy, the reference the agent's hand-written parser is tested against."""
+"""TLS ClientHellos built with scapy: the reference the agent's own parser is tested against."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from scapy.layers.tls.record import TLS
 
 @lru_cache(maxsize=64)
 def scapy_client_hello(host: str | None, before: int = 0) -> bytes:
-    """A ClientHello naming `host` (or none), after `before` padding groups that push the SNI back."""
+    """A ClientHello naming `host` (or none), after `before` padding groups (SNI further back)."""
     ext = [TLS_Ext_SupportedGroups(groups=[29, 23] * before)] if before else []
     if host is not None:
         ext.append(TLS_Ext_ServerName(servernames=[ServerName(servername=host.encode())]))
