@@ -185,7 +185,9 @@ def test_enroll_then_run_follows_the_real_servers_policy_grants_and_heartbeats(
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         first = server.current_policy_version()
         _wait_for("the first policy", lambda: f"policy {first} accepted" in log_path.read_text())
-        assert f"segment {segment} (lokaal 1.01): blocking" in log_path.read_text()
+        # Accepted by the policy thread, then applied by the main loop: wait for the second too.
+        _wait_for("the first policy's blocks", lambda: f"segment {segment} (lokaal 1.01): blocking"
+                  in log_path.read_text())
         _wait_for("a heartbeat", lambda: server.gateway_row()["policy_version_applied"] == first)
 
         grant = server.grant("1.01", ["tiktok"], now, now + timedelta(minutes=10))
