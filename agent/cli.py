@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from lesfocus_policy import blocked_at
+
 from .config import default_state_dir, make_config
 from .errors import AgentError, ConfigError, EnforcerError, PolicyError
 from .policy_source import (
@@ -22,7 +24,6 @@ from .policy_source import (
     verify_policy)
 from .reporter import DeltaCounters, Reporter
 from .runner import STATUS_FILE, Agent, build_parts
-from .schedule import blocked_at
 
 log = logging.getLogger("lesfocus.agent")
 
@@ -124,7 +125,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     state_dir = _state_dir(args.state_dir)
     enrollment = load_enrollment(state_dir)
     now = datetime.now(timezone.utc)
-    report: dict[str, Any] = {"gateway_id": enrollment.gateway_id,
+    report: dict[str, Any] = {"now": now.isoformat(), "gateway_id": enrollment.gateway_id,
                               "server": enrollment.server_url, "policy": None, "segments": []}
     try:
         running = json.loads((state_dir / STATUS_FILE).read_text())
@@ -140,15 +141,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         except PolicyError as err:
             problem = str(err)
     if policy is not None:
-        state = blocked_at(policy, now)
+        state = blocked_at(policy, now, sorted(policy.services))
         report["policy"] = {"version": policy.version, "valid": True,
                             "issued_at": policy.issued_at.isoformat(),
                             "expires_at": policy.expires_at.isoformat(),
                             "age_seconds": int((now - policy.issued_at).total_seconds())}
         report["next_change"] = state.next_change.isoformat() if state.next_change else None
-        report["segments"] = [{"id": s.segment_id, "name": s.name, "cidrs": list(s.cidrs),
-                               "blocked": {k: v.isoformat() for k, v in sorted(s.blocked.items())}}
-                              for s in state.segments]
+        report["segments"] = [
+            {"id": s.segment_id, "name": s.name, "cidrs": list(s.cidrs),
+             "in_lesson": s.in_lesson,
+             "lesson_until": s.lesson_until.isoformat() if s.lesson_until else None,
+             "blocked": {k: v.isoformat() for k, v in sorted(s.blocked.items())},
+             # The other services of the policy, each with the instant it is next blocked.
+             "allowed": {k: v.isoformat() if v else None for k, v in sorted(s.allowed.items())}}
+            for s in state.segments]
     else:
         report["policy"] = {"valid": False, "problem": problem}
     if args.json:
@@ -169,8 +175,17 @@ def cmd_status(args: argparse.Namespace) -> int:
                   f" ago, expires {policy.expires_at:%Y-%m-%d %H:%M}Z")
             for s in report["segments"]:
                 blocked = ", ".join(f"{k} until {v[11:16]}Z" for k, v in s["blocked"].items())
-                print(f"  segment {s['id']} {s['name']} ({', '.join(s['cidrs'])}): "
-                      f"{blocked or 'nothing blocked'}")
+                line = f"  segment {s['id']} {s['name']} ({', '.join(s['cidrs'])}): "
+                if s["in_lesson"]:
+                    allowed = ", ".join(
+                        k + (f" until {v[11:16]}Z" if v and v < s["lesson_until"] else "")
+                        for k, v in s["allowed"].items())
+                    line += (f"lesson until {s['lesson_until'][11:16]}Z; "
+                             f"{'blocked ' + blocked if blocked else 'nothing blocked'}"
+                             + (f"; allowed {allowed}" if allowed else ""))
+                else:
+                    line += blocked or "nothing blocked"
+                print(line)
             if report.get("next_change"):
                 print(f"next change: {report['next_change']}")
     if policy is None:

@@ -8,12 +8,10 @@ merely announces later are refused. A refused or missing policy never replaces t
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import logging
 import os
 import random
-import re
 import threading
 import time
 import urllib.error
@@ -21,7 +19,6 @@ import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +26,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from lesfocus_policy import (FORMAT, MAX_ANSWER_BYTES, MAX_POLICY_BYTES, Policy,
+                             UnsupportedFormat, parse_claims)
+
 from .errors import ConfigError, PolicyError, ServerError
-from .state import Block, Policy, PolicySegment, Service
 
 log = logging.getLogger("lesfocus.agent.policy")
 
@@ -39,8 +38,6 @@ KEY_FILE = "agent-key.pem"
 ENROLLMENT_FILE = "enrollment.json"
 POLICY_FILE = "policy.jws"
 AGENT_TOKEN_SECONDS = 240  # SPEC: lifetime <= 5 min; leave room for clock skew
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)*"
-                     r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 # --- files -----------------------------------------------------------------------------------
@@ -156,125 +153,19 @@ def load_enrollment(state_dir: Path) -> Enrollment:
 
 
 # --- the policy document ---------------------------------------------------------------------
+# Its types, formats and strict parser are lesfocus_policy's (shared with the server).
 
-def _utc(value: Any, where: str) -> datetime:
-    if not isinstance(value, str) or not value.endswith("Z"):
-        raise ValueError(f"{where}: expected a UTC ISO-8601 time ending in Z, got {value!r}")
-    try:
-        parsed = datetime.fromisoformat(value[:-1] + "+00:00")
-    except ValueError:
-        raise ValueError(f"{where}: not an ISO-8601 time: {value!r}") from None
-    return parsed.astimezone(timezone.utc)
+def verify_policy(token: Any, enrollment: Enrollment, now: float | None = None,
+                  previous: Policy | None = None) -> Policy:
+    """Verify a policy JWS with the pinned keys (EdDSA only), for us, unexpired; parse it.
 
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{where}: expected a non-empty string")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ValueError(f"{where}: expected a list")
-    return value
-
-
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{where}: expected an integer")
-    return value
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: expected an object")
-    return value
-
-
-def _services(value: Any) -> dict[str, Service]:
-    services: dict[str, Service] = {}
-    for sid, body in _object(value, "services").items():
-        where = f"services.{sid}"
-        body = _object(body, where)
-        domains = []
-        for n, domain in enumerate(_list(body.get("domains"), f"{where}.domains")):
-            domain = _string(domain, f"{where}.domains[{n}]").lower().rstrip(".")
-            if not _DOMAIN.match(domain):
-                raise ValueError(f"{where}.domains[{n}]: not a domain name: {domain!r}")
-            domains.append(domain)
-        services[sid] = Service(id=_string(sid, where), name=_string(body.get("name"),
-                                f"{where}.name"), domains=tuple(domains))
-    return services
-
-
-def _segments(value: Any, services: dict[str, Service]) -> tuple[PolicySegment, ...]:
-    segments: list[PolicySegment] = []
-    networks: list[tuple[Any, str]] = []
-    seen_ids: set[int] = set()
-    for n, body in enumerate(_list(value, "segments")):
-        where = f"segments[{n}]"
-        body = _object(body, where)
-        sid = _int(body.get("id"), f"{where}.id")
-        if sid in seen_ids:
-            raise ValueError(f"{where}.id: segment {sid} appears twice")
-        seen_ids.add(sid)
-        cidrs = []
-        for m, cidr in enumerate(_list(body.get("cidrs"), f"{where}.cidrs")):
-            try:
-                network = ipaddress.ip_network(_string(cidr, f"{where}.cidrs[{m}]"), strict=False)
-            except ValueError:
-                raise ValueError(f"{where}.cidrs[{m}]: not a CIDR: {cidr!r}") from None
-            for other, other_where in networks:
-                if network.version == other.version and network.overlaps(other):
-                    raise ValueError(f"{where}.cidrs[{m}]: {network} overlaps {other_where}")
-            networks.append((network, f"{where}.cidrs[{m}]"))
-            cidrs.append(str(network))
-        blocks: list[Block] = []
-        for m, raw in enumerate(_list(body.get("blocks"), f"{where}.blocks")):
-            bwhere = f"{where}.blocks[{m}]"
-            raw = _object(raw, bwhere)
-            start, end = _utc(raw.get("start"), f"{bwhere}.start"), _utc(raw.get("end"),
-                                                                         f"{bwhere}.end")
-            if end <= start:
-                raise ValueError(f"{bwhere}: end is not after start")
-            if blocks and start < blocks[-1].end:
-                raise ValueError(f"{bwhere}: starts before the previous block ends "
-                                 "(blocks must be sorted and disjoint)")
-            names = _list(raw.get("services"), f"{bwhere}.services")
-            for k, name in enumerate(names):
-                if name not in services:
-                    raise ValueError(f"{bwhere}.services[{k}]: unknown service {name!r}")
-            blocks.append(Block(start=start, end=end, services=frozenset(names)))
-        segments.append(PolicySegment(id=sid, name=_string(body.get("name"), f"{where}.name"),
-                                      cidrs=tuple(cidrs), blocks=tuple(blocks)))
-    return tuple(segments)
-
-
-def parse_policy(claims: Any) -> Policy:
-    """A Policy from verified JWS claims, strictly; ValueError names the first bad field."""
-    claims = _object(claims, "claims")
-    _string(claims.get("iss"), "iss")
-    iat, exp = _int(claims.get("iat"), "iat"), _int(claims.get("exp"), "exp")
-    if exp <= iat:
-        raise ValueError("exp: not after iat")
-    tz = _string(claims.get("tz"), "tz")
-    if "window" in claims:
-        window = _object(claims["window"], "window")
-        if _utc(window.get("end"), "window.end") < _utc(window.get("start"), "window.start"):
-            raise ValueError("window: end before start")
-    services = _services(claims.get("services"))
-    return Policy(version=_string(claims.get("ver"), "ver"),
-                  gateway_id=_string(claims.get("aud"), "aud"),
-                  issued_at=datetime.fromtimestamp(iat, timezone.utc),
-                  expires_at=datetime.fromtimestamp(exp, timezone.utc),
-                  timezone=tz, services=services,
-                  segments=_segments(claims.get("segments"), services))
-
-
-def verify_policy(token: Any, enrollment: Enrollment, now: float | None = None) -> Policy:
-    """Verify a policy JWS with the pinned keys (EdDSA only), for us, unexpired; parse it."""
+    `previous` (the policy in force) lets the parser take over the segments that did not change.
+    """
     if not isinstance(token, str) or token.count(".") != 2:
         raise PolicyError("the policy is not a compact JWS")
+    if len(token) > MAX_POLICY_BYTES:
+        raise PolicyError(f"the policy is {len(token)} bytes, more than the documented maximum "
+                          f"of {MAX_POLICY_BYTES}")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as err:
@@ -307,7 +198,9 @@ def verify_policy(token: Any, enrollment: Enrollment, now: float | None = None) 
     if not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
         raise PolicyError(f"the policy is refused: it expired (exp {claims.get('exp')!r})")
     try:
-        return parse_policy(claims)
+        return parse_claims(claims, previous)
+    except UnsupportedFormat as err:
+        raise PolicyError(f"the policy is refused: {err}") from None
     except ValueError as err:
         raise PolicyError(f"the policy is malformed: {err}") from None
 
@@ -355,8 +248,13 @@ def http_request(method: str, url: str, body: Any = None, headers: dict[str, str
     req.add_header("User-Agent", "lesfocus-agent")
     try:
         with urllib.request.urlopen(req, timeout=timeout) as answer:
+            body = answer.read(MAX_ANSWER_BYTES + 1)
+            if len(body) > MAX_ANSWER_BYTES:
+                raise ServerError(f"{method} {url}: the answer is larger than the documented "
+                                  f"maximum of {MAX_ANSWER_BYTES} bytes (lesfocus_policy."
+                                  "MAX_ANSWER_BYTES); not read")
             return Response(answer.status, {k.lower(): v for k, v in answer.headers.items()},
-                            answer.read(4 << 20))
+                            body)
     except urllib.error.HTTPError as err:
         return Response(err.code, {k.lower(): v for k, v in err.headers.items()},
                         err.read(1 << 16))
@@ -428,7 +326,7 @@ class ServerClient:
         if version:
             headers["If-None-Match"] = f'"{version}"'
         response = self.request("GET", f"{self.enrollment.server_url}/api/v1/gateways/self/policy"
-                                f"?wait={wait}", headers=headers, timeout=wait + 15)
+                                f"?wait={wait}&format={FORMAT.split('.')[0]}", headers=headers, timeout=wait + 15)
         if response.status == 304:
             return None
         if response.status != 200:
@@ -480,7 +378,7 @@ class PolicySource:
 
     def accept(self, token: str) -> Policy:
         """Verify `token`; when valid and not older than the policy in force, keep and store it."""
-        policy = verify_policy(token, self.enrollment, now=self.clock())
+        policy = verify_policy(token, self.enrollment, now=self.clock(), previous=self.policy)
         if self.policy is not None and policy.issued_at < self.policy.issued_at:
             raise PolicyError(f"the policy {policy.version} was issued before the one in force "
                               f"({policy.issued_at:%Y-%m-%dT%H:%M:%SZ}): replay refused")

@@ -17,9 +17,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from lesfocus_policy import blocked_at
+
 from .errors import EnforcerError
 from .policy_source import PolicySource, atomic_write
-from .schedule import blocked_at
 from .state import BlockState, Policy
 
 log = logging.getLogger("lesfocus.agent")

@@ -1,21 +1,22 @@
 """The gateway policy of SPEC §4: a pure compiler, the database loader, and signing.
 
-`compile_policy` turns plain values (`PolicyInputs`) into the policy claims; it touches no database
-and no clock, so it can be tested and benchmarked on its own. The rule it applies (SPEC §3):
+`compile_policy` turns plain values (`PolicyInputs`) into a `lesfocus_policy.Policy`, the type the
+agent verifies into too; it touches no database and no clock, so it can be tested and benchmarked
+on its own. `lesfocus_policy` writes it in the document formats and is the one reader of it. The rule it applies (SPEC §3):
 service X is blocked at t on segment S iff some non-cancelled lesson in a room of S covers t, X is
 one of the school's blocked services, and no exception in force at t that covers that lesson (by
 the lesson itself, one of its rooms, one of its groups, or the whole school) includes X.
 
+A lesson in which exceptions allow every service stays in the policy as a block of no services:
+nothing is blocked then, but the dashboard and the extension still know that a lesson is on.
+
 Times inside the compiler are whole UTC seconds (sub-second parts are dropped), which is the
-resolution of the ISO-8601 strings in the document.
+resolution of the document.
 """
 
 from __future__ import annotations
 
-import bisect
-import hashlib
-import json
-import time
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,11 +27,13 @@ from flask import current_app
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
+import lesfocus_policy
+from lesfocus_policy import (FORMAT, MAX_POLICY_BYTES, Block, Policy, PolicySegment,
+                             content_version, to_claims)
+
 from .extensions import db
 from .models import (ExceptionGrant, Gateway, Lesson, School, Segment, Service, lesson_groups,
                      lesson_rooms)
-
-ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class SegmentInput(NamedTuple):
@@ -87,27 +90,11 @@ def _seconds(value: datetime) -> int:
     return int(value.timestamp())
 
 
-def format_time(value: datetime) -> str:
-    """A datetime as the policy writes it: UTC ISO-8601 with whole seconds and `Z`."""
-    return time.strftime(ISO_FORMAT, time.gmtime(_seconds(value)))
-
-
-def parse_time(text: str) -> datetime:
-    """Parse a policy time string (`2026-11-23T08:30:00Z`) into an aware UTC datetime."""
-    return datetime.strptime(text, ISO_FORMAT).replace(tzinfo=timezone.utc)
-
-
-def content_version(claims: Mapping[str, Any]) -> str:
-    """The content hash of a policy: SHA-256 of its canonical JSON without ver, iat and exp."""
-    body = {k: v for k, v in claims.items() if k not in ("ver", "iat", "exp")}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def _union_blocks(pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """Merge (start, end, service mask) pieces into sorted, disjoint, merged intervals.
 
-    Where pieces overlap, the services blocked are the union of their masks.
+    Where pieces overlap, the services blocked are the union of their masks; a piece with mask 0
+    (a lesson that exceptions open entirely) still counts as a lesson.
     """
     pieces.sort()
     out: list[tuple[int, int, int]] = []
@@ -132,7 +119,7 @@ def _union_blocks(pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, in
     i = 0
     while i < len(events):
         at = events[i][0]
-        if at > since and current:
+        if at > since and active:
             if out and out[-1][1] == since and out[-1][2] == current:
                 out[-1] = (out[-1][0], at, current)
             else:
@@ -150,11 +137,9 @@ def _union_blocks(pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, in
     return out
 
 
-def compile_policy(inputs: PolicyInputs) -> dict[str, Any]:
-    """Compile the policy claims of SPEC §4 (all but iat and exp) for one gateway.
-
-    Blocks with the same services share one list object: treat the result as read-only.
-    """
+def compile_policy(inputs: PolicyInputs) -> Policy:
+    """Compile the policy of SPEC §4 for one gateway (issued at the window's start; `version` is
+    its content hash). Blocks with the same services share one set object."""
     win_start, win_end = (_seconds(t) for t in inputs.window)
     if win_end <= win_start:
         raise ValueError("the policy window ends before it starts")
@@ -171,7 +156,7 @@ def compile_policy(inputs: PolicyInputs) -> dict[str, Any]:
     spans: dict[int, tuple[int, int, int]] = {}
     lessons_by_room: dict[int, list[int]] = defaultdict(list)
     lessons_by_group: dict[int, list[int]] = defaultdict(list)
-    for lesson in inputs.lessons if all_mask else ():
+    for lesson in inputs.lessons:
         if lesson.cancelled:
             continue
         start = max(_seconds(lesson.start), win_start)
@@ -231,30 +216,28 @@ def compile_policy(inputs: PolicyInputs) -> dict[str, Any]:
             for exc_start, exc_stop, mask in excs:
                 if exc_start <= a < exc_stop:
                     allowed |= mask
-            mask = all_mask & ~allowed
-            if mask:
-                pieces.append((a, b, mask))
+            pieces.append((a, b, all_mask & ~allowed))
         return pieces
 
     # Computed once per lesson, even when its rooms lie in several segments.
     pieces_of: dict[int, list[tuple[int, int, int]]] = {
         lesson_id: excepted_pieces(lesson_id, excs) for lesson_id, excs in covering.items()}
 
-    strings: dict[int, str] = {}
+    instants: dict[int, datetime] = {}
 
-    def iso(seconds: int) -> str:
-        text = strings.get(seconds)
-        if text is None:
-            text = strings[seconds] = time.strftime(ISO_FORMAT, time.gmtime(seconds))
-        return text
+    def instant(seconds: int) -> datetime:
+        value = instants.get(seconds)
+        if value is None:
+            value = instants[seconds] = datetime.fromtimestamp(seconds, timezone.utc)
+        return value
 
-    names: dict[int, list[str]] = {}
+    sets: dict[int, frozenset[str]] = {}
 
-    def service_list(mask: int) -> list[str]:
-        listed = names.get(mask)
-        if listed is None:
-            listed = names[mask] = [s for s in blocked_ids if mask & bit[s]]
-        return listed
+    def service_set(mask: int) -> frozenset[str]:
+        named = sets.get(mask)
+        if named is None:
+            named = sets[mask] = frozenset(s for s in blocked_ids if mask & bit[s])
+        return named
 
     segments_out = []
     for segment in sorted(inputs.segments, key=lambda s: s.id):
@@ -270,57 +253,17 @@ def compile_policy(inputs: PolicyInputs) -> dict[str, Any]:
                 pieces.append(spans[lesson_id])
             else:
                 pieces.extend(excepted)
-        blocks = [{"start": iso(a), "end": iso(b), "services": service_list(mask)}
-                  for a, b, mask in (_union_blocks(pieces) if pieces else [])]
-        segments_out.append({"id": segment.id, "name": segment.name,
-                             "cidrs": list(segment.cidrs), "blocks": blocks})
+        blocks = tuple(Block(instant(a), instant(b), service_set(mask))
+                       for a, b, mask in (_union_blocks(pieces) if pieces else []))
+        segments_out.append(PolicySegment(segment.id, segment.name, tuple(segment.cidrs), blocks))
 
-    claims: dict[str, Any] = {
-        "iss": inputs.issuer,
-        "aud": inputs.gateway_id,
-        "tz": inputs.timezone,
-        "window": {"start": iso(win_start), "end": iso(win_end)},
-        "services": {s: {"name": catalog[s][0], "domains": list(catalog[s][1])}
-                     for s in blocked_ids},
-        "segments": segments_out,
-    }
-    claims["ver"] = content_version(claims)
-    return claims
-
-
-def _segment_blocks(claims: Mapping[str, Any], segment_id: int) -> list[dict[str, Any]]:
-    for segment in claims["segments"]:
-        if segment["id"] == segment_id:
-            return segment["blocks"]
-    raise KeyError(f"segment {segment_id} is not in this policy")
-
-
-def effective_blocks(claims: Mapping[str, Any],
-                     segment_id: int) -> list[tuple[datetime, datetime, list[str]]]:
-    """A segment's blocks in a policy as (start, end, services) with aware UTC datetimes."""
-    return [(parse_time(b["start"]), parse_time(b["end"]), list(b["services"]))
-            for b in _segment_blocks(claims, segment_id)]
-
-
-def segment_status(claims: Mapping[str, Any], segment_id: int,
-                   at: datetime) -> tuple[list[str], datetime | None]:
-    """What the policy blocks on a segment at `at`, and until when (([], None) when nothing).
-
-    KeyError when the segment is not in the policy.
-    """
-    blocks = _segment_blocks(claims, segment_id)
-    # The strings have one fixed format, so they sort like the instants they name.
-    moment = format_time(at)
-    index = bisect.bisect_right([b["start"] for b in blocks], moment) - 1
-    if index >= 0 and moment < blocks[index]["end"]:
-        block = blocks[index]
-        return list(block["services"]), parse_time(block["end"])
-    return [], None
-
-
-def blocked_services_at(claims: Mapping[str, Any], segment_id: int, at: datetime) -> list[str]:
-    """The services the policy blocks on a segment at `at` (sorted ids)."""
-    return segment_status(claims, segment_id, at)[0]
+    window = (instant(win_start), instant(win_end))
+    policy = Policy(version="", gateway_id=inputs.gateway_id, issued_at=window[0],
+                    expires_at=window[1], timezone=inputs.timezone,
+                    services={s: lesfocus_policy.Service(s, catalog[s][0], tuple(catalog[s][1]))
+                              for s in blocked_ids},
+                    segments=tuple(segments_out), issuer=inputs.issuer, window=window)
+    return dataclasses.replace(policy, version=content_version(policy))
 
 
 def policy_window(now: datetime, horizon_days: int) -> tuple[datetime, datetime]:
@@ -391,11 +334,46 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
                         exceptions=exceptions)
 
 
-def gateway_policy(gateway: Gateway, now: datetime | None = None) -> tuple[str, str]:
-    """Compile and sign the policy of `gateway`: (version, compact JWS)."""
+class PolicyTooLarge(ValueError):
+    """A gateway's signed policy would exceed the documented maximum the agents read."""
+
+
+class SignedPolicy:
+    """A gateway's compiled policy and its signed documents, one per format, signed when asked.
+
+    Immutable once made (the policy cache shares it between threads; two threads asking for the
+    same format at once both sign, and one result is kept).
+    """
+
+    def __init__(self, policy: Policy, signing_key: Any) -> None:
+        self.policy = policy
+        self._signing_key = signing_key
+        self._tokens: dict[str, str] = {}
+
+    @property
+    def version(self) -> str:
+        """The content hash: the ETag and what the agent reports as applied, in every format."""
+        return self.policy.version
+
+    def token(self, fmt: str = FORMAT) -> str:
+        """The compact JWS in format `fmt`; PolicyTooLarge above MAX_POLICY_BYTES."""
+        token = self._tokens.get(fmt)
+        if token is None:
+            token = self._signing_key.sign(to_claims(self.policy, fmt))
+            if len(token) > MAX_POLICY_BYTES:
+                raise PolicyTooLarge(
+                    f"the policy of gateway {self.policy.gateway_id} is {len(token)} bytes in "
+                    f"format {fmt}, more than the {MAX_POLICY_BYTES} bytes agents read "
+                    f"({len(self.policy.segments)} segments): split the gateway's segments "
+                    "over more gateways or shorten LESFOCUS_POLICY_HORIZON_DAYS")
+            self._tokens[fmt] = token
+        return token
+
+
+def gateway_policy(gateway: Gateway, now: datetime | None = None) -> SignedPolicy:
+    """Compile the policy of `gateway` at `now` from the database; sign it when asked."""
     now = now or datetime.now(timezone.utc)
-    claims = compile_policy(load_policy_inputs(gateway, now))
-    claims["iat"] = _seconds(now)
-    claims["exp"] = _seconds(parse_time(claims["window"]["end"]))
-    token = current_app.extensions["lesfocus.signing_key"].sign(claims)
-    return claims["ver"], token
+    policy = compile_policy(load_policy_inputs(gateway, now))
+    policy = dataclasses.replace(policy, issued_at=datetime.fromtimestamp(_seconds(now),
+                                                                        timezone.utc))
+    return SignedPolicy(policy, current_app.extensions["lesfocus.signing_key"])

@@ -10,6 +10,8 @@ from typing import Any
 from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import func, select, update
 
+from lesfocus_policy import FORMAT, LEGACY_FORMAT
+
 from .. import audit, notify
 from ..auth import require_agent, require_user
 from ..errors import abort_json
@@ -17,6 +19,7 @@ from ..extensions import db
 from ..gateways import create_gateway, hash_token, issue_enrollment_token
 from ..models import (AuditEvent, EnrollmentToken, ExceptionGrant, Gateway, GatewayCounter, Lesson,
                       School, Segment, Service, utcnow)
+from ..policy import PolicyTooLarge, SignedPolicy
 from ..tokens import load_public_key, public_key_pem
 from . import bp
 from .common import get_object, get_str, iso, json_body, parse_datetime, query_int
@@ -98,23 +101,24 @@ _marker_lock = threading.Lock()
 _marker_cache: dict[tuple[str, int], tuple[float, tuple[Any, ...]]] = {}
 _marker_refreshing: set[tuple[str, int]] = set()
 # (database, gateway id) -> (school generation, marker, hour, version, JWS)
-_policy_cache: dict[tuple[str, str], tuple[int, tuple[Any, ...], datetime, str, str]] = {}
+_policy_cache: dict[tuple[str, str], tuple[int, tuple[Any, ...], datetime, SignedPolicy]] = {}
 
 
 def _read_marker(school_id: int) -> tuple[Any, ...]:
     exceptions = select(func.count(ExceptionGrant.id), func.max(ExceptionGrant.id),
                         func.max(ExceptionGrant.revoked_at)).where(
         ExceptionGrant.school_id == school_id)
-    marker = (
-        tuple(db.session.execute(exceptions).one()),
-        db.session.scalar(select(func.max(Lesson.updated_at)).where(Lesson.school_id == school_id)),
-        db.session.scalar(select(func.count(Lesson.id)).where(Lesson.school_id == school_id)),
-        db.session.scalar(select(func.max(AuditEvent.id)).where(AuditEvent.school_id == school_id)),
-        db.session.scalar(select(func.count(Segment.id)).where(Segment.school_id == school_id)),
-        db.session.scalar(select(School.blocked_services).where(School.id == school_id)).__repr__(),
-    )
-    db.session.close()  # give the connection back while the caller goes on waiting
-    return marker
+    # On a connection of its own, returned at once: the caller may be a dashboard request in
+    # the middle of its session, or a long poll that must not hold a connection while it waits.
+    with db.engine.connect() as conn:
+        return (
+            tuple(conn.execute(exceptions).one()),
+            conn.scalar(select(func.max(Lesson.updated_at)).where(Lesson.school_id == school_id)),
+            conn.scalar(select(func.count(Lesson.id)).where(Lesson.school_id == school_id)),
+            conn.scalar(select(func.max(AuditEvent.id)).where(AuditEvent.school_id == school_id)),
+            conn.scalar(select(func.count(Segment.id)).where(Segment.school_id == school_id)),
+            conn.scalar(select(School.blocked_services).where(School.id == school_id)).__repr__(),
+        )
 
 
 def _change_marker(school_id: int) -> tuple[Any, ...]:
@@ -142,8 +146,8 @@ def _change_marker(school_id: int) -> tuple[Any, ...]:
     return marker
 
 
-def current_policy(gateway_id: str, school_id: int) -> tuple[str, str]:
-    """The gateway's (version, JWS), compiled again only when something it depends on moved.
+def current_policy(gateway_id: str, school_id: int) -> SignedPolicy:
+    """The gateway's signed policy, compiled again only when something it depends on moved.
 
     A compile costs tens of milliseconds; every long poll starts with one and every change wakes
     all of a school's agents, so results are kept per gateway until the school's notify
@@ -156,19 +160,35 @@ def current_policy(gateway_id: str, school_id: int) -> tuple[str, str]:
     key = (current_app.config["SQLALCHEMY_DATABASE_URI"], gateway_id)
     cached = _policy_cache.get(key)
     if cached is not None and cached[:3] == (generation, marker, hour):
-        return cached[3], cached[4]
+        return cached[3]
     gateway = db.session.get(Gateway, gateway_id)
     if gateway is None:
         abort_json(410, "this gateway was removed")
-    version, jws = gateway_policy(gateway)
-    db.session.close()
-    _policy_cache[key] = (generation, marker, hour, version, jws)
-    return version, jws
+    signed = gateway_policy(gateway)
+    _policy_cache[key] = (generation, marker, hour, signed)
+    return signed
 
 
-def _policy_response(version: str, jws: str) -> Response:
-    response = jsonify({"version": version, "policy": jws})
-    response.headers["ETag"] = f'"{version}"'
+def _requested_format() -> str:
+    """The document format the agent reads: `format=2` from agents since 2.0, none before."""
+    raw = request.args.get("format")
+    if raw is None:
+        return LEGACY_FORMAT  # an agent of the first release (rolling upgrade)
+    if raw.strip() == FORMAT.split(".")[0]:
+        return FORMAT
+    abort_json(400, f"format {raw[:20]!r} is not served here: this server writes format "
+               f"{FORMAT} (format=2), and {LEGACY_FORMAT} when format is left out",
+               field="format")
+
+
+def _policy_response(signed: SignedPolicy, fmt: str) -> Response:
+    try:
+        jws = signed.token(fmt)
+    except PolicyTooLarge as err:
+        current_app.logger.error("%s", err)
+        abort_json(503, str(err))
+    response = jsonify({"version": signed.version, "policy": jws})
+    response.headers["ETag"] = f'"{signed.version}"'
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -195,12 +215,14 @@ def self_policy() -> Response:
     limit = int(current_app.config["LESFOCUS_POLICY_LONG_POLL_MAX"])
     wait = query_int("wait", default=0, minimum=0, maximum=min(limit, 60))
     known = _requested_version()
+    fmt = _requested_format()
 
     # Note the generation before compiling, so a change between the two cannot be missed.
     generation = notify.generation(school_id)
-    version, jws = current_policy(gateway_id, school_id)
+    signed = current_policy(gateway_id, school_id)
+    version = signed.version
     if known != version:
-        return _policy_response(version, jws)
+        return _policy_response(signed, fmt)
     if wait <= 0:
         return _not_modified(version)
     marker = _change_marker(school_id)  # what the version above was compiled from
@@ -214,9 +236,10 @@ def self_policy() -> Response:
             if remaining <= 0 or not notify.wait_for_change(school_id, generation, remaining):
                 return _not_modified(version)
             generation = notify.generation(school_id)
-            version, jws = current_policy(gateway_id, school_id)
-            if version != known:
-                return _policy_response(version, jws)
+            signed = current_policy(gateway_id, school_id)
+            db.session.remove()  # the compile's connection goes back before waiting again
+            if signed.version != known:
+                return _policy_response(signed, fmt)
     finally:
         watcher.unwatch(school_id)
 

@@ -1,7 +1,7 @@
 """`GET /lesson-status`: is the caller's network in a lesson, and what is blocked there (public).
 
 Answered from in-process caches, because every browser with the extension asks: a table of all
-segment CIDRs (rebuilt every few seconds), each gateway's decoded policy, and each segment's
+segment CIDRs (rebuilt every few seconds), each gateway's compiled policy, and each segment's
 answer for one second. A grant or revocation made in this process clears a school's entries at
 once (its notify generation changes); changes made by other processes show within the TTLs.
 """
@@ -12,18 +12,17 @@ import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import jwt
 from flask import Flask, Response, current_app, jsonify, request
-from sqlalchemy import or_, select
+from sqlalchemy import select
+
+from lesfocus_policy import Policy, SegmentState, status_of
 
 from .. import notify
 from ..errors import abort_json
 from ..extensions import db
-from ..models import (ExceptionGrant, Gateway, Lesson, School, Segment, SegmentCidr, lesson_rooms,
-                      segment_rooms, utcnow)
+from ..models import Gateway, School, Segment, SegmentCidr, utcnow
 from . import bp
 from .common import iso
 
@@ -50,7 +49,7 @@ class StatusCache:
     table_at: float = -1e9
     # (ip version, prefix length) -> {network address as int: segment}
     table: dict[tuple[int, int], dict[int, SegmentRef]] = field(default_factory=dict)
-    policies: dict[str, tuple[float, int, dict[str, Any]]] = field(default_factory=dict)
+    policies: dict[str, tuple[float, int, Policy]] = field(default_factory=dict)
     answers: dict[int, tuple[float, int, dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -119,7 +118,7 @@ def client_address() -> str:
     return request.remote_addr or ""
 
 
-def _policy_claims(cache: StatusCache, ref: SegmentRef, generation: int) -> dict[str, Any] | None:
+def _policy(cache: StatusCache, ref: SegmentRef, generation: int) -> Policy | None:
     from .gateways import current_policy
     now = time.monotonic()
     cached = cache.policies.get(ref.gateway_id)
@@ -127,83 +126,70 @@ def _policy_claims(cache: StatusCache, ref: SegmentRef, generation: int) -> dict
         return cached[2]
     if db.session.get(Gateway, ref.gateway_id) is None:
         return None
-    # The long poll's cache: one compile serves both the agent and the browsers behind it.
-    _version, jws = current_policy(ref.gateway_id, ref.school_id)
-    key = current_app.extensions["lesfocus.signing_key"]
-    # Our own signature over our own document: verified anyway, it costs ~0.1 ms per compile.
-    claims = jwt.decode(jws, key.public, algorithms=["EdDSA"], audience=ref.gateway_id,
-                        options={"verify_exp": False})
+    # The long poll's cache: one compile serves both the agent and the browsers behind it, and
+    # both read it with the same reader.
+    policy = current_policy(ref.gateway_id, ref.school_id).policy
     with cache.lock:
-        cache.policies[ref.gateway_id] = (now, generation, claims)
-    return claims
+        cache.policies[ref.gateway_id] = (now, generation, policy)
+    return policy
 
 
-def _exception_now(ref: SegmentRef, at: datetime) -> tuple[bool, dict[str, Any] | None]:
-    """(in a lesson now?, the exception in force for it as {services, until} or None)."""
-    lessons = db.session.scalars(
-        select(Lesson).join(lesson_rooms, lesson_rooms.c.lesson_id == Lesson.id)
-        .where(lesson_rooms.c.room_id.in_(
-            select(segment_rooms.c.room_id).where(segment_rooms.c.segment_id == ref.segment_id)),
-            Lesson.school_id == ref.school_id, Lesson.cancelled.is_(False),
-            Lesson.start <= at, Lesson.end > at).distinct()).all()
-    if not lessons:
-        return False, None
-    lesson_ids = [lesson.id for lesson in lessons]
-    room_ids = {room.id for lesson in lessons for room in lesson.rooms}
-    group_ids = {group.id for lesson in lessons for group in lesson.groups}
-    grants = db.session.scalars(
-        select(ExceptionGrant).where(
-            ExceptionGrant.school_id == ref.school_id, ExceptionGrant.start <= at,
-            ExceptionGrant.end > at,
-            or_(ExceptionGrant.revoked_at.is_(None), ExceptionGrant.revoked_at > at),
-            or_(ExceptionGrant.scope == "school",
-                ExceptionGrant.lesson_id.in_(lesson_ids),
-                ExceptionGrant.room_id.in_(room_ids),
-                ExceptionGrant.group_id.in_(group_ids)))).all()
-    if not grants:
-        return True, None
-    services: set[str] | None = set()
-    for grant in grants:
-        if grant.services is None:
-            services = None
-            break
-        services.update(grant.services)
-    lesson_end = max(lesson.end for lesson in lessons)
-    until = min(max(grant.end for grant in grants), lesson_end)
-    return True, {"services": None if services is None else sorted(services), "until": iso(until)}
+def status_answer(state: SegmentState | None, rooms: list[str]) -> dict[str, Any]:
+    """The lesson-status answer for a segment's state at an instant (None: not in the policy).
+
+    `until` is when every blocked service is open again; `services` says per service of the
+    school's blocked list whether it is blocked now and until when it stays so, or, when allowed
+    during this lesson, until when the allowance lasts. `exception` names what an exception
+    allows in this lesson and until when.
+    """
+    if state is None:
+        return {**NOT_IN_A_SEGMENT, "rooms": rooms}
+    services: dict[str, dict[str, Any]] = {
+        s: {"blocked": True, "until": iso(until)} for s, until in sorted(state.blocked.items())}
+    exception = None
+    if state.in_lesson:
+        open_now = {}
+        for s, next_block in sorted(state.allowed.items()):
+            # Open for this lesson: until it is blocked again, at most the end of the lessons.
+            ends = state.lesson_until if next_block is None or state.lesson_until is None \
+                else min(next_block, state.lesson_until)
+            open_now[s] = ends
+            services[s] = {"blocked": False, "until": iso(ends)}
+        if open_now:
+            exception = {"services": None if not state.blocked else sorted(open_now),
+                         "until": iso(min(open_now.values()))}
+    else:
+        for s, next_block in sorted(state.allowed.items()):
+            services[s] = {"blocked": False, "until": iso(next_block)}
+    return {"in_lesson": state.in_lesson, "blocked_services": sorted(state.blocked),
+            "until": iso(max(state.blocked.values())) if state.blocked else None,
+            "exception": exception, "services": dict(sorted(services.items())), "rooms": rooms}
 
 
 def _answer(cache: StatusCache, ref: SegmentRef) -> dict[str, Any]:
-    from ..policy import segment_status
     generation = notify.generation(ref.school_id)
     now = time.monotonic()
     cached = cache.answers.get(ref.segment_id)
     if cached is not None and cached[1] == generation and now - cached[0] < ANSWER_SECONDS:
         return cached[2]
     at = utcnow()
-    claims = _policy_claims(cache, ref, generation)
-    blocked: list[str] = []
-    until: datetime | None = None
-    if claims is not None:
+    policy = _policy(cache, ref, generation)
+    state = None
+    if policy is not None:
         try:
-            blocked_services, until = segment_status(claims, ref.segment_id, at)
-            blocked = sorted(blocked_services)
+            state = status_of(policy, ref.segment_id, at)
         except KeyError:  # a segment newer than the cached policy: drop it, ask again next time
             with cache.lock:
                 cache.policies.pop(ref.gateway_id, None)
-    in_lesson, exception = _exception_now(ref, at)
     segment = db.session.get(Segment, ref.segment_id)
-    answer = {"in_lesson": in_lesson or bool(blocked), "blocked_services": blocked,
-              "until": iso(until) if isinstance(until, datetime) else until,
-              "exception": exception,
-              "rooms": [room.code for room in segment.rooms] if segment else []}
+    answer = status_answer(state, [room.code for room in segment.rooms] if segment else [])
     with cache.lock:
         cache.answers[ref.segment_id] = (now, generation, answer)
     return answer
 
 
 NOT_IN_A_SEGMENT: dict[str, Any] = {"in_lesson": False, "blocked_services": [], "until": None,
-                                    "exception": None, "rooms": []}
+                                    "exception": None, "services": {}, "rooms": []}
 
 
 @bp.get("/lesson-status")

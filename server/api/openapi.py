@@ -71,9 +71,12 @@ OPERATIONS: list[Operation] = [
                          "403": "token unknown, used or expired"}),
     Operation("get", "/gateways/self/policy", "The gateway's signed policy (long poll)", "agent",
               parameters=[q("wait", INT, "seconds to wait for a change (at most 60)"),
+                          q("format", STR, "2 for the compact format 2.0; left out, format 1.0 "
+                            "(agents of the first release)"),
                           q("If-None-Match", STR, '"<version>" the agent has', where="header")],
               responses={"200": "{version, policy}", "304": "unchanged within the wait",
-                         "401": "agent token refused"}),
+                         "400": "unknown format", "401": "agent token refused",
+                         "503": "the policy would exceed the documented maximum size"}),
     Operation("post", "/gateways/self/heartbeat", "Agent state and hourly block counters", "agent",
               body=obj(None, policy_version=STR, agent_version=STR,
                        counters={"type": "array", "items": _COUNTER, "maxItems": 10000}),
@@ -103,7 +106,8 @@ OPERATIONS: list[Operation] = [
               responses={"200": "reminder", "400": "bad field"}),
     Operation("get", "/lesson-status", "Lesson and block state of the caller's network", "public",
               parameters=[q("school", STR, "limit the lookup to one school")],
-              responses={"200": "{in_lesson, blocked_services, until, exception, rooms}"}),
+              responses={"200": "{in_lesson, blocked_services, until, exception, services, "
+                                "rooms}"}),
     Operation("post", "/auth/token", "Username and password for a short-lived API token",
               "public", body=obj(["username", "password"], username=STR, password=STR),
               responses={"200": "{token, expires_at}", "401": "wrong username or password",

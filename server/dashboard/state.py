@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from lesfocus_policy import Policy, status_of
+
 from ..models import ExceptionGrant, Gateway, Lesson, Room
 
 # A gateway that has not been heard from for this long is shown as offline (agents poll and send a
@@ -22,13 +24,27 @@ class GatewayHealth:
     up_to_date: bool
 
 
+@dataclass(frozen=True)
+class ServiceState:
+    """One service in a room now: blocked or not, and until when that holds (None: no end known)."""
+
+    blocked: bool
+    until: datetime | None
+
+
 @dataclass
 class RoomState:
-    """What is blocked in a room now and until when, and the health of its gateways."""
+    """What is blocked in a room now and until when, per service, and the health of its gateways.
+
+    Read with `lesfocus_policy`'s reader from the policy the gateway's agent gets, so the page
+    says what the gateway does, adjacent lessons with other exceptions included.
+    """
 
     room: Room
     blocked: list[str] = field(default_factory=list)
     until: datetime | None = None
+    in_lesson: bool = False
+    services: dict[str, ServiceState] = field(default_factory=dict)
     gateways: list[GatewayHealth] = field(default_factory=list)
 
     @property
@@ -37,45 +53,65 @@ class RoomState:
         return bool(self.room.segments)
 
 
-def _policy_claims(gateway: Gateway, now: datetime,
-                   cache: dict[str, tuple[str, dict]]) -> tuple[str, dict]:
-    # The very compiler and loader the agent's policy comes from, so the page cannot disagree
-    # with the gateway; `ver` is the content hash the agent reports as applied.
-    from ..policy import compile_policy, load_policy_inputs
+def _policy(gateway: Gateway, cache: dict[str, Policy]) -> Policy:
+    # The very policy the gateway's long poll hands out (the same cache); `version` is the
+    # content hash the agent reports as applied.
+    from ..api.gateways import current_policy
     if gateway.id not in cache:
-        claims = compile_policy(load_policy_inputs(gateway, now))
-        cache[gateway.id] = (claims["ver"], claims)
+        cache[gateway.id] = current_policy(gateway.id, gateway.school_id).policy
     return cache[gateway.id]
 
 
 def gateway_health(gateway: Gateway, now: datetime,
-                   cache: dict[str, tuple[str, dict]] | None = None) -> GatewayHealth:
+                   cache: dict[str, Policy] | None = None) -> GatewayHealth:
     """Online (recent contact) and up to date (applied the current policy version)."""
-    version, _claims = _policy_claims(gateway, now, {} if cache is None else cache)
+    version = _policy(gateway, {} if cache is None else cache).version
     online = gateway.last_contact_at is not None and now - gateway.last_contact_at <= ONLINE_WITHIN
     return GatewayHealth(gateway=gateway, online=online, current_version=version,
                          up_to_date=gateway.policy_version_applied == version)
 
 
+def _merge(a: ServiceState | None, b: ServiceState) -> ServiceState:
+    # A room with several segments (wired and Wi-Fi): blocked on any wins, the later end counts.
+    if a is None or (b.blocked and not a.blocked):
+        return b
+    if a.blocked != b.blocked:
+        return a
+    if a.until is None or b.until is None:
+        return ServiceState(a.blocked, None if a.blocked else (a.until or b.until))
+    return ServiceState(a.blocked, max(a.until, b.until) if a.blocked else min(a.until, b.until))
+
+
 def room_states(rooms: list[Room], now: datetime) -> list[RoomState]:
-    """The state of each room at `now`: blocked services (union over its segments) and until."""
-    from ..policy import segment_status
-    cache: dict[str, tuple[str, dict]] = {}
+    """The state of each room at `now`: per service blocked or allowed and until when."""
+    cache: dict[str, Policy] = {}
     states = []
     for room in rooms:
         state = RoomState(room=room)
-        blocked: set[str] = set()
         seen: set[str] = set()
         for segment in room.segments:
-            _version, claims = _policy_claims(segment.gateway, now, cache)
-            services, until = segment_status(claims, segment.id, now)
-            blocked.update(services)
-            if services and until is not None and (state.until is None or until > state.until):
-                state.until = until
+            policy = _policy(segment.gateway, cache)
+            try:
+                status = status_of(policy, segment.id, now)
+            except KeyError:  # the segment is newer than the cached policy
+                continue
+            state.in_lesson = state.in_lesson or status.in_lesson
+            for service, until in status.blocked.items():
+                state.services[service] = _merge(state.services.get(service),
+                                                 ServiceState(True, until))
+            for service, next_block in status.allowed.items():
+                ends = next_block
+                if status.in_lesson and status.lesson_until is not None:
+                    ends = status.lesson_until if ends is None else min(ends, status.lesson_until)
+                state.services[service] = _merge(state.services.get(service),
+                                                 ServiceState(False, ends))
             if segment.gateway_id not in seen:
                 seen.add(segment.gateway_id)
                 state.gateways.append(gateway_health(segment.gateway, now, cache))
-        state.blocked = sorted(blocked)
+        state.services = dict(sorted(state.services.items()))
+        state.blocked = [s for s, v in state.services.items() if v.blocked]
+        ends = [v.until for v in state.services.values() if v.blocked and v.until is not None]
+        state.until = max(ends) if ends else None
         states.append(state)
     return states
 

@@ -64,7 +64,8 @@ def test_status_shows_what_is_blocked_per_segment_and_the_policy_age(
     assert main(["status", "--state-dir", str(state_dir)]) == 0
     out = capsys.readouterr().out
     assert f"gateway {GATEWAY}" in out and "policy v1: valid" in out
-    assert "segment 7 lokaal 2.14 (10.81.1.0/24): tiktok until" in out and "youtube until" in out
+    assert "segment 7 lokaal 2.14 (10.81.1.0/24): lesson until" in out
+    assert "; blocked tiktok until" in out and "youtube until" in out
     assert "segment 8 lokaal 2.15 (10.81.2.0/24): nothing blocked" in out
 
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.schedule import blocked_at, next_change
+from lesfocus_policy import blocked_at, next_change
 from agent.state import Block, Policy, PolicySegment, Service
 
 T0 = datetime(2026, 11, 23, 8, 0, tzinfo=timezone.utc)

@@ -13,7 +13,8 @@ from server.extensions import db
 from server.models import (AuditEvent, ExceptionGrant, Gateway, Group, Lesson, Person, Room,
                            School, Segment, SegmentCidr)
 from server.passwords import verify_password
-from server.policy import gateway_policy, load_policy_inputs, segment_status
+from lesfocus_policy import status_of
+from server.policy import compile_policy, gateway_policy, load_policy_inputs
 
 WEDNESDAY_10 = datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc)  # 10:00 in Amsterdam
 SATURDAY_21 = datetime(2026, 11, 28, 20, 0, tzinfo=timezone.utc)  # 21:00 in Amsterdam
@@ -71,12 +72,11 @@ def test_demo_twice_gives_one_school_with_a_lesson_running_now(app, now):
         assert count(AuditEvent, AuditEvent.action == "segment.create") == len(segments)
 
         # The running lesson blocks social media on its room's segment.
-        claims_version, _ = gateway_policy(gateway, now)
-        from server.policy import compile_policy
-        claims = compile_policy(load_policy_inputs(gateway, now))
-        assert claims["ver"] == claims_version
+        signed = gateway_policy(gateway, now)
+        policy = compile_policy(load_policy_inputs(gateway, now))
+        assert policy.version == signed.version
         room_ids = {room.id for lesson in live for room in lesson.rooms}
-        blocked = [segment_status(claims, s.id, now)[0] for s in segments
+        blocked = [status_of(policy, s.id, now).blocked for s in segments
                    if s.rooms[0].id in room_ids]
         assert any("instagram" in services for services in blocked)
 

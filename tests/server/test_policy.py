@@ -8,13 +8,14 @@ import jwt
 import pytest
 from sqlalchemy import select
 
+from lesfocus_policy import Policy, parse_claims, status_of, to_claims
+
 from server.extensions import db
 from server.gateways import create_gateway
 from server.models import ExceptionGrant, Group, Lesson, Room, School
 from server.network import add_segment
-from server.policy import (ExceptionInput, LessonInput, PolicyInputs, SegmentInput,
-                           blocked_services_at, compile_policy, content_version,
-                           effective_blocks, gateway_policy, load_policy_inputs, segment_status)
+from server.policy import (ExceptionInput, LessonInput, PolicyInputs, SegmentInput, compile_policy,
+                           content_version, gateway_policy, load_policy_inputs)
 
 CATALOG = {
     "youtube": ("YouTube", ("youtube.com", "ytimg.com")),
@@ -43,9 +44,15 @@ def inputs(lessons=(), exceptions=(), segments=None, blocked=None, window=(t(0),
         lessons=tuple(lessons), exceptions=tuple(exceptions))
 
 
-def blocks(claims, segment_id=1):
-    segment = next(s for s in claims["segments"] if s["id"] == segment_id)
+def blocks(policy: Policy, segment_id=1):
+    """The segment's blocks that block something, as the 1.0 document writes them."""
+    segment = next(s for s in to_claims(policy, "1.0")["segments"] if s["id"] == segment_id)
     return [(b["start"], b["end"], b["services"]) for b in segment["blocks"]]
+
+
+def intervals(policy: Policy, segment_id=1):
+    """Every block of the segment, lessons that exceptions open entirely included."""
+    return [(b.start, b.end, sorted(b.services)) for b in policy.segment(segment_id).blocks]
 
 
 def lesson(id_, start, end, room=1, groups=(10,), cancelled=False):
@@ -59,9 +66,11 @@ def exc(scope, start, end, services=None, lesson_id=None, room_id=None, group_id
                           None if services is None else tuple(services), start, end, revoked_at)
 
 
-def test_claims_have_the_shape_of_spec_section_4():
-    claims = compile_policy(inputs([lesson(1, t(8, 30), t(9, 20))]))
-    assert set(claims) == {"iss", "aud", "ver", "tz", "window", "services", "segments"}
+def test_claims_1_0_have_the_shape_of_spec_section_4():
+    policy = compile_policy(inputs([lesson(1, t(8, 30), t(9, 20))]))
+    claims = to_claims(policy, "1.0")
+    assert set(claims) == {"iss", "aud", "ver", "tz", "window", "services", "segments", "iat",
+                           "exp"}
     assert claims["aud"] == "gw-1"
     assert claims["iss"] == "http://lesfocus.test"
     assert claims["tz"] == "Europe/Amsterdam"
@@ -71,6 +80,39 @@ def test_claims_have_the_shape_of_spec_section_4():
     assert claims["segments"] == [{"id": 1, "name": "lokaal-1", "cidrs": ["10.20.1.0/24"],
                                    "blocks": [{"start": z(8, 30), "end": z(9, 20),
                                                "services": ALL}]}]
+
+
+def test_claims_2_0_pack_blocks_as_offsets_and_service_masks():
+    policy = compile_policy(inputs([lesson(1, t(8, 30), t(9, 20)), lesson(2, t(9, 30), t(10))],
+                                   [exc("lesson", t(9, 30), t(10), ["tiktok"], lesson_id=2)]))
+    claims = to_claims(policy)
+    assert claims["fmt"] == "2.0"
+    assert claims["window"] == [int(t(0).timestamp()), int(t(0, day=30).timestamp())]
+    assert list(claims["services"]) == ALL  # bit 0 instagram, bit 1 tiktok, bit 2 youtube
+    (segment,) = claims["segments"]
+    assert segment["b"] == [int(t(8, 30).timestamp()), 50 * 60, 0b111, 10 * 60, 30 * 60, 0b101]
+    assert parse_claims(claims) == policy
+
+
+def test_lesson_that_an_exception_opens_entirely_stays_a_lesson_without_blocks():
+    policy = compile_policy(inputs([lesson(1, t(9), t(10)), lesson(2, t(10), t(11))],
+                                   [exc("lesson", t(10), t(11), lesson_id=2)]))
+    assert intervals(policy) == [(t(9), t(10), ALL), (t(10), t(11), [])]
+    assert blocks(policy) == [(z(9), z(10), ALL)]  # the first release's agents never saw it
+    state = status_of(policy, 1, t(10, 5))
+    assert state.in_lesson and state.blocked == {} and state.lesson_until == t(11)
+
+
+def test_adjacent_lessons_with_an_exception_in_the_second_are_read_the_agents_way():
+    # The issue's example: lesson A 09:00-09:50, lesson B 09:50-10:40 with Instagram allowed.
+    policy = compile_policy(inputs([lesson(1, t(9), t(9, 50)), lesson(2, t(9, 50), t(10, 40))],
+                                   [exc("lesson", t(9, 50), t(10, 40), ["instagram"],
+                                        lesson_id=2)]))
+    state = status_of(policy, 1, t(9, 10))
+    assert state.blocked == {"instagram": t(9, 50), "tiktok": t(10, 40), "youtube": t(10, 40)}
+    later = status_of(policy, 1, t(10))
+    assert later.blocked == {"tiktok": t(10, 40), "youtube": t(10, 40)}
+    assert later.allowed == {"instagram": None} and later.lesson_until == t(10, 40)
 
 
 def test_back_to_back_lessons_merge_into_one_block():
@@ -102,7 +144,7 @@ def test_lessons_in_rooms_of_other_segments_do_not_block_here():
     claims = compile_policy(inputs([lesson(1, t(9), t(10), room=3)], segments=segments))
     assert blocks(claims, 1) == []
     assert blocks(claims, 2) == [(z(9), z(10), ALL)]
-    assert claims["segments"][1]["cidrs"] == ["10.20.2.0/24", "fd00:20:2::/64"]
+    assert claims.segments[1].cidrs == ("10.20.2.0/24", "fd00:20:2::/64")
 
 
 def test_overlapping_lessons_of_a_multi_room_segment_are_united():
@@ -159,7 +201,7 @@ def test_exception_revoked_before_it_started_allows_nothing():
 def test_school_setting_limits_the_blocked_services():
     claims = compile_policy(inputs([lesson(1, t(9), t(10))], blocked=frozenset({"tiktok", "nope"})))
     assert blocks(claims) == [(z(9), z(10), ["tiktok"])]
-    assert list(claims["services"]) == ["tiktok"]
+    assert list(claims.services) == ["tiktok"]
 
 
 def test_exception_for_a_service_the_school_does_not_block_changes_nothing():
@@ -171,7 +213,7 @@ def test_exception_for_a_service_the_school_does_not_block_changes_nothing():
 
 def test_school_that_blocks_nothing_gets_no_blocks():
     claims = compile_policy(inputs([lesson(1, t(9), t(10))], blocked=frozenset()))
-    assert blocks(claims) == [] and claims["services"] == {}
+    assert blocks(claims) == [] and claims.services == {}
 
 
 def test_version_is_a_content_hash_independent_of_input_order():
@@ -181,9 +223,9 @@ def test_version_is_a_content_hash_independent_of_input_order():
     one = compile_policy(inputs(timetable, segments=segments))
     two = compile_policy(inputs(timetable[::-1], segments=segments[::-1]))
     assert one == two
-    assert one["ver"] == content_version(one)
+    assert one.version == content_version(one)
     moved = compile_policy(inputs([lesson(1, t(9), t(10, 5)), timetable[1]], segments=segments))
-    assert moved["ver"] != one["ver"]
+    assert moved.version != one.version
 
 
 def test_naive_datetimes_are_refused():
@@ -196,30 +238,30 @@ def test_window_must_not_be_empty():
         compile_policy(inputs(window=(t(9), t(9))))
 
 
-@pytest.mark.parametrize("at, expected", [
-    (t(8, 59), ([], None)),
-    (t(9), (["instagram", "tiktok"], t(9, 30))),
-    (t(9, 29), (["instagram", "tiktok"], t(9, 30))),
-    (t(9, 30), (ALL, t(10))),
-    (t(10), ([], None)),
+@pytest.mark.parametrize("at, blocked, allowed", [
+    (t(8, 59), {}, {"instagram": t(9), "tiktok": t(9), "youtube": t(9, 30)}),
+    (t(9), {"instagram": t(10), "tiktok": t(10)}, {"youtube": t(9, 30)}),
+    (t(9, 29), {"instagram": t(10), "tiktok": t(10)}, {"youtube": t(9, 30)}),
+    (t(9, 30), {"instagram": t(10), "tiktok": t(10), "youtube": t(10)}, {}),
+    (t(10), {}, {"instagram": None, "tiktok": None, "youtube": None}),
 ])
-def test_segment_status_reads_the_block_in_force(at, expected):
-    claims = compile_policy(inputs([lesson(1, t(9), t(10))],
+def test_status_of_reads_each_service_until_its_chain_of_blocks_ends(at, blocked, allowed):
+    policy = compile_policy(inputs([lesson(1, t(9), t(10))],
                                    [exc("lesson", t(9), t(9, 30), ["youtube"], lesson_id=1)]))
-    assert segment_status(claims, 1, at) == expected
-    assert blocked_services_at(claims, 1, at) == expected[0]
+    state = status_of(policy, 1, at)
+    assert (state.blocked, state.allowed) == (blocked, allowed)
 
 
-def test_effective_blocks_gives_datetimes():
-    claims = compile_policy(inputs([lesson(1, t(9), t(10))],
+def test_blocks_are_datetimes():
+    policy = compile_policy(inputs([lesson(1, t(9), t(10))],
                                    [exc("lesson", t(9), t(9, 30), ["youtube"], lesson_id=1)]))
-    assert effective_blocks(claims, 1) == [(t(9), t(9, 30), ["instagram", "tiktok"]),
-                                           (t(9, 30), t(10), ALL)]
+    assert intervals(policy) == [(t(9), t(9, 30), ["instagram", "tiktok"]),
+                                 (t(9, 30), t(10), ALL)]
 
 
-def test_segment_status_of_unknown_segment_is_a_key_error():
+def test_status_of_unknown_segment_is_a_key_error():
     with pytest.raises(KeyError):
-        segment_status(compile_policy(inputs()), 99, t(9))
+        status_of(compile_policy(inputs()), 99, t(9))
 
 
 # --- From the database -------------------------------------------------------------------------
@@ -282,20 +324,26 @@ def test_gateway_policy_is_signed_and_blocks_the_running_lesson(app):
                                       services=["youtube"], start=NOW,
                                       end=NOW + timedelta(minutes=20)))
         db.session.commit()
-        version, token = gateway_policy(gateway, NOW)
+        signed = gateway_policy(gateway, NOW)
         key = app.extensions["lesfocus.signing_key"]
-        claims = key.verify_policy(token, gateway.id, now=NOW.timestamp())
-        assert claims["ver"] == version == content_version(claims)
+        claims = key.verify_policy(signed.token(), gateway.id, now=NOW.timestamp())
+        policy = parse_claims(claims)
+        assert claims["ver"] == signed.version == content_version(policy)
         assert claims["iat"] == int(NOW.timestamp())
         assert claims["exp"] == int(datetime(2026, 11, 30, 9, tzinfo=timezone.utc).timestamp())
-        segment = next(s for s in claims["segments"] if s["name"] == "lokaal-1")
-        assert segment["cidrs"] == ["10.20.1.0/24", "fd00:20:1::/64"]
-        assert segment_status(claims, segment["id"], NOW) == (["tiktok"], NOW.replace(
-            minute=30, second=30))
-        assert segment_status(claims, segment["id"], NOW + timedelta(minutes=25)) == (
-            ["tiktok", "youtube"], NOW + timedelta(minutes=40))
+        segment = next(s for s in policy.segments if s.name == "lokaal-1")
+        assert segment.cidrs == ("10.20.1.0/24", "fd00:20:1::/64")
+        state = status_of(policy, segment.id, NOW)
+        assert state.blocked == {"tiktok": NOW + timedelta(minutes=40)}
+        assert state.allowed == {"youtube": NOW.replace(minute=30, second=30)}
+        assert status_of(policy, segment.id, NOW + timedelta(minutes=25)).blocked == {
+            "tiktok": NOW + timedelta(minutes=40), "youtube": NOW + timedelta(minutes=40)}
+        # The first release's format says the same, with the same version.
+        legacy = key.verify_policy(signed.token("1.0"), gateway.id, now=NOW.timestamp())
+        assert "fmt" not in legacy and legacy["ver"] == signed.version
+        assert status_of(parse_claims(legacy), segment.id, NOW) == state
         # Same database, later in the same hour: the same version.
-        assert gateway_policy(gateway, NOW + timedelta(minutes=30))[0] == version
+        assert gateway_policy(gateway, NOW + timedelta(minutes=30)).version == signed.version
 
 
 def test_gateway_without_segments_gets_an_empty_valid_policy(app):
@@ -303,7 +351,8 @@ def test_gateway_without_segments_gets_an_empty_valid_policy(app):
         school = db.session.scalar(select(School).where(School.slug == "test"))
         gateway = create_gateway(school, "gw-new", actor="pytest")
         db.session.commit()
-        version, token = gateway_policy(gateway, NOW)
+        signed = gateway_policy(gateway, NOW)
+        version, token = signed.version, signed.token()
         key = app.extensions["lesfocus.signing_key"]
         claims = key.verify_policy(token, gateway.id, now=NOW.timestamp())
         # Signed at NOW for the week from NOW: refused once that week is over.

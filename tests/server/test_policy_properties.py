@@ -1,18 +1,22 @@
-"""Property tests: the compiled policy blocks exactly what SPEC §3 says, at any instant.
+"""Property tests: the compiled policy, read by the one reader, says exactly what SPEC §3 says.
 
 The reference below evaluates the rule directly and naively for one instant, lesson by lesson,
-sharing no code with the compiler.
+sharing no code with the compiler or the reader; "until when" is found by stepping the reference
+over every boundary of the inputs. The same holds for the policy as the agent reads it (both
+document formats, through JSON).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.policy import (ExceptionInput, LessonInput, PolicyInputs, SegmentInput, compile_policy,
-                           segment_status)
+from lesfocus_policy import parse_claims, status_of, to_claims
+from server.policy import (ExceptionInput, LessonInput, PolicyInputs, SegmentInput, compile_policy)
 
 BASE = datetime(2026, 11, 23, 7, tzinfo=timezone.utc)
 SPAN_MINUTES = 12 * 60
@@ -105,29 +109,62 @@ def reference_blocked(inputs: PolicyInputs, segment: SegmentInput, t: datetime) 
     return sorted(blocked)
 
 
-@settings(max_examples=300, deadline=None)
-@given(policy_inputs(), st.lists(st.integers(-90, SPAN_MINUTES + 90), min_size=1, max_size=25))
-def test_policy_blocks_exactly_what_the_rule_says(inputs, minutes):
-    claims = compile_policy(inputs)
-    # Probe the given minutes and every boundary of the inputs (and a second either side).
-    instants = {at(m) for m in minutes}
+def reference_in_lesson(inputs: PolicyInputs, segment: SegmentInput, t: datetime) -> bool:
+    """A non-cancelled lesson in a room of the segment runs at t (inside the window)."""
+    return inputs.window[0] <= t < inputs.window[1] and any(
+        not lesson.cancelled and lesson.start <= t < lesson.end
+        and set(lesson.room_ids) & set(segment.room_ids) for lesson in inputs.lessons)
+
+
+def boundaries(inputs: PolicyInputs) -> list[datetime]:
+    """Every instant at which the reference's answer can change."""
+    instants = set(inputs.window)
     for lesson in inputs.lessons:
         instants.update({lesson.start, lesson.end})
     for e in inputs.exceptions:
         instants.update(x for x in (e.start, e.end, e.revoked_at) if x is not None)
-    instants.update(inputs.window)
+    return sorted(instants)
+
+
+def reference_until(inputs: PolicyInputs, segment: SegmentInput, t: datetime, service: str,
+                    blocked: bool) -> datetime | None:
+    """The first boundary after t at which `service` is no longer (or, if not, first) blocked."""
+    for b in boundaries(inputs):
+        if b > t and (service in reference_blocked(inputs, segment, b)) != blocked:
+            return b
+    return None
+
+
+@settings(max_examples=150, deadline=None)
+@given(policy_inputs(), st.lists(st.integers(-90, SPAN_MINUTES + 90), min_size=1, max_size=25))
+def test_the_reader_says_what_the_rule_says_with_every_end_time(inputs, minutes):
+    policy = compile_policy(inputs)
+    # Probe the given minutes and every boundary of the inputs (and a second either side).
+    instants = {at(m) for m in minutes} | set(boundaries(inputs))
     probes = {i + d for i in instants for d in (timedelta(0), timedelta(seconds=-1),
                                                 timedelta(seconds=1))}
+    # What the agent reads: the signed documents' claims, through JSON, in both formats.
+    read_v2 = parse_claims(json.loads(json.dumps(to_claims(policy))))
+    read_v1 = parse_claims(json.loads(json.dumps(to_claims(policy, "1.0"))))
     for segment in SEGMENTS:
         for t in sorted(probes):
-            assert segment_status(claims, segment.id, t)[0] == reference_blocked(
-                inputs, segment, t), (segment.name, t)
+            state = status_of(policy, segment.id, t)
+            expected = reference_blocked(inputs, segment, t)
+            assert sorted(state.blocked) == expected, (segment.name, t)
+            for service, until in state.blocked.items():
+                assert until == reference_until(inputs, segment, t, service, True), (service, t)
+            for service, next_block in state.allowed.items():
+                assert next_block == reference_until(inputs, segment, t, service, False), (
+                    service, t)
+            assert state.in_lesson == reference_in_lesson(inputs, segment, t), (segment.name, t)
+            assert status_of(read_v2, segment.id, t) == state
+            assert status_of(read_v1, segment.id, t).blocked == state.blocked
 
 
 @settings(max_examples=200, deadline=None)
 @given(policy_inputs())
 def test_blocks_are_sorted_disjoint_merged_and_inside_the_window(inputs):
-    claims = compile_policy(inputs)
+    claims = to_claims(compile_policy(inputs), "1.0")
     window = claims["window"]
     for segment in claims["segments"]:
         previous = None
@@ -152,4 +189,4 @@ def test_version_depends_on_content_not_on_input_order(inputs, rng):
     rng.shuffle(excs)
     shuffled = PolicyInputs(**{**inputs.__dict__, "lessons": tuple(lessons),
                                "exceptions": tuple(excs)})
-    assert compile_policy(shuffled)["ver"] == compile_policy(inputs)["ver"]
+    assert compile_policy(shuffled).version == compile_policy(inputs).version

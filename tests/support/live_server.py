@@ -168,7 +168,7 @@ class LiveServer:
         from server.policy import gateway_policy
 
         with self.app.app_context():
-            return gateway_policy(db.session.get(Gateway, self.gateway_id))[0]
+            return gateway_policy(db.session.get(Gateway, self.gateway_id)).version
 
     # -- the API, as the dashboard uses it ------------------------------------------------------
     def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:

@@ -88,7 +88,7 @@ def test_lesson_status_outside_any_segment_is_not_in_lesson(client, enrolled):
     enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
     body = _status(client, "192.0.2.7").get_json()
     assert body == {"in_lesson": False, "blocked_services": [], "until": None,
-                    "exception": None, "rooms": []}
+                    "exception": None, "services": {}, "rooms": []}
 
 
 def test_lesson_status_during_a_lesson_lists_blocked_services_until_its_end(app, client,

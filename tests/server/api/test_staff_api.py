@@ -67,7 +67,7 @@ def test_repeated_failed_logins_are_throttled_per_username_and_address(client, s
 def test_policy_jws_is_not_accepted_as_an_api_token(app, client, staff):
     gateway_id, _ = new_gateway(app, "gw")
     with app.app_context():
-        _, jws = gateway_policy(db.session.get(Gateway, gateway_id))
+        jws = gateway_policy(db.session.get(Gateway, gateway_id)).token()
     response = client.get("/api/v1/rooms", headers={"Authorization": f"Bearer {jws}"})
     assert response.status_code == 401
 

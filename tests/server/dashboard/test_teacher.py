@@ -13,7 +13,8 @@ from tests.support.dashboard import csrf_token, sign_in
 from server import notify
 from server.extensions import db
 from server.models import AuditEvent, ExceptionGrant, Gateway, Lesson, School, utcnow
-from server.policy import compile_policy, load_policy_inputs, segment_status
+from lesfocus_policy import status_of
+from server.policy import compile_policy, load_policy_inputs
 
 
 def _grant(client, lesson_id: int, duration: str, services=(), reason: str = ""):
@@ -41,9 +42,9 @@ def test_now_page_shows_running_lesson_and_what_the_policy_blocks(app: Flask, wo
 def test_now_page_shows_gateway_online_with_latest_policy(app: Flask, world) -> None:
     with app.app_context():
         gateway = db.session.get(Gateway, world.gateway)
-        claims = compile_policy(load_policy_inputs(gateway, utcnow()))
+        policy = compile_policy(load_policy_inputs(gateway, utcnow()))
         gateway.last_contact_at = utcnow()
-        gateway.policy_version_applied = claims["ver"]
+        gateway.policy_version_applied = policy.version
         db.session.commit()
     client = app.test_client()
     sign_in(client, "docent")
@@ -70,8 +71,8 @@ def test_only_youtube_for_15_minutes_is_granted_audited_and_announced(app: Flask
             AuditEvent.object_id == str(grant.id))) is not None
         # The policy the gateway gets now lets YouTube through on the room's segment.
         gateway = db.session.get(Gateway, world.gateway)
-        claims = compile_policy(load_policy_inputs(gateway, utcnow()))
-        blocked, _until = segment_status(claims, world.segment, utcnow())
+        policy = compile_policy(load_policy_inputs(gateway, utcnow()))
+        blocked = status_of(policy, world.segment, utcnow()).blocked
         assert "youtube" not in blocked and "tiktok" in blocked
     page = client.get("/nu").get_data(as_text=True)
     assert "Nu toegestaan" in page and 'data-end="' in page
