@@ -23,6 +23,8 @@ export async function lessonStatus(serverUrl) {
       blocked_services: Array.isArray(body.blocked_services) ? body.blocked_services : [],
       until: typeof body.until === "string" ? body.until : null,
       exception: body.exception ?? null,
+      // Per service: {blocked, until}; what the gateway enforces for each one.
+      services: body.services && typeof body.services === "object" ? body.services : {},
     };
   } catch (err) {
     console.warn("lesfocus: fetching the lesson status failed:", err);

@@ -408,12 +408,17 @@
         const blocked = Array.isArray(status.blocked_services) ? status.blocked_services : [];
         const ids = blocked.map((b) => (typeof b === "string" ? b : b && (b.id || b.service)));
         if (!ids.includes(adapter.service)) return;
-        showBanner(ctx, status);
+        showBanner(ctx, status, adapter.service);
       })
       .catch(logFailure("checking the lesson status"));
   }
 
-  function showBanner(ctx, status) {
+  /**
+   * The banner for a blocked service: its own end time from the lesson status (`services`), which
+   * is the end the gateway enforces; the overall `until` only from a server that sends no
+   * per-service times.
+   */
+  function showBanner(ctx, status, serviceId) {
     if (document.querySelector(BANNER_TAG)) return;
     const s = ctx.strings || {};
     const hostEl = document.createElement(BANNER_TAG);
@@ -422,8 +427,10 @@
     const style = document.createElement("style");
     style.textContent = ctx.css || "";
     let until = "";
-    if (status.until) {
-      const d = new Date(status.until);
+    const own = status.services && status.services[serviceId];
+    const end = own && typeof own.until === "string" ? own.until : status.until;
+    if (end) {
+      const d = new Date(end);
       if (!Number.isNaN(d.getTime())) {
         until = (s.bannerUntil || "").replace("{time}", d.toLocaleTimeString(ctx.lang, { hour: "2-digit", minute: "2-digit" }));
       }

@@ -252,6 +252,37 @@ def test_lesson_banner_on_a_blocked_social_site_only(
         }
 
 
+def test_lesson_banner_shows_the_end_the_gateway_enforces_for_this_service(
+    page: Any, fake_internet: FakeInternet
+) -> None:
+    # Lesson A blocks X until 09:50 only; lesson B (till 10:40) allows it through an exception.
+    fake_internet.lesson_status = {
+        "in_lesson": True,
+        "blocked_services": ["instagram", "twitter"],
+        "until": "2030-01-01T10:40:00Z",
+        "exception": None,
+        "services": {"twitter": {"blocked": True, "until": "2030-01-01T09:50:00Z"},
+                     "instagram": {"blocked": True, "until": "2030-01-01T10:40:00Z"}},
+    }
+    try:
+        set_options(page.context, serverUrl=SERVER)
+        page.goto(fake_internet.url("x"))
+        banner = page.locator('lesfocus-lesson-banner [role="status"]')
+        banner.wait_for(state="visible", timeout=5000)
+        shown = [page.evaluate(
+            "([t, lang]) => new Date(t).toLocaleTimeString(lang, "
+            "{hour: '2-digit', minute: '2-digit'})", [t, banner.get_attribute("lang")])
+            for t in ("2030-01-01T09:50:00Z", "2030-01-01T10:40:00Z")]
+        assert shown[0] in banner.inner_text() and shown[1] not in banner.inner_text()
+    finally:
+        fake_internet.lesson_status = {
+            "in_lesson": False,
+            "blocked_services": [],
+            "until": None,
+            "exception": None,
+        }
+
+
 def test_only_on_findings_mode_lets_plain_posts_through(
     page: Any, fake_internet: FakeInternet
 ) -> None:
