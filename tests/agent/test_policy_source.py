@@ -288,3 +288,119 @@ def test_sync_keeps_the_last_valid_policy_through_outages_and_garbage(tmp_path: 
     etags = [headers.get("If-None-Match") for *_, headers in server.requests]
     assert etags[:5] == [None, None, None, None, '"v-abc"']
     assert all(headers["Authorization"].startswith("Bearer ") for *_, headers in server.requests)
+
+
+# --- format 2.0 ----------------------------------------------------------------------------------
+
+T0 = 1_800_000_000 - 1_800_000_000 % 3600  # the window starts on the hour
+
+
+def claims_v2(**changes: Any) -> dict[str, Any]:
+    """The same two segments as `claims()`, written in format 2.0 (services sorted: bit 0 tiktok)."""
+    base = {
+        "fmt": "2.0", "iss": "http://lesfocus.test", "aud": GATEWAY, "iat": NOW - 10,
+        "exp": T0 + 7 * 86400, "ver": "v-abc", "tz": "Europe/Amsterdam",
+        "window": [T0, T0 + 7 * 86400],
+        "services": {"tiktok": {"name": "TikTok", "domains": ["tiktok.com", "tiktokcdn.com"]},
+                     "youtube": {"name": "YouTube", "domains": ["youtube.com"]}},
+        "segments": [
+            {"id": 1, "name": "2.14", "cidrs": ["10.1.0.0/24", "fd00:1::/64"],
+             "b": [T0 + 3600, 3000, 0b11, 0, 3000, 0b01, 600, 2700, 0]},
+            {"id": 2, "name": "2.15", "cidrs": ["10.2.0.0/24"], "b": []}],
+    }
+    base.update(changes)
+    return base
+
+
+def test_a_format_2_policy_is_verified_and_unpacked() -> None:
+    policy = verify_policy(sign(claims_v2()), enrollment(), now=NOW)
+    assert policy.format == "2.0" and policy.version == "v-abc"
+    first, second, third = policy.segments[0].blocks
+    assert first.start.timestamp() == T0 + 3600 and first.end.timestamp() == T0 + 6600
+    assert first.services == frozenset({"tiktok", "youtube"})
+    assert (second.start, second.services) == (first.end, frozenset({"tiktok"}))
+    # Mask 0: a lesson in which an exception allows everything.
+    assert third.start.timestamp() == T0 + 10200 and third.services == frozenset()
+    assert policy.segments[1].blocks == ()
+
+
+@pytest.mark.parametrize("path, value, named", [
+    ("segments/0/b", [T0 + 3600, 3000], r"segments\[0\].b: expected three integers"),
+    ("segments/0/b/4", 0, r"segments\[0\].b\[4\] \(block 1\): length must be positive"),
+    ("segments/0/b/3", -1, r"segments\[0\].b\[3\] \(block 1\): starts before"),
+    ("segments/0/b/5", 4, r"segments\[0\].b\[5\] \(block 1\): mask 4 names a service"),
+    ("segments/0/b/0", T0 - 60, r"segments\[0\].b\[0\] \(block 0\): outside the policy's window"),
+    ("segments/0/b/1", 7 * 86400, r"outside the policy's window"),
+    ("segments/0/b/2", "3", r"segments\[0\].b\[0:3\] \(block 0\): expected integers"),
+    ("segments/0/b/2", True, r"segments\[0\].b\[0:3\] \(block 0\): expected integers"),
+    ("window", [T0], "window: expected"),
+    ("window", {"start": T0}, "window: expected a list"),
+    ("fmt", 2, "fmt: expected a format version"),
+])
+def test_malformed_format_2_claims_are_refused_naming_the_field(path: str, value: Any,
+                                                               named: str) -> None:
+    body = copy.deepcopy(claims_v2())
+    *parents, last = path.split("/")
+    target: Any = body
+    for part in parents:
+        target = target[int(part) if part.isdigit() else part]
+    target[int(last) if last.isdigit() else last] = value
+    with pytest.raises(PolicyError, match=f"malformed: .*{named}"):
+        verify_policy(sign(body), enrollment(), now=NOW)
+
+
+def test_an_unknown_major_format_is_refused_with_a_clear_line_and_the_last_policy_stays(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    good = sign(claims_v2())
+    future = sign(claims_v2(fmt="3.0", ver="v-future", iat=NOW - 5))
+    server = FakeServer(ok({"version": "v-abc", "policy": good}),
+                        ok({"version": "v-future", "policy": future}))
+    client = ServerClient(enrollment(), Ed25519PrivateKey.generate(), request=server)
+    source = PolicySource(tmp_path, enrollment(), client=client, clock=lambda: NOW)
+    stop = threading.Event()
+    caplog.set_level("WARNING", logger="lesfocus.agent.policy")
+    worker = threading.Thread(target=source.run, args=(lambda policy: None, stop),
+                              kwargs={"initial_backoff": 0.01, "max_backoff": 0.02})
+    worker.start()
+    deadline = time.monotonic() + 10
+    while "format 3.0" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    worker.join(5)
+    assert "format 3.0, which this reader does not know" in caplog.text
+    assert "keeping policy v-abc" in caplog.text
+    assert source.policy.version == "v-abc" and (tmp_path / "policy.jws").read_text() == good
+    # A newer minor version of a known major is read: minor versions only add claims.
+    assert verify_policy(sign(claims_v2(fmt="2.7", extra={"x": 1})), enrollment(),
+                         now=NOW).version == "v-abc"
+
+
+def test_the_agent_asks_for_format_2() -> None:
+    server = FakeServer(Response(304, {}, b""))
+    ServerClient(enrollment(), Ed25519PrivateKey.generate(), request=server).fetch_policy("v", 5)
+    ((_, url, *_),) = server.requests
+    assert "format=2" in url
+
+
+def test_unchanged_segments_are_taken_over_from_the_policy_in_force() -> None:
+    before = verify_policy(sign(claims_v2()), enrollment(), now=NOW)
+    changed = claims_v2(ver="v-grant")
+    changed["segments"][1]["b"] = [T0 + 3600, 600, 0b10]
+    after = verify_policy(sign(changed), enrollment(), now=NOW, previous=before)
+    assert after.segments[0] is before.segments[0]  # not read again
+    assert after.segments[1] is not before.segments[1]
+    assert after.segments[1].blocks[0].services == frozenset({"youtube"})
+    # The same segment under a changed service list means something else: read again.
+    fewer = claims_v2(ver="v-fewer")
+    del fewer["services"]["youtube"]
+    fewer["segments"][0]["b"] = [T0 + 3600, 3000, 1]
+    again = verify_policy(sign(fewer), enrollment(), now=NOW, previous=after)
+    assert again.segments[1] is not after.segments[1]
+
+
+def test_a_policy_above_the_documented_maximum_is_not_read(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    import agent.policy_source as policy_source
+    monkeypatch.setattr(policy_source, "MAX_POLICY_BYTES", 100)
+    with pytest.raises(PolicyError, match="more than the documented maximum of 100"):
+        verify_policy(sign(claims_v2()), enrollment(), now=NOW)
