@@ -228,6 +228,62 @@ def test_policy_is_signed_for_this_gateway_with_an_etag(app, client, enrolled):
     assert [s["id"] for s in claims["segments"]] == agent.segment_ids
 
 
+def _enrollment_of(client, agent):
+    from agent.policy_source import Enrollment
+    return Enrollment(server_url=AUDIENCE, gateway_id=agent.gateway_id,
+                      server_keys=tuple(client.get("/api/v1/keys").get_json()["keys"]))
+
+
+def test_agents_of_the_first_release_get_format_1_and_read_what_new_agents_read(app, client,
+                                                                                enrolled):
+    # Rolling upgrade: the server is new, some gateways still run the first release's agent,
+    # which asks without `format` and knows only format 1.0.
+    from agent.policy_source import verify_policy
+    from lesfocus_policy import blocked_at
+    from tests.support import release_1_agent
+    agent = enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["1.01"])
+    start = now_utc().replace(microsecond=0) - timedelta(minutes=10)
+    add_lesson(app, "1.01", start, start + timedelta(minutes=50))
+    add_lesson(app, "1.01", start + timedelta(minutes=50), start + timedelta(minutes=100))
+    old = client.get("/api/v1/gateways/self/policy", headers=agent.headers()).get_json()
+    new = client.get("/api/v1/gateways/self/policy?format=2", headers=agent.headers()).get_json()
+    assert old["version"] == new["version"]
+    enrollment = _enrollment_of(client, agent)
+    legacy = release_1_agent.verify_policy(old["policy"], enrollment)
+    current = verify_policy(new["policy"], enrollment)
+    assert legacy.version == current.version and current.format == "2.0"
+    for minute in (0, 20, 45, 60, 95, 120):
+        at = start + timedelta(minutes=minute)
+        assert [s.blocked for s in blocked_at(legacy, at).segments] == [
+            s.blocked for s in blocked_at(current, at).segments], minute
+    assert blocked_at(current, start + timedelta(minutes=20)).segments[0].blocked
+    # The first release's agent polls with the version it has and waits; it is not re-sent.
+    unchanged = client.get("/api/v1/gateways/self/policy",
+                           headers={**agent.headers(), "If-None-Match": f'"{old["version"]}"'})
+    assert unchanged.status_code == 304
+
+
+@pytest.mark.parametrize("fmt", ["3", "1.0", "two", "x" * 500])
+def test_an_unknown_policy_format_is_refused_naming_the_field(client, enrolled, fmt):
+    agent = enrolled("gw", cidrs=["10.1.0.0/24"])
+    response = client.get(f"/api/v1/gateways/self/policy?format={fmt}", headers=agent.headers())
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "format"
+    assert "format=2" in response.get_json()["message"]
+
+
+def test_a_policy_above_the_documented_maximum_is_refused_to_the_agent_and_logged(
+        app, client, enrolled, monkeypatch, caplog):
+    import server.policy
+    agent = enrolled("gw", cidrs=["10.1.0.0/24"])
+    monkeypatch.setattr(server.policy, "MAX_POLICY_BYTES", 200)
+    response = client.get("/api/v1/gateways/self/policy?format=2", headers=agent.headers())
+    assert response.status_code == 503
+    message = response.get_json()["message"]
+    assert "more than the 200 bytes agents read" in message and "1 segments" in message
+    assert message in caplog.text
+
+
 def test_policy_with_current_etag_and_no_wait_is_304(client, enrolled):
     agent = enrolled("gw", cidrs=["10.1.0.0/24"])
     version = client.get("/api/v1/gateways/self/policy", headers=agent.headers()).get_json()[
