@@ -101,6 +101,7 @@ def policy_format(claims: Mapping[str, Any]) -> str:
 # --- writing ---------------------------------------------------------------------------------
 
 def _service_order(policy: Policy) -> list[str]:
+    # dict order of `bit` below is this order too: _packed_blocks compares against it.
     order = sorted(policy.services)
     if len(order) > _MAX_MASK_SERVICES:
         raise ValueError(f"a policy can name at most {_MAX_MASK_SERVICES} services")
@@ -114,7 +115,37 @@ def _mask(services: frozenset[str], bit: Mapping[str, int]) -> int:
     return mask
 
 
+def segment_from_seconds(segment_id: int, name: str, cidrs: tuple[str, ...],
+                         intervals: list[tuple[int, int, int]], order: list[str],
+                         instants: dict[int, datetime] | None = None) -> PolicySegment:
+    """A segment from sorted, disjoint (start, end, mask) epoch-second intervals.
+
+    `order` names the bits of the masks (bit i is order[i], sorted ids as in format 2.0); the
+    2.0 encoding is kept with the segment, so writing the document does not pack it again.
+    """
+    made = _Instants() if instants is None else instants
+    masks = _Masks(order)
+    blocks = []
+    packed: list[int] = []
+    previous_end: int | None = None
+    for start, end, mask in intervals:
+        start_at, end_at = made.get(start), made.get(end)
+        if start_at is None:
+            start_at = made[start] = datetime.fromtimestamp(start, timezone.utc)
+        if end_at is None:
+            end_at = made[end] = datetime.fromtimestamp(end, timezone.utc)
+        blocks.append(Block(start_at, end_at, masks[mask]))
+        packed += (start if previous_end is None else start - previous_end, end - start, mask)
+        previous_end = end
+    segment = PolicySegment(segment_id, name, cidrs, tuple(blocks))
+    object.__setattr__(segment, "_packed", (tuple(order), packed))
+    return segment
+
+
 def _packed_blocks(segment: PolicySegment, bit: Mapping[str, int]) -> list[int]:
+    cached = segment.__dict__.get("_packed")
+    if cached is not None and cached[0] == tuple(bit):
+        return cached[1]
     packed: list[int] = []
     previous_end: int | None = None
     for block in segment.blocks:

@@ -24,12 +24,14 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from flask import current_app
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Integer, and_, or_, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import selectinload
+from sqlalchemy.sql.functions import FunctionElement
 
 import lesfocus_policy
-from lesfocus_policy import (FORMAT, MAX_POLICY_BYTES, Block, Policy, PolicySegment,
-                             content_version, to_claims)
+from lesfocus_policy import FORMAT, MAX_POLICY_BYTES, Policy, content_version, to_claims
+from lesfocus_policy.document import segment_from_seconds
 
 from .extensions import db
 from .models import (ExceptionGrant, Gateway, Lesson, School, Segment, Service, lesson_groups,
@@ -46,11 +48,11 @@ class SegmentInput(NamedTuple):
 
 
 class LessonInput(NamedTuple):
-    """A lesson as the compiler needs it (times aware UTC)."""
+    """A lesson as the compiler needs it (times aware UTC, or UTC epoch seconds)."""
 
     id: int
-    start: datetime
-    end: datetime
+    start: datetime | int
+    end: datetime | int
     room_ids: tuple[int, ...]
     group_ids: tuple[int, ...]
     cancelled: bool = False
@@ -84,7 +86,10 @@ class PolicyInputs:
     exceptions: tuple[ExceptionInput, ...] = ()
 
 
-def _seconds(value: datetime) -> int:
+def _seconds(value: datetime | int) -> int:
+    if type(value) is int:  # the loader reads lesson times as epoch seconds (see epoch_seconds)
+        return value
+    assert isinstance(value, datetime)
     if value.tzinfo is None:
         raise ValueError(f"naive datetime {value!r} given where an aware UTC one is required")
     return int(value.timestamp())
@@ -224,21 +229,6 @@ def compile_policy(inputs: PolicyInputs) -> Policy:
         lesson_id: excepted_pieces(lesson_id, excs) for lesson_id, excs in covering.items()}
 
     instants: dict[int, datetime] = {}
-
-    def instant(seconds: int) -> datetime:
-        value = instants.get(seconds)
-        if value is None:
-            value = instants[seconds] = datetime.fromtimestamp(seconds, timezone.utc)
-        return value
-
-    sets: dict[int, frozenset[str]] = {}
-
-    def service_set(mask: int) -> frozenset[str]:
-        named = sets.get(mask)
-        if named is None:
-            named = sets[mask] = frozenset(s for s in blocked_ids if mask & bit[s])
-        return named
-
     segments_out = []
     for segment in sorted(inputs.segments, key=lambda s: s.id):
         pieces: list[tuple[int, int, int]] = []
@@ -253,11 +243,12 @@ def compile_policy(inputs: PolicyInputs) -> Policy:
                 pieces.append(spans[lesson_id])
             else:
                 pieces.extend(excepted)
-        blocks = tuple(Block(instant(a), instant(b), service_set(mask))
-                       for a, b, mask in (_union_blocks(pieces) if pieces else []))
-        segments_out.append(PolicySegment(segment.id, segment.name, tuple(segment.cidrs), blocks))
+        segments_out.append(segment_from_seconds(
+            segment.id, segment.name, tuple(segment.cidrs),
+            _union_blocks(pieces) if pieces else [], blocked_ids, instants))
 
-    window = (instant(win_start), instant(win_end))
+    window = (datetime.fromtimestamp(win_start, timezone.utc),
+              datetime.fromtimestamp(win_end, timezone.utc))
     policy = Policy(version="", gateway_id=inputs.gateway_id, issued_at=window[0],
                     expires_at=window[1], timezone=inputs.timezone,
                     services={s: lesfocus_policy.Service(s, catalog[s][0], tuple(catalog[s][1]))
@@ -272,11 +263,26 @@ def policy_window(now: datetime, horizon_days: int) -> tuple[datetime, datetime]
     return start, start + timedelta(days=horizon_days)
 
 
-def _pairs(rows: Iterable[Any]) -> dict[int, list[int]]:
-    grouped: dict[int, list[int]] = defaultdict(list)
-    for lesson_id, other_id in rows:
-        grouped[lesson_id].append(other_id)
-    return grouped
+class epoch_seconds(FunctionElement[int]):
+    """SQL: a UTC datetime column as whole epoch seconds, computed by the database.
+
+    The loader reads thousands of lesson times per compile; turning each into a Python datetime
+    and back into seconds cost more than the compile itself.
+    """
+
+    type = Integer()
+    inherit_cache = True
+
+
+@compiles(epoch_seconds, "sqlite")
+def _epoch_seconds_sqlite(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    return f"CAST(strftime('%s', {compiler.process(element.clauses, **kw)}) AS INTEGER)"
+
+
+@compiles(epoch_seconds, "postgresql")
+def _epoch_seconds_postgresql(element: epoch_seconds, compiler: Any, **kw: Any) -> str:
+    # The columns hold naive UTC (UTCDateTime), which EXTRACT reads as UTC.
+    return f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) AS BIGINT)"
 
 
 def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
@@ -294,26 +300,6 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
         for s in segments)
     room_ids = sorted({r for s in segment_inputs for r in s.room_ids})
 
-    # Only lessons that can block here: not cancelled, in a room of this gateway, in the window.
-    lesson_ids = (select(Lesson.id)
-                  .where(Lesson.school_id == school.id, Lesson.cancelled.is_(False),
-                         Lesson.start < window[1], Lesson.end > window[0],
-                         Lesson.id.in_(select(lesson_rooms.c.lesson_id)
-                                       .where(lesson_rooms.c.room_id.in_(room_ids)))))
-    lessons: tuple[LessonInput, ...] = ()
-    if room_ids:
-        rows = db.session.execute(select(Lesson.id, Lesson.start, Lesson.end)
-                                  .where(Lesson.id.in_(lesson_ids))).all()
-        rooms_of = _pairs(db.session.execute(
-            select(lesson_rooms.c.lesson_id, lesson_rooms.c.room_id)
-            .where(lesson_rooms.c.lesson_id.in_(lesson_ids))))
-        groups_of = _pairs(db.session.execute(
-            select(lesson_groups.c.lesson_id, lesson_groups.c.group_id)
-            .where(lesson_groups.c.lesson_id.in_(lesson_ids))))
-        lessons = tuple(LessonInput(lesson_id, start, end, tuple(rooms_of.get(lesson_id, ())),
-                                    tuple(groups_of.get(lesson_id, ())), False)
-                        for lesson_id, start, end in rows)
-
     exceptions = tuple(
         ExceptionInput(e.scope, e.lesson_id, e.room_id, e.group_id,
                        None if e.services is None else tuple(e.services), e.start, e.end,
@@ -325,6 +311,35 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
                 or_(ExceptionGrant.revoked_at.is_(None),
                     and_(ExceptionGrant.revoked_at > window[0],
                          ExceptionGrant.revoked_at > ExceptionGrant.start)))))
+
+    # Only lessons that can block here: not cancelled, in a room of this gateway, in the window;
+    # with all their rooms (a room exception elsewhere may cover them), in one query.
+    lesson_ids = (select(Lesson.id)
+                  .where(Lesson.school_id == school.id, Lesson.cancelled.is_(False),
+                         Lesson.start < window[1], Lesson.end > window[0],
+                         Lesson.id.in_(select(lesson_rooms.c.lesson_id)
+                                       .where(lesson_rooms.c.room_id.in_(room_ids)))))
+    lessons: tuple[LessonInput, ...] = ()
+    if room_ids:
+        times: dict[int, tuple[int, int]] = {}
+        rooms_of: dict[int, list[int]] = defaultdict(list)
+        for lesson_id, start, end, room_id in db.session.execute(
+                select(Lesson.id, epoch_seconds(Lesson.start), epoch_seconds(Lesson.end),
+                       lesson_rooms.c.room_id)
+                .join(lesson_rooms, lesson_rooms.c.lesson_id == Lesson.id)
+                .where(Lesson.id.in_(lesson_ids))):
+            times[lesson_id] = (start, end)
+            rooms_of[lesson_id].append(room_id)
+        groups_of: dict[int, list[int]] = defaultdict(list)
+        if any(e.scope == "group" for e in exceptions):  # groups matter only to those
+            for lesson_id, group_id in db.session.execute(
+                    select(lesson_groups.c.lesson_id, lesson_groups.c.group_id)
+                    .where(lesson_groups.c.lesson_id.in_(lesson_ids))):
+                groups_of[lesson_id].append(group_id)
+        lessons = tuple(LessonInput(lesson_id, start, end, tuple(rooms_of[lesson_id]),
+                                    tuple(groups_of.get(lesson_id, ())), False)
+                        for lesson_id, (start, end) in times.items())
+
     services = {s.id: (s.name, tuple(s.domains)) for s in db.session.scalars(select(Service))}
     blocked = None if school.blocked_services is None else frozenset(school.blocked_services)
     return PolicyInputs(gateway_id=gateway.id,
