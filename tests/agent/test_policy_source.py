@@ -404,3 +404,30 @@ def test_a_policy_above_the_documented_maximum_is_not_read(monkeypatch: pytest.M
     monkeypatch.setattr(policy_source, "MAX_POLICY_BYTES", 100)
     with pytest.raises(PolicyError, match="more than the documented maximum of 100"):
         verify_policy(sign(claims_v2()), enrollment(), now=NOW)
+
+
+def _resigned(header: dict[str, Any], payload_b64: str) -> str:
+    head = b64(json.dumps(header).encode())
+    return f"{head}.{payload_b64}.{b64(SERVER_KEY.sign(f'{head}.{payload_b64}'.encode()))}"
+
+
+@pytest.mark.parametrize("token, reason", [
+    (_resigned({"alg": "EdDSA", "kid": "k1", "crit": ["b64"], "b64": False},
+               b64(json.dumps(claims()).encode())), "critical extensions"),
+    (_resigned({"alg": "EdDSA", "kid": "k1"}, b64(json.dumps(claims()).encode()) + "=="),
+     "payload is not base64url"),
+    (_resigned({"alg": "EdDSA", "kid": "k1"}, "e30!" + b64(json.dumps(claims()).encode())),
+     "payload is not base64url"),
+    (_resigned({"alg": "EdDSA", "kid": "k1"}, b64(b"[1, 2]")), "payload is not a JSON object"),
+    (sign({k: v for k, v in claims().items() if k != "iss"}), '"iss" claim'),
+    (sign(claims(exp=str(NOW + 60))), "expired"),
+    ("e30.e30.!!", "unreadable|signature is not base64url|alg"),
+])
+def test_the_agents_own_jws_check_refuses_what_rfc_7515_refuses(token: str, reason: str) -> None:
+    with pytest.raises(PolicyError, match=reason):
+        verify_policy(token, enrollment(), now=NOW)
+
+
+def test_the_audience_must_be_this_gateway_alone() -> None:
+    with pytest.raises(PolicyError, match="audience"):
+        verify_policy(sign(claims(aud=["other", GATEWAY])), enrollment(), now=NOW)
