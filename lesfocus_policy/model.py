@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,12 @@ class Service:
     domains: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Block:
-    """Services blocked on a segment in the interval [start, end) (UTC, aware)."""
+class Block(NamedTuple):
+    """Services blocked on a segment in the interval [start, end) (UTC, aware).
+
+    A named tuple rather than a dataclass: a policy holds tens of thousands of them, and a
+    tuple is made several times faster than a frozen dataclass instance.
+    """
 
     start: datetime
     end: datetime

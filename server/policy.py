@@ -161,20 +161,25 @@ def compile_policy(inputs: PolicyInputs) -> Policy:
     spans: dict[int, tuple[int, int, int]] = {}
     lessons_by_room: dict[int, list[int]] = defaultdict(list)
     lessons_by_group: dict[int, list[int]] = defaultdict(list)
+    by_group = any(exc.scope == "group" for exc in inputs.exceptions)  # else never looked up
     for lesson in inputs.lessons:
         if lesson.cancelled:
             continue
-        start = max(_seconds(lesson.start), win_start)
-        end = min(_seconds(lesson.end), win_end)
+        start, end = lesson.start, lesson.end
+        start = max(start if type(start) is int else _seconds(start), win_start)
+        end = min(end if type(end) is int else _seconds(end), win_end)
         if end <= start:
             continue
-        if lesson.id in spans:
-            raise ValueError(f"lesson {lesson.id} is given twice")
-        spans[lesson.id] = (start, end, all_mask)
-        for room_id in set(lesson.room_ids):
-            lessons_by_room[room_id].append(lesson.id)
-        for group_id in set(lesson.group_ids):
-            lessons_by_group[group_id].append(lesson.id)
+        lesson_id = lesson.id
+        if lesson_id in spans:
+            raise ValueError(f"lesson {lesson_id} is given twice")
+        spans[lesson_id] = (start, end, all_mask)
+        rooms = lesson.room_ids
+        for room_id in rooms if len(rooms) == 1 else set(rooms):
+            lessons_by_room[room_id].append(lesson_id)
+        if by_group:
+            for group_id in set(lesson.group_ids):
+                lessons_by_group[group_id].append(lesson_id)
 
     # Each exception attached to the lessons it covers, as (start, stop, services it allows).
     covering: dict[int, list[tuple[int, int, int]]] = defaultdict(list)
