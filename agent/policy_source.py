@@ -398,6 +398,7 @@ class PolicySource:
         self.policy: Policy | None = None
         self.last_error: str | None = None
         self.last_contact: float | None = None
+        self.last_verify_seconds = 0.0  # how long the last accepted policy took to verify
 
     def load_stored(self) -> Policy | None:
         """Reload the last valid policy from disk (verified again); None when there is none."""
@@ -414,7 +415,9 @@ class PolicySource:
 
     def accept(self, token: str) -> Policy:
         """Verify `token`; when valid and not older than the policy in force, keep and store it."""
+        started = time.perf_counter()
         policy = verify_policy(token, self.enrollment, now=self.clock(), previous=self.policy)
+        self.last_verify_seconds = time.perf_counter() - started
         if self.policy is not None and policy.issued_at < self.policy.issued_at:
             raise PolicyError(f"the policy {policy.version} was issued before the one in force "
                               f"({policy.issued_at:%Y-%m-%dT%H:%M:%SZ}): replay refused")

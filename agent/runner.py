@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -180,6 +181,7 @@ class Agent:
                     part.apply(state)
                 elif hasattr(part, "update"):
                     part.update()  # the DNS responder reads the state through its provider
+            started = time.perf_counter()
             try:
                 self.enforcer.apply(state)
             except (EnforcerError, OSError, RuntimeError) as err:
@@ -189,6 +191,10 @@ class Agent:
                 self.state, self._force = previous, True
                 return now + timedelta(seconds=RETRY_SECONDS)
             self.status.applied_at = _z(now)
+            if incoming is not None:
+                log.info("policy %s: verified in %.0f ms, applied in %.0f ms", self.policy.version,
+                         getattr(self.source, "last_verify_seconds", 0.0) * 1000,
+                         (time.perf_counter() - started) * 1000)
         if self._announce:
             # After the apply: the heartbeat reads the enforcer's counters under its lock, and a
             # grant must not wait for that.

@@ -327,20 +327,24 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
     lessons: tuple[LessonInput, ...] = ()
     if room_ids:
         times: dict[int, tuple[int, int]] = {}
-        rooms_of: dict[int, list[int]] = defaultdict(list)
-        for lesson_id, start, end, room_id in db.session.execute(
-                select(Lesson.id, epoch_seconds(Lesson.start), epoch_seconds(Lesson.end),
-                       lesson_rooms.c.room_id)
-                .join(lesson_rooms, lesson_rooms.c.lesson_id == Lesson.id)
-                .where(Lesson.id.in_(lesson_ids))):
-            times[lesson_id] = (start, end)
-            rooms_of[lesson_id].append(room_id)
-        groups_of: dict[int, list[int]] = defaultdict(list)
+        rooms_of: dict[int, set[int]] = defaultdict(set)
+        groups_of: dict[int, set[int]] = defaultdict(set)
+        query = (select(Lesson.id, epoch_seconds(Lesson.start), epoch_seconds(Lesson.end),
+                        lesson_rooms.c.room_id)
+                 .join(lesson_rooms, lesson_rooms.c.lesson_id == Lesson.id)
+                 .where(Lesson.id.in_(lesson_ids)))
         if any(e.scope == "group" for e in exceptions):  # groups matter only to those
-            for lesson_id, group_id in db.session.execute(
-                    select(lesson_groups.c.lesson_id, lesson_groups.c.group_id)
-                    .where(lesson_groups.c.lesson_id.in_(lesson_ids))):
-                groups_of[lesson_id].append(group_id)
+            query = query.add_columns(lesson_groups.c.group_id).outerjoin(
+                lesson_groups, lesson_groups.c.lesson_id == Lesson.id)
+            for lesson_id, start, end, room_id, group_id in db.session.execute(query):
+                times[lesson_id] = (start, end)
+                rooms_of[lesson_id].add(room_id)
+                if group_id is not None:
+                    groups_of[lesson_id].add(group_id)
+        else:
+            for lesson_id, start, end, room_id in db.session.execute(query):
+                times[lesson_id] = (start, end)
+                rooms_of[lesson_id].add(room_id)
         lessons = tuple(LessonInput(lesson_id, start, end, tuple(rooms_of[lesson_id]),
                                     tuple(groups_of.get(lesson_id, ())), False)
                         for lesson_id, (start, end) in times.items())

@@ -63,8 +63,11 @@ def as_agent_user(capabilities: bool = True) -> list[str]:
 class World:
     """The lab, its services, the real server and the agent; `close()` removes all of it."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, classrooms: int = 2) -> None:
         self.tmp = tmp
+        # Segments behind the gateway: the two with clients, and `classrooms - 2` more with a
+        # week of lessons each (the benchmarks' big gateways).
+        self.classrooms = classrooms
         self.lab = GatewayLab()
         self.agent: subprocess.Popen[bytes] | None = None
         # The agent runs as an unprivileged user holding only CAP_NET_ADMIN and CAP_NET_RAW, as
@@ -100,6 +103,8 @@ class World:
             lab.on_close(self.server.close)
             self.seg1 = self.server.add_segment("lokaal 1.01", list(SEG1_CIDRS), "1.01")
             self.seg2 = self.server.add_segment("lokaal 1.02", list(SEG2_CIDRS), "1.02")
+            if self.classrooms > 2:
+                self.server.add_classrooms(self.classrooms - 2, utcnow())
             lab.gw.exec([*as_agent_user(capabilities=False), sys.executable, "-m", "agent",
                          "enroll", "--server", self.server.url,
                          "--token", self.server.enrollment_token, "--state-dir",
