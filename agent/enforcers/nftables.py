@@ -196,41 +196,55 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# An element of a source set: a network as canonical text ("10.0.1.0/24", "fd00:1::/64"). Text,
+# not ipaddress objects: these are hashed tens of thousands of times per apply, and ipaddress
+# networks hash slowly.
+Element = str
 # Per source set (src4_i, src6_i, blocked4, blocked6): element -> the instant its block ends.
-Ends = dict[str, dict[Network, datetime]]
-# Which (segment, service) an element of a src* set counts for.
-Owners = dict[tuple[str, Network], CounterKey]
+Ends = dict[str, dict[Element, datetime]]
+# Per src* set: which (segment, service) each element counts for.
+Owners = dict[str, dict[Element, CounterKey]]
+
+
+def _owner(owners: Owners, key: tuple[str, Element]) -> CounterKey | None:
+    return owners.get(key[0], {}).get(key[1])
 
 
 @functools.lru_cache(maxsize=65536)
-def _network(text: str) -> Network:
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     # Segment CIDRs and the kernel's listings repeat at every apply: parse each text once.
     return ipaddress.ip_network(text, strict=False)
 
 
 @functools.lru_cache(maxsize=65536)
-def _text(net: Network) -> str:
-    return str(net)
+def _element(text: str) -> Element:
+    """The canonical text of a network (a CIDR from the state or the kernel's listing)."""
+    return str(_network(text))
 
 
-def _disjoint(elements: dict[Network, datetime]) -> dict[Network, datetime]:
+def _disjoint(elements: dict[Element, datetime]) -> dict[Element, datetime]:
     """Drop networks inside another one of the same set (interval sets refuse overlaps)."""
-    out: dict[Network, datetime] = {}
+    if len({_network(e).prefixlen for e in elements}) <= 1:
+        return elements  # distinct networks of one length never overlap
+    out: dict[Element, datetime] = {}
     lengths: list[int] = []  # prefix lengths kept so far, ascending
-    # Wider networks first (a stable sort on the length only: networks compare slowly).
-    for net in sorted(elements, key=lambda n: n.prefixlen):
-        outer = next((sup for sup in (net.supernet(new_prefix=length) for length in lengths
+    for elem in sorted(elements, key=lambda e: _network(e).prefixlen):  # wider ones first
+        net = _network(elem)
+        outer = next((sup for sup in (str(net.supernet(new_prefix=length)) for length in lengths
                                       if length < net.prefixlen) if sup in out), None)
         if outer is None:
-            out[net] = elements[net]
+            out[elem] = elements[elem]
             if not lengths or lengths[-1] != net.prefixlen:
                 lengths.append(net.prefixlen)
         else:
             # Segments of one gateway never overlap (the server checks); if they did, the wider
             # network keeps the later end rather than failing the whole batch.
-            out[outer] = max(out[outer], elements[net])
+            out[outer] = max(out[outer], elements[elem])
     return out
+
+
+def _family(set_name: str) -> str:
+    return "6" if set_name.startswith(("src6", "blocked6")) else "4"
 
 
 def source_set_names(ruleset: Ruleset) -> list[str]:
@@ -244,24 +258,32 @@ def block_elements(ruleset: Ruleset, state: BlockState, now: datetime) -> tuple[
     Blocks that ended at or before `now` and unknown services are left out.
     """
     sets: Ends = {name: {} for name in source_set_names(ruleset)}
-    owners: Owners = {}
+    owners: Owners = {name: {} for name in sets if name.startswith("src")}
+    src = {fam: {sid: f"src{fam}_{i}" for sid, i in ruleset.service_index.items()}
+           for fam in ("4", "6")}
+    lengths: dict[str, set[int]] = {"4": set(), "6": set()}
     for seg in state.segments:
-        nets = [_network(cidr) for cidr in seg.cidrs]
-        for sid, until in seg.blocked.items():
-            if until <= now or sid not in ruleset.service_index:
-                continue
-            index = ruleset.service_index[sid]
-            for net in nets:
-                fam = str(net.version)
-                name = f"src{fam}_{index}"
+        live = {sid: until for sid, until in seg.blocked.items()
+                if until > now and sid in ruleset.service_index}
+        if not live:
+            continue
+        last = max(live.values())
+        for cidr in seg.cidrs:
+            net, network = _element(cidr), _network(cidr)
+            fam = str(network.version)
+            lengths[fam].add(network.prefixlen)
+            union = sets["blocked" + fam]
+            before = union.get(net)
+            union[net] = last if before is None or last > before else before
+            for sid, until in live.items():
+                name = src[fam][sid]
                 target = sets[name]
                 before = target.get(net)
-                target[net] = until if before is None else max(before, until)
-                union = sets["blocked" + fam]
-                before = union.get(net)
-                union[net] = until if before is None else max(before, until)
-                owners[(name, net)] = (seg.segment_id, sid)
-    return {name: _disjoint(elems) for name, elems in sets.items()}, owners
+                target[net] = until if before is None or until > before else before
+                owners[name][net] = (seg.segment_id, sid)
+    # Networks of one length never overlap: only a family with several needs the check.
+    return {name: _disjoint(elems) if len(lengths[_family(name)]) > 1 else elems
+            for name, elems in sets.items()}, owners
 
 
 @dataclass(frozen=True)
@@ -275,17 +297,17 @@ class ElementDelta:
     timeout holds either way); `ends`: the new ends, for the timeouts.
     """
 
-    removed: dict[str, list[Network]]
-    changed: dict[str, list[Network]]
-    added: dict[str, list[Network]]
-    lapsed: dict[str, list[Network]]
+    removed: dict[str, list[Element]]
+    changed: dict[str, list[Element]]
+    added: dict[str, list[Element]]
+    lapsed: dict[str, list[Element]]
     ends: Ends
 
     def __bool__(self) -> bool:
         return any(self.removed.values()) or any(self.changed.values()) \
             or any(self.added.values()) or any(self.lapsed.values())
 
-    def deleted(self) -> list[tuple[str, Network]]:
+    def deleted(self) -> list[tuple[str, Element]]:
         """The live elements this delta deletes (their kernel counters go with them)."""
         return [(name, net) for part in (self.removed, self.changed)
                 for name, nets in part.items() for net in nets]
@@ -300,17 +322,16 @@ def diff_elements(old: Ends, new: Ends, now: datetime, old_owners: Owners | None
     """
     old_owners = old_owners or {}
     new_owners = new_owners or {}
-    removed: dict[str, list[Network]] = {}
-    changed: dict[str, list[Network]] = {}
-    added: dict[str, list[Network]] = {}
-    lapsed: dict[str, list[Network]] = {}
+    nobody: dict[Element, CounterKey] = {}
+    removed: dict[str, list[Element]] = {}
+    changed: dict[str, list[Element]] = {}
+    added: dict[str, list[Element]] = {}
+    lapsed: dict[str, list[Element]] = {}
     for name in sorted(set(old) | set(new)):
         before, after = old.get(name, {}), new.get(name, {})
+        was, now_is = old_owners.get(name, nobody), new_owners.get(name, nobody)
         # Most sets are unchanged at a bell: compare them whole before element by element.
-        if before == after and all(end > now for end in before.values()) and (
-                not name.startswith("src")
-                or all(old_owners.get((name, net)) == new_owners.get((name, net))
-                       for net in before)):
+        if before == after and was == now_is and (not before or min(before.values()) > now):
             continue
         gone, moved, fresh, back = [], [], [], []
         for net, end in before.items():
@@ -319,7 +340,7 @@ def diff_elements(old: Ends, new: Ends, now: datetime, old_owners: Owners | None
                     gone.append(net)
             elif end <= now:
                 back.append(net)
-            elif after[net] != end or old_owners.get((name, net)) != new_owners.get((name, net)):
+            elif after[net] != end or was.get(net) != now_is.get(net):
                 moved.append(net)
         fresh = [net for net in after if net not in before]
         for part, nets in ((removed, gone), (changed, moved), (added, fresh), (lapsed, back)):
@@ -328,8 +349,8 @@ def diff_elements(old: Ends, new: Ends, now: datetime, old_owners: Owners | None
     return ElementDelta(removed, changed, added, lapsed, new)
 
 
-def _items(nets: Iterable[Network], ends: dict[Network, datetime], now: datetime) -> str:
-    return ", ".join(f"{_text(net)} timeout {_ms((ends[net] - now).total_seconds())}ms"
+def _items(nets: Iterable[Element], ends: dict[Element, datetime], now: datetime) -> str:
+    return ", ".join(f"{net} timeout {_ms((ends[net] - now).total_seconds())}ms"
                      for net in nets)
 
 
@@ -346,7 +367,7 @@ def render_delta(table: str, delta: ElementDelta, now: datetime) -> str:
         gone = delta.removed.get(name, []) + delta.changed.get(name, []) + back
         if gone:
             lines.append(f"delete element inet {table} {name} "
-                         f"{{ {', '.join(_text(net) for net in gone)} }}")
+                         f"{{ {', '.join(gone)} }}")
         fresh = delta.changed.get(name, []) + delta.added.get(name, []) + back
         if fresh:
             lines.append(f"add element inet {table} {name} {{ {_items(fresh, ends, now)} }}")
@@ -406,7 +427,10 @@ class NftablesEnforcer:
         # Counters: packets of elements that are gone (deleted, or ended by their timeout), and
         # the last packets read of each element still remembered.
         self._carried: dict[CounterKey, int] = {}
-        self._seen: dict[tuple[str, Network], int] = {}
+        self._seen: dict[tuple[str, Element], int] = {}
+        # Counted up by every change of the source sets: counters() reads the kernel without
+        # holding the lock, and keeps its readings only if no change came in between.
+        self._generation = 0
         self._blocked_pairs: set[tuple[int, str]] = set()
         self._segments: dict[int, tuple[str, ...]] = {}
 
@@ -493,6 +517,7 @@ class NftablesEnforcer:
         self._applied = {}
         self._owners = {}
         self._seen.clear()
+        self._generation += 1
 
     def apply(self, state: BlockState) -> None:
         """Change only the source elements that differ from the last apply (one batch; timeouts
@@ -634,13 +659,15 @@ class NftablesEnforcer:
         self._carry({key: self._seen.pop(key) for key in gone if key in self._seen},
                     self._owners)
         # Elements left alone keep their kernel counters; re-added ones start again from zero.
-        self._seen.update((key, n) for key, n in read.items() if key in owners and key not in gone)
+        self._seen.update((key, n) for key, n in read.items()
+                          if _owner(owners, key) is not None and key not in gone)
         self._applied = ends
         self._owners = owners
+        self._generation += 1
 
-    def _carry(self, packets: dict[tuple[str, Network], int], owners: Owners) -> None:
+    def _carry(self, packets: dict[tuple[str, Element], int], owners: Owners) -> None:
         for key, value in packets.items():
-            owner = owners.get(key)
+            owner = _owner(owners, key)
             if owner is not None and value:
                 self._carried[owner] = self._carried.get(owner, 0) + value
 
@@ -649,10 +676,10 @@ class NftablesEnforcer:
         return sorted(name for name, elems in self._applied.items()
                       if elems and name.startswith("src"))
 
-    def _read_counters(self, set_names: Iterable[str]) -> dict[tuple[str, Network], int]:
+    def _read_counters(self, set_names: Iterable[str]) -> dict[tuple[str, Element], int]:
         """Packets per element of these src* sets (`list set`; never the table, whose learned
         address sets are large); nothing without a kernel."""
-        out: dict[tuple[str, Network], int] = {}
+        out: dict[tuple[str, Element], int] = {}
         if self._runner is not None or self.ruleset is None:
             return out
         for name in set_names:
@@ -668,7 +695,7 @@ class NftablesEnforcer:
                     prefix = val.get("prefix") if isinstance(val, dict) else None
                     text = f"{prefix['addr']}/{prefix['len']}" if prefix else str(val)
                     try:
-                        net = _network(text)
+                        net = _element(text)
                     except ValueError:
                         continue
                     out[(name, net)] = (body.get("counter") or {}).get("packets", 0)
@@ -677,12 +704,18 @@ class NftablesEnforcer:
     def counters(self) -> dict[CounterKey, dict[str, int]]:
         """Rejected packets per (segment id, service id), cumulative since start()."""
         with self._lock:
-            for key, value in self._read_counters(self._counted_sets()).items():
-                if key in self._owners:
-                    self._seen[key] = value
+            generation, names = self._generation, self._counted_sets()
+        # Each read takes the lock on its own: an apply at the bell waits for one set at most.
+        read = self._read_counters(names)
+        with self._lock:
+            if generation == self._generation:  # else the elements read may have been replaced
+                for key, value in read.items():
+                    if _owner(self._owners, key) is not None:
+                        self._seen[key] = value
             totals = dict(self._carried)
             for key, value in self._seen.items():
-                owner = self._owners[key]
+                owner = _owner(self._owners, key)
+                assert owner is not None  # _seen only holds elements of ours
                 totals[owner] = totals.get(owner, 0) + value
         return {key: {"rejected_packets": value} for key, value in sorted(totals.items())}
 
