@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from .nftables import DEFAULT_TABLE, NftablesEnforcer
 
@@ -17,11 +18,12 @@ class DryRunEnforcer(NftablesEnforcer):
     """An NftablesEnforcer whose batches go to a log function instead of the kernel."""
 
     def __init__(self, log_batch: Callable[[str], None] | None = None, table: str = DEFAULT_TABLE,
-                 lan_interfaces: Iterable[str] = (), dns_port: int = 5353) -> None:
+                 lan_interfaces: Iterable[str] = (), dns_port: int = 5353,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.batches: list[str] = []
         self._log_batch = log_batch or (lambda batch: log.info("dry-run nft batch:\n%s", batch))
         super().__init__(table=table, lan_interfaces=lan_interfaces, dns_port=dns_port,
-                         runner=self._record)
+                         runner=self._record, clock=clock)
 
     def keep_alive(self) -> None:
         """Nothing to renew: a dry run never redirects DNS (and a renewal every few seconds would

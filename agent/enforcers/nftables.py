@@ -18,10 +18,18 @@ Table layout (names for service index i; the service ids themselves are in set c
                      packet to a blocked address is rejected (tcp reset, else ICMP); the return
                      direction is never matched, so a leaked connection fails at its next packet.
 Element timeouts make the kernel end every block at its interval's end even if the agent died.
+
+apply() is incremental: the enforcer remembers, per source set, each element and the instant its
+block ends, and changes only what differs (delete what went, delete + add what got another end,
+add what is new) in one batch; an element whose end passed is gone from the kernel already and is
+never deleted. If the kernel refuses the batch anyway, that apply flushes and refills every source
+set. Counters come from `list set` of the src* sets only, never from the whole table, whose
+learned-address sets hold tens of thousands of elements.
 """
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import logging
@@ -188,58 +196,193 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
-def _disjoint(elements: dict[ipaddress._BaseNetwork, float]) -> dict[ipaddress._BaseNetwork, float]:
+# An element of a source set: a network as canonical text ("10.0.1.0/24", "fd00:1::/64"). Text,
+# not ipaddress objects: these are hashed tens of thousands of times per apply, and ipaddress
+# networks hash slowly.
+Element = str
+# Per source set (src4_i, src6_i, blocked4, blocked6): element -> the instant its block ends.
+Ends = dict[str, dict[Element, datetime]]
+# Per src* set: which (segment, service) each element counts for.
+Owners = dict[str, dict[Element, CounterKey]]
+
+
+def _owner(owners: Owners, key: tuple[str, Element]) -> CounterKey | None:
+    return owners.get(key[0], {}).get(key[1])
+
+
+@functools.lru_cache(maxsize=65536)
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    # Segment CIDRs and the kernel's listings repeat at every apply: parse each text once.
+    return ipaddress.ip_network(text, strict=False)
+
+
+@functools.lru_cache(maxsize=65536)
+def _element(text: str) -> Element:
+    """The canonical text of a network (a CIDR from the state or the kernel's listing)."""
+    return str(_network(text))
+
+
+def _disjoint(elements: dict[Element, datetime]) -> dict[Element, datetime]:
     """Drop networks inside another one of the same set (interval sets refuse overlaps)."""
-    out: dict[ipaddress._BaseNetwork, float] = {}
-    for net in sorted(elements, key=lambda n: (n.prefixlen, n)):
-        outer = next((o for o in out if net.subnet_of(o)), None)  # type: ignore[arg-type]
+    if len({_network(e).prefixlen for e in elements}) <= 1:
+        return elements  # distinct networks of one length never overlap
+    out: dict[Element, datetime] = {}
+    lengths: list[int] = []  # prefix lengths kept so far, ascending
+    for elem in sorted(elements, key=lambda e: _network(e).prefixlen):  # wider ones first
+        net = _network(elem)
+        outer = next((sup for sup in (str(net.supernet(new_prefix=length)) for length in lengths
+                                      if length < net.prefixlen) if sup in out), None)
         if outer is None:
-            out[net] = elements[net]
+            out[elem] = elements[elem]
+            if not lengths or lengths[-1] != net.prefixlen:
+                lengths.append(net.prefixlen)
         else:
             # Segments of one gateway never overlap (the server checks); if they did, the wider
             # network keeps the later end rather than failing the whole batch.
-            out[outer] = max(out[outer], elements[net])
+            out[outer] = max(out[outer], elements[elem])
     return out
 
 
-Elements = dict[str, dict[ipaddress._BaseNetwork, float]]
+def _family(set_name: str) -> str:
+    return "6" if set_name.startswith(("src6", "blocked6")) else "4"
 
 
-def block_elements(ruleset: Ruleset, state: BlockState, now: datetime
-                   ) -> tuple[Elements, dict[str, tuple[int, str]]]:
-    """Elements (network -> seconds left) per source set, and which (segment, service) each is."""
-    sets: dict[str, dict[ipaddress._BaseNetwork, float]] = {}
-    owners: dict[str, tuple[int, str]] = {}
-    for spec in ruleset.sets:
-        if spec.name.startswith(("src", "blocked")):
-            sets[spec.name] = {}
+def source_set_names(ruleset: Ruleset) -> list[str]:
+    """The sets apply() fills: src4_i, src6_i per service and the unions blocked4, blocked6."""
+    return [spec.name for spec in ruleset.sets if spec.name.startswith(("src", "blocked"))]
+
+
+def block_elements(ruleset: Ruleset, state: BlockState, now: datetime) -> tuple[Ends, Owners]:
+    """Elements (network -> block end) per source set, and which (segment, service) each is.
+
+    Blocks that ended at or before `now` and unknown services are left out.
+    """
+    sets: Ends = {name: {} for name in source_set_names(ruleset)}
+    owners: Owners = {name: {} for name in sets if name.startswith("src")}
+    src = {fam: {sid: f"src{fam}_{i}" for sid, i in ruleset.service_index.items()}
+           for fam in ("4", "6")}
+    lengths: dict[str, set[int]] = {"4": set(), "6": set()}
     for seg in state.segments:
-        for sid, until in seg.blocked.items():
-            left = (until - now).total_seconds()
-            if left <= 0 or sid not in ruleset.service_index:
-                continue
-            names = set_names(ruleset.service_index[sid])
-            for cidr in seg.cidrs:
-                net = ipaddress.ip_network(cidr, strict=False)
-                fam = str(net.version)
-                target = sets[names["src" + fam]]
-                target[net] = max(target.get(net, 0.0), left)
-                union = sets["blocked" + fam]
-                union[net] = max(union.get(net, 0.0), left)
-                owners[f"{names['src' + fam]} {net}"] = (seg.segment_id, sid)
-    return {name: _disjoint(elems) for name, elems in sets.items()}, owners
+        live = {sid: until for sid, until in seg.blocked.items()
+                if until > now and sid in ruleset.service_index}
+        if not live:
+            continue
+        last = max(live.values())
+        for cidr in seg.cidrs:
+            net, network = _element(cidr), _network(cidr)
+            fam = str(network.version)
+            lengths[fam].add(network.prefixlen)
+            union = sets["blocked" + fam]
+            before = union.get(net)
+            union[net] = last if before is None or last > before else before
+            for sid, until in live.items():
+                name = src[fam][sid]
+                target = sets[name]
+                before = target.get(net)
+                target[net] = until if before is None or until > before else before
+                owners[name][net] = (seg.segment_id, sid)
+    # Networks of one length never overlap: only a family with several needs the check.
+    return {name: _disjoint(elems) if len(lengths[_family(name)]) > 1 else elems
+            for name, elems in sets.items()}, owners
 
 
-def render_apply(table: str, elements: dict[str, dict[ipaddress._BaseNetwork, float]]) -> str:
-    """One batch that makes every source set hold exactly `elements` (flush, then add)."""
+@dataclass(frozen=True)
+class ElementDelta:
+    """What turns the source sets from the ends applied last into new ones (per set name).
+
+    `removed`: live elements the new state no longer has (deleted); `changed`: live elements with
+    another end or owner (deleted and added again); `added`: elements the kernel does not hold;
+    `lapsed`: remembered elements whose end has passed and that the new state has again (the
+    kernel removed them, or is about to: added, deleted and added, so no step can fail and the new
+    timeout holds either way); `ends`: the new ends, for the timeouts.
+    """
+
+    removed: dict[str, list[Element]]
+    changed: dict[str, list[Element]]
+    added: dict[str, list[Element]]
+    lapsed: dict[str, list[Element]]
+    ends: Ends
+
+    def __bool__(self) -> bool:
+        return any(self.removed.values()) or any(self.changed.values()) \
+            or any(self.added.values()) or any(self.lapsed.values())
+
+    def deleted(self) -> list[tuple[str, Element]]:
+        """The live elements this delta deletes (their kernel counters go with them)."""
+        return [(name, net) for part in (self.removed, self.changed)
+                for name, nets in part.items() for net in nets]
+
+
+def diff_elements(old: Ends, new: Ends, now: datetime, old_owners: Owners | None = None,
+                  new_owners: Owners | None = None) -> ElementDelta:
+    """The delta from `old` (applied last) to `new`; elements of `old` ended by `now` are gone.
+
+    End instants are compared, not seconds left: an element whose end did not move is left
+    alone, as its kernel timeout already ends it at that instant.
+    """
+    old_owners = old_owners or {}
+    new_owners = new_owners or {}
+    nobody: dict[Element, CounterKey] = {}
+    removed: dict[str, list[Element]] = {}
+    changed: dict[str, list[Element]] = {}
+    added: dict[str, list[Element]] = {}
+    lapsed: dict[str, list[Element]] = {}
+    for name in sorted(set(old) | set(new)):
+        before, after = old.get(name, {}), new.get(name, {})
+        was, now_is = old_owners.get(name, nobody), new_owners.get(name, nobody)
+        # Most sets are unchanged at a bell: compare them whole before element by element.
+        if before == after and was == now_is and (not before or min(before.values()) > now):
+            continue
+        gone, moved, fresh, back = [], [], [], []
+        for net, end in before.items():
+            if net not in after:
+                if end > now:
+                    gone.append(net)
+            elif end <= now:
+                back.append(net)
+            elif after[net] != end or was.get(net) != now_is.get(net):
+                moved.append(net)
+        fresh = [net for net in after if net not in before]
+        for part, nets in ((removed, gone), (changed, moved), (added, fresh), (lapsed, back)):
+            if nets:
+                part[name] = nets
+    return ElementDelta(removed, changed, added, lapsed, new)
+
+
+def _items(nets: Iterable[Element], ends: dict[Element, datetime], now: datetime) -> str:
+    return ", ".join(f"{net} timeout {_ms((ends[net] - now).total_seconds())}ms"
+                     for net in nets)
+
+
+def render_delta(table: str, delta: ElementDelta, now: datetime) -> str:
+    """One batch with only the delta's elements (empty when nothing changed); timeouts run from
+    `now` to each end."""
     lines = []
-    for name in sorted(elements):
+    for name in sorted(set(delta.removed) | set(delta.changed) | set(delta.added)
+                       | set(delta.lapsed)):
+        ends = delta.ends.get(name, {})
+        back = delta.lapsed.get(name, [])
+        if back:
+            lines.append(f"add element inet {table} {name} {{ {_items(back, ends, now)} }}")
+        gone = delta.removed.get(name, []) + delta.changed.get(name, []) + back
+        if gone:
+            lines.append(f"delete element inet {table} {name} "
+                         f"{{ {', '.join(gone)} }}")
+        fresh = delta.changed.get(name, []) + delta.added.get(name, []) + back
+        if fresh:
+            lines.append(f"add element inet {table} {name} {{ {_items(fresh, ends, now)} }}")
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def render_apply(table: str, ends: Ends, now: datetime) -> str:
+    """One batch that makes every source set hold exactly `ends` (flush, then add): the fallback
+    when a delta is refused."""
+    lines = []
+    for name in sorted(ends):
         lines.append(f"flush set inet {table} {name}")
-        elems = elements[name]
-        if elems:
-            items = ", ".join(f"{net} timeout {_ms(left)}ms" for net, left in sorted(
-                elems.items(), key=lambda kv: (kv[0].version, kv[0])))
-            lines.append(f"add element inet {table} {name} {{ {items} }}")
+        if ends[name]:
+            lines.append(f"add element inet {table} {name} "
+                         f"{{ {_items(ends[name], ends[name], now)} }}")
     return "\n".join(lines) + "\n"
 
 
@@ -278,8 +421,16 @@ class NftablesEnforcer:
         self.ruleset: Ruleset | None = None
         # address -> monotonic expiry, per set: lets learn() skip refreshes that change nothing.
         self._learned: dict[str, dict[str, float]] = {}
-        self._owners: dict[str, tuple[int, str]] = {}
+        # What the last apply put in the kernel: per source set, element -> its block's end.
+        self._applied: Ends = {}
+        self._owners: Owners = {}
+        # Counters: packets of elements that are gone (deleted, or ended by their timeout), and
+        # the last packets read of each element still remembered.
         self._carried: dict[CounterKey, int] = {}
+        self._seen: dict[tuple[str, Element], int] = {}
+        # Counted up by every change of the source sets: counters() reads the kernel without
+        # holding the lock, and keeps its readings only if no change came in between.
+        self._generation = 0
         self._blocked_pairs: set[tuple[int, str]] = set()
         self._segments: dict[int, tuple[str, ...]] = {}
 
@@ -324,6 +475,11 @@ class NftablesEnforcer:
         with self._lock:
             ruleset = build_ruleset(policy.services, self.table, self.lan_interfaces,
                                     self.dns_port)
+            # The rebuild drops every element's counter: keep what they held.
+            read = self._read_counters(self._counted_sets())
+            self._carry({key: read.get(key, n) for key, n in self._seen.items()}
+                        | {key: n for key, n in read.items() if key not in self._seen},
+                        self._owners)
             # The lease is part of the rebuild's one transaction: no moment without the redirect.
             self.run(ruleset.render() + render_redirect_lease(self.table, self.redirect_lease))
             self.ruleset = ruleset
@@ -333,7 +489,7 @@ class NftablesEnforcer:
                 from ..observers.resets import warm_up
                 warm_up()
             self._learned.clear()
-            self._owners.clear()
+            self._forget_applied()
             self._blocked_pairs.clear()
             log.info("nftables table %s rebuilt for %d services", self.table, len(policy.services))
 
@@ -349,21 +505,30 @@ class NftablesEnforcer:
             if ruleset != self.ruleset:
                 self.ruleset = ruleset
                 self._learned.clear()
+                self._forget_applied()
 
     def _require(self) -> Ruleset:
         if self.ruleset is None:
             raise EnforcerError("the enforcer has not been started")
         return self.ruleset
 
+    def _forget_applied(self) -> None:
+        # The table was (re)built, here or by another process: it holds no source elements.
+        self._applied = {}
+        self._owners = {}
+        self._seen.clear()
+        self._generation += 1
+
     def apply(self, state: BlockState) -> None:
-        """Set every source set to the state (timeouts = block end - now), then cut new blocks."""
+        """Change only the source elements that differ from the last apply (one batch; timeouts
+        = block end - now), then cut the flows of blocks that began."""
         with self._lock:
             ruleset = self._require()
             now = self._clock()
-            elements, owners = block_elements(ruleset, state, now)
-            self._harvest_counters()
-            self.run(render_apply(self.table, elements))
-            self._owners = owners
+            ends, owners = block_elements(ruleset, state, now)
+            delta = diff_elements(self._applied, ends, now, self._owners, owners)
+            if delta:
+                self._apply_delta(delta, ends, owners, now)
             self._segments = {seg.segment_id: seg.cidrs for seg in state.segments}
             pairs = {(seg.segment_id, sid) for seg in state.segments for sid, until in
                      seg.blocked.items() if until > now and sid in ruleset.service_index}
@@ -469,44 +634,89 @@ class NftablesEnforcer:
         from ..conntrack import cut_flows
         return cut_flows(segment_cidrs, service_addresses, dry_run=self._runner is not None)
 
-    def _harvest_counters(self) -> None:
-        # Flushing a set drops its element counters: keep what they held before each apply.
-        for key, value in self._read_counters().items():
-            self._carried[key] = self._carried.get(key, 0) + value
-
-    def _read_counters(self) -> dict[CounterKey, int]:
-        if self._runner is not None or self.ruleset is None or not self._owners:
-            return {}
+    def _apply_delta(self, delta: ElementDelta, ends: Ends, owners: Owners,
+                     now: datetime) -> None:
+        # Deleting an element drops its kernel counter: read the sets it is in first (only
+        # those), and carry the counts once the batch went through.
+        deleted = delta.deleted()
+        read = self._read_counters(sorted({name for name, _ in deleted
+                                           if name.startswith("src")}))
         try:
-            data = self.query(f"list table inet {self.table}")
-        except EnforcerError:
-            return {}
-        out: dict[CounterKey, int] = {}
-        for item in data.get("nftables", []):
-            spec = item.get("set")
-            if not spec or not spec.get("name", "").startswith("src"):
+            self.run(render_delta(self.table, delta, now))
+        except EnforcerError as err:
+            # An element may have ended in the kernel between our clock and the batch, and its
+            # delete refused the whole transaction: set every source set from scratch instead.
+            log.warning("incremental update refused, setting every source set afresh: %s",
+                        str(err).splitlines()[0])
+            read = self._read_counters(self._counted_sets())
+            self.run(render_apply(self.table, ends, now))
+            deleted = [(name, net) for name, elems in self._applied.items() for net in elems]
+        for key in deleted:
+            self._seen[key] = read.get(key, self._seen.get(key, 0))
+        # Ended elements are gone from the kernel with their counters: keep their last reading.
+        gone = set(deleted) | {(name, net) for name, elems in self._applied.items()
+                               for net, end in elems.items() if end <= now}
+        self._carry({key: self._seen.pop(key) for key in gone if key in self._seen},
+                    self._owners)
+        # Elements left alone keep their kernel counters; re-added ones start again from zero.
+        self._seen.update((key, n) for key, n in read.items()
+                          if _owner(owners, key) is not None and key not in gone)
+        self._applied = ends
+        self._owners = owners
+        self._generation += 1
+
+    def _carry(self, packets: dict[tuple[str, Element], int], owners: Owners) -> None:
+        for key, value in packets.items():
+            owner = _owner(owners, key)
+            if owner is not None and value:
+                self._carried[owner] = self._carried.get(owner, 0) + value
+
+    def _counted_sets(self) -> list[str]:
+        # The src* sets holding elements of ours: no other set has counters worth reading.
+        return sorted(name for name, elems in self._applied.items()
+                      if elems and name.startswith("src"))
+
+    def _read_counters(self, set_names: Iterable[str]) -> dict[tuple[str, Element], int]:
+        """Packets per element of these src* sets (`list set`; never the table, whose learned
+        address sets are large); nothing without a kernel."""
+        out: dict[tuple[str, Element], int] = {}
+        if self._runner is not None or self.ruleset is None:
+            return out
+        for name in set_names:
+            try:
+                data = self.query(f"list set inet {self.table} {name}")
+            except EnforcerError as err:
+                log.warning("could not read the counters of %s: %s", name, err)
                 continue
-            for elem in spec.get("elem", []):
-                body = elem.get("elem", {}) if isinstance(elem, dict) else {}
-                val = body.get("val", {})
-                prefix = val.get("prefix") if isinstance(val, dict) else None
-                net = f"{prefix['addr']}/{prefix['len']}" if prefix else str(val)
-                try:
-                    net = str(ipaddress.ip_network(net, strict=False))
-                except ValueError:
-                    continue
-                owner = self._owners.get(f"{spec['name']} {net}")
-                packets = (body.get("counter") or {}).get("packets", 0)
-                if owner and packets:
-                    out[owner] = out.get(owner, 0) + packets
+            for item in data.get("nftables", []):
+                for elem in (item.get("set") or {}).get("elem", []):
+                    body = elem.get("elem", {}) if isinstance(elem, dict) else {}
+                    val = body.get("val", {})
+                    prefix = val.get("prefix") if isinstance(val, dict) else None
+                    text = f"{prefix['addr']}/{prefix['len']}" if prefix else str(val)
+                    try:
+                        net = _element(text)
+                    except ValueError:
+                        continue
+                    out[(name, net)] = (body.get("counter") or {}).get("packets", 0)
         return out
 
     def counters(self) -> dict[CounterKey, dict[str, int]]:
         """Rejected packets per (segment id, service id), cumulative since start()."""
         with self._lock:
+            generation, names = self._generation, self._counted_sets()
+        # Each read takes the lock on its own: an apply at the bell waits for one set at most.
+        read = self._read_counters(names)
+        with self._lock:
+            if generation == self._generation:  # else the elements read may have been replaced
+                for key, value in read.items():
+                    if _owner(self._owners, key) is not None:
+                        self._seen[key] = value
             totals = dict(self._carried)
-            for key, value in self._read_counters().items():
-                totals[key] = totals.get(key, 0) + value
+            for key, value in self._seen.items():
+                owner = _owner(self._owners, key)
+                assert owner is not None  # _seen only holds elements of ours
+                totals[owner] = totals.get(owner, 0) + value
         return {key: {"rejected_packets": value} for key, value in sorted(totals.items())}
 
     def stop(self) -> None:

@@ -16,8 +16,8 @@ from agent.domains import DOH
 from agent.enforcers.base import Enforcer
 from agent.enforcers.dry_run import DryRunEnforcer
 from agent.enforcers.nftables import (REDIRECT_LEASE_SECONDS, NftablesEnforcer, block_elements,
-                                      build_ruleset, render_redirect_lease,
-                                      render_apply, render_learn, set_names)
+                                      build_ruleset, diff_elements, render_apply, render_delta,
+                                      render_learn, render_redirect_lease, set_names)
 from agent.errors import EnforcerError
 from agent.state import BlockState, SegmentState
 from tests.support import netns
@@ -82,16 +82,24 @@ def test_block_elements_time_out_at_the_block_end_and_skip_ended_blocks() -> Non
                        {"tiktok": NOW + timedelta(minutes=10)})
     elements, owners = block_elements(rs, state, NOW)
     tw, tt = rs.service_index["twitter"], rs.service_index["tiktok"]
-    seg1 = ipaddress.ip_network(netns.SEG1_CIDRS[0])
-    seg2_6 = ipaddress.ip_network(netns.SEG2_CIDRS[1])
-    assert elements[f"src4_{tw}"] == {seg1: 3000.0}
+    seg1 = netns.SEG1_CIDRS[0]
+    seg2_6 = netns.SEG2_CIDRS[1]
+    assert elements[f"src4_{tw}"] == {seg1: NOW + timedelta(minutes=50)}
     assert seg1 not in elements[f"src4_{tt}"]
-    assert elements[f"src6_{tt}"] == {seg2_6: 600.0}
-    assert elements["blocked4"][seg1] == 3000.0
-    assert owners[f"src6_{tt} {seg2_6}"] == (2, "tiktok")
-    batch = render_apply("lesfocus", elements)
+    assert elements[f"src6_{tt}"] == {seg2_6: NOW + timedelta(minutes=10)}
+    assert elements["blocked4"][seg1] == NOW + timedelta(minutes=50)
+    assert owners[f"src6_{tt}"][seg2_6] == (2, "tiktok")
+    batch = render_apply("lesfocus", elements, NOW)
     assert f"flush set inet lesfocus src4_{tw}\n" in batch
     assert "10.81.1.0/24 timeout 3000000ms" in batch
+
+
+def test_elements_are_canonical_network_text_whatever_the_state_spelled() -> None:
+    rs = build_ruleset(SERVICES)
+    state = BlockState(NOW, (SegmentState(1, "a", ("10.0.1.7/24", "FD00:0001:0::/64"), {
+        "twitter": NOW + timedelta(seconds=60)}),), None)
+    elements, _ = block_elements(rs, state, NOW)
+    assert set(elements["blocked4"]) | set(elements["blocked6"]) == {"10.0.1.0/24", "fd00:1::/64"}
 
 
 def test_overlapping_networks_in_one_interval_set_keep_the_wider_with_the_later_end() -> None:
@@ -101,7 +109,7 @@ def test_overlapping_networks_in_one_interval_set_keep_the_wider_with_the_later_
         SegmentState(2, "b", ("10.0.5.0/24",), {"twitter": NOW + timedelta(seconds=90)})), None)
     elements, _ = block_elements(rs, state, NOW)
     assert elements["src4_" + str(rs.service_index["twitter"])] == {
-        ipaddress.ip_network("10.0.0.0/16"): 90.0}
+        "10.0.0.0/16": NOW + timedelta(seconds=90)}
 
 
 def test_learn_batch_refreshes_by_delete_and_add_in_one_transaction() -> None:
@@ -113,7 +121,8 @@ def test_learn_batch_refreshes_by_delete_and_add_in_one_transaction() -> None:
 
 def test_dry_run_logs_the_same_transactions_and_skips_repeated_learns() -> None:
     logged: list[str] = []
-    enf = DryRunEnforcer(logged.append, table="t", lan_interfaces=["lan1"], dns_port=5353)
+    enf = DryRunEnforcer(logged.append, table="t", lan_interfaces=["lan1"], dns_port=5353,
+                         clock=lambda: NOW)
     assert isinstance(enf, Enforcer)
     enf.start(make_policy())
     assert logged[0] == (build_ruleset(SERVICES, "t", ["lan1"], 5353).render()
@@ -121,7 +130,10 @@ def test_dry_run_logs_the_same_transactions_and_skips_repeated_learns() -> None:
     enf.keep_alive()
     assert len(logged) == 1  # a dry run never redirects, so it has no lease to renew
     enf.apply(make_state(NOW, {"twitter": NOW + timedelta(hours=1)}))
-    assert logged[-1].startswith("flush set inet t blocked4")
+    assert logged[-1].startswith("add element inet t blocked4 { 10.81.1.0/24 timeout 3600000ms }")
+    count = len(logged)
+    enf.apply(make_state(NOW, {"twitter": NOW + timedelta(hours=1)}))
+    assert len(logged) == count  # nothing changed, nothing to log
     enf.learn("twitter", ["198.51.100.10", "2001:db8::10", "not-an-address", "0.0.0.0"], 60)
     assert "add element inet t addr4_1 { 198.51.100.10 timeout 3600s }" in logged[-1]
     assert "add element inet t addr6_1 { 2001:db8::10 timeout 3600s }" in logged[-1]
@@ -147,6 +159,173 @@ def test_redirect_lease_is_renewed_by_add_delete_add_in_one_batch() -> None:
     assert batches[0].endswith(render_redirect_lease("t", 20))  # same transaction as the rebuild
     enf.keep_alive()
     assert batches[1] == render_redirect_lease("t", 20)
+
+
+# -- apply changes only what differs from the last apply -------------------------------------
+
+def segments_state(at: datetime, blocked: dict[int, dict[str, datetime]]) -> BlockState:
+    """Segments 1..5 (10.0.<id>.0/24 and fd00:<id>::/64), blocked as given."""
+    return BlockState(at, tuple(
+        SegmentState(i, f"lokaal {i}", (f"10.0.{i}.0/24", f"fd00:{i}::/64"), blocked.get(i, {}))
+        for i in range(1, 6)), None)
+
+
+def recording(clock: list[datetime]) -> tuple[NftablesEnforcer, list[str]]:
+    """An enforcer whose batches are recorded (no kernel), on the clock `clock[0]`, started."""
+    batches: list[str] = []
+    enf = NftablesEnforcer(table="t", runner=batches.append, clock=lambda: clock[0],
+                           cut_on_apply=False)
+    enf.start(make_policy(now=NOW))
+    batches.clear()
+    return enf, batches
+
+
+def all_blocked(until: datetime, *segment_ids: int) -> dict[int, dict[str, datetime]]:
+    return {i: {sid: until for sid in SERVICES} for i in segment_ids}
+
+
+def test_grant_on_one_segment_renders_a_batch_naming_only_that_segments_networks() -> None:
+    clock = [NOW]
+    enf, batches = recording(clock)
+    end = NOW + timedelta(minutes=50)
+    enf.apply(segments_state(NOW, all_blocked(end, 1, 2, 3, 4, 5)))
+    assert len(batches) == 1 and all(f"10.0.{i}.0/24" in batches[0] for i in range(1, 6))
+    clock[0] = NOW + timedelta(minutes=5, seconds=0.4)
+    granted = all_blocked(end, 1, 2, 3, 4, 5)
+    del granted[3]["twitter"]
+    enf.apply(segments_state(clock[0], granted))
+    tw = enf.ruleset.service_index["twitter"]  # type: ignore[union-attr]
+    # Segment 3 is still blocked for tiktok until the same end: the unions stay as they are.
+    assert batches[1] == (f"delete element inet t src4_{tw} {{ 10.0.3.0/24 }}\n"
+                          f"delete element inet t src6_{tw} {{ fd00:3::/64 }}\n")
+
+
+def test_unchanged_state_renders_no_batch_even_with_a_clock_between_seconds() -> None:
+    clock = [NOW + timedelta(seconds=0.25)]
+    enf, batches = recording(clock)
+    state = segments_state(NOW, all_blocked(NOW + timedelta(minutes=50), 1, 2))
+    enf.apply(state)
+    for jitter in (0.7, 1.3, 61.9):
+        clock[0] = NOW + timedelta(seconds=jitter)
+        enf.apply(segments_state(clock[0], all_blocked(NOW + timedelta(minutes=50), 1, 2)))
+    assert len(batches) == 1
+
+
+def test_end_moved_later_renders_delete_and_add_of_that_element_only() -> None:
+    clock = [NOW]
+    enf, batches = recording(clock)
+    blocked = {1: {"twitter": NOW + timedelta(minutes=50)},
+               2: {"twitter": NOW + timedelta(minutes=50)}}
+    enf.apply(segments_state(NOW, blocked))
+    clock[0] = NOW + timedelta(minutes=10)
+    blocked[1] = {"twitter": NOW + timedelta(minutes=95)}  # the next lesson follows on
+    enf.apply(segments_state(clock[0], blocked))
+    tw = enf.ruleset.service_index["twitter"]  # type: ignore[union-attr]
+    left = 85 * 60 * 1000
+    assert batches[1] == (
+        f"delete element inet t blocked4 {{ 10.0.1.0/24 }}\n"
+        f"add element inet t blocked4 {{ 10.0.1.0/24 timeout {left}ms }}\n"
+        f"delete element inet t blocked6 {{ fd00:1::/64 }}\n"
+        f"add element inet t blocked6 {{ fd00:1::/64 timeout {left}ms }}\n"
+        f"delete element inet t src4_{tw} {{ 10.0.1.0/24 }}\n"
+        f"add element inet t src4_{tw} {{ 10.0.1.0/24 timeout {left}ms }}\n"
+        f"delete element inet t src6_{tw} {{ fd00:1::/64 }}\n"
+        f"add element inet t src6_{tw} {{ fd00:1::/64 timeout {left}ms }}\n")
+
+
+def test_an_element_whose_end_passed_is_never_deleted() -> None:
+    clock = [NOW]
+    enf, batches = recording(clock)
+    enf.apply(segments_state(NOW, {1: {"twitter": NOW + timedelta(minutes=5)},
+                                   2: {"twitter": NOW + timedelta(minutes=50)}}))
+    # The bell at 09:05 (and a little later): segment 1's element ended in the kernel already.
+    for late in (0, 0.3):
+        clock[0] = NOW + timedelta(minutes=5, seconds=late)
+        enf.apply(segments_state(clock[0], {2: {"twitter": NOW + timedelta(minutes=50)}}))
+    assert len(batches) == 1
+    # Later segment 2 is granted: its element goes, segment 1's is not named.
+    clock[0] = NOW + timedelta(minutes=20)
+    enf.apply(segments_state(clock[0], {}))
+    assert "10.0.2.0/24" in batches[-1] and "10.0.1.0/24" not in batches[-1]
+
+
+def test_an_ended_element_blocked_again_is_added_so_that_no_step_can_fail() -> None:
+    rs = build_ruleset(SERVICES)
+    tw = rs.service_index["twitter"]
+    first, _ = block_elements(rs, segments_state(NOW, {1: {"twitter": NOW + timedelta(
+        minutes=5)}}), NOW)
+    bell = NOW + timedelta(minutes=5)
+    again, _ = block_elements(rs, segments_state(bell, {1: {"twitter": bell + timedelta(
+        minutes=45)}}), bell)
+    delta = diff_elements(first, again, bell)
+    net = "10.0.1.0/24"
+    assert delta.lapsed[f"src4_{tw}"] == [net] and not delta.removed and not delta.changed
+    # The kernel may still hold it for a moment: add (cannot fail), delete, add with the timeout.
+    assert (f"add element inet t src4_{tw} {{ 10.0.1.0/24 timeout 2700000ms }}\n"
+            f"delete element inet t src4_{tw} {{ 10.0.1.0/24 }}\n"
+            f"add element inet t src4_{tw} {{ 10.0.1.0/24 timeout 2700000ms }}\n"
+            ) in render_delta("t", delta, bell)
+
+
+def test_diff_from_nothing_adds_everything_and_to_nothing_deletes_the_live_elements() -> None:
+    rs = build_ruleset(SERVICES)
+    ends, _ = block_elements(rs, segments_state(NOW, all_blocked(NOW + timedelta(hours=1), 1, 2)),
+                             NOW)
+    up = diff_elements({}, ends, NOW)
+    assert sum(len(v) for v in up.added.values()) == 2 * 2 * (len(SERVICES) + 1)
+    assert "delete" not in render_delta("t", up, NOW)
+    empty, _ = block_elements(rs, segments_state(NOW, {}), NOW)
+    down = diff_elements(ends, empty, NOW + timedelta(minutes=1))
+    assert not down.added and sum(len(v) for v in down.removed.values()) == 2 * 2 * 3
+    assert "add" not in render_delta("t", down, NOW)
+    assert not diff_elements(ends, empty, NOW + timedelta(hours=1))  # all ended by then
+    assert render_delta("t", diff_elements(ends, ends, NOW), NOW) == ""
+
+
+def test_an_element_passing_to_another_segment_is_replaced_so_its_count_stays_with_the_first(
+        ) -> None:
+    rs = build_ruleset(SERVICES)
+    end = NOW + timedelta(hours=1)
+    one = BlockState(NOW, (SegmentState(1, "a", ("10.0.1.0/24",), {"twitter": end}),), None)
+    two = BlockState(NOW, (SegmentState(2, "b", ("10.0.1.0/24",), {"twitter": end}),), None)
+    (ends1, owners1), (ends2, owners2) = block_elements(rs, one, NOW), block_elements(rs, two, NOW)
+    delta = diff_elements(ends1, ends2, NOW, owners1, owners2)
+    assert delta.changed == {f"src4_{rs.service_index['twitter']}": ["10.0.1.0/24"]}
+
+
+def test_a_refused_delta_falls_back_to_setting_every_source_set_afresh() -> None:
+    clock = [NOW]
+    batches: list[str] = []
+
+    def runner(batch: str) -> None:
+        batches.append(batch)
+        if batch.startswith("delete element"):
+            raise EnforcerError("nftables refused the batch: element does not exist")
+
+    enf = NftablesEnforcer(table="t", runner=runner, clock=lambda: clock[0], cut_on_apply=False)
+    enf.start(make_policy(now=NOW))
+    enf.apply(segments_state(NOW, all_blocked(NOW + timedelta(minutes=50), 1, 2)))
+    clock[0] = NOW + timedelta(minutes=1)
+    enf.apply(segments_state(clock[0], all_blocked(NOW + timedelta(minutes=50), 2)))
+    assert batches[-2].startswith("delete element inet t blocked4 { 10.0.1.0/24 }")
+    fallback = batches[-1]
+    assert fallback.startswith("flush set inet t blocked4\n")
+    assert fallback.count("flush set") == 2 + 2 * len(SERVICES)
+    assert "10.0.2.0/24 timeout 2940000ms" in fallback and "10.0.1.0/24" not in fallback
+    # The enforcer now remembers the kernel as the fallback left it: nothing more to do.
+    count = len(batches)
+    enf.apply(segments_state(clock[0], all_blocked(NOW + timedelta(minutes=50), 2)))
+    assert len(batches) == count
+
+
+def test_start_forgets_what_was_applied_so_the_first_apply_adds_everything() -> None:
+    clock = [NOW]
+    enf, batches = recording(clock)
+    state = segments_state(NOW, all_blocked(NOW + timedelta(minutes=50), 1))
+    enf.apply(state)
+    enf.start(make_policy(now=NOW))
+    enf.apply(state)
+    assert batches[-1] == batches[0] and "delete" not in batches[-1]
 
 
 def test_apply_before_start_is_an_enforcer_error() -> None:
@@ -364,3 +543,115 @@ def test_dns_redirect_lapses_when_the_agent_stops_renewing_it(lab: GatewayLab) -
     # ...while the block itself stays in the kernel until its own end.
     assert "10.81.1.0/24" in lab.gw.exec(["nft", "list", "set", "inet", "lesfocus",
                                           "blocked4"]).stdout
+
+
+# -- incremental applies on a real kernel ----------------------------------------------------
+
+def kernel_elements(lab: GatewayLab, name: str) -> dict[str, dict]:
+    """The elements of one set in gw's kernel: network text -> its JSON body (expires, counter)."""
+    import json
+    data = json.loads(lab.gw.exec(["nft", "-j", "list", "set", "inet", "lesfocus", name]).stdout)
+    out = {}
+    for item in data["nftables"]:
+        for elem in (item.get("set") or {}).get("elem", []):
+            body = elem["elem"]
+            prefix = body["val"]["prefix"]
+            out[f"{prefix['addr']}/{prefix['len']}"] = body
+    return out
+
+
+def recorded(enf: NftablesEnforcer) -> list[str]:
+    """Every command the enforcer sends from now on (queries and batches), in order."""
+    commands: list[str] = []
+    query, run = enf.query, enf.run
+
+    def record_query(command: str) -> dict:
+        commands.append(command)
+        return query(command)
+
+    def record_run(batch: str) -> str:
+        commands.append(batch)
+        return run(batch)
+
+    enf.query, enf.run = record_query, record_run  # type: ignore[method-assign]
+    return commands
+
+
+def clocked(lab: GatewayLab, clock: list[datetime]) -> NftablesEnforcer:
+    enf = NftablesEnforcer(table="lesfocus", lan_interfaces=["lan1", "lan2"], dns_port=5353,
+                           clock=lambda: clock[0], cut_on_apply=False)
+    with lab.gw.entered():
+        enf.start(make_policy(now=NOW))
+    return enf
+
+
+@pytest.mark.netns
+def test_kernel_sets_hold_exactly_the_state_after_block_grant_and_revoke(lab: GatewayLab) -> None:
+    clock = [NOW]
+    enf = clocked(lab, clock)
+    tw = f"{enf.ruleset.service_index['twitter']}"  # type: ignore[union-attr]
+    tt = f"{enf.ruleset.service_index['tiktok']}"  # type: ignore[union-attr]
+    seg1, seg2 = netns.SEG1_CIDRS, netns.SEG2_CIDRS
+    end1, end2 = NOW + timedelta(minutes=50), NOW + timedelta(minutes=40)
+    both = {"twitter": end1, "tiktok": end1}
+    steps = [
+        # (clock, segment 1's blocks, segment 2's blocks, expected v4/v6 networks per set)
+        (NOW, both, {"twitter": end2, "tiktok": end2},
+         {"src_tw": {1, 2}, "src_tt": {1, 2}, "blocked": {1, 2}}),
+        (NOW + timedelta(minutes=3, seconds=0.5), {"tiktok": end1}, {"twitter": end2,
+                                                                     "tiktok": end2},
+         {"src_tw": {2}, "src_tt": {1, 2}, "blocked": {1, 2}}),  # a grant on segment 1
+        (NOW + timedelta(minutes=7), both, {"twitter": end2, "tiktok": end2},
+         {"src_tw": {1, 2}, "src_tt": {1, 2}, "blocked": {1, 2}}),  # its revocation
+        (NOW + timedelta(minutes=8), both, {},
+         {"src_tw": {1}, "src_tt": {1}, "blocked": {1}}),  # segment 2's lesson cut short
+    ]
+    commands = recorded(enf)
+    for at, blocked1, blocked2, expected in steps:
+        clock[0] = at
+        with lab.gw.entered():
+            enf.apply(make_state(at, blocked1, blocked2))
+        for key, names in (("src_tw", (f"src4_{tw}", f"src6_{tw}")),
+                           ("src_tt", (f"src4_{tt}", f"src6_{tt}")),
+                           ("blocked", ("blocked4", "blocked6"))):
+            for fam, name in enumerate(names):
+                want = {(seg1, seg2)[i - 1][fam] for i in expected[key]}
+                assert set(kernel_elements(lab, name)) == want, (at, name)
+    # The revocation re-added segment 1's twitter element with the timeout to its own end.
+    expires = kernel_elements(lab, f"src4_{tw}")[seg1[0]]["expires"]
+    assert abs(expires - (end1 - steps[2][0]).total_seconds()) < 120
+    assert not any("list table" in c or "addr" in c for c in commands)
+    assert len([c for c in commands if not c.startswith("list")]) == len(steps)
+
+
+@pytest.mark.netns
+def test_counters_survive_their_element_being_replaced_and_deleted(lab: GatewayLab) -> None:
+    clock = [NOW]
+    enf = clocked(lab, clock)
+    with lab.gw.entered():
+        enf.learn("twitter", [TW4], 300)
+        enf.apply(make_state(NOW, {"twitter": NOW + timedelta(minutes=50)},
+                             {"twitter": NOW + timedelta(minutes=50)}))
+    commands = recorded(enf)
+    assert tcp_connect(lab.c1, TW4, 443) == "reset"
+    with lab.gw.entered():
+        first = enf.counters()[(1, "twitter")]["rejected_packets"]
+    assert first >= 1
+    # The lesson is extended: segment 1's element is deleted and added with the new end.
+    clock[0] = NOW + timedelta(minutes=10)
+    with lab.gw.entered():
+        enf.apply(make_state(clock[0], {"twitter": NOW + timedelta(minutes=95)},
+                             {"twitter": NOW + timedelta(minutes=50)}))
+        assert enf.counters()[(1, "twitter")]["rejected_packets"] == first
+    assert tcp_connect(lab.c1, TW4, 443) == "reset"
+    with lab.gw.entered():
+        second = enf.counters()[(1, "twitter")]["rejected_packets"]
+        assert second > first
+        # A grant deletes the element; its packets stay counted.
+        clock[0] = NOW + timedelta(minutes=20)
+        enf.apply(make_state(clock[0], {}, {"twitter": NOW + timedelta(minutes=50)}))
+        assert enf.counters()[(1, "twitter")]["rejected_packets"] == second
+    assert tcp_connect(lab.c1, TW4, 443) == "open"
+    queries = [c for c in commands if c.startswith("list")]
+    assert queries and all(c.startswith("list set inet lesfocus src") for c in queries)
+    assert not any("list table" in c or "addr" in c for c in commands)
