@@ -19,7 +19,7 @@ import jwt
 from flask import Flask, Response, current_app, jsonify, request
 from sqlalchemy import or_, select
 
-from .. import notify
+from .. import changes
 from ..errors import abort_json
 from ..extensions import db
 from ..models import (ExceptionGrant, Gateway, Lesson, School, Segment, SegmentCidr, lesson_rooms,
@@ -175,7 +175,7 @@ def _exception_now(ref: SegmentRef, at: datetime) -> tuple[bool, dict[str, Any] 
 
 def _answer(cache: StatusCache, ref: SegmentRef) -> dict[str, Any]:
     from ..policy import segment_status
-    generation = notify.generation(ref.school_id)
+    generation = changes.generation(ref.school_id)
     now = time.monotonic()
     cached = cache.answers.get(ref.segment_id)
     if cached is not None and cached[1] == generation and now - cached[0] < ANSWER_SECONDS:
