@@ -159,7 +159,7 @@ def generation(school_id: int) -> int:
 
 
 def wait_for_change(school_id: int, seen: int, timeout: float) -> bool:
-    """Block until the counter of `school_id` moves past `seen` or `timeout` passes; True if moved."""
+    """Block until the counter of `school_id` moves past `seen` or `timeout` passes; True: moved."""
     return feed_of(current_app).wait_for_change(school_id, seen, timeout)
 
 
