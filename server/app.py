@@ -55,7 +55,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     errors.init_app(app)
 
-    from . import api, dashboard, scheduler
+    from . import api, changes, dashboard, scheduler
+    changes.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
     scheduler.init_app(app)

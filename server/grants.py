@@ -1,7 +1,7 @@
 """Exceptions to article A4 (SPEC §3): who may grant or revoke what, for how long; all audited.
 
-The functions add rows and audit events to the caller's session and flush; the caller commits and
-then calls `server.notify.policy_changed(school_id)` so waiting agents learn of the change.
+The functions add rows and audit events to the caller's session and flush; the caller commits, and
+the change feed (`server/changes.py`) tells waiting agents after that commit.
 
 Lesson-scope exceptions end at the latest when their lesson ends: a length in `minutes` is capped
 to the lesson's end, while an explicit `end` after the lesson's end is refused (the person asked for

@@ -3,8 +3,8 @@
 Why not waitress: every waiting long poll is a request in flight, and with 500 of them waitress's
 throughput on other requests fell from 5,130 to 54 req/s in a trivial app on our CI machine,
 while gunicorn's gthread worker kept 2,530 (its main loop watches only idle keep-alive sockets;
-requests in flight sit in the thread pool). One worker process: exceptions granted in it wake the
-long polls waiting in it at once (server/notify.py), and the scheduler runs exactly once.
+requests in flight sit in the thread pool). One worker process: the change feed wakes the long
+polls waiting in it (server/changes.py), and the scheduler runs exactly once.
 """
 
 from __future__ import annotations

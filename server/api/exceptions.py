@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, g, jsonify, request
 from sqlalchemy import or_, select
 
-from .. import notify
 from ..auth import require_user
 from ..errors import abort_json
 from ..extensions import db
@@ -15,7 +14,6 @@ from ..models import EXCEPTION_SCOPES, ExceptionGrant, Group, Lesson, Room, Scho
 from . import bp
 from .common import (get_datetime, get_int, get_object, get_str, get_str_list, iso, json_body,
                      parse_datetime, query_bool, query_int)
-from .lesson_status import invalidate
 
 
 def exception_json(grant: ExceptionGrant) -> dict[str, Any]:
@@ -31,12 +29,6 @@ def exception_json(grant: ExceptionGrant) -> dict[str, Any]:
         "revoked_by": grant.revoked_by.label if grant.revoked_by else None,
         "active": grant.is_active(utcnow()),
     }
-
-
-def _changed(school_id: int) -> None:
-    # Wake waiting agents and drop cached lesson statuses: the grant must reach gateways at once.
-    notify.policy_changed(school_id)
-    invalidate(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 @bp.get("/exceptions")
@@ -114,7 +106,6 @@ def create_exception() -> Any:
     except GrantError as err:
         db.session.rollback()
         abort_json(400, str(err), field=getattr(err, "field", None))
-    _changed(school_id)
     return jsonify(exception_json(grant)), 201
 
 
@@ -137,5 +128,4 @@ def revoke_exception_view(exception_id: int) -> Response:
         # "already revoked" / "already over" are conflicts with the exception's state.
         field = getattr(err, "field", None)
         abort_json(409 if field == "exception" else 400, str(err), field=field)
-    _changed(grant.school_id)
     return jsonify(exception_json(grant))

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from flask import Response, current_app, g, jsonify, request
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from lesfocus_policy import FORMAT, LEGACY_FORMAT
 
-from .. import audit, notify
+from .. import audit, changes
 from ..auth import require_agent, require_user
 from ..errors import abort_json
 from ..extensions import db
 from ..gateways import create_gateway, hash_token, issue_enrollment_token
-from ..models import (AuditEvent, EnrollmentToken, ExceptionGrant, Gateway, GatewayCounter, Lesson,
-                      School, Segment, Service, utcnow)
+from ..models import EnrollmentToken, Gateway, GatewayCounter, School, Service, utcnow
 from ..policy import PolicyTooLarge, SignedPolicy
+from ..policy_cache import GatewayGone, cached_policy
 from ..tokens import load_public_key, public_key_pem
 from . import bp
 from .common import get_object, get_str, iso, json_body, parse_datetime, query_int
@@ -28,9 +27,6 @@ MAX_COUNTERS = 10_000
 # A heartbeat may carry a day of buffered counters (the agent keeps up to 4,800 buckets, about
 # 100 bytes each), so its body may be this many times LESFOCUS_MAX_JSON_BODY.
 HEARTBEAT_BODY_SCALE = 4
-# How often a waiting long poll looks in the database for changes made by other processes
-# (the in-process notifier wakes it at once for changes made here).
-RECHECK_SECONDS = 2.0
 
 
 def gateway_json(gateway: Gateway) -> dict[str, Any]:
@@ -96,76 +92,12 @@ def enroll() -> Any:
 
 # --- the agent's policy (long poll) ---------------------------------------------------------------
 
-_marker_lock = threading.Lock()
-# (database, school id) -> (read at, marker); and the keys being refreshed right now.
-_marker_cache: dict[tuple[str, int], tuple[float, tuple[Any, ...]]] = {}
-_marker_refreshing: set[tuple[str, int]] = set()
-# (database, gateway id) -> (school generation, marker, hour, version, JWS)
-_policy_cache: dict[tuple[str, str], tuple[int, tuple[Any, ...], datetime, SignedPolicy]] = {}
-
-
-def _read_marker(school_id: int) -> tuple[Any, ...]:
-    exceptions = select(func.count(ExceptionGrant.id), func.max(ExceptionGrant.id),
-                        func.max(ExceptionGrant.revoked_at)).where(
-        ExceptionGrant.school_id == school_id)
-    # On a connection of its own, returned at once: the caller may be a dashboard request in
-    # the middle of its session, or a long poll that must not hold a connection while it waits.
-    with db.engine.connect() as conn:
-        return (
-            tuple(conn.execute(exceptions).one()),
-            conn.scalar(select(func.max(Lesson.updated_at)).where(Lesson.school_id == school_id)),
-            conn.scalar(select(func.count(Lesson.id)).where(Lesson.school_id == school_id)),
-            conn.scalar(select(func.max(AuditEvent.id)).where(AuditEvent.school_id == school_id)),
-            conn.scalar(select(func.count(Segment.id)).where(Segment.school_id == school_id)),
-            conn.scalar(select(School.blocked_services).where(School.id == school_id)).__repr__(),
-        )
-
-
-def _change_marker(school_id: int) -> tuple[Any, ...]:
-    """A cheap fingerprint of what a school's policies are compiled from (shared by all waiters).
-
-    Read at most every RECHECK_SECONDS per school and process, and by one thread at a time:
-    while one thread reads it, the others use the previous value instead of queueing for
-    database connections (500 waiting agents would otherwise all query at the same instant).
-    """
-    key = (current_app.config["SQLALCHEMY_DATABASE_URI"], school_id)
-    now = time.monotonic()
-    with _marker_lock:
-        cached = _marker_cache.get(key)
-        if cached is not None and (now - cached[0] < RECHECK_SECONDS
-                                   or key in _marker_refreshing):
-            return cached[1]
-        _marker_refreshing.add(key)
-    try:
-        marker = _read_marker(school_id)
-    finally:
-        with _marker_lock:
-            _marker_refreshing.discard(key)
-    with _marker_lock:
-        _marker_cache[key] = (time.monotonic(), marker)
-    return marker
-
-
 def current_policy(gateway_id: str, school_id: int) -> SignedPolicy:
-    """The gateway's signed policy, compiled again only when something it depends on moved.
-
-    A compile costs tens of milliseconds; every long poll starts with one and every change wakes
-    all of a school's agents, so results are kept per gateway until the school's notify
-    generation, its change marker or the hour (the policy window starts on the hour) moves.
-    """
-    from ..policy import gateway_policy
-    generation = notify.generation(school_id)
-    marker = _change_marker(school_id)
-    hour = utcnow().replace(minute=0, second=0, microsecond=0)
-    key = (current_app.config["SQLALCHEMY_DATABASE_URI"], gateway_id)
-    cached = _policy_cache.get(key)
-    if cached is not None and cached[:3] == (generation, marker, hour):
-        return cached[3]
-    gateway = db.session.get(Gateway, gateway_id)
-    if gateway is None:
+    """The gateway's signed policy from the policy cache; 410 when the gateway was removed."""
+    try:
+        signed: SignedPolicy = cached_policy(gateway_id, school_id)
+    except GatewayGone:
         abort_json(410, "this gateway was removed")
-    signed = gateway_policy(gateway)
-    _policy_cache[key] = (generation, marker, hour, signed)
     return signed
 
 
@@ -218,98 +150,24 @@ def self_policy() -> Response:
     fmt = _requested_format()
 
     # Note the generation before compiling, so a change between the two cannot be missed.
-    generation = notify.generation(school_id)
+    generation = changes.generation(school_id)
     signed = current_policy(gateway_id, school_id)
     version = signed.version
     if known != version:
         return _policy_response(signed, fmt)
     if wait <= 0:
         return _not_modified(version)
-    marker = _change_marker(school_id)  # what the version above was compiled from
     db.session.remove()  # hold no pooled connection while the agent waits
-    watcher = _watcher(current_app._get_current_object())  # type: ignore[attr-defined]
-    watcher.watch(school_id, marker)
-    try:
-        deadline = time.monotonic() + wait
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not notify.wait_for_change(school_id, generation, remaining):
-                return _not_modified(version)
-            generation = notify.generation(school_id)
-            signed = current_policy(gateway_id, school_id)
-            db.session.remove()  # the compile's connection goes back before waiting again
-            if signed.version != known:
-                return _policy_response(signed, fmt)
-    finally:
-        watcher.unwatch(school_id)
-
-
-class ChangeWatcher:
-    """One thread per app that notices changes written by other processes and wakes waiters.
-
-    Every RECHECK_SECONDS it reads the change marker of each school with a waiting agent and
-    calls `notify.policy_changed` when it moved. Waiting agents therefore sleep until a change
-    (or their deadline) instead of each waking every two seconds: with 500 waiting agents that
-    was 250 thread wake-ups a second fighting over the GIL with every other request.
-    The thread ends when nobody waits and starts again with the next waiter.
-    """
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-        self.lock = threading.Lock()
-        self.waiters: dict[int, int] = {}
-        self.seen: dict[int, tuple[Any, ...]] = {}
-        self.thread: threading.Thread | None = None
-
-    def watch(self, school_id: int, marker: tuple[Any, ...]) -> None:
-        """Count one more agent waiting on `school_id` (its policy made from `marker`)."""
-        with self.lock:
-            self.waiters[school_id] = self.waiters.get(school_id, 0) + 1
-            self.seen.setdefault(school_id, marker)
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name="lesfocus-change-watcher",
-                                               daemon=True)
-                self.thread.start()
-
-    def unwatch(self, school_id: int) -> None:
-        """Count one agent fewer waiting on `school_id`."""
-        with self.lock:
-            left = self.waiters.get(school_id, 1) - 1
-            if left > 0:
-                self.waiters[school_id] = left
-            else:
-                self.waiters.pop(school_id, None)
-                self.seen.pop(school_id, None)
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(RECHECK_SECONDS)
-            with self.lock:
-                schools = list(self.waiters)
-                if not schools:
-                    self.thread = None
-                    return
-            try:
-                with self.app.app_context():
-                    for school_id in schools:
-                        marker = _change_marker(school_id)
-                        with self.lock:
-                            before = self.seen.get(school_id)
-                            if school_id in self.waiters:
-                                self.seen[school_id] = marker
-                        if before is not None and before != marker:
-                            notify.policy_changed(school_id)
-                    db.session.remove()
-            except Exception:  # noqa: BLE001 - the watcher must outlive a database hiccup
-                self.app.logger.exception("change watcher: reading the change marker failed")
-
-
-def _watcher(app: Any) -> ChangeWatcher:
-    with _marker_lock:
-        watcher = app.extensions.get("lesfocus.change_watcher")
-        if watcher is None:
-            watcher = app.extensions["lesfocus.change_watcher"] = ChangeWatcher(app)
-        return watcher
+    deadline = time.monotonic() + wait
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not changes.wait_for_change(school_id, generation, remaining):
+            return _not_modified(version)
+        generation = changes.generation(school_id)
+        signed = current_policy(gateway_id, school_id)
+        db.session.remove()  # the compile's connection goes back before waiting again
+        if signed.version != known:
+            return _policy_response(signed, fmt)
 
 
 # --- heartbeat ------------------------------------------------------------------------------------

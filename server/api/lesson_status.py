@@ -3,7 +3,7 @@
 Answered from in-process caches, because every browser with the extension asks: a table of all
 segment CIDRs (rebuilt every few seconds), each gateway's compiled policy, and each segment's
 answer for one second. A grant or revocation made in this process clears a school's entries at
-once (its notify generation changes); changes made by other processes show within the TTLs.
+once (the change feed's generation moves, server/changes.py), in every process on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from lesfocus_policy import Policy, SegmentState, status_of
 
-from .. import notify
+from .. import changes
 from ..errors import abort_json
 from ..extensions import db
 from ..models import Gateway, School, Segment, SegmentCidr, utcnow
@@ -119,7 +119,7 @@ def client_address() -> str:
 
 
 def _policy(cache: StatusCache, ref: SegmentRef, generation: int) -> Policy | None:
-    from .gateways import current_policy
+    from ..policy_cache import GatewayGone, cached_policy
     now = time.monotonic()
     cached = cache.policies.get(ref.gateway_id)
     if cached is not None and cached[1] == generation and now - cached[0] < POLICY_SECONDS:
@@ -128,7 +128,10 @@ def _policy(cache: StatusCache, ref: SegmentRef, generation: int) -> Policy | No
         return None
     # The long poll's cache: one compile serves both the agent and the browsers behind it, and
     # both read it with the same reader.
-    policy = current_policy(ref.gateway_id, ref.school_id).policy
+    try:
+        policy = cached_policy(ref.gateway_id, ref.school_id).policy
+    except GatewayGone:  # removed since the CIDR table was read
+        return None
     with cache.lock:
         cache.policies[ref.gateway_id] = (now, generation, policy)
     return policy
@@ -167,7 +170,7 @@ def status_answer(state: SegmentState | None, rooms: list[str]) -> dict[str, Any
 
 
 def _answer(cache: StatusCache, ref: SegmentRef) -> dict[str, Any]:
-    generation = notify.generation(ref.school_id)
+    generation = changes.generation(ref.school_id)
     now = time.monotonic()
     cached = cache.answers.get(ref.segment_id)
     if cached is not None and cached[1] == generation and now - cached[0] < ANSWER_SECONDS:

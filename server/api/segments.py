@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Response, current_app, g, jsonify
+from flask import Response, g, jsonify
 from sqlalchemy import select
 
-from .. import audit, notify
+from .. import audit
 from ..auth import require_user
 from ..errors import abort_json
 from ..extensions import db
@@ -15,7 +15,6 @@ from ..models import Gateway, School, Segment
 from ..network import add_segment, check_segment_cidrs, parse_cidr
 from . import bp
 from .common import get_object, get_str, get_str_list, json_body
-from .lesson_status import invalidate
 
 
 def segment_json(segment: Segment) -> dict[str, Any]:
@@ -23,11 +22,6 @@ def segment_json(segment: Segment) -> dict[str, Any]:
     return {"id": segment.id, "name": segment.name, "cidrs": segment.cidr_strings,
             "gateway": {"id": segment.gateway_id, "name": segment.gateway.name},
             "rooms": [{"id": r.id, "code": r.code} for r in segment.rooms]}
-
-
-def _changed(school_id: int) -> None:
-    notify.policy_changed(school_id)
-    invalidate(current_app._get_current_object())  # type: ignore[attr-defined]
 
 
 @bp.get("/segments")
@@ -75,7 +69,6 @@ def create_segment() -> Any:
         db.session.rollback()
         abort_json(400, str(err), field="cidrs")
     db.session.commit()
-    _changed(school.id)
     return jsonify(segment_json(segment)), 201
 
 
@@ -87,8 +80,6 @@ def delete_segment(segment_id: int) -> Response:
     audit.record("segment.delete", school_id=segment.school_id, actor=g.person,
                  object_type="segment", object_id=segment.id, name=segment.name,
                  cidrs=segment.cidr_strings, gateway=segment.gateway.name)
-    school_id = segment.school_id
     db.session.delete(segment)
     db.session.commit()
-    _changed(school_id)
     return jsonify({"deleted": segment_id})

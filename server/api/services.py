@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Response, current_app, g, jsonify
+from flask import Response, g, jsonify
 from sqlalchemy import select
 
-from .. import audit, notify
+from .. import audit
 from ..auth import require_user
 from ..errors import abort_json
 from ..extensions import db
 from ..models import School, Service
 from . import bp
 from .common import get_str_list, json_body
-from .lesson_status import invalidate
 
 
 def _services_answer(school: School) -> Response:
@@ -54,6 +53,4 @@ def set_blocked_services() -> Response:
     audit.record("school.blocked_services", school_id=school.id, actor=g.person,
                  object_type="school", object_id=school.id, before=before, after=chosen)
     db.session.commit()
-    notify.policy_changed(school.id)
-    invalidate(current_app._get_current_object())  # type: ignore[attr-defined]
     return _services_answer(school)

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
 
-from .. import audit, notify
+from .. import audit
 from ..extensions import db
 from ..models import (ARTICLES, LANGUAGES, ROLES, Gateway, GatewayCounter, Person, Reminder, Room,
                       Segment, Service, utcnow)
@@ -111,7 +111,6 @@ def it_segments() -> Response | tuple[str, int]:
                 errors["form"] = str(err)
             else:
                 db.session.commit()
-                notify.policy_changed(user.school_id)
                 flash(gettext("Segment %(name)s added.", name=form["name"]), "success")
                 return redirect(url_for("dashboard.it_segments"))
     segments = db.session.scalars(
@@ -132,7 +131,6 @@ def it_segment_delete(segment_id: int) -> Response:
                  object_id=segment.id, name=segment.name, cidrs=segment.cidr_strings)
     db.session.delete(segment)
     db.session.commit()
-    notify.policy_changed(user.school_id)
     flash(gettext("Segment removed."), "success")
     return redirect(url_for("dashboard.it_segments"))
 
@@ -235,7 +233,6 @@ def it_timetable() -> tuple[str, int]:
                 error, status = str(err), 400
             else:
                 db.session.commit()
-                notify.policy_changed(user.school_id)
     return render_template("it/timetable.html", report=report, error=error, fmt=fmt,
                            formats=TIMETABLE_FORMATS), status
 
@@ -264,7 +261,6 @@ def it_services() -> Response | str:
                          services="all" if new_value is None else new_value)
             school.blocked_services = new_value
             db.session.commit()
-            notify.policy_changed(school.id)
         flash(gettext("Blocked services saved."), "success")
         return redirect(url_for("dashboard.it_services"))
     blocked = {s.id for s in services} if school.blocked_services is None \

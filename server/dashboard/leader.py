@@ -10,7 +10,6 @@ from flask_babel import gettext
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
-from .. import notify
 from ..extensions import db
 from ..models import AuditEvent, ExceptionGrant, Group, Room, utcnow
 from . import bp
@@ -104,7 +103,6 @@ def leader_grant() -> Response | tuple[str, int]:
                  "reason": gettext("The reason is too long (at most 200 characters).")}
         return _render_overview(form, {field: texts.get(field, str(err))}, 400)
     db.session.commit()
-    notify.policy_changed(school.id)
     flash(gettext("Exception granted."), "success")
     return redirect(url_for("dashboard.leader_overview"))
 

@@ -56,9 +56,9 @@ class RoomState:
 def _policy(gateway: Gateway, cache: dict[str, Policy]) -> Policy:
     # The very policy the gateway's long poll hands out (the same cache); `version` is the
     # content hash the agent reports as applied.
-    from ..api.gateways import current_policy
+    from ..policy_cache import cached_policy
     if gateway.id not in cache:
-        cache[gateway.id] = current_policy(gateway.id, gateway.school_id).policy
+        cache[gateway.id] = cached_policy(gateway.id, gateway.school_id).policy
     return cache[gateway.id]
 
 

@@ -11,7 +11,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
 
-from .. import notify
 from ..extensions import db
 from ..models import ExceptionGrant, Lesson, Person, lesson_teachers, utcnow
 from . import bp
@@ -99,7 +98,6 @@ def grant() -> Response | tuple[str, int]:
         db.session.rollback()
         return _render_now(grant_error_text(err), 400)
     db.session.commit()
-    notify.policy_changed(user.school_id)
     flash(gettext("Social media allowed."), "success")
     return redirect(safe_next(request.form.get("next"), url_for("dashboard.now")))
 
@@ -122,7 +120,6 @@ def revoke(exception_id: int) -> Response | tuple[str, int]:
         flash(str(err), "error")
     else:
         db.session.commit()
-        notify.policy_changed(user.school_id)
         flash(gettext("Exception ended: social media is blocked again."), "success")
     return redirect(safe_next(request.form.get("next"), url_for("dashboard.index")))
 

@@ -1,8 +1,9 @@
 """Timetable import (SPEC §4 `lesfocus timetable import`): one parser per format, one writer.
 
 A file is parsed and checked completely before anything is written; the writes then happen in the
-caller's session, which commits (or rolls back on TimetableError). The caller also wakes waiting
-agents (`server.notify.policy_changed`) after its commit.
+caller's session, which commits (or rolls back on TimetableError). The change feed
+(`server/changes.py`) wakes waiting agents after that commit; the writes are bulk statements, so
+`import_timetable_bytes` declares whose they are (`changes.bulk_writes_for`).
 """
 
 from __future__ import annotations
@@ -52,9 +53,11 @@ def import_timetable_bytes(school: School, data: bytes, filename: str, fmt: str 
 
     `window` (iCalendar only) replaces the default expansion window around `now`.
     """
-    from .. import audit
+    from .. import audit, changes
     parsed = parse_timetable(data, filename, fmt, school.timezone, window=window, now=now)
-    report = apply_timetable(db.session, school, parsed)
+    # The one hook for bulk writes: without it the feed would put them down to every school.
+    with changes.bulk_writes_for(db.session, school.id):
+        report = apply_timetable(db.session, school, parsed)
     audit.record("timetable.import", school_id=school.id, actor=actor, object_type="timetable",
                  object_id=parsed.source, file=filename[:200], format=parsed.source,
                  window=describe_window(parsed.window), **report.counts())

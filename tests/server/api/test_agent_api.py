@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, update
 
+from server.app import create_app
 from server.extensions import db
 from server.models import AuditEvent, EnrollmentToken, Gateway, GatewayCounter
 from server.tokens import public_jwk, public_key_pem
@@ -354,7 +355,8 @@ def test_grant_wakes_a_waiting_agent_at_once(app, client, enrolled):
 
 
 @pytest.mark.slow
-def test_change_from_another_process_is_seen_by_the_db_recheck(app, client, enrolled):
+def test_change_from_another_app_is_seen_by_the_change_feed(app, client, enrolled, database_url,
+                                                            tmp_path):
     agent = enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
     start = now_utc() + minutes(60)
     first = client.get("/api/v1/gateways/self/policy", headers=agent.headers()).get_json()
@@ -370,8 +372,16 @@ def test_change_from_another_process_is_seen_by_the_db_recheck(app, client, enro
     thread = threading.Thread(target=poll)
     thread.start()
     time.sleep(0.3)
-    # Written straight to the database without notify: as another server process would.
-    add_lesson(app, "2.14", start, start + minutes(50))
+    # Written by a second app on the same database, as another server process would: seen
+    # through LISTEN/NOTIFY on PostgreSQL and the change marker's recheck on SQLite.
+    other = create_app({"INSTANCE_PATH": str(tmp_path / "other"), "DATABASE_URL": database_url,
+                        "SECRET_KEY": "test-secret-key", "TESTING": True})
+    try:
+        add_lesson(other, "2.14", start, start + minutes(50))
+    finally:
+        with other.app_context():
+            db.session.remove()
+            db.engine.dispose()
     began = time.monotonic()
     thread.join(timeout=15)
     assert result["status"] == 200

@@ -10,7 +10,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from tests.support.dashboard import csrf_token, sign_in
-from server import notify
+from server import changes
 from server.extensions import db
 from server.models import AuditEvent, ExceptionGrant, Gateway, Lesson, School, utcnow
 from lesfocus_policy import status_of
@@ -57,7 +57,7 @@ def test_only_youtube_for_15_minutes_is_granted_audited_and_announced(app: Flask
     sign_in(client, "docent")
     with app.app_context():
         school_id = db.session.scalar(select(School.id).where(School.slug == "test"))
-        before = notify.generation(school_id)
+        before = changes.generation(school_id)
     started = utcnow()
     response = _grant(client, world.own_lesson, "15", ["youtube"], "uitlegvideo")
     assert response.status_code == 302
@@ -65,7 +65,7 @@ def test_only_youtube_for_15_minutes_is_granted_audited_and_announced(app: Flask
     assert grant.services == ["youtube"] and grant.reason == "uitlegvideo"
     assert timedelta(minutes=14) < grant.end - started <= timedelta(minutes=15, seconds=1)
     with app.app_context():
-        assert notify.generation(school_id) == before + 1
+        assert changes.generation(school_id) > before
         assert db.session.scalar(select(AuditEvent).where(
             AuditEvent.action == "exception.grant",
             AuditEvent.object_id == str(grant.id))) is not None

@@ -1,0 +1,508 @@
+"""The one after-commit change feed: "the policy of these schools may have changed".
+
+Nothing at a call site says that a policy changed. SQLAlchemy session events do it once:
+
+- `after_flush` collects the schools a flush can affect (lessons and their rooms, groups and
+  teachers, exceptions, rooms, groups, segments, their CIDRs and rooms, gateways added or removed,
+  a school's blocked services or timezone; a service affects every school) into `session.info`.
+- `do_orm_execute` does the same for bulk `insert()`/`update()`/`delete()` statements run through
+  `Session.execute`, which flush events never see. They are put down to the school named by their
+  `school_id` parameters, else to the school declared with `bulk_writes_for` (the timetable
+  importer declares its school), else to every school.
+- `after_commit` publishes the set; a transaction that ends any other way drops it, and a
+  transaction that changed nothing relevant (a heartbeat, a sign-in) publishes nothing.
+
+Publishing bumps a generation counter per school and wakes the threads waiting on it
+(`generation`, `wait_for_change`), then calls the app's subscribers (`subscribe`).
+
+Other processes (a second `lesfocus serve`, the CLI's `lesfocus timetable import`) learn of a
+change like this:
+
+- PostgreSQL: `before_commit` runs `SELECT pg_notify('lesfocus_policy', ...)` inside the same
+  transaction, so the notification is delivered if and only if the transaction commits
+  (https://www.postgresql.org/docs/current/sql-notify.html). One thread per app listens on its own
+  psycopg connection (`LISTEN lesfocus_policy`) and turns notifications into the same wake-up.
+  After it (re)connects it wakes everything, since notifications sent meanwhile were missed.
+- SQLite (no LISTEN/NOTIFY; the SQLite-only path): a fingerprint of what a school's policies are
+  compiled from ("change marker") is read at most every RECHECK_SECONDS per school, when someone
+  asks for the school's generation and, while agents wait, by one watcher thread. A moved marker
+  counts as a change. Direct edits the marker does not cover are seen only by their own process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Flask, current_app, has_app_context
+from sqlalchemy import Table, event, func, inspect, select, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.orm import Session, UOWTransaction
+
+from .extensions import db
+from .models import (ExceptionGrant, Gateway, Group, Lesson, Room, School, Segment, SegmentCidr,
+                     Service, lesson_groups, lesson_rooms, lesson_teachers, segment_rooms)
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "lesfocus_policy"
+# Stands for every school: a service's domains changed, or notifications may have been missed.
+EVERY_SCHOOL = "*"
+# pg_notify payloads must stay below 8000 bytes; a longer list of schools becomes "every school".
+MAX_PAYLOAD = 7000
+# SQLite path: how often a school's change marker is read at most.
+RECHECK_SECONDS = 2.0
+# PostgreSQL path: how long the first reader waits for LISTEN to be in place, and the listener's
+# longest pause between reconnection attempts.
+LISTEN_READY_SECONDS = 5.0
+RECONNECT_MAX_SECONDS = 10.0
+# How often the listener looks whether it should stop (the latency of `stop`).
+POLL_STOP_SECONDS = 0.2
+
+_PENDING = "lesfocus.changes.pending"
+_BULK_SCHOOL = "lesfocus.changes.bulk_school"
+_EXTENSION = "lesfocus.changes"
+
+SchoolSet = frozenset[int | str]
+Subscriber = Callable[[SchoolSet], None]
+
+# Tables whose rows feed a school's compiled policy, for bulk statements.
+_WATCHED_TABLES: frozenset[str] = frozenset(
+    t.name for t in (Lesson.__table__, ExceptionGrant.__table__, Room.__table__,
+                     Group.__table__, Segment.__table__, SegmentCidr.__table__,
+                     Gateway.__table__, School.__table__, Service.__table__, lesson_rooms,
+                     lesson_groups, lesson_teachers, segment_rooms))  # type: ignore[attr-defined]
+
+
+# --- the feed of one app ----------------------------------------------------------------------
+
+class ChangeFeed:
+    """Generations per school, the threads waiting on them, and the app's subscribers."""
+
+    def __init__(self, app: Flask) -> None:
+        self.app = app
+        self.token = uuid.uuid4().hex[:12]  # tells this feed's own notifications apart
+        self.condition = threading.Condition()
+        self.counts: dict[int, int] = defaultdict(int)
+        self.every = 0  # bumps of every school at once
+        self.subscribers: list[Subscriber] = []
+        url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
+        self.postgres = url.get_backend_name() == "postgresql"
+        self.source: _PostgresListener | _SqliteMarkerPoller = (
+            _PostgresListener(self, url) if self.postgres else _SqliteMarkerPoller(self))
+
+    def generation(self, school_id: int) -> int:
+        """The change counter of `school_id`; pass it to `wait_for_change`."""
+        self.source.before_read(school_id)
+        with self.condition:
+            return self.counts[school_id] + self.every
+
+    def wait_for_change(self, school_id: int, seen: int, timeout: float) -> bool:
+        """Block until the counter of `school_id` moves past `seen` or `timeout` passes."""
+        self.source.before_read(school_id)
+        with self.source.waiting(school_id), self.condition:
+            return self.condition.wait_for(
+                lambda: self.counts[school_id] + self.every != seen, timeout=timeout)
+
+    def publish(self, schools: Iterable[int | str]) -> None:
+        """Bump the generation of `schools` (EVERY_SCHOOL: all), wake waiters, tell subscribers."""
+        changed: SchoolSet = frozenset(schools)
+        if not changed:
+            return
+        with self.condition:
+            if EVERY_SCHOOL in changed:
+                self.every += 1
+            else:
+                for school_id in changed:
+                    self.counts[int(school_id)] += 1
+            self.condition.notify_all()
+        for subscriber in list(self.subscribers):
+            try:
+                subscriber(changed)
+            except Exception:  # noqa: BLE001 - one subscriber must not keep the others unwoken
+                log.exception("change feed: a subscriber failed")
+
+    def stop(self) -> None:
+        """Stop the feed's thread, if it runs (it starts again when needed)."""
+        self.source.stop()
+
+
+def init_app(app: Flask) -> None:
+    """Give `app` its change feed and register the session events (once per process)."""
+    feed = ChangeFeed(app)
+    app.extensions[_EXTENSION] = feed
+    _FEEDS.add(feed)
+    with app.app_context():
+        engine = db.engine
+    # Tests (and the CLI before serving) dispose of the engine when done with an app: the
+    # listener thread goes with it, and starts again if the app is used after all.
+    event.listen(engine, "engine_disposed", lambda _engine: feed.stop())
+    _register_session_events()
+
+
+def feed_of(app: Flask) -> ChangeFeed:
+    """The change feed of `app`."""
+    return app.extensions[_EXTENSION]
+
+
+def generation(school_id: int) -> int:
+    """The current app's change counter of `school_id`; pass it to `wait_for_change`."""
+    return feed_of(current_app).generation(school_id)
+
+
+def wait_for_change(school_id: int, seen: int, timeout: float) -> bool:
+    """Block until the counter of `school_id` moves past `seen` or `timeout` passes; True: moved."""
+    return feed_of(current_app).wait_for_change(school_id, seen, timeout)
+
+
+def subscribe(app: Flask, subscriber: Subscriber) -> None:
+    """Call `subscriber(schools)` after each change published in `app` (local or from elsewhere)."""
+    feed_of(app).subscribers.append(subscriber)
+
+
+@contextmanager
+def bulk_writes_for(session: Session, school_id: int) -> Iterator[None]:
+    """Put bulk statements run in `session` meanwhile down to `school_id` (not every school)."""
+    previous = session.info.get(_BULK_SCHOOL)
+    session.info[_BULK_SCHOOL] = school_id
+    try:
+        yield
+    finally:
+        session.info[_BULK_SCHOOL] = previous
+
+
+_FEEDS: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for feed in list(_FEEDS):
+        feed.stop()
+
+
+# --- collecting what a transaction changed ------------------------------------------------------
+
+def _pending(session: Session) -> set[int | str]:
+    return session.info.setdefault(_PENDING, set())
+
+
+def _changed_attributes(obj: Any, *names: str) -> bool:
+    state = inspect(obj)
+    return any(state.attrs[name].history.has_changes() for name in names)
+
+
+def _segment_school(session: Session, cidr: SegmentCidr) -> int | str:
+    segment = cidr.__dict__.get("segment")  # loaded already: no query
+    if segment is not None:
+        return segment.school_id
+    school_id = session.connection().scalar(
+        select(Segment.school_id).where(Segment.id == cidr.segment_id))
+    return EVERY_SCHOOL if school_id is None else school_id
+
+
+def _schools_of(session: Session, obj: Any, kind: str) -> Iterator[int | str]:
+    """The schools whose policies a flushed object (`kind`: new, dirty, deleted) can affect."""
+    if isinstance(obj, (Lesson, ExceptionGrant, Room, Group, Segment)):
+        yield obj.school_id
+    elif isinstance(obj, SegmentCidr):
+        yield _segment_school(session, obj)
+    elif isinstance(obj, Service):
+        yield EVERY_SCHOOL
+    elif isinstance(obj, School):
+        if kind != "dirty" or _changed_attributes(obj, "blocked_services", "timezone"):
+            yield obj.id
+    elif isinstance(obj, Gateway):
+        # Its heartbeat fields (last contact, applied version) change no policy.
+        if kind != "dirty":
+            yield obj.school_id
+
+
+def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
+    # The new/dirty/deleted lists and attribute histories still show what this flush wrote.
+    found: set[int | str] = set()
+    for obj in session.new:
+        found.update(_schools_of(session, obj, "new"))
+    for obj in session.deleted:
+        found.update(_schools_of(session, obj, "deleted"))
+    for obj in session.dirty:
+        # A collection change (lesson.rooms, segment.rooms) counts as a modification too.
+        if session.is_modified(obj):
+            found.update(_schools_of(session, obj, "dirty"))
+    if found:
+        _pending(session).update(found)
+
+
+def _do_orm_execute(state: Any) -> None:
+    if not (state.is_insert or state.is_update or state.is_delete):
+        return
+    table = getattr(state.statement, "table", None)
+    if not isinstance(table, Table) or table.name not in _WATCHED_TABLES:
+        return
+    session: Session = state.session
+    if table.name == Service.__table__.name:  # type: ignore[attr-defined]
+        _pending(session).add(EVERY_SCHOOL)
+        return
+    rows = state.parameters
+    rows = [rows] if isinstance(rows, dict) else list(rows or ())
+    if rows and all("school_id" in row for row in rows):
+        _pending(session).update(row["school_id"] for row in rows)
+        return
+    declared = session.info.get(_BULK_SCHOOL)
+    _pending(session).add(EVERY_SCHOOL if declared is None else declared)
+
+
+def _payload(feed: ChangeFeed, schools: set[int | str]) -> str:
+    listed = EVERY_SCHOOL if EVERY_SCHOOL in schools else ",".join(
+        str(s) for s in sorted(schools))  # type: ignore[arg-type]
+    if len(listed) > MAX_PAYLOAD:
+        listed = EVERY_SCHOOL
+    return f"{feed.token}:{listed}"
+
+
+def _current_feed() -> ChangeFeed | None:
+    if not has_app_context():
+        return None
+    return current_app.extensions.get(_EXTENSION)
+
+
+def _before_commit(session: Session) -> None:
+    feed = _current_feed()
+    if feed is None or not feed.postgres:
+        return
+    # Commit flushes only after this hook: flush now, so the set of schools is complete.
+    session.flush()
+    schools = session.info.get(_PENDING)
+    if schools:
+        # Part of the transaction: delivered to listeners if and only if it commits.
+        session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                        {"channel": CHANNEL, "payload": _payload(feed, schools)})
+
+
+def _after_commit(session: Session) -> None:
+    schools = session.info.pop(_PENDING, None)
+    feed = _current_feed()
+    if schools and feed is not None:
+        feed.publish(schools)
+
+
+def _after_transaction_end(session: Session, transaction: Any) -> None:
+    # Rolled back, or closed without a commit: what it wrote never happened.
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
+
+
+_registered = False
+
+
+def _register_session_events() -> None:
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    target = db.session
+    event.listen(target, "after_flush", _after_flush)
+    event.listen(target, "do_orm_execute", _do_orm_execute)
+    event.listen(target, "before_commit", _before_commit)
+    event.listen(target, "after_commit", _after_commit)
+    event.listen(target, "after_transaction_end", _after_transaction_end)
+
+
+# --- PostgreSQL: LISTEN/NOTIFY --------------------------------------------------------------------
+
+class _PostgresListener:
+    """One thread on its own psycopg connection: `LISTEN lesfocus_policy`, reconnecting."""
+
+    def __init__(self, feed: ChangeFeed, url: Any) -> None:
+        self.feed = feed
+        # libpq understands the URL without SQLAlchemy's driver suffix ("+psycopg").
+        self.conninfo = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.lock = threading.Lock()
+        self.thread: threading.Thread | None = None
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.ready_by = 0.0
+
+    def before_read(self, school_id: int) -> None:
+        """Start listening on first use; wait (briefly) until LISTEN is in place."""
+        if self.thread is None:
+            with self.lock:
+                if self.thread is None:
+                    self.stopping.clear()
+                    self.ready.clear()
+                    self.ready_by = time.monotonic() + LISTEN_READY_SECONDS
+                    self.thread = threading.Thread(target=self._run, daemon=True,
+                                                   name="lesfocus-change-listener")
+                    self.thread.start()
+        # Until then a change could be missed. The listener's first connect wakes everything
+        # before it sets `ready`, so a reader that waited holds a generation from after it. When
+        # the database cannot be reached, only the first readers wait, and not for long.
+        if not self.ready.is_set():
+            self.ready.wait(max(0.0, self.ready_by - time.monotonic()))
+
+    @contextmanager
+    def waiting(self, school_id: int) -> Iterator[None]:
+        yield
+
+    def stop(self) -> None:
+        """Stop the thread and close its connection."""
+        with self.lock:
+            thread, self.thread = self.thread, None
+            self.stopping.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _run(self) -> None:
+        import psycopg
+        pause = 0.5
+        connected_before = False
+        while not self.stopping.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True,
+                                     application_name="lesfocus change feed") as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    if connected_before:
+                        log.warning("change feed: listening again; waking every school, since "
+                                    "notifications sent meanwhile were missed")
+                    connected_before = True
+                    pause = 0.5
+                    self.feed.publish({EVERY_SCHOOL})
+                    self.ready.set()
+                    while not self.stopping.is_set():
+                        # psycopg keeps notifications that arrive between two calls (backlog).
+                        for notification in conn.notifies(timeout=POLL_STOP_SECONDS):
+                            self._deliver(notification.payload)
+            except psycopg.Error as err:
+                if self.stopping.is_set():
+                    break
+                # The message names host and database at most; the URL (password) is not logged.
+                first_line = (str(err).strip().splitlines() or [""])[0]
+                log.warning("change feed: the LISTEN connection failed (%s: %s); retrying in "
+                            "%.1f s", type(err).__name__, first_line, pause)
+                self.stopping.wait(pause)
+                pause = min(pause * 2, RECONNECT_MAX_SECONDS)
+
+    def _deliver(self, payload: str) -> None:
+        token, _, listed = payload.partition(":")
+        if token == self.feed.token:
+            return  # our own commit, published in this process already
+        schools: set[int | str] = set()
+        for part in listed.split(","):
+            if part.strip().isdigit():
+                schools.add(int(part))
+            elif part.strip():
+                schools = {EVERY_SCHOOL}  # "*" or something unexpected: be conservative
+                break
+        self.feed.publish(schools or {EVERY_SCHOOL})
+
+
+# --- SQLite: polling a change marker ----------------------------------------------------------
+
+def read_marker(connection: Connection, school_id: int) -> tuple[Any, ...]:
+    """A cheap fingerprint of what a school's policies are compiled from (SQLite path)."""
+    def of(*columns: Any, where: Any, join: Any = None) -> Any:
+        query = select(*columns)
+        if join is not None:
+            query = query.select_from(join)
+        return connection.execute(query.where(where)).one()
+
+    segments_of_school = Segment.school_id == school_id
+    return (
+        tuple(of(func.count(ExceptionGrant.id), func.max(ExceptionGrant.id),
+                 func.max(ExceptionGrant.revoked_at), func.max(ExceptionGrant.end),
+                 where=ExceptionGrant.school_id == school_id)),
+        tuple(of(func.count(Lesson.id), func.max(Lesson.updated_at),
+                 where=Lesson.school_id == school_id)),
+        tuple(of(func.count(Segment.id), func.max(Segment.id), where=segments_of_school)),
+        tuple(of(func.count(SegmentCidr.id), func.max(SegmentCidr.id), where=segments_of_school,
+                 join=SegmentCidr.__table__.join(Segment.__table__))),  # type: ignore[attr-defined]
+        tuple(of(func.count(), where=segments_of_school,
+                 join=segment_rooms.join(Segment.__table__))),  # type: ignore[attr-defined]
+        tuple(of(func.count(Room.id), func.max(Room.id), where=Room.school_id == school_id)),
+        tuple(of(func.count(Gateway.id), func.max(Gateway.created_at),
+                 where=Gateway.school_id == school_id)),
+        repr(tuple(of(School.blocked_services, School.timezone, where=School.id == school_id))),
+    )
+
+
+class _SqliteMarkerPoller:
+    """Notices changes written by other processes on SQLite by reading each school's marker.
+
+    A marker is read at most every RECHECK_SECONDS per school, and by one thread at a time (the
+    others go on with the previous value rather than queue for the database). While agents wait,
+    one watcher thread reads the markers of their schools, so the waiters sleep until a change
+    instead of each waking every RECHECK_SECONDS; it ends when nobody waits.
+    """
+
+    def __init__(self, feed: ChangeFeed) -> None:
+        self.feed = feed
+        self.lock = threading.Lock()
+        self.seen: dict[int, tuple[Any, ...]] = {}
+        self.read_at: dict[int, float] = {}
+        self.reading: set[int] = set()
+        self.waiters: dict[int, int] = {}
+        self.thread: threading.Thread | None = None
+
+    def before_read(self, school_id: int) -> None:
+        """Read the school's marker when due; a moved marker publishes a change."""
+        now = time.monotonic()
+        with self.lock:
+            if (now - self.read_at.get(school_id, -1e9) < RECHECK_SECONDS
+                    or school_id in self.reading):
+                return
+            self.reading.add(school_id)
+        try:
+            with db.engine.connect() as connection:
+                marker = read_marker(connection, school_id)
+        finally:
+            with self.lock:
+                self.reading.discard(school_id)
+        with self.lock:
+            self.read_at[school_id] = time.monotonic()
+            before = self.seen.get(school_id)
+            self.seen[school_id] = marker
+        if before is not None and before != marker:
+            self.feed.publish({school_id})
+
+    @contextmanager
+    def waiting(self, school_id: int) -> Iterator[None]:
+        """Count one more agent waiting on `school_id` while inside."""
+        with self.lock:
+            self.waiters[school_id] = self.waiters.get(school_id, 0) + 1
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._watch, daemon=True,
+                                               name="lesfocus-change-watcher")
+                self.thread.start()
+        try:
+            yield
+        finally:
+            with self.lock:
+                left = self.waiters.pop(school_id, 1) - 1
+                if left > 0:
+                    self.waiters[school_id] = left
+
+    def stop(self) -> None:
+        """Nothing to stop: the watcher ends by itself when nobody waits."""
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(RECHECK_SECONDS)
+            with self.lock:
+                schools = list(self.waiters)
+                if not schools:
+                    self.thread = None
+                    return
+            try:
+                with self.feed.app.app_context():
+                    for school_id in schools:
+                        self.before_read(school_id)
+            except Exception:  # noqa: BLE001 - the watcher must outlive a database hiccup
+                log.exception("change feed: reading the change marker failed")
+

@@ -1,0 +1,54 @@
+"""Compiled policies per gateway, kept until the school's change generation or the hour moves.
+
+A compile costs tens of milliseconds; every long poll starts with one and every change wakes all
+of a school's agents, so the result of `server.policy.gateway_policy(gateway)` is kept per
+gateway. It is compiled again when the school's generation in the change feed moves (a write
+anywhere, see `server/changes.py`) or the hour does (the policy window starts on the hour). The
+cached value is opaque here: whatever `gateway_policy` returns is handed back as it is.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+
+from . import changes
+from .extensions import db
+from .models import Gateway, utcnow
+
+_lock = threading.Lock()
+# (database, gateway id) -> (school generation, hour, compiled policy)
+_entries: dict[tuple[str, str], tuple[int, datetime, Any]] = {}
+
+
+class GatewayGone(LookupError):
+    """The gateway asked for was removed."""
+
+
+def cached_policy(gateway_id: str, school_id: int) -> Any:
+    """What `gateway_policy` returns for the gateway, compiled again only after a change.
+
+    GatewayGone when it was removed. The session stays open (a dashboard request goes on using
+    its objects); a long poll gives its connection back itself before it waits.
+    """
+    from .policy import gateway_policy
+    # Read before compiling, so a change during the compile is not hidden by the cache.
+    generation = changes.generation(school_id)
+    hour = utcnow().replace(minute=0, second=0, microsecond=0)
+    key = (current_app.config["SQLALCHEMY_DATABASE_URI"], gateway_id)
+    with _lock:
+        cached = _entries.get(key)
+    if cached is not None and cached[:2] == (generation, hour):
+        return cached[2]
+    gateway = db.session.get(Gateway, gateway_id)
+    if gateway is None:
+        with _lock:
+            _entries.pop(key, None)
+        raise GatewayGone(gateway_id)
+    compiled = gateway_policy(gateway)
+    with _lock:
+        _entries[key] = (generation, hour, compiled)
+    return compiled

@@ -1,0 +1,322 @@
+"""The change feed: which writes bump a school's generation, when, and across processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from tests.support.api import (add_lesson, add_person, add_segment_for, bearer, minutes,
+                               new_gateway, now_utc)
+from tests.support.api import school_id as school_id_of
+
+from server import changes
+from server.extensions import db
+from server.gateways import create_gateway
+from server.grants import grant_exception, revoke_exception
+from server.models import (ExceptionGrant, Gateway, Lesson, Person, Room, School, Segment,
+                           SegmentCidr, Service)
+from server.timetable import import_timetable_bytes
+
+# Waits for a state, never for a speed (docs/testing.md).
+WAIT_SECONDS = 10.0
+
+
+@dataclass
+class World:
+    """A school with a gateway, a segment in room B204, a lesson there and a leader."""
+
+    app: Flask
+    school_id: int
+    other_school_id: int
+    gateway_id: str
+    segment_id: int
+    lesson_id: int
+    leader_id: int
+    grant_id: int
+    now: datetime
+
+
+@pytest.fixture
+def world(app: Flask) -> World:
+    now = now_utc()
+    gateway_id, _token = new_gateway(app, "gw")
+    segment_id = add_segment_for(app, gateway_id, "seg", ["10.1.0.0/24"], ["B204"])
+    lesson_id = add_lesson(app, "B204", now + minutes(60), now + minutes(110))
+    leader_id = add_person(app, "rector", "leader")
+    with app.app_context():
+        leader = db.session.get(Person, leader_id)
+        grant = grant_exception(leader, scope="school", minutes=30, reason="setup", now=now)
+        other = School(slug="other", name="Other", timezone="Europe/Amsterdam", aliases=[])
+        db.session.add_all([other, Room(school_id=school_id_of(app), code="B205")])
+        db.session.commit()
+        grant_id, other_id = grant.id, other.id
+    return World(app, school_id_of(app), other_id, gateway_id, segment_id, lesson_id, leader_id,
+                 grant_id, now)
+
+
+# --- each kind of write ---------------------------------------------------------------------------
+
+def _get(model: type, key: object) -> object:
+    obj = db.session.get(model, key)
+    assert obj is not None
+    return obj
+
+
+def _grant(w: World) -> object:
+    grant_exception(_get(Person, w.leader_id), scope="lesson", lesson=_get(Lesson, w.lesson_id),
+                    minutes=15, now=w.now)
+
+
+def _revoke(w: World) -> object:
+    revoke_exception(_get(Person, w.leader_id), _get(ExceptionGrant, w.grant_id), now=w.now)
+
+
+def _add_lesson(w: World) -> object:
+    room = db.session.scalar(select(Room).where(Room.code == "B204"))
+    db.session.add(Lesson(school_id=w.school_id, start=w.now + minutes(120),
+                          end=w.now + minutes(170), source="manual", source_id="extra",
+                          rooms=[room]))
+
+
+def _move_lesson(w: World) -> object:
+    lesson = _get(Lesson, w.lesson_id)
+    lesson.end = lesson.end + minutes(5)  # type: ignore[attr-defined]
+    return lesson
+
+
+def _cancel_lesson(w: World) -> object:
+    lesson = _get(Lesson, w.lesson_id)
+    lesson.cancelled = True  # type: ignore[attr-defined]
+    return lesson
+
+
+def _delete_lesson(w: World) -> object:
+    db.session.delete(_get(Lesson, w.lesson_id))
+
+
+def _lesson_in_another_room(w: World) -> object:
+    # Only a lesson_rooms row changes.
+    room = db.session.scalar(select(Room).where(Room.code == "B205"))
+    lesson = _get(Lesson, w.lesson_id)
+    lesson.rooms.append(room)  # type: ignore[attr-defined]
+    return lesson
+
+
+def _import_timetable(w: World) -> object:
+    school = _get(School, w.school_id)
+    data = b"date,start,end,room\n2026-11-02,08:30,09:20,B204\n"
+    import_timetable_bytes(school, data, "week.csv", "csv", actor="test")  # type: ignore[arg-type]
+
+
+def _add_cidr(w: World) -> object:
+    # By segment id only: the feed looks the school up itself.
+    db.session.add(SegmentCidr(segment_id=w.segment_id, cidr="10.9.0.0/24"))
+
+
+def _remove_cidr(w: World) -> object:
+    segment = _get(Segment, w.segment_id)
+    segment.cidrs.clear()  # type: ignore[attr-defined]
+    return segment
+
+
+def _room_to_segment(w: World) -> object:
+    room = db.session.scalar(select(Room).where(Room.code == "B205"))
+    segment = _get(Segment, w.segment_id)
+    segment.rooms.append(room)  # type: ignore[attr-defined]
+    return segment
+
+
+def _service_domains(w: World) -> object:
+    service = db.session.scalar(select(Service).order_by(Service.id).limit(1))
+    assert service is not None
+    service.domains = [*service.domains, "new.example"]
+    return service
+
+
+def _blocked_services(w: World) -> object:
+    school = _get(School, w.school_id)
+    school.blocked_services = ["tiktok"]  # type: ignore[attr-defined]
+    return school
+
+
+def _add_gateway(w: World) -> object:
+    create_gateway(_get(School, w.school_id), "gw-2", actor="test")  # type: ignore[arg-type]
+
+
+def _remove_gateway(w: World) -> object:
+    gateway = _get(Gateway, w.gateway_id)
+    for segment in gateway.segments:  # type: ignore[attr-defined]
+        db.session.delete(segment)
+    db.session.delete(gateway)
+    return gateway
+
+
+WRITES: list[tuple[str, Callable[[World], object]]] = [
+    ("grant", _grant), ("revoke", _revoke), ("lesson added", _add_lesson),
+    ("lesson moved", _move_lesson), ("lesson cancelled", _cancel_lesson),
+    ("lesson deleted", _delete_lesson), ("lesson in another room", _lesson_in_another_room),
+    ("timetable import", _import_timetable), ("segment CIDR added", _add_cidr),
+    ("segment CIDRs removed", _remove_cidr), ("room attached to a segment", _room_to_segment),
+    ("service domains", _service_domains), ("school blocked services", _blocked_services),
+    ("gateway added", _add_gateway), ("gateway removed", _remove_gateway),
+]
+
+
+@pytest.mark.parametrize("write", [w for _, w in WRITES], ids=[name for name, _ in WRITES])
+def test_a_write_bumps_the_school_generation_when_it_commits(
+        world: World, write: Callable[[World], object]) -> None:
+    with world.app.app_context():
+        before = changes.generation(world.school_id)
+        touched = write(world)  # noqa: F841 - held: the session keeps changed objects weakly
+        db.session.flush()
+        assert changes.generation(world.school_id) == before  # written, not committed
+        db.session.commit()
+        assert changes.generation(world.school_id) > before
+
+
+@pytest.mark.parametrize("write", [w for _, w in WRITES], ids=[name for name, _ in WRITES])
+def test_a_rolled_back_write_bumps_nothing(world: World,
+                                          write: Callable[[World], object]) -> None:
+    with world.app.app_context():
+        before = changes.generation(world.school_id)
+        touched = write(world)  # noqa: F841 - held: the session keeps changed objects weakly
+        db.session.flush()
+        db.session.rollback()
+        assert changes.generation(world.school_id) == before
+        db.session.commit()  # an empty transaction afterwards publishes nothing left over
+        assert changes.generation(world.school_id) == before
+
+
+def test_a_write_bumps_only_its_own_school_and_a_service_every_school(world: World) -> None:
+    with world.app.app_context():
+        other = changes.generation(world.other_school_id)
+        _grant(world)
+        db.session.commit()
+        assert changes.generation(world.other_school_id) == other
+        _service_domains(world)
+        db.session.commit()
+        assert changes.generation(world.other_school_id) > other
+
+
+def test_heartbeat_sign_in_and_reading_the_audit_log_bump_nothing(
+        world: World, client: FlaskClient, enrolled_agent: object) -> None:
+    with world.app.app_context():
+        before = changes.generation(world.school_id)
+    response = client.post("/api/v1/gateways/self/heartbeat",
+                           headers=enrolled_agent.headers(),  # type: ignore[attr-defined]
+                           json={"policy_version": "v1", "agent_version": "0.1.0"})
+    assert response.status_code == 200, response.get_json()
+    headers = bearer(client, "rector")
+    assert client.get("/api/v1/audit", headers=headers).status_code == 200
+    with world.app.app_context():
+        assert changes.generation(world.school_id) == before
+
+
+@pytest.fixture
+def enrolled_agent(world: World, client: FlaskClient) -> object:
+    """An agent enrolled on a gateway of its own (the world's gateway stays unenrolled)."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from server.tokens import public_jwk
+    from tests.support.api import Agent
+    gateway_id, token = new_gateway(world.app, "gw-agent")
+    segment_id = add_segment_for(world.app, gateway_id, "seg-agent", ["10.2.0.0/24"], ["B204"])
+    key = Ed25519PrivateKey.generate()
+    response = client.post("/api/v1/gateways/enroll",
+                           json={"token": token, "public_key": public_jwk(key.public_key())})
+    assert response.status_code == 201, response.get_json()
+    return Agent(gateway_id, key, [segment_id])
+
+
+# --- other processes (PostgreSQL: LISTEN/NOTIFY) ------------------------------------------------
+
+def _tomorrow_csv(room: str) -> bytes:
+    """A timetable with one lesson in `room` tomorrow at 10:00 school time (inside the window)."""
+    day = (now_utc().astimezone(ZoneInfo("Europe/Amsterdam")) + timedelta(days=1)).date()
+    return f"date,start,end,room\n{day.isoformat()},10:00,10:50,{room}\n".encode()
+
+
+def _import_in_another_process(database_url: str, tmp_path: Path, data: bytes) -> None:
+    path = tmp_path / "timetable.csv"
+    path.write_bytes(data)
+    env = dict(os.environ, LESFOCUS_DATABASE_URL=database_url,
+               LESFOCUS_INSTANCE_PATH=str(tmp_path / "cli-instance"))
+    command = [str(Path(sys.executable).with_name("lesfocus")), "timetable", "import", str(path),
+               "--school", "test"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+postgres_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+@pytest.mark.postgres
+@postgres_only
+def test_an_import_in_another_process_wakes_a_waiter_here(
+        world: World, database_url: str, tmp_path: Path) -> None:
+    woke: dict[str, bool] = {}
+    with world.app.app_context():
+        seen = changes.generation(world.school_id)  # the listener is in place from here on
+
+    def wait() -> None:
+        with world.app.app_context():
+            woke["moved"] = changes.wait_for_change(world.school_id, seen, WAIT_SECONDS)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    _import_in_another_process(database_url, tmp_path, _tomorrow_csv("B204"))
+    waiter.join()
+    assert woke["moved"]
+
+
+@pytest.mark.postgres
+@postgres_only
+def test_a_waiting_agent_gets_the_policy_changed_by_another_process(
+        world: World, client: FlaskClient, enrolled_agent: object, database_url: str,
+        tmp_path: Path) -> None:
+    agent = enrolled_agent
+    first = client.get("/api/v1/gateways/self/policy",
+                       headers=agent.headers()).get_json()  # type: ignore[attr-defined]
+    result: dict[str, object] = {}
+
+    def poll() -> None:
+        with world.app.test_client() as poller:
+            response = poller.get(
+                f"/api/v1/gateways/self/policy?wait={int(WAIT_SECONDS * 2)}",
+                headers={**agent.headers(),  # type: ignore[attr-defined]
+                         "If-None-Match": f'"{first["version"]}"'})
+            result["status"] = response.status_code
+            result["version"] = (response.get_json(silent=True) or {}).get("version")
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    _import_in_another_process(database_url, tmp_path, _tomorrow_csv("B204"))
+    thread.join(timeout=WAIT_SECONDS * 3)
+    assert result == {"status": 200, "version": result["version"]}
+    assert result["version"] != first["version"]
+
+
+@pytest.mark.postgres
+@postgres_only
+def test_the_listener_reconnects_and_wakes_everyone_after_losing_its_connection(
+        world: World, database_url: str) -> None:
+    import sqlalchemy as sa
+    with world.app.app_context():
+        seen = changes.generation(world.school_id)
+        # What a database restart does to the listener: its backend is gone.
+        db.session.execute(sa.text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'lesfocus change feed' AND datname = current_database()"))
+        db.session.commit()
+        assert changes.wait_for_change(world.school_id, seen, WAIT_SECONDS)
