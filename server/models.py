@@ -133,6 +133,8 @@ class Gateway(db.Model):
     enrolled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_contact_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     policy_version_applied: Mapped[str | None] = mapped_column(String(80))
+    # When the server first heard `policy_version_applied` (the agent reports right after applying).
+    policy_applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     agent_version: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

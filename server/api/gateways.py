@@ -35,6 +35,7 @@ def gateway_json(gateway: Gateway) -> dict[str, Any]:
         "id": gateway.id, "name": gateway.name, "enrolled": gateway.public_key_pem is not None,
         "enrolled_at": iso(gateway.enrolled_at), "last_contact_at": iso(gateway.last_contact_at),
         "policy_version_applied": gateway.policy_version_applied,
+        "policy_applied_at": iso(gateway.policy_applied_at),
         "agent_version": gateway.agent_version,
         "segments": [{"id": s.id, "name": s.name} for s in gateway.segments],
     }
@@ -238,9 +239,13 @@ def self_heartbeat() -> Response:
             else:
                 # The agent sends each count once (it clears what the server took), so add.
                 row.count += count
-    gateway.last_contact_at = utcnow()
-    if policy_version is not None:
+    now = utcnow()
+    gateway.last_contact_at = now
+    if policy_version is not None and policy_version != gateway.policy_version_applied:
+        # The agent sends a heartbeat right after applying a new policy, so the first heartbeat
+        # naming a version is when the gateway confirmed it; repeats keep that time.
         gateway.policy_version_applied = policy_version
+        gateway.policy_applied_at = now
     if agent_version is not None:
         gateway.agent_version = agent_version
     db.session.commit()

@@ -140,6 +140,10 @@ def _hm(moment: datetime | None) -> str:
     return format_datetime(moment, "HH:mm") if moment else ""
 
 
+def _hms(moment: datetime | None) -> str:
+    return format_datetime(moment, "HH:mm:ss") if moment else ""
+
+
 def _day(moment: datetime | None) -> str:
     return format_datetime(moment, "EEEE d MMMM") if moment else ""
 
@@ -187,8 +191,8 @@ def init_app(app: Flask) -> None:
     """Template filters and globals used by every page; the session login for API reads."""
     from ..auth import register_user_loader
     register_user_loader(session_person_for_reading)
-    app.jinja_env.filters.update(hm=_hm, day=_day, dayname=_dayname, short_dt=_short_dt, iso=_iso,
-                                 audit_value=_audit_value)
+    app.jinja_env.filters.update(hm=_hm, hms=_hms, day=_day, dayname=_dayname,
+                                 short_dt=_short_dt, iso=_iso, audit_value=_audit_value)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

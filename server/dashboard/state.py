@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from lesfocus_policy import Policy, status_of
 
@@ -14,6 +14,12 @@ from ..models import ExceptionGrant, Gateway, Lesson, Room
 ONLINE_WITHIN = timedelta(minutes=3)
 
 
+# What the dashboard may say about a gateway and the policy the server holds for it now.
+CONFIRMED = "confirmed"  # online, and it reported the current version as applied
+WAITING = "waiting"      # online, but it has not reported the current version (yet)
+OFFLINE = "offline"      # not heard from within ONLINE_WITHIN: nothing it did is known
+
+
 @dataclass
 class GatewayHealth:
     """Whether a gateway is online and runs the policy the server would hand it now."""
@@ -22,6 +28,13 @@ class GatewayHealth:
     online: bool
     current_version: str | None
     up_to_date: bool
+
+    @property
+    def confirmation(self) -> str:
+        """CONFIRMED, WAITING or OFFLINE: whether the gateway confirmed the server's policy."""
+        if not self.online:
+            return OFFLINE
+        return CONFIRMED if self.up_to_date else WAITING
 
 
 @dataclass(frozen=True)
@@ -51,6 +64,60 @@ class RoomState:
     def has_network(self) -> bool:
         """True when at least one segment (so one gateway) serves the room."""
         return bool(self.room.segments)
+
+    @property
+    def allows_something(self) -> bool:
+        """True when at least one service is allowed in the room now."""
+        return any(not s.blocked for s in self.services.values())
+
+    @property
+    def waiting(self) -> bool:
+        """True when a gateway of the room is online but has not confirmed the current policy."""
+        return any(h.confirmation == WAITING for h in self.gateways)
+
+    @property
+    def lines(self) -> list[ServiceLine]:
+        """The per-service states grouped into short lines (see `service_lines`)."""
+        return service_lines(self.services)
+
+
+@dataclass(frozen=True)
+class ServiceLine:
+    """Services that share a state and an end, said the shortest way.
+
+    `everything`: all the room's services; else `services` are the ones meant, or, when `inverse`,
+    the line is about all services except `services` (the shorter list to read).
+    """
+
+    blocked: bool
+    until: datetime | None
+    services: tuple[str, ...] = ()
+    everything: bool = False
+    inverse: bool = False
+
+
+def service_lines(services: dict[str, ServiceState]) -> list[ServiceLine]:
+    """Group services by (blocked, until), one line each: blocked first, the largest group first.
+
+    So the usual case is one line ("all social media until 10:40"), and adjacent lessons with
+    different exceptions read as "all except Instagram until 10:40" plus "Instagram until 09:50".
+    """
+    groups: dict[tuple[bool, datetime | None], list[str]] = {}
+    for service_id, state in services.items():
+        groups.setdefault((state.blocked, state.until), []).append(service_id)
+    far = datetime.max.replace(tzinfo=timezone.utc)
+    ordered = sorted(groups.items(),
+                     key=lambda item: (not item[0][0], -len(item[1]), item[0][1] or far))
+    lines = []
+    for (blocked, until), ids in ordered:
+        others = tuple(s for s in services if s not in ids)
+        if not others:
+            lines.append(ServiceLine(blocked, until, everything=True))
+        elif len(others) < len(ids):
+            lines.append(ServiceLine(blocked, until, others, inverse=True))
+        else:
+            lines.append(ServiceLine(blocked, until, tuple(ids)))
+    return lines
 
 
 def _policy(gateway: Gateway, cache: dict[str, Policy]) -> Policy:

@@ -38,9 +38,11 @@ document.addEventListener("DOMContentLoaded", () => {
     });
   }
   // "Nu": refresh the room's state now and then, but never while the teacher is choosing.
-  const refresh = document.querySelector("[data-refresh]");
-  if (refresh) {
-    const seconds = Number(refresh.dataset.refresh) || 60;
+  // The shortest interval on the page counts: a room waiting for its gateway asks for seconds.
+  const intervals = [...document.querySelectorAll("[data-refresh]")]
+    .map((el) => Number(el.dataset.refresh) || 60);
+  if (intervals.length) {
+    const seconds = Math.max(1, Math.min(...intervals));
     setInterval(() => {
       const busy = document.querySelector("form.grant input:checked")
         || ["INPUT", "TEXTAREA", "SELECT"].includes(document.activeElement?.tagName);

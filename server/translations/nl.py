@@ -76,7 +76,6 @@ NL: dict[str, str | tuple[str, str]] = {
     "again.":
         "Dit formulier is verlopen of kwam niet van deze site (CSRF-controle). Laad de pagina "
         "opnieuw en probeer het nog eens.",
-    "all social media except": "alle sociale media behalve",
     "room %(code)s": "lokaal %(code)s",
     "group %(name)s": "groep %(name)s",
     "lesson": "les",
@@ -178,8 +177,6 @@ NL: dict[str, str | tuple[str, str]] = {
     "Room": "Lokaal",
     "Blocked now": "Nu geblokkeerd",
     "none": "geen",
-    "%(num)d service": ("%(num)d dienst", "%(num)d diensten"),
-    "until %(time)s": "tot %(time)s",
     "policy not applied yet": "beleid nog niet toegepast",
     "up to date": "bijgewerkt",
     "No rooms yet.": "Nog geen lokalen.",
@@ -266,14 +263,31 @@ NL: dict[str, str | tuple[str, str]] = {
     "room": "lokaal",
     "Room %(code)s has no network segment: lesfocus blocks nothing there.":
         "Lokaal %(code)s heeft geen netwerksegment: lesfocus blokkeert daar niets.",
-    "Blocked": "Geblokkeerd",
-    "Social media allowed": "Sociale media toegestaan",
     "Gateway %(name)s is offline": "Gateway %(name)s is offline",
     "last contact %(when)s": "laatste contact %(when)s",
-    "Gateway %(name)s has not applied the latest policy yet":
-        "Gateway %(name)s heeft het nieuwste beleid nog niet toegepast",
-    "Gateway %(name)s online, latest policy applied":
-        "Gateway %(name)s online, nieuwste beleid toegepast",
+    "Waiting for gateway %(name)s: the change is not confirmed yet":
+        "Wacht op gateway %(name)s: de wijziging is nog niet bevestigd",
+    "Allowed, confirmed by the gateway at %(time)s":
+        "Toegestaan, bevestigd door gateway om %(time)s",
+    "Blocked, confirmed by the gateway at %(time)s":
+        "Geblokkeerd, bevestigd door gateway om %(time)s",
+    "Allowed, confirmed by the gateway": "Toegestaan, bevestigd door gateway",
+    "Blocked, confirmed by the gateway": "Geblokkeerd, bevestigd door gateway",
+    "Room %(code)s": "Lokaal %(code)s",
+    "All social media blocked until %(time)s": "Alle sociale media geblokkeerd tot %(time)s",
+    "All social media blocked": "Alle sociale media geblokkeerd",
+    "All except %(names)s blocked until %(time)s":
+        "Alle behalve %(names)s geblokkeerd tot %(time)s",
+    "All except %(names)s blocked": "Alle behalve %(names)s geblokkeerd",
+    "%(names)s blocked until %(time)s": "%(names)s geblokkeerd tot %(time)s",
+    "%(names)s blocked": "%(names)s geblokkeerd",
+    "All social media allowed until %(time)s": "Alle sociale media toegestaan tot %(time)s",
+    "All social media allowed": "Alle sociale media toegestaan",
+    "All except %(names)s allowed until %(time)s":
+        "Alle behalve %(names)s toegestaan tot %(time)s",
+    "All except %(names)s allowed": "Alle behalve %(names)s toegestaan",
+    "%(names)s allowed until %(time)s": "%(names)s toegestaan tot %(time)s",
+    "%(names)s allowed": "%(names)s toegestaan",
     "Allowed now": "Nu toegestaan",
     "Allow which services?": "Welke diensten toestaan?",
     "e.g. video for the assignment": "bijv. video voor de opdracht",

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 20:28:58.789897
+Create Date: 2026-12-01 13:53:52.099100
 
 """
 from alembic import op
@@ -56,6 +56,7 @@ def upgrade():
     sa.Column('enrolled_at', server.models.UTCDateTime(), nullable=True),
     sa.Column('last_contact_at', server.models.UTCDateTime(), nullable=True),
     sa.Column('policy_version_applied', sa.String(length=80), nullable=True),
+    sa.Column('policy_applied_at', server.models.UTCDateTime(), nullable=True),
     sa.Column('agent_version', sa.String(length=40), nullable=True),
     sa.Column('created_at', server.models.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['school_id'], ['schools.id'], name=op.f('fk_gateways_school_id_schools'), ondelete='CASCADE'),

@@ -414,6 +414,31 @@ def test_heartbeat_records_state_and_adds_counters(app, client, enrolled):
     assert rows == {("tiktok", 6), ("instagram", 2)}
 
 
+def test_policy_applied_at_is_set_by_the_heartbeat_that_first_reports_a_version(
+        app, client, enrolled, monkeypatch):
+    import server.api.gateways as gateways_api
+    agent = enrolled("gw", cidrs=["10.1.0.0/24"])
+    add_person(app, "it", "it_admin")
+    start = now_utc().replace(microsecond=0)
+    beats = [("v1", start), ("v1", start + minutes(1)), (None, start + minutes(2)),
+             ("v2", start + minutes(3)), ("v2", start + minutes(4))]
+    applied_at = []
+    for version, server_time in beats:
+        monkeypatch.setattr(gateways_api, "utcnow", lambda at=server_time: at)
+        body = {"agent_version": "2.0.0"} | ({"policy_version": version} if version else {})
+        response = client.post("/api/v1/gateways/self/heartbeat", headers=agent.headers(),
+                               json=body)
+        assert response.status_code == 200, response.get_json()
+        with app.app_context():
+            gateway = db.session.get(Gateway, agent.gateway_id)
+            assert gateway.last_contact_at == server_time
+            applied_at.append(gateway.policy_applied_at)
+    assert applied_at == [start, start, start, start + minutes(3), start + minutes(3)]
+    (listed,) = client.get("/api/v1/gateways", headers=bearer(client, "it")).get_json()["gateways"]
+    assert listed["policy_version_applied"] == "v2"
+    assert listed["policy_applied_at"] == (start + minutes(3)).isoformat().replace("+00:00", "Z")
+
+
 def test_heartbeat_skips_counters_of_other_gateways_and_unknown_services(app, client, enrolled):
     agent = enrolled("gw-a", cidrs=["10.1.0.0/24"])
     other = enrolled("gw-b", cidrs=["10.2.0.0/24"])

@@ -3,18 +3,30 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import select
 
+from tests.support.api import Agent
 from tests.support.dashboard import csrf_token, sign_in
 from server import changes
+from server.dashboard.state import ServiceLine, ServiceState, service_lines
 from server.extensions import db
+from server.gateways import issue_enrollment_token
 from server.models import AuditEvent, ExceptionGrant, Gateway, Lesson, School, utcnow
+from server.tokens import public_jwk
 from lesfocus_policy import status_of
 from server.policy import compile_policy, load_policy_inputs
+
+ZONE = ZoneInfo("Europe/Amsterdam")  # the test school's timezone
+
+
+def _local(moment: datetime, fmt: str = "%H:%M") -> str:
+    return moment.astimezone(ZONE).strftime(fmt)
 
 
 def _grant(client, lesson_id: int, duration: str, services=(), reason: str = ""):
@@ -35,21 +47,134 @@ def test_now_page_shows_running_lesson_and_what_the_policy_blocks(app: Flask, wo
     sign_in(client, "docent")
     page = client.get("/nu").get_data(as_text=True)
     assert "vak0" in page and "2.14" in page and "3havo-b" in page
-    assert "Geblokkeerd" in page and "alle sociale media" in page
+    with app.app_context():
+        end = db.session.get(Lesson, world.own_lesson).end
+    assert f"Alle sociale media geblokkeerd tot {_local(end)}" in page
     assert "Gateway gw-1 is offline" in page  # never contacted
 
 
-def test_now_page_shows_gateway_online_with_latest_policy(app: Flask, world) -> None:
+def _enrol(app: Flask, client, gateway_id: str) -> Agent:
+    """Enrol the world's gateway as its agent would, so the test can poll and send heartbeats."""
     with app.app_context():
-        gateway = db.session.get(Gateway, world.gateway)
-        policy = compile_policy(load_policy_inputs(gateway, utcnow()))
-        gateway.last_contact_at = utcnow()
-        gateway.policy_version_applied = policy.version
+        token = issue_enrollment_token(db.session.get(Gateway, gateway_id), actor="pytest")
         db.session.commit()
+    key = Ed25519PrivateKey.generate()
+    response = client.post("/api/v1/gateways/enroll",
+                           json={"token": token, "public_key": public_jwk(key.public_key())})
+    assert response.status_code == 201, response.get_json()
+    return Agent(gateway_id, key, [])
+
+
+def _apply_policy(client, agent: Agent, monkeypatch, at: datetime | None = None) -> str:
+    """What the agent does: fetch the current policy, apply it, send a heartbeat (at `at`)."""
+    import server.api.gateways as gateways_api
+    version = client.get("/api/v1/gateways/self/policy?format=2",
+                         headers=agent.headers()).get_json()["version"]
+    if at is not None:
+        monkeypatch.setattr(gateways_api, "utcnow", lambda: at)
+    response = client.post("/api/v1/gateways/self/heartbeat", headers=agent.headers(),
+                           json={"policy_version": version, "agent_version": "2.0.0"})
+    assert response.status_code == 200, response.get_json()
+    monkeypatch.undo()
+    return version
+
+
+def test_gateway_that_applied_the_current_policy_confirms_it_with_its_time(
+        app: Flask, world, monkeypatch) -> None:
+    client = app.test_client()
+    agent = _enrol(app, client, world.gateway)
+    applied = utcnow().replace(microsecond=250_000) - timedelta(seconds=17)
+    _apply_policy(client, agent, monkeypatch, at=applied)
+    sign_in(client, "docent")
+    page = client.get("/nu").get_data(as_text=True)
+    assert _local(applied, "%H:%M:%S") != applied.strftime("%H:%M:%S")  # shown in school time
+    assert f"Geblokkeerd, bevestigd door gateway om {_local(applied, '%H:%M:%S')}" in page
+    assert "Wacht op gateway" not in page and 'data-refresh="3"' not in page
+
+
+def test_after_a_grant_the_page_waits_for_the_gateway_until_it_confirms(
+        app: Flask, world, monkeypatch) -> None:
+    client = app.test_client()
+    agent = _enrol(app, client, world.gateway)
+    _apply_policy(client, agent, monkeypatch)
+    sign_in(client, "docent")
+    assert _grant(client, world.own_lesson, "15", ["youtube"]).status_code == 302
+    # The server has the change; the gateway has not reported it: say so, and look again soon.
+    page = client.get("/nu").get_data(as_text=True)
+    assert "Wacht op gateway gw-1: de wijziging is nog niet bevestigd" in page
+    assert "bevestigd door gateway om" not in page
+    assert re.search(r'class="state [a-z]+" role="status" data-refresh="3"', page)
+    applied = utcnow().replace(microsecond=0)
+    _apply_policy(client, agent, monkeypatch, at=applied)
+    page = client.get("/nu").get_data(as_text=True)
+    assert f"Toegestaan, bevestigd door gateway om {_local(applied, '%H:%M:%S')}" in page
+    assert "Wacht op gateway" not in page and 'data-refresh="3"' not in page
+
+
+def test_gateway_not_heard_from_recently_is_offline_with_its_last_contact(
+        app: Flask, world, monkeypatch) -> None:
+    client = app.test_client()
+    agent = _enrol(app, client, world.gateway)
+    last = utcnow() - timedelta(minutes=10)
+    _apply_policy(client, agent, monkeypatch, at=last)  # the current version, but long ago
+    sign_in(client, "docent")
+    page = client.get("/nu").get_data(as_text=True)
+    assert "Gateway gw-1 is offline (laatste contact" in page and _local(last) in page
+    assert "bevestigd door gateway" not in page and "Wacht op gateway" not in page
+    assert 'data-refresh="3"' not in page  # an offline gateway is not waited for
+
+
+def test_adjacent_lessons_show_each_services_own_end(app: Flask, world) -> None:
+    # Lesson A (running, the fixture's) is followed at once by lesson B in the same room, in
+    # which Instagram is allowed: Instagram is blocked until A ends, the rest until B ends.
+    with app.app_context():
+        a = db.session.get(Lesson, world.own_lesson)
+        b = Lesson(school_id=a.school_id, start=a.end, end=a.end + timedelta(minutes=50),
+                   subject="vak-b", source="manual", source_id="l-b", rooms=list(a.rooms),
+                   groups=list(a.groups), teachers=list(a.teachers))
+        db.session.add(b)
+        db.session.flush()
+        db.session.add(ExceptionGrant(school_id=a.school_id, scope="lesson", lesson_id=b.id,
+                                      services=["instagram"], start=b.start, end=b.end,
+                                      reason="", granted_by_id=world.people["docent"]))
+        db.session.commit()
+        a_end, b_end = a.end, b.end
     client = app.test_client()
     sign_in(client, "docent")
-    assert "Gateway gw-1 online, nieuwste beleid toegepast" in client.get("/nu").get_data(
-        as_text=True)
+    page = client.get("/nu").get_data(as_text=True)
+    lines = re.findall(r'<li class="(blocked|open)">([^<]*)</li>', page)
+    assert lines == [("blocked", f"Alle behalve Instagram geblokkeerd tot {_local(b_end)}"),
+                     ("blocked", f"Instagram geblokkeerd tot {_local(a_end)}")]
+
+
+def _s(blocked: bool, minute: int | None) -> ServiceState:
+    base = datetime(2026, 11, 23, 9, 0, tzinfo=ZONE)
+    return ServiceState(blocked, None if minute is None else base + timedelta(minutes=minute))
+
+
+@pytest.mark.parametrize("services, expected", [
+    # the usual case: one line
+    ({"a": _s(True, 40), "b": _s(True, 40), "c": _s(True, 40)},
+     [ServiceLine(True, _s(True, 40).until, everything=True)]),
+    # one allowed: "all except a" is the shorter way to name the blocked ones
+    ({"a": _s(False, 15), "b": _s(True, 40), "c": _s(True, 40)},
+     [ServiceLine(True, _s(True, 40).until, ("a",), inverse=True),
+      ServiceLine(False, _s(True, 15).until, ("a",))]),
+    # two of four allowed: name them both ways, no "except"
+    ({"a": _s(False, 15), "b": _s(False, 15), "c": _s(True, 40), "d": _s(True, 40)},
+     [ServiceLine(True, _s(True, 40).until, ("c", "d")),
+      ServiceLine(False, _s(True, 15).until, ("a", "b"))]),
+    # blocked with different ends: the larger group first
+    ({"a": _s(True, 50), "b": _s(True, 100), "c": _s(True, 100)},
+     [ServiceLine(True, _s(True, 100).until, ("a",), inverse=True),
+      ServiceLine(True, _s(True, 50).until, ("a",))]),
+    # all allowed, no block ahead
+    ({"a": _s(False, None), "b": _s(False, None)},
+     [ServiceLine(False, None, everything=True)]),
+    ({}, []),
+])
+def test_service_lines_group_services_that_share_state_and_end(services, expected) -> None:
+    assert service_lines(services) == expected
 
 
 def test_only_youtube_for_15_minutes_is_granted_audited_and_announced(app: Flask, world) -> None:
@@ -76,7 +201,10 @@ def test_only_youtube_for_15_minutes_is_granted_audited_and_announced(app: Flask
         assert "youtube" not in blocked and "tiktok" in blocked
     page = client.get("/nu").get_data(as_text=True)
     assert "Nu toegestaan" in page and 'data-end="' in page
-    assert re.search(r"alle sociale media behalve\s*<span class=\"tag\">YouTube<", page)
+    with app.app_context():
+        lesson_end = db.session.get(Lesson, world.own_lesson).end
+    assert f"Alle behalve YouTube geblokkeerd tot {_local(lesson_end)}" in page
+    assert f"YouTube toegestaan tot {_local(grant.end)}" in page
 
 
 def test_rest_of_the_lesson_ends_with_the_lesson(app: Flask, world) -> None:
