@@ -58,7 +58,7 @@ def test_grant_to_first_allowed_connection_at_scale(tmp_path: Path, classrooms: 
     world = World(tmp_path, classrooms=classrooms).open()
     try:
         _learn(world, LEARNED)
-        start, _end = world.lesson(starts_in=1, length=600, room="1.02")
+        start, _end = world.lesson(starts_in=1, length=600, room="1.01")
         world.sleep_until(start + timedelta(seconds=1))
         token = world.server.login()
         world.wait("tiktok to be blocked", lambda: world.blocked(), 15, every=0.05)
@@ -67,7 +67,7 @@ def test_grant_to_first_allowed_connection_at_scale(tmp_path: Path, classrooms: 
             mark = len(world.log_text())
             t0 = time.monotonic()
             status, body = world.server.api("POST", "/api/v1/exceptions", {
-                "scope": "room", "room": "1.02", "services": ["tiktok"], "minutes": 5}, token)
+                "scope": "room", "room": "1.01", "services": ["tiktok"], "minutes": 5}, token)
             assert status == 201, body
             world.wait("tiktok to open", lambda: world.opened(), 15, every=0.01)
             latencies.append(time.monotonic() - t0)
