@@ -36,6 +36,7 @@ import logging
 import os
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -537,9 +538,17 @@ class NftablesEnforcer:
         if new:
             log.info("blocks began: %s", ", ".join(f"segment {s}: {v}" for s, v in sorted(new)))
         if new and self.cut_on_apply:
-            for seg_id in sorted({s for s, _ in new}):
-                services = [v for s, v in new if s == seg_id]
-                self.cut_flows(self._segments.get(seg_id, ()), self.addresses_of(services))
+            # One cut per distinct set of newly blocked services, for all the segments that
+            # share it: at the bell every classroom starts the same block at once, and a cut
+            # per segment read the address sets and the conntrack table a thousand times.
+            services_of: dict[int, set[str]] = defaultdict(set)
+            for seg_id, service in new:
+                services_of[seg_id].add(service)
+            segments_of: dict[frozenset[str], list[str]] = defaultdict(list)
+            for seg_id in sorted(services_of):
+                segments_of[frozenset(services_of[seg_id])].extend(self._segments.get(seg_id, ()))
+            for services, cidrs in segments_of.items():
+                self.cut_flows(cidrs, self.addresses_of(sorted(services)))
 
     def learn(self, service_id: str, addresses: Iterable[str], ttl: int) -> None:
         """Add addresses to the service's sets; a known address is refreshed only when due."""

@@ -655,3 +655,17 @@ def test_counters_survive_their_element_being_replaced_and_deleted(lab: GatewayL
     queries = [c for c in commands if c.startswith("list")]
     assert queries and all(c.startswith("list set inet lesfocus src") for c in queries)
     assert not any("list table" in c or "addr" in c for c in commands)
+
+
+@pytest.mark.parametrize("networks, calls", [(2, 4), (8, 16), (9, 4), (1000, 4)])
+def test_dns_flows_are_forgotten_in_a_bounded_number_of_conntrack_calls(
+        monkeypatch: pytest.MonkeyPatch, networks: int, calls: int) -> None:
+    import agent.conntrack as conntrack
+    made: list[list[str]] = []
+    monkeypatch.setattr(conntrack.shutil, "which", lambda name: "/usr/sbin/conntrack")
+    monkeypatch.setattr(conntrack.subprocess, "run", lambda argv, **kw: made.append(argv))
+    cidrs = [f"10.{160 + i // 256}.{i % 256}.0/24" for i in range(networks)]
+    assert conntrack.forget_dns_flows(cidrs) == calls == len(made)
+    assert all(argv[:2] == ["conntrack", "-D"] and "--orig-port-dst" in argv for argv in made)
+    if networks <= conntrack.MAX_NETWORKS_ONE_BY_ONE:
+        assert {argv[argv.index("-s") + 1] for argv in made} == {c.split("/")[0] for c in cidrs}

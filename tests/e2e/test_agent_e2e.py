@@ -275,7 +275,7 @@ def test_bad_policies_are_refused_and_the_last_valid_one_stays_in_force(world: W
         assert not leaked(world.fetch(TIKTOK, "tiktok.com"))
         log = world.log_text()
         for reason in ("not JSON", "not a compact JWS", "Signature verification failed", "expired",
-                       "Audience doesn't match", "end is not after start", "not EdDSA"):
+                       "is not this gateway", "end is not after start", "not EdDSA"):
             assert reason in log, reason
     finally:
         evil.close()
