@@ -361,6 +361,11 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
 class PolicyTooLarge(ValueError):
     """A gateway's signed policy would exceed the documented maximum the agents read."""
 
+    def __init__(self, message: str, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
 
 class SignedPolicy:
     """A gateway's compiled policy and its signed documents, one per format, signed when asked.
@@ -389,7 +394,8 @@ class SignedPolicy:
                     f"the policy of gateway {self.policy.gateway_id} is {len(token)} bytes in "
                     f"format {fmt}, more than the {MAX_POLICY_BYTES} bytes agents read "
                     f"({len(self.policy.segments)} segments): split the gateway's segments "
-                    "over more gateways or shorten LESFOCUS_POLICY_HORIZON_DAYS")
+                    "over more gateways or shorten LESFOCUS_POLICY_HORIZON_DAYS",
+                    len(token), MAX_POLICY_BYTES)
             self._tokens[fmt] = token
         return token
 

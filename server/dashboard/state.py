@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from lesfocus_policy import Policy, status_of
 
 from ..models import ExceptionGrant, Gateway, Lesson, Room
+from ..policy import PolicyTooLarge, SignedPolicy
 
 # A gateway that has not been heard from for this long is shown as offline (agents poll and send a
 # heartbeat far more often than this).
@@ -28,6 +29,8 @@ class GatewayHealth:
     online: bool
     current_version: str | None
     up_to_date: bool
+    # Set when the server cannot send the gateway its policy: (size, limit) in bytes.
+    too_large: tuple[int, int] | None = None
 
     @property
     def confirmation(self) -> str:
@@ -120,22 +123,32 @@ def service_lines(services: dict[str, ServiceState]) -> list[ServiceLine]:
     return lines
 
 
-def _policy(gateway: Gateway, cache: dict[str, Policy]) -> Policy:
+def _signed(gateway: Gateway, cache: dict[str, SignedPolicy]) -> SignedPolicy:
     # The very policy the gateway's long poll hands out (the same cache); `version` is the
     # content hash the agent reports as applied.
     from ..policy_cache import cached_policy
     if gateway.id not in cache:
-        cache[gateway.id] = cached_policy(gateway.id, gateway.school_id).policy
+        cache[gateway.id] = cached_policy(gateway.id, gateway.school_id)
     return cache[gateway.id]
 
 
+def _policy(gateway: Gateway, cache: dict[str, SignedPolicy]) -> Policy:
+    return _signed(gateway, cache).policy
+
+
 def gateway_health(gateway: Gateway, now: datetime,
-                   cache: dict[str, Policy] | None = None) -> GatewayHealth:
+                   cache: dict[str, SignedPolicy] | None = None) -> GatewayHealth:
     """Online (recent contact) and up to date (applied the current policy version)."""
-    version = _policy(gateway, {} if cache is None else cache).version
+    signed = _signed(gateway, {} if cache is None else cache)
     online = gateway.last_contact_at is not None and now - gateway.last_contact_at <= ONLINE_WITHIN
-    return GatewayHealth(gateway=gateway, online=online, current_version=version,
-                         up_to_date=gateway.policy_version_applied == version)
+    too_large = None
+    try:
+        signed.token()  # signed once per version; the long poll hands out the same one
+    except PolicyTooLarge as err:
+        too_large = (err.size, err.limit)
+    return GatewayHealth(gateway=gateway, online=online, current_version=signed.version,
+                         up_to_date=gateway.policy_version_applied == signed.version,
+                         too_large=too_large)
 
 
 def _merge(a: ServiceState | None, b: ServiceState) -> ServiceState:
@@ -151,7 +164,7 @@ def _merge(a: ServiceState | None, b: ServiceState) -> ServiceState:
 
 def room_states(rooms: list[Room], now: datetime) -> list[RoomState]:
     """The state of each room at `now`: per service blocked or allowed and until when."""
-    cache: dict[str, Policy] = {}
+    cache: dict[str, SignedPolicy] = {}
     states = []
     for room in rooms:
         state = RoomState(room=room)

@@ -136,6 +136,11 @@ NL: dict[str, str | tuple[str, str]] = {
     "Policy applied": "Toegepast beleid",
     "latest": "nieuwste",
     "latest is %(v)s": "nieuwste is %(v)s",
+    "Policy too large": "Beleid te groot",
+    "Too large to send: the policy is %(size)s KiB, agents read at most %(limit)s KiB. Split the "
+    "segments over more gateways or shorten the policy horizon.":
+        "Te groot om te versturen: het beleid is %(size)s KiB, agents lezen hoogstens %(limit)s "
+        "KiB. Verdeel de segmenten over meer gateways of maak de beleidshorizon korter.",
     "New enrolment token": "Nieuw aanmeldtoken",
     "rooms": "lokalen",
     "%(num)d blocked attempt": ("%(num)d geblokkeerde poging", "%(num)d geblokkeerde pogingen"),

@@ -182,6 +182,20 @@ def test_gateway_page_shows_counters_per_service(app: Flask, world) -> None:
     assert re.search(r"TikTok</td><td class=\"num\">42<", page)
 
 
+def test_a_policy_too_large_to_send_is_shown_to_it_with_what_to_do(app: Flask, world,
+                                                                   monkeypatch) -> None:
+    import server.policy
+    monkeypatch.setattr(server.policy, "MAX_POLICY_BYTES", 1024)
+    client = _signed_in(app, "ict")
+    listing = client.get("/it/gateways").get_data(as_text=True)
+    assert "Beleid te groot" in listing
+    page = client.get(f"/it/gateways/{world.gateway}").get_data(as_text=True)
+    assert re.search(r"het beleid is \d+ KiB, agents lezen hoogstens 1 KiB", page)
+    assert "Verdeel de segmenten over meer gateways" in page
+    monkeypatch.undo()
+    assert "Beleid te groot" not in client.get("/it/gateways").get_data(as_text=True)
+
+
 def test_broken_timetable_upload_shows_the_error_with_its_line_and_imports_nothing(
         app: Flask, world) -> None:
     client = _signed_in(app, "ict")
