@@ -97,6 +97,8 @@ class ServiceLine:
     services: tuple[str, ...] = ()
     everything: bool = False
     inverse: bool = False
+    # The service ids the line is about, whatever way it says them (for scripts and tests).
+    covers: tuple[str, ...] = field(default=(), compare=False)
 
 
 def service_lines(services: dict[str, ServiceState]) -> list[ServiceLine]:
@@ -114,12 +116,13 @@ def service_lines(services: dict[str, ServiceState]) -> list[ServiceLine]:
     lines = []
     for (blocked, until), ids in ordered:
         others = tuple(s for s in services if s not in ids)
+        covers = tuple(sorted(ids))
         if not others:
-            lines.append(ServiceLine(blocked, until, everything=True))
+            lines.append(ServiceLine(blocked, until, everything=True, covers=covers))
         elif len(others) < len(ids):
-            lines.append(ServiceLine(blocked, until, others, inverse=True))
+            lines.append(ServiceLine(blocked, until, others, inverse=True, covers=covers))
         else:
-            lines.append(ServiceLine(blocked, until, tuple(ids)))
+            lines.append(ServiceLine(blocked, until, tuple(ids), covers=covers))
     return lines
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -142,9 +142,14 @@ def test_adjacent_lessons_show_each_services_own_end(app: Flask, world) -> None:
     client = app.test_client()
     sign_in(client, "docent")
     page = client.get("/nu").get_data(as_text=True)
-    lines = re.findall(r'<li class="(blocked|open)">([^<]*)</li>', page)
+    lines = re.findall(r'<li class="(blocked|open)"[^>]*>([^<]*)</li>', page)
     assert lines == [("blocked", f"Alle behalve Instagram geblokkeerd tot {_local(b_end)}"),
                      ("blocked", f"Instagram geblokkeerd tot {_local(a_end)}")]
+    # The same, for scripts: the service ids of each line and its end.
+    data = re.findall(r'data-services="([^"]*)"\s+data-until="([^"]*)"', page)
+    assert [(set(ids.split()), until) for ids, until in data][1] == (
+        {"instagram"}, a_end.astimezone(timezone.utc).isoformat())
+    assert "instagram" not in data[0][0] and "tiktok" in data[0][0].split()
 
 
 def _s(blocked: bool, minute: int | None) -> ServiceState:
