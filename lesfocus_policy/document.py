@@ -32,7 +32,7 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
@@ -310,6 +310,18 @@ class _Masks(dict[int, frozenset[str]]):
         return value
 
 
+def _segment_heads(raw_segments: list[Any]) -> Iterator[tuple[str, dict[str, Any], int, str]]:
+    """Each segment's place, body, id and name; ValueError for a bad or repeated id."""
+    seen: set[int] = set()
+    for n, body in enumerate(raw_segments):
+        where = f"segments[{n}]"
+        sid, name = _ids(body, where)
+        if sid in seen:
+            raise ValueError(f"{where}.id: segment {sid} appears twice")
+        seen.add(sid)
+        yield where, body, sid, name
+
+
 def _blocks_v2(packed: Any, where: str, window: tuple[int, int], masks: _Masks,
                instants: _Instants) -> tuple[Block, ...]:
     packed = _list(packed, f"{where}.b")
@@ -378,7 +390,6 @@ def parse_claims(claims: Any, previous: Policy | None = None) -> Policy:
     instants = _Instants()
     raw_segments = _list(claims.get("segments"), "segments")
     segments: list[PolicySegment] = []
-    seen_ids: set[int] = set()
     if major == 2:
         raw_window = _list(claims.get("window"), "window")
         if len(raw_window) != 2:
@@ -394,12 +405,7 @@ def parse_claims(claims: Any, previous: Policy | None = None) -> Policy:
         if previous is not None and previous.format.startswith("2.") \
                 and sorted(previous.services) == order:
             reusable = {s.id: s for s in previous.segments}
-        for n, body in enumerate(raw_segments):
-            where = f"segments[{n}]"
-            sid, name = _ids(body, where)
-            if sid in seen_ids:
-                raise ValueError(f"{where}.id: segment {sid} appears twice")
-            seen_ids.add(sid)
+        for where, body, sid, name in _segment_heads(raw_segments):
             old = reusable.get(sid)
             if old is not None and old.__dict__.get("_encoded") == (
                     name, body.get("cidrs"), body.get("b"), window):
@@ -420,12 +426,7 @@ def parse_claims(claims: Any, previous: Policy | None = None) -> Policy:
                             _utc(raw_window.get("end"), "window.end"))
             if window_times[1] < window_times[0]:
                 raise ValueError("window: end before start")
-        for n, body in enumerate(raw_segments):
-            where = f"segments[{n}]"
-            sid, name = _ids(body, where)
-            if sid in seen_ids:
-                raise ValueError(f"{where}.id: segment {sid} appears twice")
-            seen_ids.add(sid)
+        for where, body, sid, name in _segment_heads(raw_segments):
             segments.append(PolicySegment(id=sid, name=name, cidrs=_cidrs(body.get("cidrs"), where),
                                           blocks=_blocks_v1(body.get("blocks"), where, services)))
     _check_disjoint_networks(segments)

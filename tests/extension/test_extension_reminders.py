@@ -4,7 +4,7 @@ ETag and the bundled fallback; the lesson-time banner; snooze and only-on-findin
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -214,73 +214,58 @@ def test_bundled_texts_when_the_server_has_none_or_is_unreachable(
     assert articles_for(page, fake_internet, "hallo") == ["A2", "A3"]
 
 
+NO_LESSON = {"in_lesson": False, "blocked_services": [], "until": None, "exception": None}
+
+
+@pytest.fixture
+def lesson_status(fake_internet: FakeInternet) -> Iterator[Callable[..., None]]:
+    """Set the fake server's lesson status for a test; back to "no lesson" afterwards."""
+
+    def set_status(**fields: Any) -> None:
+        fake_internet.lesson_status = {**NO_LESSON, **fields}
+
+    yield set_status
+    set_status()
+
+
 def test_lesson_banner_on_a_blocked_social_site_only(
-    page: Any, fake_internet: FakeInternet
+    page: Any, fake_internet: FakeInternet, lesson_status: Callable[..., None]
 ) -> None:
-    fake_internet.lesson_status = {
-        "in_lesson": True,
-        "blocked_services": ["twitter", "instagram"],
-        "until": "2030-01-01T10:30:00Z",
-        "exception": None,
-    }
-    try:
-        set_options(page.context, serverUrl=SERVER)
-        page.goto(fake_internet.url("x"))
-        banner = page.locator('lesfocus-lesson-banner [role="status"]')
-        banner.wait_for(state="visible", timeout=5000)
-        assert "A4" in banner.inner_text()
-        assert "docent" in banner.inner_text()
-        page.goto(fake_internet.url("youtube"))
-        page.wait_for_timeout(500)
-        assert page.locator("lesfocus-lesson-banner").count() == 0
-        fake_internet.lesson_status = {
-            "in_lesson": False,
-            "blocked_services": [],
-            "until": None,
-            "exception": None,
-        }
-        set_options(page.context, serverUrl=SERVER)
-        page.goto(fake_internet.url("x"))
-        page.wait_for_timeout(500)
-        assert page.locator("lesfocus-lesson-banner").count() == 0
-    finally:
-        fake_internet.lesson_status = {
-            "in_lesson": False,
-            "blocked_services": [],
-            "until": None,
-            "exception": None,
-        }
+    lesson_status(in_lesson=True, blocked_services=["twitter", "instagram"],
+                  until="2030-01-01T10:30:00Z")
+    set_options(page.context, serverUrl=SERVER)
+    page.goto(fake_internet.url("x"))
+    banner = page.locator('lesfocus-lesson-banner [role="status"]')
+    banner.wait_for(state="visible", timeout=5000)
+    assert "A4" in banner.inner_text()
+    assert "docent" in banner.inner_text()
+    page.goto(fake_internet.url("youtube"))
+    page.wait_for_timeout(500)
+    assert page.locator("lesfocus-lesson-banner").count() == 0
+    lesson_status()
+    set_options(page.context, serverUrl=SERVER)
+    page.goto(fake_internet.url("x"))
+    page.wait_for_timeout(500)
+    assert page.locator("lesfocus-lesson-banner").count() == 0
 
 
 def test_lesson_banner_shows_the_end_the_gateway_enforces_for_this_service(
-    page: Any, fake_internet: FakeInternet
+    page: Any, fake_internet: FakeInternet, lesson_status: Callable[..., None]
 ) -> None:
     # Lesson A blocks X until 09:50 only; lesson B (till 10:40) allows it through an exception.
-    fake_internet.lesson_status = {
-        "in_lesson": True,
-        "blocked_services": ["instagram", "twitter"],
-        "until": "2030-01-01T10:40:00Z",
-        "exception": None,
-        "services": {"twitter": {"blocked": True, "until": "2030-01-01T09:50:00Z"},
-                     "instagram": {"blocked": True, "until": "2030-01-01T10:40:00Z"}},
-    }
-    try:
-        set_options(page.context, serverUrl=SERVER)
-        page.goto(fake_internet.url("x"))
-        banner = page.locator('lesfocus-lesson-banner [role="status"]')
-        banner.wait_for(state="visible", timeout=5000)
-        shown = [page.evaluate(
-            "([t, lang]) => new Date(t).toLocaleTimeString(lang, "
-            "{hour: '2-digit', minute: '2-digit'})", [t, banner.get_attribute("lang")])
-            for t in ("2030-01-01T09:50:00Z", "2030-01-01T10:40:00Z")]
-        assert shown[0] in banner.inner_text() and shown[1] not in banner.inner_text()
-    finally:
-        fake_internet.lesson_status = {
-            "in_lesson": False,
-            "blocked_services": [],
-            "until": None,
-            "exception": None,
-        }
+    lesson_status(in_lesson=True, blocked_services=["instagram", "twitter"],
+                  until="2030-01-01T10:40:00Z",
+                  services={"twitter": {"blocked": True, "until": "2030-01-01T09:50:00Z"},
+                            "instagram": {"blocked": True, "until": "2030-01-01T10:40:00Z"}})
+    set_options(page.context, serverUrl=SERVER)
+    page.goto(fake_internet.url("x"))
+    banner = page.locator('lesfocus-lesson-banner [role="status"]')
+    banner.wait_for(state="visible", timeout=5000)
+    shown = [page.evaluate(
+        "([t, lang]) => new Date(t).toLocaleTimeString(lang, "
+        "{hour: '2-digit', minute: '2-digit'})", [t, banner.get_attribute("lang")])
+        for t in ("2030-01-01T09:50:00Z", "2030-01-01T10:40:00Z")]
+    assert shown[0] in banner.inner_text() and shown[1] not in banner.inner_text()
 
 
 def test_only_on_findings_mode_lets_plain_posts_through(
