@@ -68,6 +68,8 @@ RECONNECT_MAX_SECONDS = 10.0
 POLL_STOP_SECONDS = 0.2
 
 _PENDING = "lesfocus.changes.pending"
+# The schools of the pending set whose change was more than exceptions (lessons, segments, ...).
+_PENDING_TIMETABLE = "lesfocus.changes.pending_timetable"
 _BULK_SCHOOL = "lesfocus.changes.bulk_school"
 _EXTENSION = "lesfocus.changes"
 
@@ -93,6 +95,10 @@ class ChangeFeed:
         self.condition = threading.Condition()
         self.counts: dict[int, int] = defaultdict(int)
         self.every = 0  # bumps of every school at once
+        # The same, for changes that were more than exceptions: the policy cache may reuse a
+        # gateway's loaded timetable while this one stands still (a grant reloads exceptions).
+        self.timetable_counts: dict[int, int] = defaultdict(int)
+        self.timetable_every = 0
         self.subscribers: list[Subscriber] = []
         url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
         self.postgres = url.get_backend_name() == "postgresql"
@@ -105,6 +111,12 @@ class ChangeFeed:
         with self.condition:
             return self.counts[school_id] + self.every
 
+    def timetable_generation(self, school_id: int) -> int:
+        """Moves with every change of `school_id` that was not only exceptions."""
+        self.source.before_read(school_id)
+        with self.condition:
+            return self.timetable_counts[school_id] + self.timetable_every
+
     def wait_for_change(self, school_id: int, seen: int, timeout: float) -> bool:
         """Block until the counter of `school_id` moves past `seen` or `timeout` passes."""
         self.source.before_read(school_id)
@@ -112,17 +124,28 @@ class ChangeFeed:
             return self.condition.wait_for(
                 lambda: self.counts[school_id] + self.every != seen, timeout=timeout)
 
-    def publish(self, schools: Iterable[int | str]) -> None:
-        """Bump the generation of `schools` (EVERY_SCHOOL: all), wake waiters, tell subscribers."""
+    def publish(self, schools: Iterable[int | str],
+                timetable: Iterable[int | str] | None = None) -> None:
+        """Bump the generation of `schools` (EVERY_SCHOOL: all), wake waiters, tell subscribers.
+
+        `timetable`: those of them whose change was more than exceptions; None (the default, and
+        what every source that cannot tell says) counts every one of them.
+        """
         changed: SchoolSet = frozenset(schools)
         if not changed:
             return
+        more = changed if timetable is None else frozenset(timetable)
         with self.condition:
             if EVERY_SCHOOL in changed:
                 self.every += 1
             else:
                 for school_id in changed:
                     self.counts[int(school_id)] += 1
+            if EVERY_SCHOOL in more:
+                self.timetable_every += 1
+            else:
+                for school_id in more:
+                    self.timetable_counts[int(school_id)] += 1
             self.condition.notify_all()
         for subscriber in list(self.subscribers):
             try:
@@ -156,6 +179,12 @@ def feed_of(app: Flask) -> ChangeFeed:
 def generation(school_id: int) -> int:
     """The current app's change counter of `school_id`; pass it to `wait_for_change`."""
     return feed_of(current_app).generation(school_id)
+
+
+def timetable_generation(school_id: int) -> int:
+    """The counter of `school_id`'s changes that were more than exceptions."""
+    return feed_of(current_app._get_current_object()).timetable_generation(  # type: ignore
+        school_id)
 
 
 def wait_for_change(school_id: int, seen: int, timeout: float) -> bool:
@@ -194,6 +223,10 @@ def _pending(session: Session) -> set[int | str]:
     return session.info.setdefault(_PENDING, set())
 
 
+def _pending_timetable(session: Session) -> set[int | str]:
+    return session.info.setdefault(_PENDING_TIMETABLE, set())
+
+
 def _changed_attributes(obj: Any, *names: str) -> bool:
     state = inspect(obj)
     return any(state.attrs[name].history.has_changes() for name in names)
@@ -228,16 +261,25 @@ def _schools_of(session: Session, obj: Any, kind: str) -> Iterator[int | str]:
 def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
     # The new/dirty/deleted lists and attribute histories still show what this flush wrote.
     found: set[int | str] = set()
+    timetable: set[int | str] = set()
+
+    def note(obj: Any, kind: str) -> None:
+        schools = set(_schools_of(session, obj, kind))
+        found.update(schools)
+        if not isinstance(obj, ExceptionGrant):
+            timetable.update(schools)
+
     for obj in session.new:
-        found.update(_schools_of(session, obj, "new"))
+        note(obj, "new")
     for obj in session.deleted:
-        found.update(_schools_of(session, obj, "deleted"))
+        note(obj, "deleted")
     for obj in session.dirty:
         # A collection change (lesson.rooms, segment.rooms) counts as a modification too.
         if session.is_modified(obj):
-            found.update(_schools_of(session, obj, "dirty"))
+            note(obj, "dirty")
     if found:
         _pending(session).update(found)
+        _pending_timetable(session).update(timetable)
 
 
 def _do_orm_execute(state: Any) -> None:
@@ -248,23 +290,29 @@ def _do_orm_execute(state: Any) -> None:
         return
     session: Session = state.session
     if table.name == Service.__table__.name:  # type: ignore[attr-defined]
-        _pending(session).add(EVERY_SCHOOL)
-        return
-    rows = state.parameters
-    rows = [rows] if isinstance(rows, dict) else list(rows or ())
-    if rows and all("school_id" in row for row in rows):
-        _pending(session).update(row["school_id"] for row in rows)
-        return
-    declared = session.info.get(_BULK_SCHOOL)
-    _pending(session).add(EVERY_SCHOOL if declared is None else declared)
+        schools: set[int | str] = {EVERY_SCHOOL}
+    else:
+        rows = state.parameters
+        rows = [rows] if isinstance(rows, dict) else list(rows or ())
+        if rows and all("school_id" in row for row in rows):
+            schools = {row["school_id"] for row in rows}
+        else:
+            declared = session.info.get(_BULK_SCHOOL)
+            schools = {EVERY_SCHOOL if declared is None else declared}
+    _pending(session).update(schools)
+    if table.name != ExceptionGrant.__table__.name:  # type: ignore[attr-defined]
+        _pending_timetable(session).update(schools)
 
 
-def _payload(feed: ChangeFeed, schools: set[int | str]) -> str:
+def _listed(schools: set[int | str]) -> str:
     listed = EVERY_SCHOOL if EVERY_SCHOOL in schools else ",".join(
         str(s) for s in sorted(schools))  # type: ignore[arg-type]
-    if len(listed) > MAX_PAYLOAD:
-        listed = EVERY_SCHOOL
-    return f"{feed.token}:{listed}"
+    return EVERY_SCHOOL if len(listed) > MAX_PAYLOAD // 2 else listed
+
+
+def _payload(feed: ChangeFeed, schools: set[int | str], timetable: set[int | str]) -> str:
+    """`token:schools:timetable schools` (the last: changed more than exceptions)."""
+    return f"{feed.token}:{_listed(schools)}:{_listed(timetable) if timetable else ''}"
 
 
 def _current_feed() -> ChangeFeed | None:
@@ -282,21 +330,24 @@ def _before_commit(session: Session) -> None:
     schools = session.info.get(_PENDING)
     if schools:
         # Part of the transaction: delivered to listeners if and only if it commits.
-        session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                        {"channel": CHANNEL, "payload": _payload(feed, schools)})
+        session.execute(text("SELECT pg_notify(:channel, :payload)"), {
+            "channel": CHANNEL,
+            "payload": _payload(feed, schools, session.info.get(_PENDING_TIMETABLE, set()))})
 
 
 def _after_commit(session: Session) -> None:
     schools = session.info.pop(_PENDING, None)
+    timetable = session.info.pop(_PENDING_TIMETABLE, set())
     feed = _current_feed()
     if schools and feed is not None:
-        feed.publish(schools)
+        feed.publish(schools, timetable)
 
 
 def _after_transaction_end(session: Session, transaction: Any) -> None:
     # Rolled back, or closed without a commit: what it wrote never happened.
     if transaction.parent is None:
         session.info.pop(_PENDING, None)
+        session.info.pop(_PENDING_TIMETABLE, None)
 
 
 _registered = False
@@ -390,23 +441,34 @@ class _PostgresListener:
                 pause = min(pause * 2, RECONNECT_MAX_SECONDS)
 
     def _deliver(self, payload: str) -> None:
-        token, _, listed = payload.partition(":")
+        token, _, rest = payload.partition(":")
         if token == self.feed.token:
             return  # our own commit, published in this process already
-        schools: set[int | str] = set()
-        for part in listed.split(","):
-            if part.strip().isdigit():
-                schools.add(int(part))
-            elif part.strip():
-                schools = {EVERY_SCHOOL}  # "*" or something unexpected: be conservative
-                break
-        self.feed.publish(schools or {EVERY_SCHOOL})
+        listed, has_kinds, more = rest.partition(":")
+        schools = _parse_listed(listed) or {EVERY_SCHOOL}
+        # Without the third part (or unreadable): count everything as a timetable change.
+        timetable = _parse_listed(more) if has_kinds else schools
+        self.feed.publish(schools, timetable)
+
+
+def _parse_listed(listed: str) -> set[int | str]:
+    schools: set[int | str] = set()
+    for part in listed.split(","):
+        if part.strip().isdigit():
+            schools.add(int(part))
+        elif part.strip():
+            return {EVERY_SCHOOL}  # "*" or something unexpected: be conservative
+    return schools
 
 
 # --- SQLite: polling a change marker ----------------------------------------------------------
 
 def read_marker(connection: Connection, school_id: int) -> tuple[Any, ...]:
-    """A cheap fingerprint of what a school's policies are compiled from (SQLite path)."""
+    """A cheap fingerprint of what a school's policies are compiled from (SQLite path).
+
+    Its first part covers the exceptions, the others the rest (lessons, segments, ...): the policy
+    cache reads only exceptions again when only the first part moved.
+    """
     def of(*columns: Any, where: Any, join: Any = None) -> Any:
         query = select(*columns)
         if join is not None:
@@ -469,7 +531,8 @@ class _SqliteMarkerPoller:
             before = self.seen.get(school_id)
             self.seen[school_id] = marker
         if before is not None and before != marker:
-            self.feed.publish({school_id})
+            # The marker's first part is the school's exceptions, the rest its timetable.
+            self.feed.publish({school_id}, {school_id} if before[1:] != marker[1:] else ())
 
     @contextmanager
     def waiting(self, school_id: int) -> Iterator[None]:

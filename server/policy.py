@@ -84,6 +84,8 @@ class PolicyInputs:
     segments: tuple[SegmentInput, ...]
     lessons: tuple[LessonInput, ...]
     exceptions: tuple[ExceptionInput, ...] = ()
+    # False when the loader left the lessons' groups out (no group exception needed them).
+    groups_loaded: bool = True
 
 
 def _seconds(value: datetime | int) -> int:
@@ -290,10 +292,35 @@ def _epoch_seconds_postgresql(element: epoch_seconds, compiler: Any, **kw: Any) 
     return f"CAST(EXTRACT(EPOCH FROM {compiler.process(element.clauses, **kw)}) AS BIGINT)"
 
 
-def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
-    """Read what the compiler needs for `gateway` at `now` from the database."""
+def _exception_inputs(school_id: int, window: tuple[datetime, datetime]
+                      ) -> tuple[ExceptionInput, ...]:
+    return tuple(
+        ExceptionInput(e.scope, e.lesson_id, e.room_id, e.group_id,
+                       None if e.services is None else tuple(e.services), e.start, e.end,
+                       e.revoked_at)
+        for e in db.session.scalars(
+            select(ExceptionGrant).where(
+                ExceptionGrant.school_id == school_id,
+                ExceptionGrant.start < window[1], ExceptionGrant.end > window[0],
+                or_(ExceptionGrant.revoked_at.is_(None),
+                    and_(ExceptionGrant.revoked_at > window[0],
+                         ExceptionGrant.revoked_at > ExceptionGrant.start)))))
+
+
+def load_policy_inputs(gateway: Gateway, now: datetime,
+                       reuse: PolicyInputs | None = None) -> PolicyInputs:
+    """Read what the compiler needs for `gateway` at `now` from the database.
+
+    `reuse`: inputs loaded before for the same gateway and window, when the change feed says
+    only exceptions changed since (`server/policy_cache.py`); then only the exceptions are read
+    again, and the rest is taken over.
+    """
     config = current_app.config
     window = policy_window(now, int(config["LESFOCUS_POLICY_HORIZON_DAYS"]))
+    if reuse is not None and reuse.window == window and reuse.gateway_id == gateway.id:
+        exceptions = _exception_inputs(gateway.school_id, window)
+        if reuse.groups_loaded or not any(e.scope == "group" for e in exceptions):
+            return dataclasses.replace(reuse, exceptions=exceptions)
     school = db.session.get(School, gateway.school_id)
     if school is None:
         raise LookupError(f"gateway {gateway.id} belongs to no school")
@@ -305,17 +332,8 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
         for s in segments)
     room_ids = sorted({r for s in segment_inputs for r in s.room_ids})
 
-    exceptions = tuple(
-        ExceptionInput(e.scope, e.lesson_id, e.room_id, e.group_id,
-                       None if e.services is None else tuple(e.services), e.start, e.end,
-                       e.revoked_at)
-        for e in db.session.scalars(
-            select(ExceptionGrant).where(
-                ExceptionGrant.school_id == school.id,
-                ExceptionGrant.start < window[1], ExceptionGrant.end > window[0],
-                or_(ExceptionGrant.revoked_at.is_(None),
-                    and_(ExceptionGrant.revoked_at > window[0],
-                         ExceptionGrant.revoked_at > ExceptionGrant.start)))))
+    exceptions = _exception_inputs(school.id, window)
+    with_groups = any(e.scope == "group" for e in exceptions)
 
     # Only lessons that can block here: not cancelled, in a room of this gateway, in the window;
     # with all their rooms (a room exception elsewhere may cover them), in one query.
@@ -333,7 +351,7 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
                         lesson_rooms.c.room_id)
                  .join(lesson_rooms, lesson_rooms.c.lesson_id == Lesson.id)
                  .where(Lesson.id.in_(lesson_ids)))
-        if any(e.scope == "group" for e in exceptions):  # groups matter only to those
+        if with_groups:  # groups matter only to group exceptions
             query = query.add_columns(lesson_groups.c.group_id).outerjoin(
                 lesson_groups, lesson_groups.c.lesson_id == Lesson.id)
             for lesson_id, start, end, room_id, group_id in db.session.execute(query):
@@ -355,7 +373,7 @@ def load_policy_inputs(gateway: Gateway, now: datetime) -> PolicyInputs:
                         issuer=config.get("LESFOCUS_PUBLIC_URL") or "lesfocus",
                         timezone=school.timezone, window=window, services=services,
                         blocked_services=blocked, segments=segment_inputs, lessons=lessons,
-                        exceptions=exceptions)
+                        exceptions=exceptions, groups_loaded=with_groups or not room_ids)
 
 
 class PolicyTooLarge(ValueError):
@@ -374,8 +392,10 @@ class SignedPolicy:
     same format at once both sign, and one result is kept).
     """
 
-    def __init__(self, policy: Policy, signing_key: Any) -> None:
+    def __init__(self, policy: Policy, signing_key: Any,
+                 inputs: PolicyInputs | None = None) -> None:
         self.policy = policy
+        self.inputs = inputs  # what it was compiled from (the cache may reuse the timetable)
         self._signing_key = signing_key
         self._tokens: dict[str, str] = {}
 
@@ -400,10 +420,15 @@ class SignedPolicy:
         return token
 
 
-def gateway_policy(gateway: Gateway, now: datetime | None = None) -> SignedPolicy:
-    """Compile the policy of `gateway` at `now` from the database; sign it when asked."""
+def gateway_policy(gateway: Gateway, now: datetime | None = None,
+                   reuse: PolicyInputs | None = None) -> SignedPolicy:
+    """Compile the policy of `gateway` at `now` from the database; sign it when asked.
+
+    `reuse`: see `load_policy_inputs` (only exceptions changed since these inputs).
+    """
     now = now or datetime.now(timezone.utc)
-    policy = compile_policy(load_policy_inputs(gateway, now))
+    inputs = load_policy_inputs(gateway, now, reuse)
+    policy = compile_policy(inputs)
     policy = dataclasses.replace(policy, issued_at=datetime.fromtimestamp(_seconds(now),
                                                                         timezone.utc))
-    return SignedPolicy(policy, current_app.extensions["lesfocus.signing_key"])
+    return SignedPolicy(policy, current_app.extensions["lesfocus.signing_key"], inputs)

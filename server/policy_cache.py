@@ -3,8 +3,10 @@
 A compile costs tens of milliseconds; every long poll starts with one and every change wakes all
 of a school's agents, so the result of `server.policy.gateway_policy(gateway)` is kept per
 gateway. It is compiled again when the school's generation in the change feed moves (a write
-anywhere, see `server/changes.py`) or the hour does (the policy window starts on the hour). The
-cached value is opaque here: whatever `gateway_policy` returns is handed back as it is.
+anywhere, see `server/changes.py`) or the hour does (the policy window starts on the hour).
+When the feed says the change was only exceptions (a grant, a revocation: the case a teacher waits
+for), the compile takes the gateway's segments and lessons over from the last one and reads only
+the exceptions again.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from .extensions import db
 from .models import Gateway, utcnow
 
 _lock = threading.Lock()
-# (database, gateway id) -> (school generation, hour, compiled policy)
-_entries: dict[tuple[str, str], tuple[int, datetime, Any]] = {}
+# (database, gateway id) -> (school generation, hour, compiled policy, timetable generation)
+_entries: dict[tuple[str, str], tuple[int, datetime, Any, int]] = {}
 
 
 class GatewayGone(LookupError):
@@ -37,6 +39,7 @@ def cached_policy(gateway_id: str, school_id: int) -> Any:
     from .policy import gateway_policy
     # Read before compiling, so a change during the compile is not hidden by the cache.
     generation = changes.generation(school_id)
+    timetable = changes.timetable_generation(school_id)
     hour = utcnow().replace(minute=0, second=0, microsecond=0)
     key = (current_app.config["SQLALCHEMY_DATABASE_URI"], gateway_id)
     with _lock:
@@ -48,7 +51,11 @@ def cached_policy(gateway_id: str, school_id: int) -> Any:
         with _lock:
             _entries.pop(key, None)
         raise GatewayGone(gateway_id)
-    compiled = gateway_policy(gateway)
+    # Only exceptions changed since the last compile in this hour (a grant, a revocation): the
+    # gateway's segments and lessons are taken over and only the exceptions read again.
+    reuse = cached[2].inputs if cached is not None and cached[1] == hour \
+        and cached[3] == timetable else None
+    compiled = gateway_policy(gateway, reuse=reuse)
     with _lock:
-        _entries[key] = (generation, hour, compiled)
+        _entries[key] = (generation, hour, compiled, timetable)
     return compiled

@@ -320,3 +320,61 @@ def test_the_listener_reconnects_and_wakes_everyone_after_losing_its_connection(
             "WHERE application_name = 'lesfocus change feed' AND datname = current_database()"))
         db.session.commit()
         assert changes.wait_for_change(world.school_id, seen, WAIT_SECONDS)
+
+
+# --- only exceptions changed: the policy cache reads only them again -------------------------
+
+EXCEPTION_WRITES = {"grant", "revoke"}
+
+
+@pytest.mark.parametrize("name, write", WRITES, ids=[name for name, _ in WRITES])
+def test_the_timetable_generation_moves_for_every_write_but_a_grant_or_revocation(
+        world: World, name: str, write: Callable[[World], object]) -> None:
+    with world.app.app_context():
+        changes.generation(world.school_id)  # the marker is read now (SQLite), not later
+        before = changes.timetable_generation(world.school_id)
+        touched = write(world)  # noqa: F841 - held: the session keeps changed objects weakly
+        db.session.commit()
+        moved = changes.timetable_generation(world.school_id) > before
+    assert moved is (name not in EXCEPTION_WRITES), name
+
+
+def test_after_a_grant_the_cache_reuses_the_loaded_timetable_and_compiles_the_same(
+        world: World) -> None:
+    from server.policy import compile_policy, load_policy_inputs
+    from server.policy_cache import cached_policy
+    with world.app.app_context():
+        first = cached_policy(world.gateway_id, world.school_id)
+        _grant(world)
+        db.session.commit()
+        after_grant = cached_policy(world.gateway_id, world.school_id)
+        assert after_grant is not first and after_grant.version != first.version
+        assert after_grant.inputs.lessons is first.inputs.lessons  # taken over, not read again
+        gateway = db.session.get(Gateway, world.gateway_id)
+        fresh = compile_policy(load_policy_inputs(gateway, now_utc()))
+        assert fresh.version == after_grant.version  # the same as reading everything
+        _move_lesson(world)
+        db.session.commit()
+        after_move = cached_policy(world.gateway_id, world.school_id)
+        assert after_move.inputs.lessons is not after_grant.inputs.lessons
+
+
+def test_a_group_exception_reads_the_timetable_again_when_groups_were_left_out(
+        world: World) -> None:
+    from server.models import Group
+    from server.policy_cache import cached_policy
+    with world.app.app_context():
+        first = cached_policy(world.gateway_id, world.school_id)
+        assert not first.inputs.groups_loaded  # no group exception yet: groups not read
+        group = Group(school_id=world.school_id, name="3havo-b")
+        db.session.add(group)
+        db.session.commit()
+        lesson = db.session.get(Lesson, world.lesson_id)
+        lesson.groups.append(group)
+        db.session.commit()
+        before = cached_policy(world.gateway_id, world.school_id)
+        grant_exception(db.session.get(Person, world.leader_id), scope="group", group=group,
+                        minutes=30, now=world.now)
+        db.session.commit()
+        after = cached_policy(world.gateway_id, world.school_id)
+        assert after.inputs.groups_loaded and after.inputs.lessons is not before.inputs.lessons
