@@ -92,6 +92,15 @@ class SegmentState:
     in_lesson: bool = False
     lesson_until: datetime | None = None
 
+    def allowed_until(self, service: str) -> datetime | None:
+        """Until when an allowed service stays open: during a lesson at most until the lessons
+        end (an exception ends with its lesson), else until it is next blocked (None: not in the
+        window)."""
+        next_block = self.allowed[service]
+        if not self.in_lesson or self.lesson_until is None:
+            return next_block
+        return self.lesson_until if next_block is None else min(next_block, self.lesson_until)
+
 
 @dataclass(frozen=True)
 class BlockState:

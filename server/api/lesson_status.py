@@ -149,21 +149,14 @@ def status_answer(state: SegmentState | None, rooms: list[str]) -> dict[str, Any
         return {**NOT_IN_A_SEGMENT, "rooms": rooms}
     services: dict[str, dict[str, Any]] = {
         s: {"blocked": True, "until": iso(until)} for s, until in sorted(state.blocked.items())}
+    open_until = {s: state.allowed_until(s) for s in sorted(state.allowed)}
+    for s, until in open_until.items():
+        services[s] = {"blocked": False, "until": iso(until)}
     exception = None
-    if state.in_lesson:
-        open_now = {}
-        for s, next_block in sorted(state.allowed.items()):
-            # Open for this lesson: until it is blocked again, at most the end of the lessons.
-            ends = state.lesson_until if next_block is None or state.lesson_until is None \
-                else min(next_block, state.lesson_until)
-            open_now[s] = ends
-            services[s] = {"blocked": False, "until": iso(ends)}
-        if open_now:
-            exception = {"services": None if not state.blocked else sorted(open_now),
-                         "until": iso(min(open_now.values()))}
-    else:
-        for s, next_block in sorted(state.allowed.items()):
-            services[s] = {"blocked": False, "until": iso(next_block)}
+    if state.in_lesson and open_until:
+        # During a lesson an allowed service is open through an exception.
+        exception = {"services": None if not state.blocked else list(open_until),
+                     "until": iso(min(open_until.values()))}  # type: ignore[type-var]
     return {"in_lesson": state.in_lesson, "blocked_services": sorted(state.blocked),
             "until": iso(max(state.blocked.values())) if state.blocked else None,
             "exception": exception, "services": dict(sorted(services.items())), "rooms": rooms}

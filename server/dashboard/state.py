@@ -182,12 +182,10 @@ def room_states(rooms: list[Room], now: datetime) -> list[RoomState]:
             for service, until in status.blocked.items():
                 state.services[service] = _merge(state.services.get(service),
                                                  ServiceState(True, until))
-            for service, next_block in status.allowed.items():
-                ends = next_block
-                if status.in_lesson and status.lesson_until is not None:
-                    ends = status.lesson_until if ends is None else min(ends, status.lesson_until)
-                state.services[service] = _merge(state.services.get(service),
-                                                 ServiceState(False, ends))
+            for service in status.allowed:
+                state.services[service] = _merge(
+                    state.services.get(service),
+                    ServiceState(False, status.allowed_until(service)))
             if segment.gateway_id not in seen:
                 seen.add(segment.gateway_id)
                 state.gateways.append(gateway_health(segment.gateway, now, cache))

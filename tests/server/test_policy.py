@@ -252,6 +252,16 @@ def test_status_of_reads_each_service_until_its_chain_of_blocks_ends(at, blocked
     assert (state.blocked, state.allowed) == (blocked, allowed)
 
 
+def test_an_allowed_service_is_open_until_it_is_blocked_again_at_most_until_the_lessons_end():
+    policy = compile_policy(inputs([lesson(1, t(9), t(10)), lesson(2, t(10), t(11))], [
+        exc("lesson", t(9), t(9, 30), ["youtube"], lesson_id=1),
+        exc("lesson", t(10), t(11), ["instagram"], lesson_id=2)]))
+    assert status_of(policy, 1, t(9, 10)).allowed_until("youtube") == t(9, 30)
+    assert status_of(policy, 1, t(10, 5)).allowed_until("instagram") == t(11)  # none after
+    assert status_of(policy, 1, t(8, 59)).allowed_until("tiktok") == t(9)  # outside a lesson
+    assert status_of(policy, 1, t(11)).allowed_until("tiktok") is None
+
+
 def test_blocks_are_datetimes():
     policy = compile_policy(inputs([lesson(1, t(9), t(10))],
                                    [exc("lesson", t(9), t(9, 30), ["youtube"], lesson_id=1)]))
