@@ -32,7 +32,7 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any
@@ -67,7 +67,7 @@ def _seconds(value: datetime) -> int:
     return int(value.timestamp())
 
 
-class _Instants(dict[int, datetime]):
+class Instants(dict[int, datetime]):
     """Epoch second -> aware datetime, made once per distinct instant (lessons share bells)."""
 
     def __missing__(self, seconds: int) -> datetime:
@@ -92,12 +92,6 @@ def _format_major(claims: Mapping[str, Any]) -> int:
     return major
 
 
-def policy_format(claims: Mapping[str, Any]) -> str:
-    """The format version of decoded claims ("1.0" when absent); UnsupportedFormat if unknown."""
-    _format_major(claims)
-    return str(claims.get("fmt", LEGACY_FORMAT))
-
-
 # --- writing ---------------------------------------------------------------------------------
 
 def _service_order(policy: Policy) -> list[str]:
@@ -115,30 +109,31 @@ def _mask(services: frozenset[str], bit: Mapping[str, int]) -> int:
     return mask
 
 
+def _pack(intervals: Iterable[tuple[int, int, int]]) -> list[int]:
+    """Sorted (start, end, mask) intervals as format 2.0's `b`: the first block's start, then
+    each block's gap after the previous one's end; its length; its mask."""
+    packed: list[int] = []
+    previous_end: int | None = None
+    for start, end, mask in intervals:
+        packed += (start if previous_end is None else start - previous_end, end - start, mask)
+        previous_end = end
+    return packed
+
+
 def segment_from_seconds(segment_id: int, name: str, cidrs: tuple[str, ...],
                          intervals: list[tuple[int, int, int]], order: list[str],
-                         instants: dict[int, datetime] | None = None) -> PolicySegment:
+                         instants: Instants | None = None) -> PolicySegment:
     """A segment from sorted, disjoint (start, end, mask) epoch-second intervals.
 
     `order` names the bits of the masks (bit i is order[i], sorted ids as in format 2.0); the
     2.0 encoding is kept with the segment, so writing the document does not pack it again.
+    `instants` may be shared by all segments of a policy (their lessons share bells).
     """
-    made = _Instants() if instants is None else instants
+    made = Instants() if instants is None else instants
     masks = _Masks(order)
-    blocks = []
-    packed: list[int] = []
-    previous_end: int | None = None
-    for start, end, mask in intervals:
-        start_at, end_at = made.get(start), made.get(end)
-        if start_at is None:
-            start_at = made[start] = datetime.fromtimestamp(start, timezone.utc)
-        if end_at is None:
-            end_at = made[end] = datetime.fromtimestamp(end, timezone.utc)
-        blocks.append(Block(start_at, end_at, masks[mask]))
-        packed += (start if previous_end is None else start - previous_end, end - start, mask)
-        previous_end = end
-    segment = PolicySegment(segment_id, name, cidrs, tuple(blocks))
-    object.__setattr__(segment, "_packed", (tuple(order), packed))
+    blocks = tuple(Block(made[start], made[end], masks[mask]) for start, end, mask in intervals)
+    segment = PolicySegment(segment_id, name, cidrs, blocks)
+    object.__setattr__(segment, "_packed", (tuple(order), _pack(intervals)))
     return segment
 
 
@@ -146,14 +141,8 @@ def _packed_blocks(segment: PolicySegment, bit: Mapping[str, int]) -> list[int]:
     cached = segment.__dict__.get("_packed")
     if cached is not None and cached[0] == tuple(bit):
         return cached[1]
-    packed: list[int] = []
-    previous_end: int | None = None
-    for block in segment.blocks:
-        start, end = _seconds(block.start), _seconds(block.end)
-        packed += [start if previous_end is None else start - previous_end, end - start,
-                   _mask(block.services, bit)]
-        previous_end = end
-    return packed
+    return _pack((_seconds(b.start), _seconds(b.end), _mask(b.services, bit))
+                 for b in segment.blocks)
 
 
 def _window(policy: Policy) -> tuple[int, int]:
@@ -323,7 +312,7 @@ def _segment_heads(raw_segments: list[Any]) -> Iterator[tuple[str, dict[str, Any
 
 
 def _blocks_v2(packed: Any, where: str, window: tuple[int, int], masks: _Masks,
-               instants: _Instants) -> tuple[Block, ...]:
+               instants: Instants) -> tuple[Block, ...]:
     packed = _list(packed, f"{where}.b")
     if len(packed) % 3:
         raise ValueError(f"{where}.b: expected three integers per block, got {len(packed)}")
@@ -387,7 +376,7 @@ def parse_claims(claims: Any, previous: Policy | None = None) -> Policy:
     version = _string(claims.get("ver"), "ver")
     gateway_id = _string(claims.get("aud"), "aud")
     services = _services(claims.get("services"))
-    instants = _Instants()
+    instants = Instants()
     raw_segments = _list(claims.get("segments"), "segments")
     segments: list[PolicySegment] = []
     if major == 2:
