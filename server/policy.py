@@ -2,7 +2,8 @@
 
 `compile_policy` turns plain values (`PolicyInputs`) into a `lesfocus_policy.Policy`, the type the
 agent verifies into too; it touches no database and no clock, so it can be tested and benchmarked
-on its own. `lesfocus_policy` writes it in the document formats and is the one reader of it. The rule it applies (SPEC §3):
+on its own. `lesfocus_policy` writes it in the document formats and is the one reader of it.
+The rule it applies (SPEC §3):
 service X is blocked at t on segment S iff some non-cancelled lesson in a room of S covers t, X is
 one of the school's blocked services, and no exception in force at t that covers that lesson (by
 the lesson itself, one of its rooms, one of its groups, or the whole school) includes X.
@@ -31,7 +32,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 import lesfocus_policy
 from lesfocus_policy import FORMAT, MAX_POLICY_BYTES, Policy, content_version, to_claims
-from lesfocus_policy.document import segment_from_seconds
+from lesfocus_policy.document import Instants, segment_from_seconds
 
 from .extensions import db
 from .models import (ExceptionGrant, Gateway, Lesson, School, Segment, Service, lesson_groups,
@@ -167,9 +168,8 @@ def compile_policy(inputs: PolicyInputs) -> Policy:
     for lesson in inputs.lessons:
         if lesson.cancelled:
             continue
-        start, end = lesson.start, lesson.end
-        start = max(start if type(start) is int else _seconds(start), win_start)
-        end = min(end if type(end) is int else _seconds(end), win_end)
+        start = max(_seconds(lesson.start), win_start)
+        end = min(_seconds(lesson.end), win_end)
         if end <= start:
             continue
         lesson_id = lesson.id
@@ -235,7 +235,7 @@ def compile_policy(inputs: PolicyInputs) -> Policy:
     pieces_of: dict[int, list[tuple[int, int, int]]] = {
         lesson_id: excepted_pieces(lesson_id, excs) for lesson_id, excs in covering.items()}
 
-    instants: dict[int, datetime] = {}
+    instants = Instants()
     segments_out = []
     for segment in sorted(inputs.segments, key=lambda s: s.id):
         pieces: list[tuple[int, int, int]] = []
@@ -354,15 +354,11 @@ def load_policy_inputs(gateway: Gateway, now: datetime,
         if with_groups:  # groups matter only to group exceptions
             query = query.add_columns(lesson_groups.c.group_id).outerjoin(
                 lesson_groups, lesson_groups.c.lesson_id == Lesson.id)
-            for lesson_id, start, end, room_id, group_id in db.session.execute(query):
-                times[lesson_id] = (start, end)
-                rooms_of[lesson_id].add(room_id)
-                if group_id is not None:
-                    groups_of[lesson_id].add(group_id)
-        else:
-            for lesson_id, start, end, room_id in db.session.execute(query):
-                times[lesson_id] = (start, end)
-                rooms_of[lesson_id].add(room_id)
+        for lesson_id, start, end, room_id, *group in db.session.execute(query):
+            times[lesson_id] = (start, end)
+            rooms_of[lesson_id].add(room_id)
+            if group and group[0] is not None:
+                groups_of[lesson_id].add(group[0])
         lessons = tuple(LessonInput(lesson_id, start, end, tuple(rooms_of[lesson_id]),
                                     tuple(groups_of.get(lesson_id, ())), False)
                         for lesson_id, (start, end) in times.items())
