@@ -193,7 +193,7 @@ class Agent:
             self.status.applied_at = _z(now)
             if incoming is not None:
                 log.info("policy %s: verified in %.0f ms, applied in %.0f ms", self.policy.version,
-                         getattr(self.source, "last_verify_seconds", 0.0) * 1000,
+                         self.source.last_verify_seconds * 1000,
                          (time.perf_counter() - started) * 1000)
         if self._announce:
             # After the apply: the heartbeat reads the enforcer's counters under its lock, and a

@@ -3,9 +3,10 @@ that next changes. Used by the agent's loop, the lesson-status API and the dashb
 
 Pure: no I/O, no clock; the caller passes the instant.
 
-"Until when" follows adjacent blocks: a service blocked in lesson A (09:00-09:50) and again in lesson
-B (09:50-10:40) stays blocked until 10:40, while a service that B's exception allows is blocked only
-until 09:50. The next change is the first later instant at which the set of blocked services differs.
+"Until when" follows adjacent blocks: a service blocked in lesson A (09:00-09:50) and again in
+lesson B (09:50-10:40) stays blocked until 10:40, while a service that B's exception allows is
+blocked only until 09:50. The next change is the first later instant at which the set of blocked
+services differs.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _services_at(blocks: tuple[Block, ...], ends: list[datetime], at: datetime) 
 
 
 def _chain_end(blocks: tuple[Block, ...], i: int, keep: frozenset[str] | None) -> datetime:
-    """Where the run of adjacent blocks from `i` ends; with `keep`, only blocks holding all of it."""
+    """Where the run of adjacent blocks from `i` ends; with `keep`, only blocks holding all of
+    it."""
     until = blocks[i].end
     j = i
     while j + 1 < len(blocks) and blocks[j + 1].start == until \

@@ -296,7 +296,7 @@ T0 = 1_800_000_000 - 1_800_000_000 % 3600  # the window starts on the hour
 
 
 def claims_v2(**changes: Any) -> dict[str, Any]:
-    """The same two segments as `claims()`, written in format 2.0 (services sorted: bit 0 tiktok)."""
+    """The same two segments as `claims()`, written in format 2.0 (bit 0 is tiktok)."""
     base = {
         "fmt": "2.0", "iss": "http://lesfocus.test", "aud": GATEWAY, "iat": NOW - 10,
         "exp": T0 + 7 * 86400, "ver": "v-abc", "tz": "Europe/Amsterdam",
