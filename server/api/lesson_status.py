@@ -1,8 +1,8 @@
 """`GET /lesson-status`: is the caller's network in a lesson, and what is blocked there (public).
 
 Answered from in-process caches, because every browser with the extension asks: a table of all
-segment CIDRs (rebuilt every few seconds), each gateway's compiled policy, and each segment's
-answer for one second. A grant or revocation made in this process clears a school's entries at
+segment CIDRs (rebuilt every few seconds), each gateway's compiled policy (the long poll's,
+server/policy_cache.py), and each segment's answer for one second. A grant or revocation made in this process clears a school's entries at
 once (the change feed's generation moves, server/changes.py), in every process on PostgreSQL.
 """
 
@@ -22,12 +22,11 @@ from lesfocus_policy import Policy, SegmentState, status_of
 from .. import changes
 from ..errors import abort_json
 from ..extensions import db
-from ..models import Gateway, School, Segment, SegmentCidr, utcnow
+from ..models import School, Segment, SegmentCidr, utcnow
 from . import bp
 from .common import iso
 
 CIDR_TABLE_SECONDS = 5.0
-POLICY_SECONDS = 10.0
 ANSWER_SECONDS = 1.0
 
 
@@ -49,7 +48,6 @@ class StatusCache:
     table_at: float = -1e9
     # (ip version, prefix length) -> {network address as int: segment}
     table: dict[tuple[int, int], dict[int, SegmentRef]] = field(default_factory=dict)
-    policies: dict[str, tuple[float, int, Policy]] = field(default_factory=dict)
     answers: dict[int, tuple[float, int, dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -66,7 +64,6 @@ def invalidate(app: Flask) -> None:
     with cache.lock:
         cache.table_at = -1e9
         cache.answers.clear()
-        cache.policies.clear()
 
 
 def _cidr_table(cache: StatusCache) -> dict[tuple[int, int], dict[int, SegmentRef]]:
@@ -118,23 +115,14 @@ def client_address() -> str:
     return request.remote_addr or ""
 
 
-def _policy(cache: StatusCache, ref: SegmentRef, generation: int) -> Policy | None:
+def _policy(ref: SegmentRef) -> Policy | None:
     from ..policy_cache import GatewayGone, cached_policy
-    now = time.monotonic()
-    cached = cache.policies.get(ref.gateway_id)
-    if cached is not None and cached[1] == generation and now - cached[0] < POLICY_SECONDS:
-        return cached[2]
-    if db.session.get(Gateway, ref.gateway_id) is None:
-        return None
     # The long poll's cache: one compile serves both the agent and the browsers behind it, and
     # both read it with the same reader.
     try:
-        policy = cached_policy(ref.gateway_id, ref.school_id).policy
+        return cached_policy(ref.gateway_id, ref.school_id).policy
     except GatewayGone:  # removed since the CIDR table was read
         return None
-    with cache.lock:
-        cache.policies[ref.gateway_id] = (now, generation, policy)
-    return policy
 
 
 def status_answer(state: SegmentState | None, rooms: list[str]) -> dict[str, Any]:
@@ -169,14 +157,13 @@ def _answer(cache: StatusCache, ref: SegmentRef) -> dict[str, Any]:
     if cached is not None and cached[1] == generation and now - cached[0] < ANSWER_SECONDS:
         return cached[2]
     at = utcnow()
-    policy = _policy(cache, ref, generation)
+    policy = _policy(ref)
     state = None
     if policy is not None:
         try:
             state = status_of(policy, ref.segment_id, at)
-        except KeyError:  # a segment newer than the cached policy: drop it, ask again next time
-            with cache.lock:
-                cache.policies.pop(ref.gateway_id, None)
+        except KeyError:  # a segment newer than the compiled policy: the feed recompiles it
+            pass
     segment = db.session.get(Segment, ref.segment_id)
     answer = status_answer(state, [room.code for room in segment.rooms] if segment else [])
     with cache.lock:
