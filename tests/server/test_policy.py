@@ -356,6 +356,39 @@ def test_gateway_policy_is_signed_and_blocks_the_running_lesson(app):
         assert gateway_policy(gateway, NOW + timedelta(minutes=30)).version == signed.version
 
 
+def test_a_room_exception_for_the_other_room_of_a_lesson_opens_it_here_too(app):
+    """A lesson in a room of this gateway and in the gym (another gateway's room): an exception
+    for the gym covers the lesson, so it opens here as well, read afresh or taken over after a
+    grant (the loader reads the gym's lesson rooms only once an exception names the gym)."""
+    with app.app_context():
+        school, gateway, rooms, group = _gateway_with_lessons(NOW)
+        db.session.add(Lesson(school_id=school.id, start=NOW, end=NOW + timedelta(hours=1),
+                              source="manual", source_id="double",
+                              rooms=[rooms["1.02"], rooms["gym"]]))
+        db.session.commit()
+        before = gateway_policy(gateway, NOW)
+        assert before.inputs.rooms_read == {rooms["1.01"].id, rooms["1.02"].id}
+        segment = next(s for s in before.policy.segments if s.name == "lokaal-2")
+        assert "youtube" in status_of(before.policy, segment.id, NOW).blocked
+        db.session.add(ExceptionGrant(school_id=school.id, scope="room", room_id=rooms["gym"].id,
+                                      services=["youtube"], start=NOW,
+                                      end=NOW + timedelta(minutes=30)))
+        db.session.commit()
+        after = gateway_policy(gateway, NOW, reuse=before.inputs)
+        assert after.inputs.lessons is not before.inputs.lessons  # read again, gym included
+        assert status_of(after.policy, segment.id, NOW).allowed == {
+            "youtube": NOW + timedelta(minutes=30)}
+        assert after.version == gateway_policy(gateway, NOW).version
+        # A second grant for the gym takes the lessons over: what they need was read.
+        db.session.add(ExceptionGrant(school_id=school.id, scope="room", room_id=rooms["gym"].id,
+                                      services=["tiktok"], start=NOW,
+                                      end=NOW + timedelta(minutes=30)))
+        db.session.commit()
+        again = gateway_policy(gateway, NOW, reuse=after.inputs)
+        assert again.inputs.lessons is after.inputs.lessons
+        assert set(status_of(again.policy, segment.id, NOW).allowed) == {"tiktok", "youtube"}
+
+
 def test_gateway_without_segments_gets_an_empty_valid_policy(app):
     with app.app_context():
         school = db.session.scalar(select(School).where(School.slug == "test"))
