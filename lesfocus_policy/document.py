@@ -120,21 +120,36 @@ def _pack(intervals: Iterable[tuple[int, int, int]]) -> list[int]:
     return packed
 
 
-def segment_from_seconds(segment_id: int, name: str, cidrs: tuple[str, ...],
-                         intervals: list[tuple[int, int, int]], order: list[str],
-                         instants: Instants | None = None) -> PolicySegment:
-    """A segment from sorted, disjoint (start, end, mask) epoch-second intervals.
+class SegmentMaker:
+    """Makes the segments of one policy from (start, end, mask) epoch-second intervals.
 
-    `order` names the bits of the masks (bit i is order[i], sorted ids as in format 2.0); the
-    2.0 encoding is kept with the segment, so writing the document does not pack it again.
-    `instants` may be shared by all segments of a policy (their lessons share bells).
+    `order` names the bits of the masks (bit i is order[i], sorted ids as in format 2.0). The
+    segments share their instants (lessons share bells) and mask sets, and keep their 2.0
+    encoding, so writing the document does not pack them again. A segment of `previous` (the
+    policy compiled before for the same gateway) is taken over as it is when its name, networks
+    and blocks did not change: a timetable change in one room rebuilds one segment.
     """
-    made = Instants() if instants is None else instants
-    masks = _Masks(order)
-    blocks = tuple(Block(made[start], made[end], masks[mask]) for start, end, mask in intervals)
-    segment = PolicySegment(segment_id, name, cidrs, blocks)
-    object.__setattr__(segment, "_packed", (tuple(order), _pack(intervals)))
-    return segment
+
+    def __init__(self, order: list[str], previous: Policy | None = None) -> None:
+        self.order = tuple(order)
+        self.instants = Instants()
+        self.masks = _Masks(list(order))
+        self.previous = {} if previous is None else {s.id: s for s in previous.segments}
+
+    def segment(self, segment_id: int, name: str, cidrs: tuple[str, ...],
+                intervals: list[tuple[int, int, int]]) -> PolicySegment:
+        """The segment; `intervals` sorted and disjoint."""
+        packed = (self.order, _pack(intervals))
+        old = self.previous.get(segment_id)
+        if old is not None and old.__dict__.get("_packed") == packed and old.name == name \
+                and old.cidrs == cidrs:
+            return old
+        made, masks = self.instants, self.masks
+        blocks = tuple(Block(made[start], made[end], masks[mask])
+                       for start, end, mask in intervals)
+        segment = PolicySegment(segment_id, name, cidrs, blocks)
+        object.__setattr__(segment, "_packed", packed)
+        return segment
 
 
 def _packed_blocks(segment: PolicySegment, bit: Mapping[str, int]) -> list[int]:

@@ -31,7 +31,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 import lesfocus_policy
 from lesfocus_policy import FORMAT, MAX_POLICY_BYTES, Policy, content_version, to_claims
-from lesfocus_policy.document import Instants, segment_from_seconds
+from lesfocus_policy.document import SegmentMaker
 
 from .extensions import db
 from .models import (ExceptionGrant, Gateway, Lesson, Room, School, Segment, SegmentCidr, Service,
@@ -147,9 +147,10 @@ def _union_blocks(pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, in
     return out
 
 
-def compile_policy(inputs: PolicyInputs) -> Policy:
+def compile_policy(inputs: PolicyInputs, previous: Policy | None = None) -> Policy:
     """Compile the policy of SPEC §4 for one gateway (issued at the window's start; `version` is
-    its content hash). Blocks with the same services share one set object."""
+    its content hash). Blocks with the same services share one set object; segments that came
+    out the same as in `previous` (the gateway's last compile) are its objects."""
     win_start, win_end = (_seconds(t) for t in inputs.window)
     if win_end <= win_start:
         raise ValueError("the policy window ends before it starts")
@@ -167,22 +168,27 @@ def compile_policy(inputs: PolicyInputs) -> Policy:
     lessons_by_room: dict[int, list[int]] = defaultdict(list)
     lessons_by_group: dict[int, list[int]] = defaultdict(list)
     by_group = any(exc.scope == "group" for exc in inputs.exceptions)  # else never looked up
-    for lesson in inputs.lessons:
-        if lesson.cancelled:
+    # The hot loop of a compile (thousands of lessons): the loader's int times skip _seconds.
+    for lesson_id, start, end, rooms, groups, cancelled in inputs.lessons:
+        if cancelled:
             continue
-        start = max(_seconds(lesson.start), win_start)
-        end = min(_seconds(lesson.end), win_end)
+        if type(start) is not int:
+            start = _seconds(start)
+        if type(end) is not int:
+            end = _seconds(end)
+        if start < win_start:
+            start = win_start
+        if end > win_end:
+            end = win_end
         if end <= start:
             continue
-        lesson_id = lesson.id
         if lesson_id in spans:
             raise ValueError(f"lesson {lesson_id} is given twice")
         spans[lesson_id] = (start, end, all_mask)
-        rooms = lesson.room_ids
         for room_id in rooms if len(rooms) == 1 else set(rooms):
             lessons_by_room[room_id].append(lesson_id)
         if by_group:
-            for group_id in set(lesson.group_ids):
+            for group_id in set(groups):
                 lessons_by_group[group_id].append(lesson_id)
 
     # Each exception attached to the lessons it covers, as (start, stop, services it allows).
@@ -237,7 +243,7 @@ def compile_policy(inputs: PolicyInputs) -> Policy:
     pieces_of: dict[int, list[tuple[int, int, int]]] = {
         lesson_id: excepted_pieces(lesson_id, excs) for lesson_id, excs in covering.items()}
 
-    instants = Instants()
+    maker = SegmentMaker(blocked_ids, previous)
     segments_out = []
     for segment in sorted(inputs.segments, key=lambda s: s.id):
         pieces: list[tuple[int, int, int]] = []
@@ -252,9 +258,8 @@ def compile_policy(inputs: PolicyInputs) -> Policy:
                 pieces.append(spans[lesson_id])
             else:
                 pieces.extend(excepted)
-        segments_out.append(segment_from_seconds(
-            segment.id, segment.name, tuple(segment.cidrs),
-            _union_blocks(pieces) if pieces else [], blocked_ids, instants))
+        segments_out.append(maker.segment(segment.id, segment.name, tuple(segment.cidrs),
+                                          _union_blocks(pieces) if pieces else []))
 
     window = (datetime.fromtimestamp(win_start, timezone.utc),
               datetime.fromtimestamp(win_end, timezone.utc))
@@ -460,14 +465,16 @@ class SignedPolicy:
 
 
 def gateway_policy(gateway: Gateway, now: datetime | None = None,
-                   reuse: PolicyInputs | None = None) -> SignedPolicy:
+                   reuse: PolicyInputs | None = None,
+                   previous: Policy | None = None) -> SignedPolicy:
     """Compile the policy of `gateway` at `now` from the database; sign it when asked.
 
-    `reuse`: see `load_policy_inputs` (only exceptions changed since these inputs).
+    `reuse`: see `load_policy_inputs` (only exceptions changed since these inputs); `previous`:
+    the gateway's last compiled policy, whose unchanged segments are taken over.
     """
     now = now or datetime.now(timezone.utc)
     inputs = load_policy_inputs(gateway, now, reuse)
-    policy = compile_policy(inputs)
+    policy = compile_policy(inputs, previous)
     policy = dataclasses.replace(policy, issued_at=datetime.fromtimestamp(_seconds(now),
                                                                         timezone.utc))
     return SignedPolicy(policy, current_app.extensions["lesfocus.signing_key"], inputs)

@@ -6,7 +6,7 @@ gateway. It is compiled again when the school's generation in the change feed mo
 anywhere, see `server/changes.py`) or the hour does (the policy window starts on the hour).
 When the feed says the change was only exceptions (a grant, a revocation: the case a teacher waits
 for), the compile takes the gateway's segments and lessons over from the last one and reads only
-the exceptions again.
+the exceptions again. Either way, segments that come out as before are the last policy's objects.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ def cached_policy(gateway_id: str, school_id: int) -> Any:
     # gateway's segments and lessons are taken over and only the exceptions read again.
     reuse = cached[2].inputs if cached is not None and cached[1] == hour \
         and cached[3] == timetable else None
-    compiled = gateway_policy(gateway, reuse=reuse)
+    compiled = gateway_policy(gateway, reuse=reuse,
+                              previous=None if cached is None else cached[2].policy)
     with _lock:
         _entries[key] = (generation, hour, compiled, timetable)
     return compiled

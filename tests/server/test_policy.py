@@ -262,6 +262,26 @@ def test_an_allowed_service_is_open_until_it_is_blocked_again_at_most_until_the_
     assert status_of(policy, 1, t(11)).allowed_until("tiktok") is None
 
 
+def test_a_compile_takes_over_the_segments_of_the_previous_policy_that_did_not_change():
+    two = (SegmentInput(1, "lokaal-1", ("10.20.1.0/24",), (1,)),
+           SegmentInput(2, "lokaal-2", ("10.20.2.0/24",), (2,)))
+    lessons = [lesson(1, t(9), t(10), room=1), lesson(2, t(9), t(10), room=2)]
+    before = compile_policy(inputs(lessons, segments=two))
+    moved = [lessons[0], lesson(2, t(9), t(10, 5), room=2)]
+    after = compile_policy(inputs(moved, segments=two), before)
+    assert after.segments[0] is before.segments[0]  # room 1: nothing changed
+    assert after.segments[1] is not before.segments[1]
+    assert intervals(after, 2) == [(t(9), t(10, 5), ALL)]
+    # The same document as compiling afresh; a renamed segment is not taken over.
+    assert after.version == compile_policy(inputs(moved, segments=two)).version
+    renamed = (two[0]._replace(name="lokaal-1a"), two[1])
+    assert compile_policy(inputs(moved, segments=renamed), after).segments[0].name == "lokaal-1a"
+    # Another catalog gives the masks other meanings: nothing is taken over.
+    fewer = compile_policy(inputs(moved, segments=two, blocked=["tiktok", "youtube"]), after)
+    assert fewer.segments[0] is not after.segments[0]
+    assert intervals(fewer, 1) == [(t(9), t(10), ["tiktok", "youtube"])]
+
+
 def test_blocks_are_datetimes():
     policy = compile_policy(inputs([lesson(1, t(9), t(10))],
                                    [exc("lesson", t(9), t(9, 30), ["youtube"], lesson_id=1)]))
