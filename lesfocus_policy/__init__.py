@@ -6,11 +6,11 @@ Standard library only, so the agent's install does not pull in the server's depe
 from .document import (FORMAT, LEGACY_FORMAT, MAX_ANSWER_BYTES, MAX_POLICY_BYTES,
                        UnsupportedFormat, content_version, parse_claims, to_claims)
 from .model import Block, BlockState, Policy, PolicySegment, SegmentState, Service
-from .reader import blocked_at, next_change, segment_state, status_of
+from .reader import blocked_at, next_change, segment_state, state_stable_until, status_of
 
 __all__ = [
     "FORMAT", "LEGACY_FORMAT", "MAX_ANSWER_BYTES", "MAX_POLICY_BYTES", "UnsupportedFormat",
     "content_version", "parse_claims", "to_claims",
     "Block", "BlockState", "Policy", "PolicySegment", "SegmentState", "Service",
-    "blocked_at", "next_change", "segment_state", "status_of",
+    "blocked_at", "next_change", "segment_state", "state_stable_until", "status_of",
 ]

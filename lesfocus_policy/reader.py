@@ -95,6 +95,17 @@ def segment_state(segment: PolicySegment, at: datetime,
     return state, _next_change(blocks, ends, at, current)
 
 
+def state_stable_until(segment: PolicySegment, at: datetime) -> datetime | None:
+    """Until when `segment_state(segment, t)` reads the same as at `at`: the next start or end of
+    a block after `at` (None: none in the policy). Every "until" it answers is an instant, so
+    between two boundaries nothing in it changes."""
+    blocks = segment.blocks
+    i = bisect.bisect_right(_ends(segment), at)
+    if i >= len(blocks):
+        return None
+    return blocks[i].end if blocks[i].start <= at else blocks[i].start
+
+
 def blocked_at(policy: Policy, now: datetime, services: Iterable[str] = ()) -> BlockState:
     """What `policy` blocks on each segment at `now` (aware), and when that next changes."""
     if now.tzinfo is None:

@@ -13,7 +13,7 @@ Nothing at a call site says that a policy changed. SQLAlchemy session events do 
   transaction that changed nothing relevant (a heartbeat, a sign-in) publishes nothing.
 
 Publishing bumps a generation counter per school and wakes the threads waiting on it
-(`generation`, `wait_for_change`), then calls the app's subscribers (`subscribe`).
+(`generation`, `wait_for_change`); lesson-status reads the counters as they are.
 
 Other processes (a second `lesfocus serve`, the CLI's `lesfocus timetable import`) learn of a
 change like this:
@@ -38,7 +38,7 @@ import time
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -74,7 +74,6 @@ _BULK_SCHOOL = "lesfocus.changes.bulk_school"
 _EXTENSION = "lesfocus.changes"
 
 SchoolSet = frozenset[int | str]
-Subscriber = Callable[[SchoolSet], None]
 
 # Tables whose rows feed a school's compiled policy, for bulk statements.
 _WATCHED_TABLES: frozenset[str] = frozenset(
@@ -87,7 +86,7 @@ _WATCHED_TABLES: frozenset[str] = frozenset(
 # --- the feed of one app ----------------------------------------------------------------------
 
 class ChangeFeed:
-    """Generations per school, the threads waiting on them, and the app's subscribers."""
+    """Generations per school and the threads waiting on them."""
 
     def __init__(self, app: Flask) -> None:
         self.app = app
@@ -99,7 +98,9 @@ class ChangeFeed:
         # gateway's loaded timetable while this one stands still (a grant reloads exceptions).
         self.timetable_counts: dict[int, int] = defaultdict(int)
         self.timetable_every = 0
-        self.subscribers: list[Subscriber] = []
+        # Moves with every change of any school that was more than exceptions (segments among
+        # them): lesson-status rebuilds its table of networks when it moved.
+        self.timetable_total = 0
         url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
         self.postgres = url.get_backend_name() == "postgresql"
         self.source: _PostgresListener | _SqliteMarkerPoller = (
@@ -126,7 +127,7 @@ class ChangeFeed:
 
     def publish(self, schools: Iterable[int | str],
                 timetable: Iterable[int | str] | None = None) -> None:
-        """Bump the generation of `schools` (EVERY_SCHOOL: all), wake waiters, tell subscribers.
+        """Bump the generation of `schools` (EVERY_SCHOOL: all), and wake the waiters.
 
         `timetable`: those of them whose change was more than exceptions; None (the default, and
         what every source that cannot tell says) counts every one of them.
@@ -146,12 +147,9 @@ class ChangeFeed:
             else:
                 for school_id in more:
                     self.timetable_counts[int(school_id)] += 1
+            if more:
+                self.timetable_total += 1
             self.condition.notify_all()
-        for subscriber in list(self.subscribers):
-            try:
-                subscriber(changed)
-            except Exception:  # noqa: BLE001 - one subscriber must not keep the others unwoken
-                log.exception("change feed: a subscriber failed")
 
     def stop(self) -> None:
         """Stop the feed's thread, if it runs (it starts again when needed)."""
@@ -190,11 +188,6 @@ def timetable_generation(school_id: int) -> int:
 def wait_for_change(school_id: int, seen: int, timeout: float) -> bool:
     """Block until the counter of `school_id` moves past `seen` or `timeout` passes; True: moved."""
     return feed_of(current_app).wait_for_change(school_id, seen, timeout)
-
-
-def subscribe(app: Flask, subscriber: Subscriber) -> None:
-    """Call `subscriber(schools)` after each change published in `app` (local or from elsewhere)."""
-    feed_of(app).subscribers.append(subscriber)
 
 
 @contextmanager

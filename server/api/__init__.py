@@ -10,10 +10,5 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 def init_app(app: Flask) -> None:
     """Register the API blueprint with every resource module."""
     # The modules attach their routes to `bp` when imported.
-    from .. import changes
     from . import routes  # noqa: F401
-    from .lesson_status import invalidate
     app.register_blueprint(bp)
-    # Answers and policies are keyed by the school's generation; the table of segment CIDRs is
-    # not, so a change (here or in another process) drops it too.
-    changes.subscribe(app, lambda _schools: invalidate(app))

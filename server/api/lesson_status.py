@@ -1,9 +1,14 @@
 """`GET /lesson-status`: is the caller's network in a lesson, and what is blocked there (public).
 
-Answered from in-process caches, because every browser with the extension asks: a table of all
-segment CIDRs (rebuilt every few seconds), each gateway's compiled policy (the long poll's,
-server/policy_cache.py), and each segment's answer for one second. A grant or revocation made in this process clears a school's entries at
-once (the change feed's generation moves, server/changes.py), in every process on PostgreSQL.
+Every browser with the extension asks, so a request is answered from memory, with no SQL and no
+signature check:
+- an index of every segment's networks (with its rooms), built from the database once and again
+  when the change feed says that something other than exceptions changed (segments, networks,
+  rooms; here or in another process), and at least every few seconds as a safety net;
+- each gateway's compiled policy, the long poll's (server/policy_cache.py), which the change feed
+  keeps current: a grant through any process is in the answers within the feed's delay;
+- each segment's answer, serialised, kept until the next block boundary in its policy (between
+  two boundaries the one reader answers the same) or until the policy changes.
 """
 
 from __future__ import annotations
@@ -12,43 +17,57 @@ import ipaddress
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Flask, Response, current_app, jsonify, request
+from flask import Flask, Response, current_app, json, request
 from sqlalchemy import select
 
-from lesfocus_policy import Policy, SegmentState, status_of
+from lesfocus_policy import Policy, SegmentState, state_stable_until, status_of
 
 from .. import changes
 from ..errors import abort_json
 from ..extensions import db
-from ..models import School, Segment, SegmentCidr, utcnow
+from ..models import Room, School, Segment, SegmentCidr, segment_rooms, utcnow
 from . import bp
 from .common import iso
 
-CIDR_TABLE_SECONDS = 5.0
-ANSWER_SECONDS = 1.0
+# How old the index of networks may get without a word from the change feed: on PostgreSQL the
+# feed tells every process, on SQLite another process's change is seen by polling.
+INDEX_SECONDS = {"postgresql": 60.0, "sqlite": 5.0}
 
 
 @dataclass(frozen=True)
 class SegmentRef:
-    """What the CIDR table knows of a segment."""
+    """What the index knows of a segment."""
 
     segment_id: int
     gateway_id: str
     school_id: int
     prefixlen: int
+    rooms: tuple[str, ...]
+
+
+@dataclass
+class NetworkIndex:
+    """The segments by network, and the schools by slug, as read at one moment."""
+
+    # (ip version, prefix length) -> {network address as int: segment}, longest prefix first
+    networks: dict[tuple[int, int], dict[int, SegmentRef]] = field(default_factory=dict)
+    schools: dict[str, int] = field(default_factory=dict)
+    built_at: float = -1e9
+    feed_total: int = -1
 
 
 @dataclass
 class StatusCache:
-    """The caches of one app (tests build many apps in one process)."""
+    """The index and answers of one app (tests build many apps in one process)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
-    table_at: float = -1e9
-    # (ip version, prefix length) -> {network address as int: segment}
-    table: dict[tuple[int, int], dict[int, SegmentRef]] = field(default_factory=dict)
-    answers: dict[int, tuple[float, int, dict[str, Any]]] = field(default_factory=dict)
+    building: threading.Lock = field(default_factory=threading.Lock)
+    index: NetworkIndex = field(default_factory=NetworkIndex)
+    # segment id -> (policy version, valid from, valid until, serialised answer)
+    answers: dict[int, tuple[str, datetime, datetime, bytes]] = field(default_factory=dict)
 
 
 def _cache(app: Flask) -> StatusCache:
@@ -58,35 +77,55 @@ def _cache(app: Flask) -> StatusCache:
     return cache
 
 
-def invalidate(app: Flask) -> None:
-    """Forget cached segments and answers (call after segments change in this process)."""
-    cache = _cache(app)
-    with cache.lock:
-        cache.table_at = -1e9
-        cache.answers.clear()
-
-
-def _cidr_table(cache: StatusCache) -> dict[tuple[int, int], dict[int, SegmentRef]]:
-    if time.monotonic() - cache.table_at < CIDR_TABLE_SECONDS:
-        return cache.table
-    rows = db.session.execute(
-        select(SegmentCidr.cidr, Segment.id, Segment.gateway_id, Segment.school_id)
-        .join(Segment, SegmentCidr.segment_id == Segment.id))
-    table: dict[tuple[int, int], dict[int, SegmentRef]] = {}
-    for cidr, segment_id, gateway_id, school_id in rows:
+def _build_index(feed_total: int) -> NetworkIndex:
+    rooms: dict[int, list[str]] = {}
+    for segment_id, code in db.session.execute(
+            select(segment_rooms.c.segment_id, Room.code)
+            .join(Room, Room.id == segment_rooms.c.room_id).order_by(Room.code)):
+        rooms.setdefault(segment_id, []).append(code)
+    networks: dict[tuple[int, int], dict[int, SegmentRef]] = {}
+    for cidr, segment_id, gateway_id, school_id in db.session.execute(
+            select(SegmentCidr.cidr, Segment.id, Segment.gateway_id, Segment.school_id)
+            .join(Segment, SegmentCidr.segment_id == Segment.id)):
         net = ipaddress.ip_network(cidr)
-        ref = SegmentRef(segment_id, gateway_id, school_id, net.prefixlen)
-        table.setdefault((net.version, net.prefixlen), {})[int(net.network_address)] = ref
-    # Longest prefix first, so the most specific segment wins.
-    ordered = dict(sorted(table.items(), key=lambda item: -item[0][1]))
-    with cache.lock:
-        cache.table, cache.table_at = ordered, time.monotonic()
-    return ordered
+        ref = SegmentRef(segment_id, gateway_id, school_id, net.prefixlen,
+                         tuple(rooms.get(segment_id, ())))
+        networks.setdefault((net.version, net.prefixlen), {})[int(net.network_address)] = ref
+    schools = dict(db.session.execute(select(School.slug, School.id)).all())
+    return NetworkIndex(networks=dict(sorted(networks.items(), key=lambda item: -item[0][1])),
+                        schools=schools, built_at=time.monotonic(), feed_total=feed_total)
 
 
-def find_segment(address: str, cache: StatusCache, school_id: int | None = None
+def current_index(app: Flask) -> NetworkIndex:
+    """The index of networks, built again when the feed moved or it got old.
+
+    One request builds it; the others go on with the previous one meanwhile (the first request
+    of the process waits for it).
+    """
+    cache = _cache(app)
+    index = cache.index
+    feed_total = changes.feed_of(app).timetable_total
+    max_age = INDEX_SECONDS.get(db.engine.dialect.name, 5.0)
+    if index.feed_total == feed_total and time.monotonic() - index.built_at < max_age:
+        return index
+    first = index.feed_total < 0
+    if not cache.building.acquire(blocking=first):
+        return index
+    try:
+        index = cache.index
+        if index.feed_total != feed_total or time.monotonic() - index.built_at >= max_age:
+            index = _build_index(feed_total)
+            with cache.lock:
+                cache.index = index
+                cache.answers.clear()  # the segments' rooms may have changed
+    finally:
+        cache.building.release()
+    return index
+
+
+def find_segment(address: str, index: NetworkIndex, school_id: int | None = None
                  ) -> SegmentRef | None:
-    """The most specific segment whose CIDR holds `address` (of `school_id` when given)."""
+    """The most specific segment whose network holds `address` (of `school_id` when given)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -94,7 +133,7 @@ def find_segment(address: str, cache: StatusCache, school_id: int | None = None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     value, bits = int(ip), ip.max_prefixlen
-    for (version, prefixlen), nets in _cidr_table(cache).items():
+    for (version, prefixlen), nets in index.networks.items():
         if version != ip.version:
             continue
         key = (value >> (bits - prefixlen)) << (bits - prefixlen) if prefixlen else 0
@@ -121,7 +160,7 @@ def _policy(ref: SegmentRef) -> Policy | None:
     # both read it with the same reader.
     try:
         return cached_policy(ref.gateway_id, ref.school_id).policy
-    except GatewayGone:  # removed since the CIDR table was read
+    except GatewayGone:  # removed since the index was read
         return None
 
 
@@ -150,43 +189,56 @@ def status_answer(state: SegmentState | None, rooms: list[str]) -> dict[str, Any
             "exception": exception, "services": dict(sorted(services.items())), "rooms": rooms}
 
 
-def _answer(cache: StatusCache, ref: SegmentRef) -> dict[str, Any]:
-    generation = changes.generation(ref.school_id)
-    now = time.monotonic()
-    cached = cache.answers.get(ref.segment_id)
-    if cached is not None and cached[1] == generation and now - cached[0] < ANSWER_SECONDS:
-        return cached[2]
+def _answer(cache: StatusCache, ref: SegmentRef) -> bytes:
     at = utcnow()
     policy = _policy(ref)
+    version = "" if policy is None else policy.version
+    cached = cache.answers.get(ref.segment_id)
+    if cached is not None and cached[0] == version and cached[1] <= at < cached[2]:
+        return cached[3]
     state = None
+    # Without a policy or a segment in it, the answer holds until the policy changes (within the
+    # hour: the policy cache compiles again on the hour).
+    until = at.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     if policy is not None:
         try:
-            state = status_of(policy, ref.segment_id, at)
+            segment = policy.segment(ref.segment_id)
         except KeyError:  # a segment newer than the compiled policy: the feed recompiles it
-            pass
-    segment = db.session.get(Segment, ref.segment_id)
-    answer = status_answer(state, [room.code for room in segment.rooms] if segment else [])
+            segment = None
+        if segment is not None:
+            state = status_of(policy, ref.segment_id, at)
+            boundary = state_stable_until(segment, at)
+            if boundary is not None:
+                until = min(until, boundary)
+    body = _serialised(status_answer(state, list(ref.rooms)))
     with cache.lock:
-        cache.answers[ref.segment_id] = (now, generation, answer)
-    return answer
+        cache.answers[ref.segment_id] = (version, at, until, body)
+    return body
+
+
+def _serialised(answer: dict[str, Any]) -> bytes:
+    return (json.dumps(answer) + "\n").encode()
 
 
 NOT_IN_A_SEGMENT: dict[str, Any] = {"in_lesson": False, "blocked_services": [], "until": None,
                                     "exception": None, "services": {}, "rooms": []}
+_NOT_IN_A_SEGMENT_BODY = _serialised(NOT_IN_A_SEGMENT)
 
 
 @bp.get("/lesson-status")
 def lesson_status() -> Response:
     """For the caller's address: in a lesson?, which services are blocked, until when, exception."""
-    cache = _cache(current_app._get_current_object())  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    cache = _cache(app)
+    index = current_index(app)
     school_id = None
     slug = request.args.get("school")
     if slug:
-        school_id = db.session.scalar(select(School.id).where(School.slug == slug))
+        school_id = index.schools.get(slug)
+        if school_id is None:  # perhaps newer than the index
+            school_id = db.session.scalar(select(School.id).where(School.slug == slug))
         if school_id is None:
             abort_json(404, f"no school {slug!r}", field="school")
-    ref = find_segment(client_address(), cache, school_id)
-    answer = NOT_IN_A_SEGMENT if ref is None else _answer(cache, ref)
-    response = jsonify(answer)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    ref = find_segment(client_address(), index, school_id)
+    body = _NOT_IN_A_SEGMENT_BODY if ref is None else _answer(cache, ref)
+    return Response(body, mimetype="application/json", headers={"Cache-Control": "no-store"})

@@ -157,3 +157,47 @@ def test_x_forwarded_for_counts_only_behind_a_trusted_proxy(app, client, enrolle
     body = _status(client, "127.0.0.1", **{"X-Forwarded-For": "198.51.100.1, 10.1.0.5"}
                    ).get_json()
     assert body["in_lesson"] is expected_in_lesson
+
+
+def test_lesson_status_answers_from_memory_without_sql(app, client, enrolled, monkeypatch):
+    from sqlalchemy import event
+
+    from server import changes
+    monkeypatch.setattr(changes, "RECHECK_SECONDS", 3600.0)  # SQLite: no marker read meanwhile
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    enrolled("gw2", cidrs=["10.2.0.0/24"], rooms=["3.01"])
+    start = now_utc() - minutes(10)
+    add_lesson(app, "2.14", start, start + minutes(50))
+    addresses = [f"10.{net}.0.{host}" for net in (1, 2) for host in range(2, 12)]
+    first = {a: _status(client, a).get_json() for a in addresses}  # fills index and answers
+    with app.app_context():
+        engine = db.engine
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        again = {a: _status(client, a).get_json() for a in addresses * 3}
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert statements == []
+    assert again == first
+    assert first["10.1.0.2"]["in_lesson"] and not first["10.2.0.2"]["in_lesson"]
+
+
+def test_lesson_status_knows_a_new_segment_at_once_and_follows_the_bell(app, client, enrolled):
+    import time_machine
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    start = now_utc() - minutes(10)
+    add_lesson(app, "2.14", start, start + minutes(50))
+    add_lesson(app, "4.02", start, start + minutes(20))
+    assert _status(client, "10.4.0.9").get_json()["rooms"] == []  # no segment there yet
+    enrolled("gw4", cidrs=["10.4.0.0/24"], rooms=["4.02"])
+    body = _status(client, "10.4.0.9").get_json()
+    assert body["rooms"] == ["4.02"] and body["in_lesson"] is True
+    # After the bell of room 4.02, not of 2.14: the kept answer of one segment ends at its bell.
+    assert _status(client, "10.1.0.9").get_json()["in_lesson"] is True
+    with time_machine.travel(start + minutes(21), tick=False):
+        assert _status(client, "10.4.0.9").get_json()["in_lesson"] is False
+        assert _status(client, "10.1.0.9").get_json()["in_lesson"] is True
