@@ -1,4 +1,5 @@
-"""The real lesfocus server for agent tests: a temporary SQLite instance served by `lesfocus serve`.
+"""The real lesfocus server for agent tests: `lesfocus serve` on a temporary SQLite file (or an
+empty PostgreSQL database given to it), with more processes on the same database if asked.
 
 The server (tests/support/served.py: gunicorn, as users run it) listens in the namespace the test
 chooses (the lab's `inet`, so the agent in `gw` reaches it over the gateway's WAN link, as a
@@ -27,11 +28,15 @@ LEADER, LEADER_PASSWORD = "leider", "correct horse battery staple"
 class LiveServer:
     """`lesfocus serve` with school `e2e`, a leader, and one gateway with an enrolment token."""
 
-    def __init__(self, tmp_path: Path, host: str = "127.0.0.1", ns: Any = None) -> None:
+    def __init__(self, tmp_path: Path, host: str = "127.0.0.1", ns: Any = None,
+                 database_url: str | None = None) -> None:
         self.tmp_path = tmp_path
         self.host = host
         self.ns = ns
+        # An empty database to use instead of a new SQLite file (PostgreSQL: several processes).
+        self.database_url = database_url
         self.served: ServedApp | None = None
+        self.others: list[ServedApp] = []
 
     def _entered(self) -> Any:
         return self.ns.entered() if self.ns is not None else nullcontext()
@@ -49,8 +54,10 @@ class LiveServer:
 
         self.tmp_path.mkdir(parents=True, exist_ok=True)
         settings = {"INSTANCE_PATH": str(self.tmp_path / "instance"),
-                    "DATABASE_URL": f"sqlite:///{self.tmp_path / 'server.sqlite3'}",
+                    "DATABASE_URL": (self.database_url
+                                     or f"sqlite:///{self.tmp_path / 'server.sqlite3'}"),
                     "SECRET_KEY": "e2e-secret"}
+        self.settings = settings
         # No public URL: the served process picks a free port, and the agents' tokens name
         # the URL their requests come in on (SPEC 4), which is the one it prints.
         self.served = ServedApp({f"LESFOCUS_{k}": v for k, v in settings.items()},
@@ -76,6 +83,15 @@ class LiveServer:
         self.port, self.url = self.served.port, self.served.url
         return self
 
+    def start_another(self) -> ServedApp:
+        """A second `lesfocus serve` process on the same database and instance folder (the same
+        signing key), on its own port, as a second server of a deployment; stopped by close()."""
+        n = len(self.others) + 2
+        other = ServedApp({f"LESFOCUS_{k}": v for k, v in self.settings.items()},
+                          self.tmp_path / f"serve-{n}.log", host=self.host, ns=self.ns)
+        self.others.append(other)
+        return other.start()
+
     def serve(self) -> None:
         """(Re)start serving on the same address."""
         assert self.served is not None
@@ -89,6 +105,8 @@ class LiveServer:
     def close(self) -> None:
         """Stop serving and release this process's database connections."""
         self.stop()
+        for other in self.others:
+            other.stop()
         if getattr(self, "app", None) is not None:
             from server.extensions import db
             with self.app.app_context():
@@ -166,19 +184,20 @@ class LiveServer:
         return lesson_id
 
     def grant(self, room: str, services: list[str] | None, start: datetime,
-              end: datetime) -> int:
-        """A room exception granted by the leader through the API; its id."""
+              end: datetime, url: str | None = None) -> int:
+        """A room exception granted by the leader through the API (of the process at `url`, by
+        default the first); its id."""
         status, body = self.api("POST", "/api/v1/exceptions", {
             "scope": "room", "room": room, "services": services,
             "start": start.astimezone(timezone.utc).isoformat(),
-            "end": end.astimezone(timezone.utc).isoformat()}, token=self.login())
+            "end": end.astimezone(timezone.utc).isoformat()}, token=self.login(url), url=url)
         assert status == 201, body
         return int(body["id"])
 
-    def revoke(self, grant_id: int) -> None:
-        """Revoke an exception as the leader through the API."""
+    def revoke(self, grant_id: int, url: str | None = None) -> None:
+        """Revoke an exception as the leader through the API (of the process at `url`)."""
         status, body = self.api("DELETE", f"/api/v1/exceptions/{grant_id}",
-                                token=self.login())
+                                token=self.login(url), url=url)
         assert status == 200, body
 
     def gateway_row(self) -> dict[str, Any]:
@@ -207,10 +226,12 @@ class LiveServer:
             return gateway_policy(db.session.get(Gateway, self.gateway_id)).version
 
     # -- the API, as the dashboard uses it ------------------------------------------------------
-    def api(self, method: str, path: str, body: Any = None, token: str | None = None) -> Any:
-        """One JSON request to the API from the server's own namespace; (status, body)."""
+    def api(self, method: str, path: str, body: Any = None, token: str | None = None,
+            url: str | None = None) -> Any:
+        """One JSON request to the API (of the process at `url`, by default the first) from the
+        server's own namespace; (status, body)."""
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req = urllib.request.Request((url or self.url) + path, data=data, method=method)
         req.add_header("Content-Type", "application/json")
         if token:
             req.add_header("Authorization", f"Bearer {token}")
@@ -221,9 +242,9 @@ class LiveServer:
             except urllib.error.HTTPError as err:
                 return err.code, json.loads(err.read() or b"null")
 
-    def login(self) -> str:
-        """An API token of the leader."""
+    def login(self, url: str | None = None) -> str:
+        """An API token of the leader (from the process at `url`)."""
         status, body = self.api("POST", "/api/v1/auth/token",
-                                {"username": LEADER, "password": LEADER_PASSWORD})
+                                {"username": LEADER, "password": LEADER_PASSWORD}, url=url)
         assert status == 200, body
         return body["token"]

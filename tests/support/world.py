@@ -63,8 +63,9 @@ def as_agent_user(capabilities: bool = True) -> list[str]:
 class World:
     """The lab, its services, the real server and the agent; `close()` removes all of it."""
 
-    def __init__(self, tmp: Path, classrooms: int = 2) -> None:
+    def __init__(self, tmp: Path, classrooms: int = 2, database_url: str | None = None) -> None:
         self.tmp = tmp
+        self.database_url = database_url  # an empty database; default a new SQLite file
         # Segments behind the gateway: the two with clients, and `classrooms - 2` more with a
         # week of lessons each (the benchmarks' big gateways).
         self.classrooms = classrooms
@@ -99,7 +100,8 @@ class World:
             services.append(UdpEchoServer(lab.inet, TIKTOK6, 443))
             for part in [self.school_dns, self.other_dns, *services]:
                 lab.on_close(part.stop)
-            self.server = LiveServer(self.tmp / "server", host=INET_ADDR, ns=lab.inet).start()
+            self.server = LiveServer(self.tmp / "server", host=INET_ADDR, ns=lab.inet,
+                                     database_url=self.database_url).start()
             lab.on_close(self.server.close)
             self.seg1 = self.server.add_segment("lokaal 1.01", list(SEG1_CIDRS), "1.01")
             self.seg2 = self.server.add_segment("lokaal 1.02", list(SEG2_CIDRS), "1.02")
