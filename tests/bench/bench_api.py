@@ -1,64 +1,81 @@
-"""API under load (SPEC §5): lesson-status req/s and p99, alone and while 500 agents long-poll.
+"""Benchmark: one server under a board's load (SPEC §5 "server under load"), SQLite and PostgreSQL
+side by side in one run.
 
-The server runs as `lesfocus serve` would (gunicorn gthread) in a subprocess on 127.0.0.1 with an
-ephemeral port. Load comes from `wrk` (Debian package) when present, else from an asyncio client
-in this process. Long polls come from an asyncio client holding one connection per agent.
-Run: `make bench`, or
-`.venv/bin/python -m pytest -o addopts="" -p no:cacheprovider -s tests/bench/bench_api.py`.
+What is measured, each figure printed next to its target:
+- lesson-status spread over every segment: each request carries the address of a random client
+  in a random one of AGENTS (5,000) segments, in X-Forwarded-For as nginx sends it, and the server
+  is configured to trust one proxy (docs/deploy-server.md). Most addresses are never seen twice;
+  the answers of a segment are shared by its clients, as in a school. ROUNDS rounds, alone and
+  while every gateway's agent long-polls; req/s, p50, p99, the server's CPU per request and the
+  load generator's CPU (wrk, Debian's package) next to it;
+- the same single address again and again: a labelled extra, not the figure;
+- dashboard pages (a teacher's "Nu" page) while the polls wait and the load runs: p50 / p99;
+- server memory per waiting agent: the serving processes' RSS before and with every poll waiting;
+- grant -> the waiting agent of that gateway answered: GRANTS grants, p50 / p95.
+
+The server is started as users start it: `lesfocus serve` with its defaults (the shipped
+configuration), on 127.0.0.1 and an ephemeral port. Long polls come from one asyncio client
+holding a connection per agent. Run with `make bench`, or
+`.venv/bin/python -m pytest -o addopts= -p no:cacheprovider -s tests/bench/bench_api.py`
+(LESFOCUS_BENCH_AGENTS=500 for a quick look). Figures are printed, never asserted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
+import json
 import os
 import re
-import shutil
-import signal
+import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
+import urllib.request
 import uuid
+from collections.abc import Callable
+from contextlib import nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-AGENTS = int(os.environ.get("LESFOCUS_BENCH_AGENTS", "500"))
-# A school board (SPEC §5's compile benchmark has 50 schools): the agents spread over 50 schools.
-SCHOOLS = int(os.environ.get("LESFOCUS_BENCH_SCHOOLS", "50"))
-SERVER_THREADS = AGENTS + 64
-LOAD_SECONDS = 10
-LOAD_CONNECTIONS = int(os.environ.get("LESFOCUS_BENCH_CONNECTIONS", "8"))
+from tests.support.postgres import fresh_database
+
+AGENTS = int(os.environ.get("LESFOCUS_BENCH_AGENTS", "5000"))
+SCHOOLS = 50
+ROUNDS = 3
+ROUND_SECONDS = 8
+CONNECTIONS = 64
 LONG_POLL_WAIT = 60
+GRANTS = 10
 AUDIENCE = "http://127.0.0.1"
+PASSWORD = "bench-password"
 
 
-# --- the server process ---------------------------------------------------------------------------
+# --- the board --------------------------------------------------------------------------------
 
-def serve(instance: str, database_url: str, threads: int) -> None:
-    """Run the app as `lesfocus serve` does on an ephemeral port; print the port for the parent."""
-    from server.app import create_app
-    from server.serving import run_server
-
-    def factory() -> Any:
-        return create_app({"INSTANCE_PATH": instance, "DATABASE_URL": database_url,
-                           "PUBLIC_URL": AUDIENCE})
-
-    run_server(factory, "127.0.0.1", 0, threads,
-               on_ready=lambda port: print(f"PORT {port}", flush=True))
+def segment_network(index: int) -> str:
+    """The /24 of the index-th segment (10.0.0.0/24, 10.0.1.0/24, ...)."""
+    return f"10.{index // 256}.{index % 256}.0/24"
 
 
-def _build_world(instance: Path, database_url: str, agents: int) -> dict[str, Any]:
-    """SCHOOLS schools with `agents` enrolled gateways (one segment each), lessons running now."""
+def build_board(instance: Path, database_url: str, gateways: int) -> dict[str, Any]:
+    """SCHOOLS schools sharing `gateways` enrolled gateways of one classroom segment each, a
+    school day of lessons in every room around now, a teacher teaching in school 0."""
     from flask_migrate import upgrade
-    from sqlalchemy import select
 
     from server.app import create_app
     from server.extensions import db
-    from server.models import Gateway, Lesson, Person, Room, School, Segment, SegmentCidr
+    from server.models import (Gateway, Lesson, Person, Room, School, Segment, SegmentCidr,
+                               lesson_rooms, lesson_teachers, segment_rooms)
     from server.passwords import hash_password
     from server.seed import seed_reminders, seed_services
     from server.tokens import public_key_pem
@@ -66,7 +83,8 @@ def _build_world(instance: Path, database_url: str, agents: int) -> dict[str, An
     app = create_app({"INSTANCE_PATH": str(instance), "DATABASE_URL": database_url,
                       "PUBLIC_URL": AUDIENCE})
     keys: dict[str, Ed25519PrivateKey] = {}
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+    lessons_now: dict[str, int] = {}
     with app.app_context():
         upgrade()
         seed_services()
@@ -76,44 +94,221 @@ def _build_world(instance: Path, database_url: str, agents: int) -> dict[str, An
         db.session.flush()
         for school in schools:
             seed_reminders(school)
-        leader = Person(school_id=schools[0].id, username="leader", roles=["leader"],
-                        password_hash=hash_password("bench-password"))
-        db.session.add(leader)
-        for index in range(agents):
-            school = schools[index % SCHOOLS]
+        teacher = Person(school_id=schools[0].id, username="docent", roles=["teacher", "leader"],
+                         display_name="Docent", password_hash=hash_password(PASSWORD))
+        db.session.add(teacher)
+        db.session.flush()
+        conn = db.session.connection()
+        school_ids = [s.id for s in schools]
+        for index in range(gateways):
             key = Ed25519PrivateKey.generate()
-            gateway = Gateway(school_id=school.id, name=f"gw{index:04d}",
-                              public_key_pem=public_key_pem(key.public_key()), enrolled_at=now)
-            db.session.add(gateway)
-            db.session.flush()
-            keys[gateway.id] = key
-            room = Room(school_id=school.id, code=f"R{index:04d}")
-            # Gateway 0 serves loopback, so the load generator's requests hit a real segment.
-            cidr = "127.0.0.0/8" if index == 0 else f"10.{index // 250}.{index % 250}.0/24"
-            db.session.add(Segment(school_id=school.id, gateway_id=gateway.id,
-                                   name=f"seg{index}", cidrs=[SegmentCidr(cidr=cidr)],
-                                   rooms=[room]))
-            # A timetable of a school day per room: eight 50-minute lessons around now.
+            gateway_id = f"gw-{index:05d}"
+            keys[gateway_id] = key
+            school_id = school_ids[index % SCHOOLS]
+            conn.execute(sa.insert(Gateway).values(
+                id=gateway_id, school_id=school_id, name=gateway_id, created_at=now,
+                public_key_pem=public_key_pem(key.public_key()), enrolled_at=now))
+            room_id = conn.execute(sa.insert(Room).values(
+                school_id=school_id, code=f"R{index:05d}")).inserted_primary_key[0]
+            segment_id = conn.execute(sa.insert(Segment).values(
+                school_id=school_id, gateway_id=gateway_id,
+                name=f"lokaal {index}")).inserted_primary_key[0]
+            cidrs = [segment_network(index)] + (["127.0.0.0/8"] if index == 0 else [])
+            conn.execute(sa.insert(SegmentCidr), [{"segment_id": segment_id, "cidr": c}
+                                                  for c in cidrs])
+            conn.execute(sa.insert(segment_rooms).values(segment_id=segment_id, room_id=room_id))
+            # Eight 50-minute periods around now.
             for period in range(-4, 4):
                 start = now + timedelta(minutes=60 * period - 10)
-                db.session.add(Lesson(school_id=school.id, start=start,
-                                      end=start + timedelta(minutes=50), subject="bench",
-                                      source="bench", source_id=f"{index}-{period}",
-                                      rooms=[room]))
+                lesson_id = conn.execute(sa.insert(Lesson).values(
+                    school_id=school_id, start=start, end=start + timedelta(minutes=50),
+                    subject="bench", cancelled=False, source="bench",
+                    source_id=f"{index}-{period}", updated_at=now)).inserted_primary_key[0]
+                conn.execute(sa.insert(lesson_rooms).values(lesson_id=lesson_id, room_id=room_id))
+                if period == 0:
+                    lessons_now[gateway_id] = lesson_id
+                    if school_id == school_ids[0] and index < 20 * SCHOOLS:
+                        conn.execute(sa.insert(lesson_teachers).values(
+                            lesson_id=lesson_id, person_id=teacher.id))
         db.session.commit()
-        lesson_now = db.session.scalar(
-            select(Lesson.id).join(Lesson.rooms).where(Room.code == "R0000",
-                                                       Lesson.start <= now, Lesson.end > now))
-    return {"keys": keys, "lesson_now": lesson_now}
+        if database_url.startswith("postgresql"):
+            db.session.execute(sa.text("ANALYZE"))  # as autovacuum does after a bulk load
+            db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    return {"keys": keys, "lessons_now": lessons_now}
 
 
-def _agent_token(gateway_id: str, key: Ed25519PrivateKey) -> str:
+def agent_token(gateway_id: str, key: Ed25519PrivateKey) -> str:
     issued = int(time.time())
     return jwt.encode({"sub": gateway_id, "aud": AUDIENCE, "iat": issued, "exp": issued + 300,
                        "jti": uuid.uuid4().hex}, key, algorithm="EdDSA")
 
 
-# --- HTTP clients -------------------------------------------------------------------------------
+# --- the server, as users start it --------------------------------------------------------------
+
+SERVING = re.compile(r"lesfocus: serving on http://127\.0\.0\.1:(\d+)/")
+
+
+class Server:
+    """`lesfocus serve` with its defaults, on an ephemeral port."""
+
+    def __init__(self, instance: Path, database_url: str, log: Path) -> None:
+        env = {**os.environ, "LESFOCUS_INSTANCE_PATH": str(instance),
+               "LESFOCUS_DATABASE_URL": database_url, "LESFOCUS_PUBLIC_URL": AUDIENCE,
+               # Behind one proxy (nginx), as docs/deploy-server.md deploys it.
+               "LESFOCUS_TRUSTED_PROXIES": "1", "LESFOCUS_TRUST_PROXY": "1",
+               "PYTHONUNBUFFERED": "1"}
+        lesfocus = Path(sys.executable).with_name("lesfocus")
+        self.log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([str(lesfocus), "serve", "--host", "127.0.0.1", "--port",
+                                      "0"], env=env, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + 60
+        self.port = 0
+        while time.monotonic() < deadline and not self.port:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise AssertionError(f"lesfocus serve ended: {log.read_text()[-2000:]}")
+            found = SERVING.search(line)
+            if found:
+                self.port = int(found.group(1))
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def processes(self) -> list[int]:
+        """The master and its workers."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [self.proc.pid, *map(int, children.split())]
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for pid in self.processes():
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return total
+
+    def rss_kib(self) -> int:
+        total = 0
+        for pid in self.processes():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        return total
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+# --- load -----------------------------------------------------------------------------------
+
+def spread_script(folder: Path, segments: int) -> Path:
+    """A wrk script: every request from a random client of a random segment, via one proxy."""
+    script = folder / "spread.lua"
+    script.write_text(
+        "math.randomseed(os.time())\n"
+        "request = function()\n"
+        f"  local i = math.random(0, {segments - 1})\n"
+        "  local address = string.format('10.%d.%d.%d', math.floor(i / 256), i % 256,\n"
+        "                                 math.random(1, 254))\n"
+        "  return wrk.format('GET', '/api/v1/lesson-status',\n"
+        "                    {['X-Forwarded-For'] = address})\n"
+        "end\n")
+    return script
+
+
+def wrk_round(server: Server, script: Path | None) -> dict[str, float]:
+    """One round of wrk against lesson-status: req/s, latency percentiles (ms), CPU of both."""
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{ROUND_SECONDS}s", "--latency"]
+    if script is not None:
+        command += ["-s", str(script)]
+    before_server = server.cpu_seconds()
+    before_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out = subprocess.run([*command, f"{server.base}/api/v1/lesson-status"], capture_output=True,
+                         text=True, timeout=ROUND_SECONDS + 60).stdout
+    after_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_cpu = server.cpu_seconds() - before_server
+
+    def ms(text: str) -> float:
+        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    req_s = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore
+    figures = {"req_s": req_s}
+    for pct in ("50", "99"):
+        figures[f"p{pct}"] = ms(re.search(rf"\s{pct}(?:\.000)?%\s+(\S+)", out).group(1))  # type: ignore
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    figures["errors"] = float(errors.group(1)) if errors else 0.0
+    sockets = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if sockets:
+        figures["errors"] += sum(int(n) for n in sockets.groups())
+    requests = req_s * ROUND_SECONDS
+    figures["server_ms"] = server_cpu / requests * 1000 if requests else float("nan")
+    figures["wrk_cpu"] = ((after_wrk.ru_utime + after_wrk.ru_stime)
+                          - (before_wrk.ru_utime + before_wrk.ru_stime)) / ROUND_SECONDS
+    return figures
+
+
+def rounds_line(label: str, rounds: list[dict[str, float]]) -> str:
+    rates = [r["req_s"] for r in rounds]
+    p99s = ", ".join(f"{r['p99']:.0f}" for r in rounds)
+    return (f"  {label:44s} {statistics.median(rates):6.0f} req/s (rounds "
+            f"{', '.join(f'{r:.0f}' for r in rates)}), p50 "
+            f"{statistics.median(r['p50'] for r in rounds):5.1f} ms, p99 "
+            f"{p99s} ms, errors "
+            f"{sum(r['errors'] for r in rounds):.0f}; server CPU "
+            f"{statistics.median(r['server_ms'] for r in rounds):.2f} ms/req, wrk "
+            f"{statistics.median(r['wrk_cpu'] for r in rounds):.2f} cores")
+
+
+class DashboardSampler(threading.Thread):
+    """A teacher who keeps reloading the "Nu" page over a real HTTP session."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.stopping = threading.Event()
+        self.latencies: list[float] = []
+        self.failures = 0
+        jar = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        page = self.opener.open(f"{base}/login", timeout=30).read().decode()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore
+        form = urllib.parse.urlencode({"username": "docent", "password": PASSWORD,
+                                       "csrf_token": token}).encode()
+        self.opener.open(f"{base}/login", data=form, timeout=30).read()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            began = time.perf_counter()
+            try:
+                with self.opener.open(f"{self.base}/nu", timeout=30) as answer:
+                    answer.read()
+                    ok = answer.status == 200 and answer.url.endswith("/nu")
+            except OSError:
+                ok = False
+            self.latencies.append(time.perf_counter() - began)
+            self.failures += not ok
+            self.stopping.wait(0.05)
+
+    def figures(self) -> str:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return "no page loaded"
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return (f"p50 {statistics.median(ordered) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms "
+                f"(target <= 200), {len(ordered)} pages, {self.failures} failed")
+
+
+# --- long polls -------------------------------------------------------------------------------
 
 async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str,
                    path: str, headers: dict[str, str] | None = None,
@@ -140,207 +335,198 @@ async def _request(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, m
     return status, answer_headers, data
 
 
-async def _python_load(port: int, seconds: float, connections: int) -> tuple[int, list[float]]:
-    """Keep-alive GETs of lesson-status from `connections` loops; (requests, latencies in s)."""
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds
+class LongPolls:
+    """Every agent's long poll, held by one asyncio loop in a thread of its own."""
 
-    async def loop() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        while time.monotonic() < deadline:
-            began = time.perf_counter()
-            status, _, _ = await _request(reader, writer, "GET", "/api/v1/lesson-status")
-            latencies.append(time.perf_counter() - began)
-            assert status == 200
-        writer.close()
+    def __init__(self, port: int, keys: dict[str, Ed25519PrivateKey]) -> None:
+        self.port = port
+        self.keys = keys
+        self.versions: dict[str, str] = {}
+        self.waiting = 0
+        self.early = 0
+        self.answered: dict[str, tuple[int, float]] = {}
+        self.errors: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.stopping = False
 
-    await asyncio.gather(*(loop() for _ in range(connections)))
-    return len(latencies), latencies
+    def run(self, coroutine: Any, timeout: float = 600) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    async def first_fetch(self) -> float:
+        semaphore = asyncio.Semaphore(16)
+
+        async def fetch(gateway_id: str) -> None:
+            async with semaphore:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                status, headers, _ = await _request(
+                    reader, writer, "GET", "/api/v1/gateways/self/policy?format=2",
+                    {"Authorization": f"Bearer {agent_token(gateway_id, self.keys[gateway_id])}"})
+                assert status == 200, status
+                self.versions[gateway_id] = headers["etag"].strip('"')
+                writer.close()
+
+        began = time.monotonic()
+        await asyncio.gather(*(fetch(g) for g in self.keys))
+        return time.monotonic() - began
+
+    async def _poll(self, gateway_id: str) -> None:
+        # An agent polls again at once after each answer, as agent/runner.py does.
+        while not self.stopping:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                self.waiting += 1
+                began = time.monotonic()
+                status, headers, _ = await _request(
+                    reader, writer, "GET",
+                    f"/api/v1/gateways/self/policy?format=2&wait={LONG_POLL_WAIT}",
+                    {"Authorization": f"Bearer {agent_token(gateway_id, self.keys[gateway_id])}",
+                     "If-None-Match": f'"{self.versions[gateway_id]}"'})
+                self.waiting -= 1
+                writer.close()
+            except (OSError, ConnectionError, asyncio.IncompleteReadError) as err:
+                self.waiting -= 1
+                self.errors.append(f"{type(err).__name__}: {err}")
+                await asyncio.sleep(1)
+                continue
+            if status == 200:
+                self.versions[gateway_id] = headers["etag"].strip('"')
+            elif status == 304 and time.monotonic() - began < LONG_POLL_WAIT - 5:
+                self.early += 1
+            self.answered[gateway_id] = (status, time.monotonic())
+
+    async def start_polls(self) -> None:
+        semaphore = asyncio.Semaphore(64)
+
+        async def start(gateway_id: str) -> None:
+            async with semaphore:
+                asyncio.ensure_future(self._poll(gateway_id))
+                await asyncio.sleep(0.002)
+
+        await asyncio.gather(*(start(g) for g in self.keys))
+
+    def wait_for_all(self, timeout: float = 300) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.waiting < len(self.keys) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(2.0)  # the server has read every request and is waiting
+        return self.waiting >= len(self.keys)
+
+    def stop(self) -> None:
+        self.stopping = True
+        for task in asyncio.all_tasks(self.loop):
+            self.loop.call_soon_threadsafe(task.cancel)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
-def _wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
-    """Run wrk against lesson-status; req/s and latency percentiles in ms."""
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency",
-                          f"http://127.0.0.1:{port}/api/v1/lesson-status"],
-                         capture_output=True, text=True, timeout=seconds + 60).stdout
-
-    def ms(text: str) -> float:
-        value, unit = re.match(r"([\d.]+)(us|ms|s)", text).groups()  # type: ignore[union-attr]
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    result = {"req_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore
-    for pct in ("50", "90", "99"):
-        result[f"p{pct}"] = ms(re.search(rf"\s{pct}%\s+(\S+)", out).group(1))  # type: ignore
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    result["non_2xx"] = float(errors.group(1)) if errors else 0.0
-    sockets = re.search(r"Socket errors: (.*)", out)
-    result["socket_errors"] = sockets.group(1) if sockets else "none"  # type: ignore[assignment]
-    return result
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its live children: gunicorn's worker does the
-    serving (from /proc, see proc(5))."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return own + sum(_cpu_seconds(int(child)) for child in children)
-
-
-def _measure_lesson_status(port: int, label: str, pid: int) -> dict[str, float]:
-    """Load lesson-status and print req/s, latency and the server's CPU time per request.
-
-    CPU per request is the figure that survives a shared machine: req/s and p99 also measure
-    whatever else the two cores are doing (print the load average next to them).
-    """
-    cpu_before = _cpu_seconds(pid)
-    if shutil.which("wrk"):
-        figures = _wrk(port, LOAD_SECONDS, LOAD_CONNECTIONS)
-        tool = "wrk"
-    else:
-        count, latencies = asyncio.run(_python_load(port, LOAD_SECONDS, LOAD_CONNECTIONS))
-        latencies.sort()
-        figures = {"req_s": count / LOAD_SECONDS,
-                   "p50": statistics.median(latencies) * 1000,
-                   "p90": latencies[int(len(latencies) * 0.90)] * 1000,
-                   "p99": latencies[int(len(latencies) * 0.99)] * 1000}
-        tool = "asyncio client"
-    cpu = _cpu_seconds(pid) - cpu_before
-    requests = figures["req_s"] * LOAD_SECONDS
-    figures["cpu_ms_per_req"] = cpu / requests * 1000 if requests else float("nan")
-    print(f"lesson-status {label} ({tool}, {LOAD_CONNECTIONS} connections, {LOAD_SECONDS} s): "
-          f"{figures['req_s']:.0f} req/s, p50 {figures['p50']:.1f} ms, "
-          f"p90 {figures['p90']:.1f} ms, p99 {figures['p99']:.1f} ms"
-          + (f", non-2xx {figures.get('non_2xx', 0):.0f}, socket errors "
-             f"{figures.get('socket_errors')}" if tool == "wrk" else "")
-          + f"; server CPU {figures['cpu_ms_per_req']:.2f} ms/request (= "
-          f"{1000 / figures['cpu_ms_per_req']:.0f} req/s per core); load average "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
-    return figures
+def grant_wakes(server: Server, polls: LongPolls, lessons_now: dict[str, int]) -> list[float]:
+    """GRANTS grants, each for the running lesson of another gateway; seconds until that
+    gateway's waiting poll is answered with its new policy."""
+    request = urllib.request.Request(f"{server.base}/api/v1/auth/token", method="POST",
+                                     data=json.dumps({"username": "docent",
+                                                      "password": PASSWORD}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    token = json.loads(urllib.request.urlopen(request, timeout=30).read())["token"]
+    # The teacher's school: gateways 0, SCHOOLS, 2 * SCHOOLS, ...
+    ids = sorted(polls.keys)[::SCHOOLS][1:GRANTS + 1]
+    wakes = []
+    for gateway_id in ids:
+        before = polls.answered.get(gateway_id)
+        granted = time.monotonic()
+        request = urllib.request.Request(
+            f"{server.base}/api/v1/exceptions", method="POST",
+            data=json.dumps({"scope": "lesson", "lesson_id": lessons_now[gateway_id],
+                             "minutes": 10, "services": ["youtube"]}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        status = urllib.request.urlopen(request, timeout=30).status
+        assert status == 201, status
+        while polls.answered.get(gateway_id) == before and time.monotonic() - granted < 30:
+            time.sleep(0.002)
+        wakes.append(polls.answered.get(gateway_id, (0, float("nan")))[1] - granted)
+    return wakes
 
 
 # --- the benchmark --------------------------------------------------------------------------------
 
-async def _long_polls(port: int, keys: dict[str, Ed25519PrivateKey], lesson_id: int,
-                      during: Any) -> dict[str, Any]:
-    """Hold long polls (in steps up to one per agent), run `during(n)` while n wait; then grant
-    an exception and time the wake-up of the agent it concerns."""
-    versions: dict[str, str] = {}
-    semaphore = asyncio.Semaphore(8)
+def _raise_file_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, max(soft, 4 * AGENTS + 1024))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
-    async def first_fetch(gateway_id: str) -> None:
-        async with semaphore:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            status, headers, _ = await _request(
-                reader, writer, "GET", "/api/v1/gateways/self/policy",
-                {"Authorization": f"Bearer {_agent_token(gateway_id, keys[gateway_id])}"})
-            assert status == 200, status
-            versions[gateway_id] = headers["etag"].strip('"')
-            writer.close()
 
+def measure(label: str, tmp: Path, database_url: str) -> list[str]:
+    """Everything above for one database; the lines to print."""
     began = time.monotonic()
-    await asyncio.gather(*(first_fetch(gid) for gid in keys))
-    print(f"first policy fetch of {len(keys)} gateways: {time.monotonic() - began:.1f} s "
-          f"({(time.monotonic() - began) / len(keys) * 1000:.1f} ms each, 8 at a time)",
-          flush=True)
-
-    outcomes: dict[str, tuple[int, float]] = {}
-    waiting = 0
-
-    async def poll(gateway_id: str) -> None:
-        nonlocal waiting
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        waiting += 1
-        status, _, _ = await _request(
-            reader, writer, "GET", f"/api/v1/gateways/self/policy?wait={LONG_POLL_WAIT}",
-            {"Authorization": f"Bearer {_agent_token(gateway_id, keys[gateway_id])}",
-             "If-None-Match": f'"{versions[gateway_id]}"'})
-        outcomes[gateway_id] = (status, time.monotonic())
-        writer.close()
-
-    # Add waiting agents in steps and measure lesson-status at each step: waitress's select
-    # loop visits every open connection on each turn, so its cost grows with the waiters.
-    gateway_ids = list(keys)
-    steps = sorted({n for n in (AGENTS // 5, AGENTS // 2, AGENTS) if n > 0})
-    polls: list[asyncio.Task[None]] = []
-    figures: dict[int, dict[str, float]] = {}
-    for target in steps:
-        polls += [asyncio.create_task(poll(gid)) for gid in gateway_ids[len(polls):target]]
-        while waiting < target:
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)  # the server has read every request and is waiting
-        figures[target] = await asyncio.to_thread(during, target)
-    early = len(outcomes)
-
-    # Grant an exception for the lesson in gateway 0's room and time its agent's wake-up.
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    import json
-    _, _, body = await _request(reader, writer, "POST", "/api/v1/auth/token",
-                                {"Content-Type": "application/json"},
-                                json.dumps({"username": "leader",
-                                            "password": "bench-password"}).encode())
-    token = json.loads(body)["token"]
-    first_gateway = next(iter(keys))
-    granted = time.monotonic()
-    status, _, body = await _request(
-        reader, writer, "POST", "/api/v1/exceptions",
-        {"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        json.dumps({"scope": "lesson", "lesson_id": lesson_id, "minutes": 10}).encode())
-    assert status == 201, body
-    writer.close()
-    while first_gateway not in outcomes and time.monotonic() - granted < LONG_POLL_WAIT:
-        await asyncio.sleep(0.005)
-    wake = outcomes.get(first_gateway, (0, float("nan")))
-    await asyncio.gather(*polls)
-    statuses: dict[int, int] = {}
-    for status, _ in outcomes.values():
-        statuses[status] = statuses.get(status, 0) + 1
-    return {"figures": figures, "early": early, "statuses": statuses,
-            "wake_status": wake[0], "wake_ms": (wake[1] - granted) * 1000}
-
-
-def test_api_under_load(tmp_path: Path) -> None:
-    """Print lesson-status throughput and p99, alone and during 500 long polls; and wake latency."""
-    database_url = f"sqlite:///{tmp_path / 'bench.sqlite3'}"
-    began = time.monotonic()
-    world = _build_world(tmp_path / "instance", database_url, AGENTS)
-    print(f"\nbuilt {SCHOOLS} schools, {AGENTS} gateways and {AGENTS * 8} lessons in "
-          f"{time.monotonic() - began:.1f} s", flush=True)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.bench.bench_api", "serve", str(tmp_path / "instance"),
-         database_url, str(SERVER_THREADS)], stdout=subprocess.PIPE, text=True,
-        cwd=Path(__file__).resolve().parents[2])
+    board = build_board(tmp / "instance", database_url, AGENTS)
+    lines = [f"{label}: {SCHOOLS} schools, {AGENTS} gateways of one segment each, "
+             f"{AGENTS * 8} lessons (built in {time.monotonic() - began:.0f} s)"]
+    server = Server(tmp / "instance", database_url, tmp / "serve.log")
+    script = spread_script(tmp, AGENTS)
+    polls: LongPolls | None = None
     try:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        port = int(line.split()[1])
-        print(f"lesfocus serve (gunicorn gthread) on 127.0.0.1:{port} with {SERVER_THREADS} "
-              f"threads (master pid {server.pid})", flush=True)
-        _measure_lesson_status(port, "warm-up", server.pid)
-        alone = _measure_lesson_status(port, "alone", server.pid)
-        result = asyncio.run(_long_polls(
-            port, world["keys"], world["lesson_now"],
-            lambda n: _measure_lesson_status(port, f"while {n} agents long-poll", server.pid)))
-        print(f"long polls: {result['early']} answered before the load ran (want 0); "
-              f"final statuses {result['statuses']}", flush=True)
-        print(f"grant -> waiting agent woken: {result['wake_ms']:.0f} ms "
-              f"(status {result['wake_status']})", flush=True)
-        during = result["figures"][AGENTS]
-        target = "meets" if during["req_s"] >= 1000 and during["p99"] <= 100 else "MISSES"
-        print(f"target (>= 1000 req/s, p99 <= 100 ms with {AGENTS} long polls): {target} "
-              f"({during['req_s']:.0f} req/s, p99 {during['p99']:.1f} ms); "
-              f"alone {alone['req_s']:.0f} req/s", flush=True)
-        assert result["early"] == 0, "long polls must not return before their wait"
+        wrk_round(server, script)  # warm-up: every segment's first answer
+        alone = [wrk_round(server, script) for _ in range(ROUNDS)]
+        single = [wrk_round(server, None) for _ in range(ROUNDS)]
+        rss_before = server.rss_kib()
+        polls = LongPolls(server.port, board["keys"])
+        fetched = polls.run(polls.first_fetch())
+        polls.run(polls.start_polls())
+        all_waiting = polls.wait_for_all()
+        rss_waiting = server.rss_kib()
+        sampler = DashboardSampler(server.base)
+        sampler.start()
+        during = [wrk_round(server, script) for _ in range(ROUNDS)]
+        sampler.stopping.set()
+        sampler.join(60)
+        wakes = sorted(grant_wakes(server, polls, board["lessons_now"]))
+        per_agent = (rss_waiting - rss_before) / max(polls.waiting, 1)
+        lines += [
+            f"  first policy fetch of {AGENTS} gateways: {fetched:.1f} s "
+            f"({fetched / AGENTS * 1000:.1f} ms each, 16 at a time)",
+            rounds_line("lesson-status spread, alone", alone),
+            rounds_line(f"lesson-status spread, {polls.waiting} polls waiting", during),
+            rounds_line("lesson-status one address (extra, not the figure)", single),
+            f"  dashboard Nu page during the load above: {sampler.figures()}",
+            f"  memory: {rss_before / 1024:.0f} MiB before, {rss_waiting / 1024:.0f} MiB with "
+            f"{polls.waiting} polls waiting{'' if all_waiting else ' (not all got waiting)'}: "
+            f"{per_agent:.1f} KiB per waiting agent (target <= 20)",
+            f"  grant -> that gateway's waiting poll answered: p50 "
+            f"{statistics.median(wakes) * 1000:.0f} ms, p95 "
+            f"{wakes[min(len(wakes) - 1, int(len(wakes) * 0.95))] * 1000:.0f} ms, max "
+            f"{wakes[-1] * 1000:.0f} ms (n={len(wakes)}, target p95 <= 1000)",
+            f"  long polls answered before their wait without a change: {polls.early} "
+            f"(want 0); poll errors: {len(polls.errors)}"
+            + (f" (first: {polls.errors[0]})" if polls.errors else ""),
+        ]
+        target = during[0]["req_s"] >= 1000 and max(r["p99"] for r in during) <= 100
+        lines.append(f"  target (>= 1000 req/s, p99 <= 100 ms spread over {AGENTS} segments "
+                     f"with {AGENTS} agents waiting): {'meets' if target else 'MISSES'}")
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        if server.stdout is not None:
-            server.stdout.close()
+        if polls is not None:
+            polls.stop()
+        server.stop()
+    return lines
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "serve":
-    serve(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+def test_bench_server_under_a_boards_load(tmp_path: Path) -> None:
+    if not os.path.exists("/usr/bin/wrk"):
+        pytest.skip("wrk (Debian package) is not installed")
+    _raise_file_limit()
+    print(f"\nload average at the start: {os.getloadavg()[0]:.1f} (2 cores; wrk and the asyncio "
+          "client share them with the server)")
+    results: list[str] = []
+    have_postgres = bool(os.environ.get("LESFOCUS_TEST_POSTGRES_URL"))
+    for label in ("SQLite", "PostgreSQL"):
+        if label == "PostgreSQL" and not have_postgres:
+            results.append("PostgreSQL: not measured (no LESFOCUS_TEST_POSTGRES_URL)")
+            continue
+        folder = tmp_path / label
+        folder.mkdir()
+        context: Callable[[], Any] = (
+            (lambda: nullcontext(f"sqlite:///{folder / 'bench.sqlite3'}")) if label == "SQLite"
+            else (lambda: fresh_database("bench_api")))
+        with context() as url:
+            results += measure(label, folder, url)
+    print("\n".join(results))
