@@ -66,8 +66,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     register_commands(app)
     if settings["TRUSTED_PROXIES"]:
         # The one place that reads X-Forwarded-For/-Proto: every other part sees the caller in
-        # request.remote_addr. Only the last `n` hops are the school's own proxies; entries
-        # before them come from the client and may be forged.
+        # request.remote_addr. Only the last `hops` entries were written by the school's own
+        # proxies; those before them come from the client and may be forged.
         hops = settings["TRUSTED_PROXIES"]
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops)
