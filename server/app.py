@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, models  # noqa: F401  (models: the metadata migrations compare with)
 from .config import load_settings
@@ -63,6 +64,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from .cli import register_commands
     register_commands(app)
+    if settings["TRUSTED_PROXIES"]:
+        # The one place that reads X-Forwarded-For/-Proto: every other part sees the caller in
+        # request.remote_addr. Only the last `hops` entries were written by the school's own
+        # proxies; those before them come from the client and may be forged.
+        hops = settings["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops)
     return app
 
 

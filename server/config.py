@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "AUDIT_RETENTION_DAYS": 365,
     "COUNTER_RETENTION_DAYS": 90,
     "DEFAULT_LOCALE": "nl",
+    # How many reverse proxies stand in front of the server (docs/deploy-server.md); 0 trusts
+    # no X-Forwarded-* header. TRUST_PROXY is the older on/off form and counts as 1.
+    "TRUSTED_PROXIES": 0,
     "TRUST_PROXY": False,
 }
 
@@ -53,4 +56,10 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             settings[name] = _coerce(name, raw)
     if overrides:
         settings.update(overrides)
+    if settings["TRUST_PROXY"] and not settings["TRUSTED_PROXIES"]:
+        settings["TRUSTED_PROXIES"] = 1
+    if isinstance(settings["TRUSTED_PROXIES"], bool) or not isinstance(
+            settings["TRUSTED_PROXIES"], int) or settings["TRUSTED_PROXIES"] < 0:
+        raise ValueError("LESFOCUS_TRUSTED_PROXIES must be a whole number of proxies, 0 or more, "
+                         f"not {settings['TRUSTED_PROXIES']!r}")
     return settings

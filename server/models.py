@@ -336,7 +336,8 @@ def _audit_events_are_append_only(mapper: Any, connection: Any, target: AuditEve
 
 
 class LoginFailure(db.Model):
-    """A failed dashboard sign-in, kept a few minutes to throttle guessing (per username and IP)."""
+    """A sign-in attempt that failed (or is being checked), kept a few minutes to throttle
+    guessing through the dashboard and the API alike (server/throttle.py)."""
 
     __tablename__ = "login_failures"
     __table_args__ = (Index("ix_login_failures_username_at", "username", "at"),)

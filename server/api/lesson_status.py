@@ -144,13 +144,7 @@ def find_segment(address: str, index: NetworkIndex, school_id: int | None = None
 
 
 def client_address() -> str:
-    """The caller's address; the proxy's X-Forwarded-For entry only when LESFOCUS_TRUST_PROXY."""
-    if current_app.config.get("LESFOCUS_TRUST_PROXY"):
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        # The last entry is the one our own proxy appended; earlier ones the client may forge.
-        entries = [part.strip() for part in forwarded.split(",") if part.strip()]
-        if entries:
-            return entries[-1]
+    """The caller's address (behind trusted proxies, create_app's ProxyFix has already set it)."""
     return request.remote_addr or ""
 
 

@@ -1,47 +1,18 @@
-"""Sign-in with local accounts, throttling of failed attempts, sign-out and the language switch."""
+"""Sign-in with local accounts (throttled by server/throttle.py), sign-out, the language switch."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-
 from flask import abort, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from ..extensions import db
-from ..models import LoginFailure, Person, utcnow
+from ..models import Person, utcnow
 from ..passwords import verify_password
+from ..throttle import count_attempt, forget_failures, throttle_key
 from . import LANGUAGES, bp
 from .common import client_address, login_required, safe_next, session_marker
-
-# Five wrong passwords for one username from one address within five minutes lock that pair
-# for the rest of the window; a wider limit per address slows guessing across many usernames.
-MAX_FAILURES_PER_USER = 5
-MAX_FAILURES_PER_ADDRESS = 20
-THROTTLE_WINDOW = timedelta(minutes=5)
-
-
-def throttled_until(username: str, address: str, now: datetime) -> datetime | None:
-    """When sign-in for `username` from `address` is allowed again, or None if it is allowed now."""
-    since = now - THROTTLE_WINDOW
-    for condition, limit in (
-            ((LoginFailure.username == username, LoginFailure.remote_addr == address),
-             MAX_FAILURES_PER_USER),
-            ((LoginFailure.remote_addr == address,), MAX_FAILURES_PER_ADDRESS)):
-        count, oldest = db.session.execute(
-            select(func.count(LoginFailure.id), func.min(LoginFailure.at))
-            .where(LoginFailure.at > since, *condition)).one()
-        if count >= limit and oldest is not None:
-            return oldest + THROTTLE_WINDOW
-    return None
-
-
-def _record_failure(username: str, address: str, now: datetime) -> None:
-    # Old rows are useless for throttling; dropping them here keeps the table tiny.
-    db.session.execute(delete(LoginFailure).where(LoginFailure.at <= now - THROTTLE_WINDOW))
-    db.session.add(LoginFailure(username=username, remote_addr=address, at=now))
-    db.session.commit()
 
 
 def home_endpoint(person: Person) -> str:
@@ -81,10 +52,10 @@ def login() -> Response | tuple[str, int] | str:
     username = (request.form.get("username") or "").strip()
     password = request.form.get("password") or ""
     next_url = request.form.get("next", "")
-    key = username.lower()[:150]
+    key = throttle_key(username)
     address = client_address()
     now = utcnow()
-    locked = throttled_until(key, address, now)
+    locked = count_attempt(key, address, now)
     if locked is not None:
         minutes = max(1, int((locked - now).total_seconds() // 60) + 1)
         error = gettext("Too many failed attempts. Try again in %(minutes)d minutes.",
@@ -95,12 +66,10 @@ def login() -> Response | tuple[str, int] | str:
         if key else None
     ok = verify_password(person.password_hash if person else None, password)
     if not ok or person is None or not person.active:
-        _record_failure(key, address, now)
+        # The attempt count_attempt wrote stays, as a failure.
         error = gettext("Unknown username or wrong password.")
         return render_template("login.html", next=next_url, username=username, error=error), 401
-    db.session.execute(delete(LoginFailure).where(LoginFailure.username == key,
-                                                  LoginFailure.remote_addr == address))
-    db.session.commit()
+    forget_failures(key, address)
     lang = session.get("lang")
     # A fresh session on sign-in, so a session id planted before sign-in is worthless.
     session.clear()

@@ -147,18 +147,6 @@ def test_cancelled_lesson_blocks_nothing(app, client, enrolled):
     assert body["blocked_services"] == []
 
 
-@pytest.mark.parametrize("trust, expected_in_lesson", [(False, False), (True, True)])
-def test_x_forwarded_for_counts_only_behind_a_trusted_proxy(app, client, enrolled, trust,
-                                                            expected_in_lesson):
-    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
-    start = now_utc() - minutes(10)
-    add_lesson(app, "2.14", start, start + minutes(50))
-    app.config["LESFOCUS_TRUST_PROXY"] = trust
-    body = _status(client, "127.0.0.1", **{"X-Forwarded-For": "198.51.100.1, 10.1.0.5"}
-                   ).get_json()
-    assert body["in_lesson"] is expected_in_lesson
-
-
 def test_lesson_status_answers_from_memory_without_sql(app, client, enrolled, monkeypatch):
     from sqlalchemy import event
 

@@ -8,9 +8,9 @@ import pytest
 from flask import Flask
 
 from tests.support.dashboard import PASSWORD, csrf_token, sign_in
-from server.dashboard.auth import MAX_FAILURES_PER_USER, THROTTLE_WINDOW, throttled_until
 from server.extensions import db
 from server.models import LoginFailure, Person, utcnow
+from server.throttle import MAX_FAILURES_PER_USER, THROTTLE_WINDOW, throttled_until
 
 
 def _login(client, username: str, password: str, **extra: str):
@@ -179,15 +179,17 @@ def test_dashboard_session_may_read_the_api_but_not_write_through_it(app: Flask,
     assert app.test_client().get("/api/v1/rooms").status_code == 401
 
 
-def test_too_many_failures_from_one_address_lock_it_for_every_username(app: Flask, world) -> None:
-    from server.dashboard.auth import MAX_FAILURES_PER_ADDRESS
+def test_many_failures_from_one_address_do_not_lock_out_other_usernames(app: Flask,
+                                                                        world) -> None:
+    # A school's NAT: one student's guesses must not keep the teachers at that address out.
+    from server.throttle import MAX_FAILURES_PER_ADDRESS
     with app.app_context():
         now = utcnow()
-        for index in range(MAX_FAILURES_PER_ADDRESS):
+        for index in range(MAX_FAILURES_PER_ADDRESS * 2):
             db.session.add(LoginFailure(username=f"guess{index}", remote_addr="127.0.0.1",
                                         at=now))
         db.session.commit()
-    assert _login(app.test_client(), "leiding", PASSWORD).status_code == 429
+    assert _login(app.test_client(), "leiding", PASSWORD).status_code == 302
 
 
 @pytest.mark.parametrize("path", ["/login", "/does-not-exist"])
