@@ -350,6 +350,7 @@ class LongPolls:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.stopping = False
+        self.tasks: list[asyncio.Future[None]] = []
 
     def run(self, coroutine: Any, timeout: float = 600) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
@@ -374,22 +375,27 @@ class LongPolls:
     async def _poll(self, gateway_id: str) -> None:
         # An agent polls again at once after each answer, as agent/runner.py does.
         while not self.stopping:
+            writer = None
+            counted = False
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
                 self.waiting += 1
+                counted = True
                 began = time.monotonic()
                 status, headers, _ = await _request(
                     reader, writer, "GET",
                     f"/api/v1/gateways/self/policy?format=2&wait={LONG_POLL_WAIT}",
                     {"Authorization": f"Bearer {agent_token(gateway_id, self.keys[gateway_id])}",
                      "If-None-Match": f'"{self.versions[gateway_id]}"'})
-                self.waiting -= 1
-                writer.close()
             except (OSError, ConnectionError, asyncio.IncompleteReadError) as err:
-                self.waiting -= 1
                 self.errors.append(f"{type(err).__name__}: {err}")
                 await asyncio.sleep(1)
                 continue
+            finally:
+                if counted:
+                    self.waiting -= 1
+                if writer is not None:
+                    writer.close()
             if status == 200:
                 self.versions[gateway_id] = headers["etag"].strip('"')
             elif status == 304 and time.monotonic() - began < LONG_POLL_WAIT - 5:
@@ -401,7 +407,7 @@ class LongPolls:
 
         async def start(gateway_id: str) -> None:
             async with semaphore:
-                asyncio.ensure_future(self._poll(gateway_id))
+                self.tasks.append(asyncio.ensure_future(self._poll(gateway_id)))
                 await asyncio.sleep(0.002)
 
         await asyncio.gather(*(start(g) for g in self.keys))
@@ -413,12 +419,18 @@ class LongPolls:
         time.sleep(2.0)  # the server has read every request and is waiting
         return self.waiting >= len(self.keys)
 
+    async def _cancel(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
     def stop(self) -> None:
+        """Hang up every poll (their connections close) and end the loop."""
         self.stopping = True
-        for task in asyncio.all_tasks(self.loop):
-            self.loop.call_soon_threadsafe(task.cancel)
+        self.run(self._cancel(), timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
 
 def grant_wakes(server: Server, polls: LongPolls, lessons_now: dict[str, int]) -> list[float]:
