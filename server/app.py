@@ -66,10 +66,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
 @event.listens_for(Engine, "connect")
-def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
-    # SQLite ignores ON DELETE CASCADE unless foreign keys are switched on per connection.
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
+        # SQLite ignores ON DELETE CASCADE unless foreign keys are switched on per connection.
         cursor.execute("PRAGMA foreign_keys=ON")
+        # A writer (the worker's import) waits up to 5 s for another; it is not refused at once.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL: readers never wait for a writer (https://sqlite.org/wal.html). The mode is kept in
+        # the file, so it is switched once; in-memory databases have no WAL and stay as they are.
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] not in ("wal", "memory"):
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()
