@@ -12,7 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from . import errors, models  # noqa: F401  (models: the metadata migrations compare with)
-from .config import load_settings
+from .config import default_instance_path, load_settings
 from .extensions import db, migrate
 from .tokens import load_or_create_signing_key
 
@@ -30,7 +30,7 @@ def _secret_key(instance: Path) -> str:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the lesfocus server: defaults, then `LESFOCUS_*` variables, then `config`."""
     settings = load_settings(config)
-    instance = Path(settings["INSTANCE_PATH"]).resolve()
+    instance = Path(settings["INSTANCE_PATH"] or default_instance_path()).resolve()
     instance.mkdir(parents=True, exist_ok=True)
 
     app = Flask(__name__, instance_path=str(instance), instance_relative_config=False)

@@ -37,6 +37,11 @@ def _leave_serving_to_the_worker() -> None:
     db.engine.dispose()
 
 
+def _say_instance_folder() -> None:
+    # Keys and the SQLite file live there: a surprising folder means a surprising signing key.
+    click.echo(f"lesfocus: instance folder {current_app.instance_path}", err=True)
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
@@ -48,6 +53,7 @@ def serve_command(host: str, port: int, threads: int) -> None:
     """Serve the dashboard and API (gunicorn, one process of threads; see server/serving.py)."""
     from .app import create_app
     from .serving import run_server
+    _say_instance_folder()
     _leave_serving_to_the_worker()
     shown = f"[{host}]" if ":" in host else host
 
@@ -240,6 +246,7 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     if not no_serve:
         from .app import create_app
         from .serving import run_server
+        _say_instance_folder()
         _leave_serving_to_the_worker()
         run_server(create_app, host, port, threads=64)
 

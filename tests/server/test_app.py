@@ -1,11 +1,16 @@
-"""The application factory: SQLite connections in WAL mode with a busy timeout."""
+"""The application factory: SQLite connections in WAL mode with a busy timeout, and the instance
+folder's default."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
+from server.config import PACKAGE_ROOT, default_instance_path
 from server.extensions import db
 from server.models import Room, School
 
@@ -38,3 +43,28 @@ def test_a_reader_is_not_refused_while_another_connection_writes(app: Flask) -> 
             writer.commit()
             reader.rollback()  # end the reader's snapshot
             assert reader.scalar(select(func.count()).select_from(Room)) == 2000
+
+
+def test_the_default_instance_folder_of_a_checkout_is_its_instance_folder() -> None:
+    assert (PACKAGE_ROOT / "pyproject.toml").is_file()  # these tests run from the checkout
+    assert default_instance_path() == PACKAGE_ROOT / "instance"
+    assert default_instance_path().is_absolute()
+
+
+def test_an_installed_package_keeps_its_instance_folder_under_the_prefix(tmp_path: Path) -> None:
+    site_packages = tmp_path / "lib" / "site-packages"  # holds server/, but no pyproject.toml
+    (site_packages / "server").mkdir(parents=True)
+    assert default_instance_path(site_packages) == Path(sys.prefix).resolve() / "var" / "lesfocus"
+
+
+@sqlite_only
+def test_the_instance_folder_comes_from_the_environment_first(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            database_url: str) -> None:
+    from server.app import create_app
+    monkeypatch.setenv("LESFOCUS_INSTANCE_PATH", str(tmp_path / "from-env"))
+    monkeypatch.chdir(tmp_path)  # not the checkout: a relative default would land here
+    app = create_app({"DATABASE_URL": database_url, "SECRET_KEY": "x", "TESTING": True})
+    assert app.instance_path == str(tmp_path / "from-env")
+    assert (tmp_path / "from-env" / "policy-signing-key.pem").exists()
+    assert not (tmp_path / "instance").exists()
