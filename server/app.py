@@ -55,11 +55,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     errors.init_app(app)
 
-    from . import api, changes, dashboard, scheduler
+    from . import api, changes, dashboard
     changes.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
-    scheduler.init_app(app)
 
     from .cli import register_commands
     register_commands(app)

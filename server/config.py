@@ -22,9 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_TOKEN_MAX_SECONDS": 300,
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,  # timetable uploads; JSON API bodies are capped lower
     "MAX_JSON_BODY": 256 * 1024,
-    "SCHEDULER_ENABLED": False,
     "AUDIT_RETENTION_DAYS": 365,
     "COUNTER_RETENTION_DAYS": 90,
+    "IMPORT_RETENTION_DAYS": 30,  # finished dashboard imports (their reports) in server/imports.py
     "DEFAULT_LOCALE": "nl",
     "TRUST_PROXY": False,
 }
