@@ -68,8 +68,9 @@ def test_the_advisory_lock_goes_with_its_session(app: Flask, database_url: str) 
         # with it, the first notices at its next check, and the second can take it.
         with admin.connect() as conn:
             ended = conn.scalar(sa.text(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
-                "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()"))
+                "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l "
+                "JOIN pg_database d ON d.oid = l.database AND d.datname = current_database() "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.pid <> pg_backend_pid()"))
         assert ended == 1
         assert not first.still_held()
         assert second.try_acquire() and second.still_held()
