@@ -10,7 +10,7 @@ from typing import Any
 
 # Every setting the server knows, with its default. `LESFOCUS_<NAME>` in the environment overrides it.
 DEFAULTS: dict[str, Any] = {
-    "INSTANCE_PATH": None,  # default: default_instance_path(), never the current directory
+    "INSTANCE_PATH": None,  # default: default_instance_path(), not the current folder
     "DATABASE_URL": None,  # default: sqlite:///<instance>/lesfocus.sqlite3
     "SECRET_KEY": None,  # default: a random key kept in the instance folder
     "SIGNING_KEY_FILE": None,  # default: <instance>/policy-signing-key.pem

@@ -1,4 +1,4 @@
-"""Scheduled jobs (retention): what they do and when; `lesfocus worker` runs them (server/worker.py).
+"""Scheduled jobs (retention): what they do and when; `lesfocus worker` runs them (worker.py).
 
 Only the active worker starts the scheduler, so each job runs in one process. A job is a plain
 function of the app; `scheduled_jobs` lists them all with their explicit ids and triggers, so a

@@ -340,7 +340,8 @@ NL: dict[str, str | tuple[str, str]] = {
     "the worker is importing the file since %(when)s; this page refreshes by itself.":
         "de worker importeert het bestand sinds %(when)s; deze pagina ververst vanzelf.",
     "No worker has picked this file up yet. Check that `lesfocus worker` runs on the server.":
-        "Nog geen worker heeft dit bestand opgepakt. Kijk of `lesfocus worker` op de server draait.",
+        "Nog geen worker heeft dit bestand opgepakt. "
+        "Kijk of `lesfocus worker` op de server draait.",
     "Refresh": "Verversen",
     "Import another file": "Nog een bestand importeren",
 }

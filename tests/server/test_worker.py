@@ -43,7 +43,8 @@ def _job_state(app: Flask, job_id: int) -> str:
 
 
 def test_a_lock_file_has_one_holder_until_it_lets_go(tmp_path: Path) -> None:
-    first, second = FileLeaderLock(tmp_path / "worker.lock"), FileLeaderLock(tmp_path / "worker.lock")
+    path = tmp_path / "worker.lock"
+    first, second = FileLeaderLock(path), FileLeaderLock(path)
     try:
         assert first.try_acquire() and first.still_held()
         assert not second.try_acquire() and not second.still_held()
