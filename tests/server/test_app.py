@@ -68,3 +68,16 @@ def test_the_instance_folder_comes_from_the_environment_first(tmp_path: Path,
     assert app.instance_path == str(tmp_path / "from-env")
     assert (tmp_path / "from-env" / "policy-signing-key.pem").exists()
     assert not (tmp_path / "instance").exists()
+
+
+@sqlite_only
+def test_the_served_app_runs_no_scheduler_even_with_the_old_switch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    import threading
+
+    from server.app import create_app
+    monkeypatch.setenv("LESFOCUS_SCHEDULER_ENABLED", "1")  # what a release-1 deployment set
+    app = create_app({"INSTANCE_PATH": str(tmp_path / "i"), "DATABASE_URL": database_url,
+                      "SECRET_KEY": "x", "TESTING": True})
+    assert "lesfocus.scheduler" not in app.extensions
+    assert not [t for t in threading.enumerate() if t.name == "APScheduler"]
