@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -37,6 +38,10 @@ def _close_cli_connections() -> None:
 def _say_instance_folder() -> None:
     # Keys and the SQLite file live there: a surprising folder means a surprising signing key.
     click.echo(f"lesfocus: instance folder {current_app.instance_path}", err=True)
+    if os.environ.get("LESFOCUS_SCHEDULER_ENABLED"):
+        # Release 1 ran the jobs in the server process with this switch; nothing reads it now.
+        click.echo("lesfocus: LESFOCUS_SCHEDULER_ENABLED is no longer used: scheduled jobs "
+                   "(retention) and dashboard imports run in `lesfocus worker`", err=True)
 
 
 @click.command("serve")

@@ -86,4 +86,9 @@ def test_serve_names_the_instance_folder_before_serving(app, runner, monkeypatch
     result = runner.invoke(args=["serve", "--port", "5999"])
     assert result.exit_code == 0, result.output
     assert f"lesfocus: instance folder {app.instance_path}" in result.output
+    assert "no longer used" not in result.output
     assert served == [5999]
+    monkeypatch.setenv("LESFOCUS_SCHEDULER_ENABLED", "1")
+    result = runner.invoke(args=["serve", "--port", "5999"])
+    assert "LESFOCUS_SCHEDULER_ENABLED is no longer used" in result.output
+    assert "`lesfocus worker`" in result.output
