@@ -5,11 +5,13 @@ decided by a lock that the operating system or the database frees when its holde
 - PostgreSQL: a session-level advisory lock (`pg_try_advisory_lock`, see "Advisory Locks" in the
   PostgreSQL manual) on a connection of its own. A killed worker's connection closes and the lock
   goes with it; for a worker whose host vanished, the server's TCP keepalives set on that session
-  end it within about 25 s. The active worker checks its connection every few seconds and stands
+  end it within about 20 s. The active worker checks its connection every few seconds and stands
   down when it is gone, since the lock is gone with it.
 - SQLite (one host): an exclusive `flock(2)` on `<instance>/worker.lock`, freed by the kernel
   when the process ends.
-A standby retries every few seconds, so it takes over well within 30 s.
+A standby retries every 5 s, so it takes over within 30 s. During a network split the old worker
+may go on for a few seconds until its check fails; imports are claimed atomically and retention
+is idempotent, so the overlap does no harm.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ ADVISORY_LOCK_KEY = int.from_bytes(hashlib.sha256(b"lesfocus worker").digest()[:
 _LIBPQ_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                      "keepalives_count": 3, "tcp_user_timeout": 20000, "connect_timeout": 10,
                      "application_name": "lesfocus worker lock"}
-_SERVER_KEEPALIVES = ("SET tcp_keepalives_idle = 10", "SET tcp_keepalives_interval = 5",
+_SERVER_KEEPALIVES = ("SET tcp_keepalives_idle = 5", "SET tcp_keepalives_interval = 5",
                       "SET tcp_keepalives_count = 3")
 
 

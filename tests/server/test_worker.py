@@ -65,10 +65,10 @@ def test_the_advisory_lock_goes_with_its_session(app: Flask, database_url: str) 
     try:
         assert first.try_acquire() and first.still_held()
         assert not second.try_acquire()
-        # The server ends the session of a worker whose host vanished (no FIN) within ~25 s.
+        # The server ends the session of a worker whose host vanished (no FIN) within ~20 s.
         session = first._connection()  # the lock's own connection, not the app's pool
         assert [session.exec_driver_sql(f"SHOW tcp_keepalives_{name}").scalar()
-                for name in ("idle", "interval", "count")] == ["10", "5", "3"]
+                for name in ("idle", "interval", "count")] == ["5", "5", "3"]
         # The first worker's connection ends (its host died, an admin ended it): the lock goes
         # with it, the first notices at its next check, and the second can take it.
         with admin.connect() as conn:
