@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import undefer
 
@@ -57,7 +57,7 @@ def queue_import(school: School, data: bytes, filename: str, fmt: str | None, *,
     return job
 
 
-def _claimable(now: datetime, lease: timedelta) -> object:
+def _claimable(now: datetime, lease: timedelta) -> ColumnElement[bool]:
     return or_(ImportJob.state == "queued",
                and_(ImportJob.state == "running", ImportJob.claimed_at < now - lease,
                     ImportJob.attempts < MAX_ATTEMPTS))
