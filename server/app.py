@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, models  # noqa: F401  (models: the metadata migrations compare with)
-from .config import load_settings
+from .config import default_instance_path, load_settings
 from .extensions import db, migrate
 from .tokens import load_or_create_signing_key
 
@@ -31,7 +31,7 @@ def _secret_key(instance: Path) -> str:
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the lesfocus server: defaults, then `LESFOCUS_*` variables, then `config`."""
     settings = load_settings(config)
-    instance = Path(settings["INSTANCE_PATH"]).resolve()
+    instance = Path(settings["INSTANCE_PATH"] or default_instance_path()).resolve()
     instance.mkdir(parents=True, exist_ok=True)
 
     app = Flask(__name__, instance_path=str(instance), instance_relative_config=False)
@@ -56,11 +56,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     errors.init_app(app)
 
-    from . import api, changes, dashboard, scheduler
+    from . import api, changes, dashboard
     changes.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
-    scheduler.init_app(app)
 
     from .cli import register_commands
     register_commands(app)
@@ -74,10 +73,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     return app
 
 
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
 @event.listens_for(Engine, "connect")
-def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
-    # SQLite ignores ON DELETE CASCADE unless foreign keys are switched on per connection.
+def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
     if type(dbapi_connection).__module__.startswith("sqlite3"):
         cursor = dbapi_connection.cursor()
+        # SQLite ignores ON DELETE CASCADE unless foreign keys are switched on per connection.
         cursor.execute("PRAGMA foreign_keys=ON")
+        # A writer (the worker's import) waits up to 5 s for another; it is not refused at once.
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL: readers never wait for a writer (https://sqlite.org/wal.html). The mode is kept in
+        # the file, so it is switched once; in-memory databases have no WAL and stay as they are.
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] not in ("wal", "memory"):
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.close()

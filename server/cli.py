@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,14 +28,20 @@ def _school(slug: str) -> School:
     return school
 
 
-def _leave_serving_to_the_worker() -> None:
-    # The command line's own app must not serve anything: the worker process builds its own app,
-    # with the one scheduler (if enabled) and its own database connections.
-    scheduler = current_app.extensions.pop("lesfocus.scheduler", None)
-    if scheduler is not None:
-        scheduler.shutdown(wait=False)
+def _close_cli_connections() -> None:
+    # The command line's own app must not serve anything: gunicorn's worker process builds its
+    # own app, with its own database connections.
     db.session.remove()
     db.engine.dispose()
+
+
+def _say_instance_folder() -> None:
+    # Keys and the SQLite file live there: a surprising folder means a surprising signing key.
+    click.echo(f"lesfocus: instance folder {current_app.instance_path}", err=True)
+    if os.environ.get("LESFOCUS_SCHEDULER_ENABLED"):
+        # Release 1 ran the jobs in the server process with this switch; nothing reads it now.
+        click.echo("lesfocus: LESFOCUS_SCHEDULER_ENABLED is no longer used: scheduled jobs "
+                   "(retention) and dashboard imports run in `lesfocus worker`", err=True)
 
 
 @click.command("serve")
@@ -45,10 +52,11 @@ def _leave_serving_to_the_worker() -> None:
                    "gateway plus the dashboard's users.")
 @with_appcontext
 def serve_command(host: str, port: int, threads: int) -> None:
-    """Serve the dashboard and API (gunicorn, one process of threads; see server/serving.py)."""
+    """Serve the dashboard and API (HTTP only; jobs and imports run in `lesfocus worker`)."""
     from .app import create_app
     from .serving import run_server
-    _leave_serving_to_the_worker()
+    _say_instance_folder()
+    _close_cli_connections()
     shown = f"[{host}]" if ":" in host else host
 
     def listening(bound: int) -> None:
@@ -57,6 +65,33 @@ def serve_command(host: str, port: int, threads: int) -> None:
         sys.stdout.flush()
 
     run_server(create_app, host, port, threads, on_ready=listening)
+
+
+@click.command("worker")
+@with_appcontext
+def worker_command() -> None:
+    """Run the scheduled jobs and the queued imports; one worker is active, others stand by."""
+    import logging
+    import signal
+    import threading
+
+    from .worker import leader_lock_for, run_worker
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    try:
+        lock = leader_lock_for(current_app)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from None
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: object) -> None:
+        # A running import finishes first (it is one transaction; killing it would be safe too).
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    run_worker(current_app._get_current_object(), stop, lock=lock)  # type: ignore[attr-defined]
 
 
 @click.group("school")
@@ -229,7 +264,9 @@ def timetable_import(path: Path, slug: str, fmt: str | None) -> None:
 @click.option("--no-serve", is_flag=True, help="Build the demo school and exit.")
 @with_appcontext
 def demo_command(host: str, port: int, no_serve: bool) -> None:
-    """Create (or refresh) the demo school and serve it."""
+    """Create (or refresh) the demo school and serve it, with a `lesfocus worker` beside it."""
+    import subprocess
+
     from flask_migrate import upgrade
 
     from .demo import build_demo
@@ -240,14 +277,23 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     if not no_serve:
         from .app import create_app
         from .serving import run_server
-        _leave_serving_to_the_worker()
-        run_server(create_app, host, port, threads=64)
+        _say_instance_folder()
+        _close_cli_connections()
+        # The demo is one command, so it starts the worker (dashboard uploads, retention) too;
+        # it has this process's LESFOCUS_* settings, so the same database and instance folder.
+        worker = subprocess.Popen([sys.executable, "-c", "from server.cli import main; main()",
+                                   "worker"])
+        try:
+            run_server(create_app, host, port, threads=64)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
 
 
 def register_commands(app: Flask) -> None:
     """Attach the lesfocus commands to the app's CLI group."""
-    for command in (serve_command, school_group, user_group, segment_group, gateway_group,
-                    timetable_group, demo_command):
+    for command in (serve_command, worker_command, school_group, user_group, segment_group,
+                    gateway_group, timetable_group, demo_command):
         app.cli.add_command(command)
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 # Every setting the server knows, with its default. `LESFOCUS_<NAME>` in the environment overrides it.
 DEFAULTS: dict[str, Any] = {
-    "INSTANCE_PATH": "instance",
+    "INSTANCE_PATH": None,  # default: default_instance_path(), not the current folder
     "DATABASE_URL": None,  # default: sqlite:///<instance>/lesfocus.sqlite3
     "SECRET_KEY": None,  # default: a random key kept in the instance folder
     "SIGNING_KEY_FILE": None,  # default: <instance>/policy-signing-key.pem
@@ -20,9 +22,9 @@ DEFAULTS: dict[str, Any] = {
     "AGENT_TOKEN_MAX_SECONDS": 300,
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,  # timetable uploads; JSON API bodies are capped lower
     "MAX_JSON_BODY": 256 * 1024,
-    "SCHEDULER_ENABLED": False,
     "AUDIT_RETENTION_DAYS": 365,
     "COUNTER_RETENTION_DAYS": 90,
+    "IMPORT_RETENTION_DAYS": 30,  # finished dashboard imports (their reports) in server/imports.py
     "DEFAULT_LOCALE": "nl",
     # How many reverse proxies stand in front of the server (docs/deploy-server.md); 0 trusts
     # no X-Forwarded-* header. TRUST_PROXY is the older on/off form and counts as 1.
@@ -32,6 +34,22 @@ DEFAULTS: dict[str, Any] = {
 
 _INT_SETTINGS = {k for k, v in DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool)}
 _BOOL_SETTINGS = {k for k, v in DEFAULTS.items() if isinstance(v, bool)}
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def default_instance_path(package_root: Path = PACKAGE_ROOT) -> Path:
+    """Where the instance folder (keys, SQLite file, worker lock) is when none is configured.
+
+    From a checkout (also an editable install, as `make demo` makes): `instance/` at the top of
+    the repository. From an installed package: `<sys.prefix>/var/lesfocus`, as Flask does for
+    installed apps. Either way absolute, so a command run in another directory finds the same
+    signing key instead of silently creating a new one.
+    """
+    if (package_root / "pyproject.toml").is_file() and (package_root / "server").is_dir():
+        return package_root / "instance"
+    return Path(sys.prefix).resolve() / "var" / "lesfocus"
 
 
 def _coerce(name: str, raw: str) -> Any:

@@ -10,9 +10,9 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import (JSON, Boolean, Column, DateTime, ForeignKey, Index, Integer, String, Table,
-                        Text, UniqueConstraint, event)
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import (JSON, Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary,
+                        String, Table, Text, UniqueConstraint, event)
+from sqlalchemy.orm import Mapped, deferred, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from .extensions import db
@@ -345,3 +345,33 @@ class LoginFailure(db.Model):
     username: Mapped[str] = mapped_column(String(150))  # as typed, lower-cased
     remote_addr: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+IMPORT_STATES = ("queued", "running", "done", "failed")
+
+
+class ImportJob(db.Model):
+    """A timetable upload waiting for, or run by, `lesfocus worker` (server/imports.py).
+
+    The file's bytes are kept only until the import has run; the report (or the error) stays.
+    """
+
+    __tablename__ = "import_jobs"
+    __table_args__ = (Index("ix_import_jobs_state_created", "state", "created_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    requested_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("people.id", ondelete="SET NULL"))
+    requested_by_label: Mapped[str] = mapped_column(String(200))
+    filename: Mapped[str] = mapped_column(String(200))
+    format: Mapped[str | None] = mapped_column(String(16))  # None: recognised from the file
+    size: Mapped[int] = mapped_column(Integer)
+    # Deferred: listing jobs must not load the files.
+    data: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # one of IMPORT_STATES
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # counts and notes when done
+    error: Mapped[str | None] = mapped_column(Text)  # the importer's message when failed

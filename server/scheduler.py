@@ -1,7 +1,16 @@
-"""Scheduled jobs (retention); they run in exactly one process, only when enabled."""
+"""Scheduled jobs (retention): what they do and when; `lesfocus worker` runs them (worker.py).
+
+Only the active worker starts the scheduler, so each job runs in one process. A job is a plain
+function of the app; `scheduled_jobs` lists them all with their explicit ids and triggers, so a
+new kind (a timetable source's sync every N minutes) is one more entry there.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -10,32 +19,74 @@ from flask import Flask
 from sqlalchemy import delete
 
 from .extensions import db
-from .models import AuditEvent, GatewayCounter, utcnow
+from .models import AuditEvent, GatewayCounter, ImportJob, utcnow
+
+log = logging.getLogger("lesfocus.worker")
 
 
-def apply_retention(audit_days: int, counter_days: int) -> dict[str, int]:
-    """Delete audit events and counters older than their retention limits; return the counts."""
+def apply_retention(audit_days: int, counter_days: int,
+                    import_days: int = 30) -> dict[str, int]:
+    """Delete audit events, counters and finished imports past their limits; return the counts."""
     now = utcnow()
     audit = db.session.execute(
         delete(AuditEvent).where(AuditEvent.at < now - timedelta(days=audit_days)))
     counters = db.session.execute(
         delete(GatewayCounter).where(GatewayCounter.hour < now - timedelta(days=counter_days)))
+    imports = db.session.execute(
+        delete(ImportJob).where(ImportJob.state.in_(("done", "failed")),
+                                ImportJob.finished_at < now - timedelta(days=import_days)))
     db.session.commit()
-    return {"audit_events": audit.rowcount or 0, "counters": counters.rowcount or 0}
+    return {"audit_events": audit.rowcount or 0, "counters": counters.rowcount or 0,
+            "import_jobs": imports.rowcount or 0}
 
 
-def init_app(app: Flask) -> None:
-    """Start the scheduler when `LESFOCUS_SCHEDULER_ENABLED` is set (one process only)."""
-    if not app.config["LESFOCUS_SCHEDULER_ENABLED"]:
-        return
+@dataclass(frozen=True)
+class ScheduledJob:
+    """One job: its id (unique, shown in logs), what it runs, and APScheduler trigger arguments."""
+
+    id: str
+    run: Callable[[Flask], Any]
+    trigger: str
+    trigger_args: dict[str, Any] = field(default_factory=dict)
+    run_at_start: bool = False
+
+
+def _retention(app: Flask) -> dict[str, int]:
+    return apply_retention(app.config["LESFOCUS_AUDIT_RETENTION_DAYS"],
+                           app.config["LESFOCUS_COUNTER_RETENTION_DAYS"],
+                           app.config["LESFOCUS_IMPORT_RETENTION_DAYS"])
+
+
+def scheduled_jobs(app: Flask) -> list[ScheduledJob]:
+    """Every job the worker schedules."""
+    return [ScheduledJob("retention", _retention, "interval", {"hours": 6}, run_at_start=True)]
+
+
+def start_scheduler(app: Flask, exclusive: threading.Lock) -> BackgroundScheduler:
+    """Start a scheduler running `scheduled_jobs(app)`; each run holds `exclusive`.
+
+    `exclusive` is the worker's one writer lock: a job never writes while an import does, which
+    on SQLite (one writer at a time) would make one of them wait or fail.
+    """
     scheduler = BackgroundScheduler(timezone="UTC")
-
-    def retention_job() -> Any:
-        with app.app_context():
-            return apply_retention(app.config["LESFOCUS_AUDIT_RETENTION_DAYS"],
-                                   app.config["LESFOCUS_COUNTER_RETENTION_DAYS"])
-
-    scheduler.add_job(retention_job, "interval", hours=6, id="retention",
-                      replace_existing=True, next_run_time=utcnow())
+    for job in scheduled_jobs(app):
+        # Leaving next_run_time out lets the trigger decide; None would add the job paused.
+        first = {"next_run_time": utcnow()} if job.run_at_start else {}
+        scheduler.add_job(_run_job, job.trigger, args=(app, job, exclusive), id=job.id,
+                          replace_existing=True, coalesce=True, max_instances=1,
+                          **first, **job.trigger_args)
     scheduler.start()
-    app.extensions["lesfocus.scheduler"] = scheduler
+    return scheduler
+
+
+def _run_job(app: Flask, job: ScheduledJob, exclusive: threading.Lock) -> None:
+    with exclusive, app.app_context():
+        try:
+            result = job.run(app)
+        except Exception:  # a failed run is logged and retried at the next trigger
+            db.session.rollback()
+            log.exception("job %s failed", job.id)
+            return
+        finally:
+            db.session.remove()
+    log.info("job %s ran: %s", job.id, result)

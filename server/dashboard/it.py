@@ -6,7 +6,8 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (abort, current_app, flash, make_response, redirect, render_template,
+                   request, url_for)
 from flask_babel import gettext
 from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
@@ -14,8 +15,8 @@ from werkzeug.wrappers import Response
 
 from .. import audit
 from ..extensions import db
-from ..models import (ARTICLES, LANGUAGES, ROLES, Gateway, GatewayCounter, Person, Reminder, Room,
-                      Segment, Service, utcnow)
+from ..models import (ARTICLES, LANGUAGES, ROLES, Gateway, GatewayCounter, ImportJob, Person,
+                      Reminder, Room, Segment, Service, utcnow)
 from ..passwords import MIN_LENGTH, hash_password
 from . import bp
 from .common import current_user, login_required, school_object_or_404, service_names
@@ -23,6 +24,8 @@ from .state import gateway_health, room_states
 
 TIMETABLE_FORMATS = ("ical", "zermelo", "untis", "csv")
 COUNTER_DAYS = 7
+RECENT_IMPORTS = 10
+JOB_PAGE_REFRESH_SECONDS = 2
 
 
 def _school_gateways(school_id: int) -> list[Gateway]:
@@ -209,32 +212,52 @@ def it_gateway_token(gateway_id: str) -> str:
 
 @bp.route("/it/rooster", methods=["GET", "POST"])
 @login_required("it_admin")
-def it_timetable() -> tuple[str, int]:
-    """Upload a timetable file; show the importer's report or the error with its place."""
-    from ..timetable import TimetableError, import_timetable_bytes
+def it_timetable() -> Response | tuple[str, int]:
+    """Upload a timetable file: queue it for the worker and go to its page; list recent uploads."""
+    from ..imports import queue_import
+    from ..timetable import TimetableError
     user = current_user()
-    report = None
     error = None
     fmt = request.form.get("format") or ""
-    status = 200
     if request.method == "POST":
         upload = request.files.get("file")
         if fmt and fmt not in TIMETABLE_FORMATS:
-            error, status = gettext("Unknown format."), 400
+            error = gettext("Unknown format.")
         elif upload is None or not upload.filename:
-            error, status = gettext("Choose a file to import."), 400
+            error = gettext("Choose a file to import.")
         else:
-            data = upload.read()
             try:
-                report = import_timetable_bytes(user.school, data, upload.filename, fmt or None,
-                                                actor=user)
+                job = queue_import(user.school, upload.read(), upload.filename, fmt or None,
+                                   actor=user)
             except TimetableError as err:
                 db.session.rollback()
-                error, status = str(err), 400
+                error = str(err)
             else:
                 db.session.commit()
-    return render_template("it/timetable.html", report=report, error=error, fmt=fmt,
-                           formats=TIMETABLE_FORMATS), status
+                return redirect(url_for("dashboard.it_timetable_job", job_id=job.id), code=303)
+    jobs = db.session.scalars(
+        select(ImportJob).where(ImportJob.school_id == user.school_id)
+        .order_by(ImportJob.created_at.desc(), ImportJob.id.desc()).limit(RECENT_IMPORTS)).all()
+    return render_template("it/timetable.html", error=error, fmt=fmt, formats=TIMETABLE_FORMATS,
+                           jobs=jobs), 400 if error else 200
+
+
+@bp.get("/it/rooster/<int:job_id>")
+@login_required("it_admin")
+def it_timetable_job(job_id: int) -> Response:
+    """One upload: queued, running, or its report (counts, notes) or error; reloads until done."""
+    from ..imports import FINISHED, stored_report
+    job = school_object_or_404(ImportJob, job_id)
+    now = utcnow()
+    waiting = job.state not in FINISHED
+    # A queued job that nobody takes for a minute means no `lesfocus worker` runs: say so.
+    stalled = job.state == "queued" and now - job.created_at > timedelta(seconds=60)
+    response = make_response(render_template(
+        "it/timetable_job.html", job=job, report=stored_report(job), stalled=stalled,
+        waiting=waiting))
+    if waiting:
+        response.headers["Refresh"] = str(JOB_PAGE_REFRESH_SECONDS)  # works without scripts
+    return response
 
 
 # --- services ----------------------------------------------------------------------------------

@@ -319,6 +319,31 @@ NL: dict[str, str | tuple[str, str]] = {
     "This lesson is over or cancelled.": "Deze les is voorbij of uitgevallen.",
     "The end must be after the start and still to come.":
         "Het einde moet na het begin liggen en nog niet voorbij zijn.",
+    # Queued timetable imports (issue 10)
+    "queued": "in de wachtrij",
+    "running": "bezig",
+    "done": "klaar",
+    "failed": "mislukt",
+    "The import did not finish because of a problem in lesfocus, not in the file; the worker's "
+    "log has the details. Try again, or ask the server's administrator.":
+        "De import is niet afgemaakt door een probleem in lesfocus, niet in het bestand; het log "
+        "van de worker vertelt meer. Probeer het opnieuw of vraag het de beheerder van de server.",
+    "Recent imports": "Recente imports",
+    "Uploaded": "Geüpload",
+    "By": "Door",
+    "State": "Status",
+    "State:": "Status:",
+    "Timetable import": "Roosterimport",
+    "uploaded %(when)s by %(who)s": "geüpload %(when)s door %(who)s",
+    "waiting for the worker; this page refreshes by itself.":
+        "wacht op de worker; deze pagina ververst vanzelf.",
+    "the worker is importing the file since %(when)s; this page refreshes by itself.":
+        "de worker importeert het bestand sinds %(when)s; deze pagina ververst vanzelf.",
+    "No worker has picked this file up yet. Check that `lesfocus worker` runs on the server.":
+        "Nog geen worker heeft dit bestand opgepakt. "
+        "Kijk of `lesfocus worker` op de server draait.",
+    "Refresh": "Verversen",
+    "Import another file": "Nog een bestand importeren",
 }
 
 

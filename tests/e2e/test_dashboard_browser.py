@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Debian's Chromium via Playwright) against a live server.
 
 The server is `lesfocus serve` (server/serving.py, as users run it) on 127.0.0.1 (ephemeral port)
-with a temporary SQLite database holding the demo school of `lesfocus demo`. Screenshots of every
+with a temporary SQLite database holding the demo school of `lesfocus demo`, and a `lesfocus worker`
+beside it for the timetable uploads. Screenshots of every
 page at a desktop and a phone size are written to `screenshots/dashboard/` (git-ignored) for people to look at.
 """
 
@@ -31,6 +32,7 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "dashboard"
 
 from tests.support.realparts import require  # noqa: E402
 from tests.support.served import ServedApp  # noqa: E402
+from tests.support.worker_process import WorkerProcess  # noqa: E402
 
 
 @dataclass
@@ -101,10 +103,14 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     own = _running_lesson(app, "demo.jans", "0.01", "browser-own", exclusive=True)
     other = _running_lesson(app, "demo.bakk", "3.02", "browser-other")
     served = ServedApp({f"LESFOCUS_{k}": v for k, v in settings.items()}, tmp / "serve.log")
+    worker = WorkerProcess({f"LESFOCUS_{k}": v for k, v in settings.items()}, tmp / "worker.log")
     served.start()
+    worker.start()
     try:
+        worker.wait_for(r"worker active")
         yield Site(url=served.url, app=app, logins=logins, own_lesson=own, other_lesson=other)
     finally:
+        worker.stop()
         served.stop()
         with app.app_context():
             db.session.remove()
@@ -216,6 +222,8 @@ def test_it_imports_a_broken_timetable_and_sees_the_error_with_its_line(site: Si
         {"name": "rooster.csv", "mimeType": "text/csv", "buffer": broken})
     page.get_by_role("button", name="Importeren").click()
     page.wait_for_load_state()
+    # The upload's page refreshes itself until the worker has run the import.
+    page.locator(".import-state.failed").wait_for(timeout=45_000)
     alert = page.locator("[role=alert]").inner_text()
     assert "Er is niets geïmporteerd." in alert and "line 3" in alert, alert
     _shoot(page, "it-timetable-error")

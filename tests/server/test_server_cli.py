@@ -76,3 +76,19 @@ def test_segment_add_reports_overlap_and_writes_nothing(app, runner):
 def test_unknown_school_is_named(runner):
     result = runner.invoke(args=["gateway", "add", "gw", "--school", "nope"])
     assert result.exit_code != 0 and "no school with slug 'nope'" in result.output
+
+
+def test_serve_names_the_instance_folder_before_serving(app, runner, monkeypatch):
+    import server.serving
+    served = []
+    monkeypatch.setattr(server.serving, "run_server",
+                        lambda factory, host, port, threads, on_ready=None: served.append(port))
+    result = runner.invoke(args=["serve", "--port", "5999"])
+    assert result.exit_code == 0, result.output
+    assert f"lesfocus: instance folder {app.instance_path}" in result.output
+    assert "no longer used" not in result.output
+    assert served == [5999]
+    monkeypatch.setenv("LESFOCUS_SCHEDULER_ENABLED", "1")
+    result = runner.invoke(args=["serve", "--port", "5999"])
+    assert "LESFOCUS_SCHEDULER_ENABLED is no longer used" in result.output
+    assert "`lesfocus worker`" in result.output

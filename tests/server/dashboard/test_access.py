@@ -39,6 +39,7 @@ ROUTES: list[Route] = [
     ("POST", lambda w: f"/it/gateways/{w.gateway}/token", {}, IT),
     ("GET", lambda w: "/it/rooster", {}, IT),
     ("POST", lambda w: "/it/rooster", {}, IT),
+    ("GET", lambda w: "/it/rooster/999999", {}, IT),
     ("GET", lambda w: "/it/diensten", {}, IT),
     ("POST", lambda w: "/it/diensten", {"services": "nonexistent"}, IT),
     ("GET", lambda w: "/it/herinneringen", {}, IT),

@@ -196,30 +196,108 @@ def test_a_policy_too_large_to_send_is_shown_to_it_with_what_to_do(app: Flask, w
     assert "Beleid te groot" not in client.get("/it/gateways").get_data(as_text=True)
 
 
+def _upload(client, data: bytes, fmt: str = "", name: str = "rooster.csv"):
+    return client.post("/it/rooster", data={
+        "file": (io.BytesIO(data), name), "format": fmt,
+        "csrf_token": csrf_token(client, "/it/rooster")}, content_type="multipart/form-data")
+
+
+def _run_the_worker_once(app: Flask) -> None:
+    from server.imports import run_next_import
+    with app.app_context():
+        assert run_next_import() is True
+
+
 def test_broken_timetable_upload_shows_the_error_with_its_line_and_imports_nothing(
         app: Flask, world) -> None:
     client = _signed_in(app, "ict")
     broken = b"date,start,end,room\n2026-11-23,09:00,09:50,2.14\n2026-11-23,10:00\n"
-    response = client.post("/it/rooster", data={
-        "file": (io.BytesIO(broken), "rooster.csv"), "format": "",
-        "csrf_token": csrf_token(client, "/it/rooster")}, content_type="multipart/form-data")
-    assert response.status_code == 400
-    page = response.get_data(as_text=True)
+    response = _upload(client, broken)
+    assert response.status_code == 303
+    job_page = response.headers["Location"]
+    _run_the_worker_once(app)
+    page = client.get(job_page).get_data(as_text=True)
+    assert "mislukt" in page
     assert "Er is niets geïmporteerd." in page and "line 3" in page
     with app.app_context():
         assert db.session.scalar(select(Lesson).where(Lesson.source == "csv")) is None
 
 
-def test_timetable_upload_shows_the_importers_counts(app: Flask, world) -> None:
+def test_timetable_upload_is_queued_and_its_page_shows_the_importers_counts(
+        app: Flask, world) -> None:
     client = _signed_in(app, "ict")
     good = (b"date,start,end,room,group,teacher,subject\n"
             b"2026-11-23,09:00,09:50,2.14,3havo-b,DOCE,en\n")
-    response = client.post("/it/rooster", data={
-        "file": (io.BytesIO(good), "rooster.csv"), "format": "csv",
-        "csrf_token": csrf_token(client, "/it/rooster")}, content_type="multipart/form-data")
-    assert response.status_code == 200
-    page = response.get_data(as_text=True)
-    assert re.search(r"<dt>nieuw</dt><dd>1</dd>", page)
+    response = _upload(client, good, fmt="csv")
+    assert response.status_code == 303  # at once: the worker imports
+    job_page = response.headers["Location"]
+    queued = client.get(job_page)
+    assert queued.status_code == 200 and queued.headers["Refresh"] == "2"
+    assert "in de wachtrij" in queued.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(Lesson).where(Lesson.source == "csv")) is None
+
+    _run_the_worker_once(app)
+
+    done = client.get(job_page)
+    assert "Refresh" not in done.headers
+    page = done.get_data(as_text=True)
+    assert "klaar" in page and re.search(r"<dt>nieuw</dt><dd>1</dd>", page)
+    listing = client.get("/it/rooster").get_data(as_text=True)
+    assert "rooster.csv" in listing and "klaar" in listing
+
+
+def test_a_queued_import_left_alone_says_the_worker_is_missing(app: Flask, world) -> None:
+    from server.models import ImportJob
+    client = _signed_in(app, "ict")
+    job_page = _upload(client, b"date,start,end,room\n").headers["Location"]
+    assert "Nog geen worker" not in client.get(job_page).get_data(as_text=True)
+    with app.app_context():
+        job = db.session.scalar(select(ImportJob))
+        job.created_at = utcnow() - timedelta(minutes=2)
+        db.session.commit()
+    assert "Nog geen worker heeft dit bestand opgepakt" in client.get(job_page).get_data(
+        as_text=True)
+
+
+@pytest.mark.parametrize(("data", "fmt", "message"), [
+    (None, "", "Kies een bestand om te importeren."),
+    (b"date\n", "xlsx", "Onbekend formaat."),
+    (b"", "", "the file is empty"),
+])
+def test_an_upload_without_a_usable_file_is_refused_at_once(app: Flask, world, data, fmt,
+                                                             message) -> None:
+    from server.models import ImportJob
+    client = _signed_in(app, "ict")
+    form = {"format": fmt, "csrf_token": csrf_token(client, "/it/rooster")}
+    if data is not None:
+        form["file"] = (io.BytesIO(data), "rooster.csv")
+    response = client.post("/it/rooster", data=form, content_type="multipart/form-data")
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(ImportJob)) is None
+
+
+def test_another_schools_import_is_not_found(app: Flask, world) -> None:
+    from server.imports import queue_import
+    from server.models import ImportJob
+    with app.app_context():
+        other = School(slug="ander", name="Ander college", timezone="Europe/Amsterdam",
+                       aliases=[])
+        db.session.add(other)
+        db.session.flush()
+        person = Person(school_id=other.id, username="ander-ict", roles=["it_admin"])
+        db.session.add(person)
+        db.session.flush()
+        job_id = queue_import(other, b"date\n", "geheim.csv", None, actor=person).id
+        db.session.commit()
+    client = _signed_in(app, "ict")
+    response = client.get(f"/it/rooster/{job_id}")
+    assert response.status_code == 404
+    assert "geheim.csv" not in client.get("/it/rooster").get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(ImportJob, job_id).state == "queued"
 
 
 def test_blocked_services_are_saved_and_audited(app: Flask, world) -> None:
