@@ -157,7 +157,7 @@ class Server:
         env = {**os.environ, "LESFOCUS_INSTANCE_PATH": str(instance),
                "LESFOCUS_DATABASE_URL": database_url, "LESFOCUS_PUBLIC_URL": AUDIENCE,
                # Behind one proxy (nginx), as docs/deploy-server.md deploys it.
-               "LESFOCUS_TRUSTED_PROXIES": "1", "LESFOCUS_TRUST_PROXY": "1",
+               "LESFOCUS_TRUSTED_PROXIES": "1",
                "PYTHONUNBUFFERED": "1"}
         lesfocus = Path(sys.executable).with_name("lesfocus")
         self.log = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed in stop()
@@ -225,14 +225,16 @@ def spread_script(folder: Path, segments: int) -> Path:
     return script
 
 
-def wrk_round(server: Server, script: Path | None) -> dict[str, float]:
-    """One round of wrk against lesson-status: req/s, latency percentiles (ms), CPU of both."""
+def wrk_round(server: Server, script: Path | None, base: str | None = None) -> dict[str, float]:
+    """One round of wrk against lesson-status (at `base`, by default the server itself): req/s,
+    latency percentiles (ms), CPU of the server and of wrk."""
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{ROUND_SECONDS}s", "--latency"]
     if script is not None:
         command += ["-s", str(script)]
     before_server = server.cpu_seconds()
     before_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = subprocess.run([*command, f"{server.base}/api/v1/lesson-status"], capture_output=True,
+    out = subprocess.run([*command, f"{base or server.base}/api/v1/lesson-status"],
+                         capture_output=True,
                          text=True, timeout=ROUND_SECONDS + 60).stdout
     after_wrk = resource.getrusage(resource.RUSAGE_CHILDREN)
     server_cpu = server.cpu_seconds() - before_server
@@ -460,6 +462,23 @@ def grant_wakes(server: Server, polls: LongPolls, lessons_now: dict[str, int]) -
     return wakes
 
 
+def through_nginx(tmp: Path, server: Server) -> list[dict[str, float]]:
+    """Rounds through Debian's nginx with the shipped site file, terminating TLS. wrk's
+    connections all come from 127.0.0.1 (nginx forwards the real peer), so this is the one-address
+    path plus the proxy's cost."""
+    from tests.support.nginx import NginxProxy, find_nginx, make_self_signed_certificate
+    binary = find_nginx()
+    if binary is None:
+        return []
+    certificate, key = make_self_signed_certificate(tmp / "tls")
+    proxy = NginxProxy(tmp / "nginx", binary, upstreams=[f"127.0.0.1:{server.port}"],
+                       certificate=certificate, key=key).start()
+    try:
+        return [wrk_round(server, None, proxy.public_url) for _ in range(ROUNDS)]
+    finally:
+        proxy.stop()
+
+
 # --- the benchmark --------------------------------------------------------------------------------
 
 def _raise_file_limit() -> None:
@@ -481,6 +500,7 @@ def measure(label: str, tmp: Path, database_url: str) -> list[str]:
         wrk_round(server, script)  # warm-up: every segment's first answer
         alone = [wrk_round(server, script) for _ in range(ROUNDS)]
         single = [wrk_round(server, None) for _ in range(ROUNDS)]
+        proxied = through_nginx(tmp, server)
         rss_before = server.rss_kib()
         polls = LongPolls(server.port, board["keys"])
         fetched = polls.run(polls.first_fetch())
@@ -500,6 +520,8 @@ def measure(label: str, tmp: Path, database_url: str) -> list[str]:
             rounds_line("lesson-status spread, alone", alone),
             rounds_line(f"lesson-status spread, {polls.waiting} polls waiting", during),
             rounds_line("lesson-status one address (extra, not the figure)", single),
+            (rounds_line("the same through nginx, TLS (docs/nginx)", proxied) if proxied
+             else "  through nginx: not measured (no nginx)"),
             f"  dashboard Nu page during the load above: {sampler.figures()}",
             f"  memory: {rss_before / 1024:.0f} MiB before, {rss_waiting / 1024:.0f} MiB with "
             f"{polls.waiting} polls waiting{'' if all_waiting else ' (not all got waiting)'}: "
