@@ -11,4 +11,6 @@ def init_app(app: Flask) -> None:
     """Register the API blueprint with every resource module."""
     # The modules attach their routes to `bp` when imported.
     from . import routes  # noqa: F401
+    from .lesson_status import FastPath
     app.register_blueprint(bp)
+    app.wsgi_app = FastPath(app, app.wsgi_app)  # type: ignore[method-assign]

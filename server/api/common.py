@@ -182,11 +182,15 @@ def school_by_slug(slug: str | None) -> School:
     return schools[0]
 
 
+CORS_HEADERS = (("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Allow-Methods", "GET, OPTIONS"),
+                ("Access-Control-Allow-Headers", "If-None-Match"),
+                ("Access-Control-Expose-Headers", "ETag"),
+                ("Access-Control-Max-Age", "86400"))
+
+
 def add_cors(response: Response) -> Response:
     """Allow any origin to read this public, read-only answer (the extension fetches it)."""
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.headers["Access-Control-Allow-Methods"] = "GET, OPTIONS"
-    response.headers["Access-Control-Allow-Headers"] = "If-None-Match"
-    response.headers["Access-Control-Expose-Headers"] = "ETag"
-    response.headers["Access-Control-Max-Age"] = "86400"
+    for name, value in CORS_HEADERS:
+        response.headers[name] = value
     return response

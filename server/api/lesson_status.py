@@ -30,7 +30,7 @@ from ..errors import abort_json
 from ..extensions import db
 from ..models import Room, School, Segment, SegmentCidr, segment_rooms, utcnow
 from . import bp
-from .common import iso
+from .common import CORS_HEADERS, iso
 
 # How old the index of networks may get without a word from the change feed: on PostgreSQL the
 # feed tells every process, on SQLite another process's change is seen by polling.
@@ -219,20 +219,56 @@ NOT_IN_A_SEGMENT: dict[str, Any] = {"in_lesson": False, "blocked_services": [], 
 _NOT_IN_A_SEGMENT_BODY = _serialised(NOT_IN_A_SEGMENT)
 
 
+def answer_for(app: Flask, address: str, school_id: int | None = None) -> bytes:
+    """The serialised answer for a caller at `address` (inside an app context)."""
+    cache = _cache(app)
+    ref = find_segment(address, current_index(app), school_id)
+    return _NOT_IN_A_SEGMENT_BODY if ref is None else _answer(cache, ref)
+
+
 @bp.get("/lesson-status")
 def lesson_status() -> Response:
     """For the caller's address: in a lesson?, which services are blocked, until when, exception."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    cache = _cache(app)
-    index = current_index(app)
     school_id = None
     slug = request.args.get("school")
     if slug:
-        school_id = index.schools.get(slug)
+        school_id = current_index(app).schools.get(slug)
         if school_id is None:  # perhaps newer than the index
             school_id = db.session.scalar(select(School.id).where(School.slug == slug))
         if school_id is None:
             abort_json(404, f"no school {slug!r}", field="school")
-    ref = find_segment(client_address(), index, school_id)
-    body = _NOT_IN_A_SEGMENT_BODY if ref is None else _answer(cache, ref)
+    body = answer_for(app, client_address(), school_id)
     return Response(body, mimetype="application/json", headers={"Cache-Control": "no-store"})
+
+
+class FastPath:
+    """WSGI: the extension's plain `GET /api/v1/lesson-status` answered beside Flask.
+
+    Every browser asks every few minutes, and the answer comes from memory; Flask's request
+    machinery (request context, session, URL matching, response hooks) cost several times the
+    answer itself (tests/bench/bench_api.py prints the server's CPU per request). Any other
+    request to the path (a query string, another method) goes to the Flask view above, which
+    gives the same answer; so does this one when something fails, so errors come out as the
+    API's JSON errors. Sits inside ProxyFix, so REMOTE_ADDR is the client's address.
+    """
+
+    PATH = "/api/v1/lesson-status"
+    HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+               *CORS_HEADERS]
+
+    def __init__(self, app: Flask, wsgi_app: Any) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if (environ.get("PATH_INFO") != self.PATH or environ.get("REQUEST_METHOD") != "GET"
+                or environ.get("QUERY_STRING")):
+            return self.wsgi_app(environ, start_response)
+        try:
+            with self.app.app_context():
+                body = answer_for(self.app, environ.get("REMOTE_ADDR") or "")
+        except Exception:  # noqa: BLE001 - the view answers, with the API's error handling
+            return self.wsgi_app(environ, start_response)
+        start_response("200 OK", [*self.HEADERS, ("Content-Length", str(len(body)))])
+        return [body]

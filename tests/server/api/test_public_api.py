@@ -189,3 +189,40 @@ def test_lesson_status_knows_a_new_segment_at_once_and_follows_the_bell(app, cli
     with time_machine.travel(start + minutes(21), tick=False):
         assert _status(client, "10.4.0.9").get_json()["in_lesson"] is False
         assert _status(client, "10.1.0.9").get_json()["in_lesson"] is True
+
+
+def test_the_plain_lesson_status_request_and_the_flask_view_answer_alike(app, client, enrolled):
+    """The extension's plain GET is answered beside Flask (lesson_status.FastPath); with a query
+    string the Flask view answers. Same body, same caching and CORS headers."""
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    start = now_utc() - minutes(10)
+    add_lesson(app, "2.14", start, start + minutes(50))
+    plain = client.get("/api/v1/lesson-status", environ_base={"REMOTE_ADDR": "10.1.0.5"})
+    viewed = client.get("/api/v1/lesson-status?school=test",
+                        environ_base={"REMOTE_ADDR": "10.1.0.5"})
+    assert plain.status_code == viewed.status_code == 200
+    assert plain.get_json() == viewed.get_json() and plain.get_json()["in_lesson"] is True
+    for response in (plain, viewed):
+        assert response.headers["Cache-Control"] == "no-store"
+        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert response.mimetype == "application/json"
+    assert client.get("/api/v1/lesson-status?school=nope").status_code == 404
+    assert client.post("/api/v1/lesson-status").status_code == 405
+
+
+def test_lesson_status_falls_back_to_the_view_when_the_fast_path_fails(app, client, enrolled,
+                                                                      monkeypatch):
+    from server.api import lesson_status as module
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    calls = []
+    original = module.answer_for
+
+    def failing_once(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError("the database went away")
+        return original(*args, **kwargs)
+    monkeypatch.setattr(module, "answer_for", failing_once)
+    response = client.get("/api/v1/lesson-status", environ_base={"REMOTE_ADDR": "10.1.0.5"})
+    assert response.status_code == 200 and response.get_json()["rooms"] == ["2.14"]
+    assert len(calls) == 2  # the fast path, then the view
