@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -120,6 +120,36 @@ def app(database_url: str, tmp_path) -> Iterator[Flask]:
     with application.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def make_app(database_url: str, tmp_path) -> Iterator[Callable[..., Flask]]:
+    """Apps on ONE fresh database, as several `lesfocus serve` processes share it: each call makes
+    another (its own instance folder, extra settings as keywords); the first seeds school `test`."""
+    made: list[Flask] = []
+
+    def make(**settings: object) -> Flask:
+        application = create_app({"INSTANCE_PATH": str(tmp_path / f"instance{len(made)}"),
+                                  "DATABASE_URL": database_url, "SECRET_KEY": "test-secret-key",
+                                  "PUBLIC_URL": "http://lesfocus.test", "TESTING": True,
+                                  **settings})
+        if not made:
+            with application.app_context():
+                seed_services()
+                school = School(slug="test", name="Testcollege", timezone="Europe/Amsterdam",
+                                aliases=[])
+                db.session.add(school)
+                db.session.flush()
+                seed_reminders(school)
+                db.session.commit()
+        made.append(application)
+        return application
+
+    yield make
+    for application in made:
+        with application.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 @pytest.fixture

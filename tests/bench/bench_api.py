@@ -47,6 +47,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.support.processes import stop_process
 from tests.support.postgres import fresh_database
 
 AGENTS = int(os.environ.get("LESFOCUS_BENCH_AGENTS", "5000"))
@@ -197,12 +198,7 @@ class Server:
         return total
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout=20)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.log.close()

@@ -2,48 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
-from flask import Flask, request
+from flask import request
 from sqlalchemy import select
 
 from server.app import create_app
 from server.config import load_settings
 from server.extensions import db
-from server.models import LoginFailure, School
-from server.seed import seed_reminders, seed_services
+from server.models import LoginFailure
 
 from tests.support.api import add_lesson, add_person, add_segment_for, minutes, new_gateway, now_utc
-
-
-@pytest.fixture
-def make_app(database_url: str, tmp_path) -> Iterator[Callable[..., Flask]]:
-    """Apps on one fresh database (school `test`), each with its own settings."""
-    made: list[Flask] = []
-
-    def make(**settings: object) -> Flask:
-        application = create_app({"INSTANCE_PATH": str(tmp_path / "instance"),
-                                  "DATABASE_URL": database_url, "SECRET_KEY": "test-secret-key",
-                                  "PUBLIC_URL": "http://lesfocus.test", "TESTING": True,
-                                  **settings})
-        with application.app_context():
-            if db.session.scalar(select(School).where(School.slug == "test")) is None:
-                seed_services()
-                school = School(slug="test", name="Testcollege", timezone="Europe/Amsterdam",
-                                aliases=[])
-                db.session.add(school)
-                db.session.flush()
-                seed_reminders(school)
-                db.session.commit()
-        made.append(application)
-        return application
-
-    yield make
-    for application in made:
-        with application.app_context():
-            db.session.remove()
-            db.engine.dispose()
 
 
 def _seen_address(tmp_path, proxies: int, remote: str, headers: dict[str, str]) -> tuple[str, str]:

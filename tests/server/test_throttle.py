@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from server.app import create_app
 from server.extensions import db
-from server.models import LoginFailure, School
+from server.models import LoginFailure
 from server.throttle import (MAX_FAILURES_PER_ADDRESS, MAX_FAILURES_PER_USER,
                              MAX_FAILURES_PER_USER_FROM_BUSY_ADDRESS)
 
@@ -23,27 +22,9 @@ WRONG = "wrong password!"
 
 
 @pytest.fixture
-def servers(database_url: str, tmp_path) -> Iterator[Callable[[], Flask]]:
+def servers(make_app: Callable[..., Flask]) -> Callable[..., Flask]:
     """Make server processes' apps on ONE database (as `lesfocus serve` processes share it)."""
-    made: list[Flask] = []
-
-    def make() -> Flask:
-        application = create_app({"INSTANCE_PATH": str(tmp_path / f"instance{len(made)}"),
-                                  "DATABASE_URL": database_url, "SECRET_KEY": "test-secret-key",
-                                  "PUBLIC_URL": "http://lesfocus.test", "TESTING": True})
-        if not made:
-            with application.app_context():
-                db.session.add(School(slug="test", name="Testcollege",
-                                      timezone="Europe/Amsterdam", aliases=[]))
-                db.session.commit()
-        made.append(application)
-        return application
-
-    yield make
-    for application in made:
-        with application.app_context():
-            db.session.remove()
-            db.engine.dispose()
+    return make_app
 
 
 def _api_login(application: Flask, username: str, password: str, address: str = SCHOOL_NAT):

@@ -18,6 +18,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from tests.support.processes import stop_process
+
 SHIPPED_SITE = Path(__file__).resolve().parents[2] / "docs" / "nginx" / "lesfocus.conf"
 _TEMP_FOLDERS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
@@ -157,11 +159,5 @@ class NginxProxy:
         """Stop nginx at once (SIGTERM: fast shutdown)."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGTERM, timeout)
         self.proc = None

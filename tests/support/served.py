@@ -20,6 +20,8 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import stop_process
+
 LISTENING = re.compile(r"lesfocus: serving on (http://\S+?)/?$")
 
 
@@ -99,13 +101,7 @@ class ServedApp:
         """End the server at once (gunicorn's quick shutdown, SIGINT), as a crash or restart would."""
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGINT, timeout)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support.processes import stop_process
+
 
 class WorkerProcess:
     """One `lesfocus worker` with the given LESFOCUS_* settings; its log in `log_path`."""
@@ -64,12 +66,5 @@ class WorkerProcess:
         """End the worker as systemd does (SIGTERM, then SIGKILL); its exit code."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code, self.proc = self.proc.returncode, None
+        code, self.proc = stop_process(self.proc, signal.SIGTERM, timeout), None
         return code

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from tests.support.processes import stop_process
 from tests.support import fakenet
 from tests.support.fakenet import HttpsClient, TlsHttpServer, https_get, resolve
 from tests.support.live_server import LiveServer
@@ -146,13 +147,8 @@ class World:
 
     def stop_agent(self, sig: int = signal.SIGTERM) -> None:
         """End the agent with `sig` (SIGKILL: as if it crashed) and reap it."""
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.send_signal(sig)
-            try:
-                self.agent.wait(15)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait()
+        if self.agent is not None:
+            stop_process(self.agent, sig)
         self.agent = None
 
     def agent_identity(self) -> dict[str, str]:
