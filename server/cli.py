@@ -47,24 +47,25 @@ def _say_instance_folder() -> None:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--threads", default=600, show_default=True, type=int,
-              help="Worker threads: each waiting agent's long poll holds one, so allow for every "
-                   "gateway plus the dashboard's users.")
+@click.option("--connections", default=None, type=int,
+              help="Connections the server holds at once (default 10000): each waiting agent "
+                   "holds one, and so does each browser and each slow or half-open client. They "
+                   "cost memory and file descriptors, not threads (see server/serving.py).")
+@click.option("--threads", default=None, type=int,
+              help="The option of the threaded server before; taken as --connections.")
 @with_appcontext
-def serve_command(host: str, port: int, threads: int) -> None:
+def serve_command(host: str, port: int, connections: int | None, threads: int | None) -> None:
     """Serve the dashboard and API (HTTP only; jobs and imports run in `lesfocus worker`)."""
-    from .app import create_app
-    from .serving import run_server
+    from .serving import DEFAULT_CONNECTIONS, exec_server
+    if connections is None:
+        connections = threads if threads is not None else DEFAULT_CONNECTIONS
+    if connections < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--connections")
     _say_instance_folder()
     _close_cli_connections()
-    shown = f"[{host}]" if ":" in host else host
-
-    def listening(bound: int) -> None:
-        # Printed once the socket is bound, with the real port (`--port 0` picks a free one).
-        click.echo(f"lesfocus: serving on http://{shown}:{bound}/")
-        sys.stdout.flush()
-
-    run_server(create_app, host, port, threads, on_ready=listening)
+    # A fresh interpreter (gunicorn, one process of greenlets; see server/serving.py), so gevent
+    # patches the standard library before the app is imported.
+    exec_server(host, port, connections)
 
 
 @click.command("worker")
@@ -284,7 +285,7 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
         worker = subprocess.Popen([sys.executable, "-c", "from server.cli import main; main()",
                                    "worker"])
         try:
-            run_server(create_app, host, port, threads=64)
+            run_server(create_app, host, port)
         finally:
             worker.terminate()
             worker.wait(timeout=30)
