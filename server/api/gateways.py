@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -139,6 +140,40 @@ def _requested_version() -> str | None:
     return header.strip().removeprefix("W/").strip('"')
 
 
+class LongPolls:
+    """The one waiting long poll per gateway in this process: a newer one replaces it.
+
+    A gateway runs one agent, which polls once at a time; a second poll comes from a copy of its
+    state directory or from a replayed token, and must not pile up waiting requests.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: dict[str, threading.Event] = {}
+
+    def claim(self, gateway_id: str) -> threading.Event:
+        """Become the gateway's waiting poll; the previous one's event is set and it is woken."""
+        mine = threading.Event()
+        with self.lock:
+            previous = self.waiting.get(gateway_id)
+            self.waiting[gateway_id] = mine
+        if previous is not None:
+            previous.set()
+            changes.wake_waiters()
+        return mine
+
+    def release(self, gateway_id: str, mine: threading.Event) -> None:
+        """Stop being the gateway's waiting poll (if still it)."""
+        with self.lock:
+            if self.waiting.get(gateway_id) is mine:
+                del self.waiting[gateway_id]
+
+
+def _long_polls() -> LongPolls:
+    polls: LongPolls = current_app.extensions.setdefault("lesfocus.long_polls", LongPolls())
+    return polls
+
+
 @bp.get("/gateways/self/policy")
 @require_agent
 def self_policy() -> Response:
@@ -160,15 +195,27 @@ def self_policy() -> Response:
         return _not_modified(version)
     db.session.remove()  # hold no pooled connection while the agent waits
     deadline = time.monotonic() + wait
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not changes.wait_for_change(school_id, generation, remaining):
-            return _not_modified(version)
-        generation = changes.generation(school_id)
-        signed = current_policy(gateway_id, school_id)
-        db.session.remove()  # the compile's connection goes back before waiting again
-        if signed.version != known:
-            return _policy_response(signed, fmt)
+    polls = _long_polls()
+    replaced = polls.claim(gateway_id)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not changes.wait_for_change(school_id, generation, remaining,
+                                                             cancel=replaced):
+                return _not_modified(version)
+            if replaced.is_set():
+                # Not 304: two agents of one gateway would then take turns replacing each
+                # other without pause; on an error the agent backs off (agent/policy_source.py).
+                abort_json(409, "another long poll of this gateway replaced this one: one "
+                           "waits per gateway (is a second agent running with this gateway's "
+                           "state directory?)")
+            generation = changes.generation(school_id)
+            signed = current_policy(gateway_id, school_id)
+            db.session.remove()  # the compile's connection goes back before waiting again
+            if signed.version != known:
+                return _policy_response(signed, fmt)
+    finally:
+        polls.release(gateway_id, replaced)
 
 
 # --- heartbeat ------------------------------------------------------------------------------------
