@@ -47,20 +47,22 @@ def _say_instance_folder() -> None:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--connections", default=None, type=int,
-              help="Connections the server holds at once (default 10000): each waiting agent "
-                   "holds one, and so does each browser and each slow or half-open client. They "
-                   "cost memory and file descriptors, not threads (see server/serving.py).")
+@click.option("--connections", default=10_000, show_default=True, type=int,
+              help="Connections the server holds at once: each waiting agent holds one, and so "
+                   "does each browser and each slow or half-open client. They cost memory and "
+                   "file descriptors, not threads (see server/serving.py).")
 @click.option("--threads", default=None, type=int,
-              help="The option of the threaded server before; taken as --connections.")
+              help="Accepted for unit files of earlier releases and ignored: waiting agents no "
+                   "longer hold threads (use --connections).")
 @with_appcontext
-def serve_command(host: str, port: int, connections: int | None, threads: int | None) -> None:
+def serve_command(host: str, port: int, connections: int, threads: int | None) -> None:
     """Serve the dashboard and API (HTTP only; jobs and imports run in `lesfocus worker`)."""
-    from .serving import DEFAULT_CONNECTIONS, exec_server
-    if connections is None:
-        connections = threads if threads is not None else DEFAULT_CONNECTIONS
+    from .serving import exec_server
     if connections < 1:
         raise click.BadParameter("must be at least 1", param_hint="--connections")
+    if threads is not None:
+        click.echo(f"lesfocus: --threads is ignored (serving up to {connections} connections "
+                   "with greenlets; see --connections)", err=True)
     _say_instance_folder()
     _close_cli_connections()
     # A fresh interpreter (gunicorn, one process of greenlets; see server/serving.py), so gevent
@@ -276,8 +278,7 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     db.session.commit()
     click.echo(info.describe(f"http://{host}:{port}/"))
     if not no_serve:
-        from .app import create_app
-        from .serving import run_server
+        from .serving import DEFAULT_CONNECTIONS, serving_command
         _say_instance_folder()
         _close_cli_connections()
         # The demo is one command, so it starts the worker (dashboard uploads, retention) too;
@@ -285,7 +286,8 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
         worker = subprocess.Popen([sys.executable, "-c", "from server.cli import main; main()",
                                    "worker"])
         try:
-            run_server(create_app, host, port)
+            # Served as by `lesfocus serve` (a fresh interpreter, patched first), in a child.
+            subprocess.run(serving_command(host, port, DEFAULT_CONNECTIONS), check=False)
         finally:
             worker.terminate()
             worker.wait(timeout=30)

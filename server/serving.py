@@ -292,13 +292,19 @@ def run_server(factory: Callable[[], Flask], host: str, port: int,
     _GunicornApp(factory, options).run()
 
 
+def serving_command(host: str, port: int, connections: int) -> list[str]:
+    """The command line of a fresh interpreter serving the app (monkey-patched first)."""
+    # -P: no working-directory entry on sys.path, so `server` is the installed package.
+    return [sys.executable, "-P", "-m", "server.serving", "--host", host, "--port", str(port),
+            "--connections", str(connections)]
+
+
 def exec_server(host: str, port: int, connections: int) -> None:
     """Replace this process by a fresh interpreter serving the app (monkey-patched first)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    # -P: no working-directory entry on sys.path, so `server` is the installed package.
-    os.execv(sys.executable, [sys.executable, "-P", "-m", "server.serving", "--host", host,
-                              "--port", str(port), "--connections", str(connections)])
+    command = serving_command(host, port, connections)
+    os.execv(command[0], command)
 
 
 def _create_app() -> Flask:
