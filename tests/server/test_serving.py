@@ -1,4 +1,4 @@
-"""`lesfocus serve` as users run it (server/serving.py): slow clients, waiting agents, the change feed.
+"""`lesfocus serve` as users run it (server/serving.py): slow clients, waiting agents, the feed.
 
 Each test starts a real `lesfocus serve` child (tests/support/served.py) on the test's database and
 talks to it over loopback sockets. Bounds are generous (a shared 2-core machine); the measured

@@ -50,10 +50,9 @@ def add_enrolled_gateways(app: Flask, count: int, school_slug: str = "test"
             db.session.add(gateway)
             db.session.flush()
             keys[gateway.id] = key
+            cidr = SegmentCidr(cidr=f"10.{index // 250}.{index % 250}.0/24")
             db.session.add(Segment(school_id=school.id, gateway_id=gateway.id,
-                                   name=f"seg-{gateway.name}",
-                                   cidrs=[SegmentCidr(cidr=f"10.{index // 250}.{index % 250}.0/24")],
-                                   rooms=[room]))
+                                   name=f"seg-{gateway.name}", cidrs=[cidr], rooms=[room]))
         db.session.commit()
     return keys
 
