@@ -19,7 +19,7 @@ the figures).
 Cannot be frozen (gunicorn's gevent worker bounds only the idle wait plus the request head, by
 its `keepalive` setting, and never the body): `LesfocusWorker.handle` gives every connection
 - HEADER_SECONDS from accept (or from a request's first byte on a kept-alive connection) to the
-  end of its request head, else 408 and close;
+  end of its request head, else 408 and close (closed without an answer if no byte came);
 - a body deadline of BODY_SECONDS plus MIN_BODY_RATE bytes per second of body: the body is read
   into memory before the app runs (up to the app's MAX_CONTENT_LENGTH, else 413), so a view never
   waits on a slow client;
@@ -111,18 +111,20 @@ class LesfocusWorker(GeventWorker):  # type: ignore[misc]
         try:
             parser = http.RequestParser(self.cfg, client, addr)
             listener_name = listener.getsockname()
-            first = True
+            new_connection = True
             while True:
                 req = None
-                if not first and not _buffered(parser):
-                    # Idle between two requests: wait for the next one's first byte.
-                    client.settimeout(KEEPALIVE_SECONDS)
+                began = time.monotonic()
+                if not _buffered(parser):
+                    # Wait for the next request's first byte; a peer that sends none is closed
+                    # without an answer (a browser's unused preconnection, an idle keep-alive).
+                    client.settimeout(HEADER_SECONDS if new_connection else KEEPALIVE_SECONDS)
                     if not client.recv(1, socket.MSG_PEEK):
                         return
-                first = False
-                req = self._read_head(parser, client)
-                if req is None:
-                    return
+                # On a new connection the wait for the first byte counts against the head.
+                allowed = HEADER_SECONDS - (time.monotonic() - began) * new_connection
+                new_connection = False
+                req = self._read_head(parser, client, max(allowed, 0.001))
                 self._read_body(req, client)
                 client.settimeout(SEND_SECONDS)
                 self.handle_request(listener_name, req, client, addr)
@@ -142,11 +144,11 @@ class LesfocusWorker(GeventWorker):  # type: ignore[misc]
         finally:
             util.close(client)
 
-    def _read_head(self, parser: Any, client: Any) -> Any:
-        """The next request's line and headers within HEADER_SECONDS; None when the peer closed."""
+    def _read_head(self, parser: Any, client: Any, allowed: float) -> Any:
+        """The next request's line and headers within `allowed` seconds."""
         client.settimeout(None)  # the deadline below covers the whole head, however trickled
         try:
-            with gevent.Timeout(HEADER_SECONDS):
+            with gevent.Timeout(allowed):
                 return next(parser)
         except gevent.Timeout:
             raise _Refused(408, "Request Timeout",

@@ -150,6 +150,7 @@ def test_slow_and_odd_clients_get_an_answer_and_no_server_error(served: ServedAp
     bad_chunks = connect(b"POST /api/v1/gateways/enroll HTTP/1.1\r\nHost: x\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")
     idle_after_answer = connect(b"GET /api/v1/keys HTTP/1.1\r\nHost: x\r\n\r\n")
+    silent = connect(b"")
     began = time.monotonic()
     try:
         for sock, status in ((too_large, 413), (bad_chunks, 400)):
@@ -157,6 +158,10 @@ def test_slow_and_odd_clients_get_an_answer_and_no_server_error(served: ServedAp
             assert closed == 1
             assert answers and answers[0].startswith(f"HTTP/1.1 {status} ".encode())
         assert json.loads(answers[0].split(b"\r\n\r\n", 1)[1])["error"] == "Bad Request"
+        # A connection that sends nothing is closed within the header deadline, unanswered.
+        closed, answers = _closed_by_server([silent], HEADER_SECONDS + 20)
+        assert closed == 1 and answers == []
+        assert time.monotonic() - began < HEADER_SECONDS + 20
         closed, answers = _closed_by_server([slow_body], BODY_SECONDS + 20)
         print(f"\na body that stopped was refused after {time.monotonic() - began:.1f} s")
         assert closed == 1
@@ -170,7 +175,7 @@ def test_slow_and_odd_clients_get_an_answer_and_no_server_error(served: ServedAp
         closed, answers = _closed_by_server([idle_after_answer], 10)
         assert closed == 1 and answers[0].startswith(b"HTTP/1.1 200 ")
     finally:
-        for sock in (slow_body, too_large, bad_chunks, idle_after_answer):
+        for sock in (slow_body, too_large, bad_chunks, idle_after_answer, silent):
             sock.close()
     assert "Traceback" not in served.log_path.read_text()
 
