@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -285,12 +286,18 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
         # it has this process's LESFOCUS_* settings, so the same database and instance folder.
         worker = subprocess.Popen([sys.executable, "-c", "from server.cli import main; main()",
                                    "worker"])
+        # Served as by `lesfocus serve` (a fresh interpreter, patched first), in a child.
+        server = subprocess.Popen(serving_command(host, port, DEFAULT_CONNECTIONS))
+        # SIGTERM (as Ctrl-C) ends both children; without this handler it would end this
+        # process alone.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         try:
-            # Served as by `lesfocus serve` (a fresh interpreter, patched first), in a child.
-            subprocess.run(serving_command(host, port, DEFAULT_CONNECTIONS), check=False)
+            server.wait()
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            for child in (server, worker):
+                if child.poll() is None:
+                    child.terminate()
+                    child.wait(timeout=30)
 
 
 def register_commands(app: Flask) -> None:
