@@ -101,6 +101,18 @@ class LesfocusWorker(GeventWorker):  # type: ignore[misc]
         # GeventWorker.init_process would patch again; the base class loads the app and runs.
         super(GeventWorker, self).init_process()
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM (a graceful stop): stop accepting, and answer the waiting agents at once."""
+        super().handle_exit(sig, frame)
+        gevent.spawn(self._answer_waiting_agents)
+
+    def _answer_waiting_agents(self) -> None:
+        from .api.gateways import release_waiting_polls
+        try:
+            release_waiting_polls(self.wsgi)
+        except Exception:  # noqa: BLE001 - the stop goes on; the polls end with the process
+            self.log.exception("answering the waiting long polls at stop failed")
+
     def _body_limit(self) -> int:
         config = getattr(self.wsgi, "config", None) or {}
         return int(config.get("MAX_CONTENT_LENGTH") or DEFAULT_BODY_LIMIT)
@@ -284,7 +296,9 @@ def run_server(factory: Callable[[], Flask], host: str, port: int,
         "keepalive": int(KEEPALIVE_SECONDS),
         # The hub's heartbeat to the master (see the module docstring); a long poll yields.
         "timeout": 120,
-        "graceful_timeout": 10,  # waiting agents poll again elsewhere; do not wait a minute
+        # SIGTERM answers waiting agents with 304 at once (they poll again elsewhere); other
+        # requests get this long to finish.
+        "graceful_timeout": 10,
         "when_ready": when_ready,
         "accesslog": None,
         "errorlog": "-",

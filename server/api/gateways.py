@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from sqlalchemy import select, update
 
 from lesfocus_policy import FORMAT, LEGACY_FORMAT
@@ -150,6 +150,7 @@ class LongPolls:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.waiting: dict[str, threading.Event] = {}
+        self.stopping = threading.Event()  # the server stops: answer at once, wait no more
 
     def claim(self, gateway_id: str) -> threading.Event:
         """Become the gateway's waiting poll; the previous one's event is set and it is woken."""
@@ -168,10 +169,25 @@ class LongPolls:
             if self.waiting.get(gateway_id) is mine:
                 del self.waiting[gateway_id]
 
+    def release_all(self) -> None:
+        """Set every waiting poll's event, and make polls from now on answer at once."""
+        self.stopping.set()
+        with self.lock:
+            for event in self.waiting.values():
+                event.set()
 
-def _long_polls() -> LongPolls:
-    polls: LongPolls = current_app.extensions.setdefault("lesfocus.long_polls", LongPolls())
+
+def _long_polls(app: Flask | None = None) -> LongPolls:
+    app = current_app if app is None else app
+    polls: LongPolls = app.extensions.setdefault("lesfocus.long_polls", LongPolls())
     return polls
+
+
+def release_waiting_polls(app: Flask) -> None:
+    """Answer every long poll waiting in `app` with 304 now: the server stops, and the agents poll
+    again at once (through nginx, on another serve process)."""
+    _long_polls(app).release_all()
+    changes.feed_of(app).wake_waiters()
 
 
 @bp.get("/gateways/self/policy")
@@ -200,8 +216,10 @@ def self_policy() -> Response:
     try:
         while True:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not changes.wait_for_change(school_id, generation, remaining,
-                                                             cancel=replaced):
+            if (polls.stopping.is_set() or remaining <= 0
+                    or not changes.wait_for_change(school_id, generation, remaining,
+                                                   cancel=replaced)
+                    or polls.stopping.is_set()):
                 return _not_modified(version)
             if replaced.is_set():
                 # Not 304: two agents of one gateway would then take turns replacing each

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import selectors
+import signal
 import socket
 import subprocess
 import sys
@@ -225,3 +226,25 @@ def test_a_psycopg_query_in_one_greenlet_lets_the_others_run(order: str) -> None
     ticks = int(probe.stdout.strip())
     print(f"\n{order}: another greenlet ran {ticks} times during a 1 s query (every 10 ms)")
     assert ticks >= 20  # a blocking wait would give 0 or 1
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_graceful_stop_answers_the_waiting_agents_at_once(app: Flask, served: ServedApp
+                                                            ) -> None:
+    keys = add_enrolled_gateways(app, 20)
+    versions = current_versions(served.url, keys, AUDIENCE)
+    polls = open_long_polls(served.port, keys, versions, AUDIENCE, wait=50)
+    try:
+        time.sleep(1.0)  # all waiting
+        assert served.proc is not None
+        stopped_at = time.monotonic()
+        served.proc.send_signal(signal.SIGTERM)  # as systemd stops the unit
+        statuses = [read_status(sock, timeout=30) for sock in polls.values()]
+        answered = time.monotonic() - stopped_at
+        print(f"\nSIGTERM: 20 waiting agents answered in {answered:.2f} s")
+        assert statuses == [304] * 20
+        assert answered < 5  # not after their 50 s wait, nor gunicorn's 10 s graceful timeout
+        served.proc.wait(timeout=30)
+    finally:
+        for sock in polls.values():
+            sock.close()
