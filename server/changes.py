@@ -13,7 +13,9 @@ Nothing at a call site says that a policy changed. SQLAlchemy session events do 
   transaction that changed nothing relevant (a heartbeat, a sign-in) publishes nothing.
 
 Publishing bumps a generation counter per school and wakes the threads waiting on it
-(`generation`, `wait_for_change`); lesson-status reads the counters as they are.
+(`generation`, `wait_for_change`); lesson-status reads the counters as they are. Under
+`lesfocus serve` the threads are greenlets (server/serving.py monkey-patches `threading` before
+this module is imported), so a waiting agent costs no OS thread.
 
 Other processes (a second `lesfocus serve`, the CLI's `lesfocus timetable import`) learn of a
 change like this:
@@ -118,12 +120,20 @@ class ChangeFeed:
         with self.condition:
             return self.timetable_counts[school_id] + self.timetable_every
 
-    def wait_for_change(self, school_id: int, seen: int, timeout: float) -> bool:
-        """Block until the counter of `school_id` moves past `seen` or `timeout` passes."""
+    def wait_for_change(self, school_id: int, seen: int, timeout: float,
+                        cancel: threading.Event | None = None) -> bool:
+        """Block until the counter of `school_id` moves past `seen`, `cancel` is set (and
+        `wake_waiters` called) or `timeout` passes; False only when the time ran out."""
         self.source.before_read(school_id)
         with self.source.waiting(school_id), self.condition:
             return self.condition.wait_for(
-                lambda: self.counts[school_id] + self.every != seen, timeout=timeout)
+                lambda: (self.counts[school_id] + self.every != seen
+                         or (cancel is not None and cancel.is_set())), timeout=timeout)
+
+    def wake_waiters(self) -> None:
+        """Make every waiter look at its conditions again (one of them was cancelled)."""
+        with self.condition:
+            self.condition.notify_all()
 
     def publish(self, schools: Iterable[int | str],
                 timetable: Iterable[int | str] | None = None) -> None:
@@ -185,9 +195,16 @@ def timetable_generation(school_id: int) -> int:
         school_id)
 
 
-def wait_for_change(school_id: int, seen: int, timeout: float) -> bool:
-    """Block until the counter of `school_id` moves past `seen` or `timeout` passes; True: moved."""
-    return feed_of(current_app).wait_for_change(school_id, seen, timeout)
+def wait_for_change(school_id: int, seen: int, timeout: float,
+                    cancel: threading.Event | None = None) -> bool:
+    """Block until the counter of `school_id` moves past `seen`, `cancel` is set or `timeout`
+    passes; False: the time ran out."""
+    return feed_of(current_app).wait_for_change(school_id, seen, timeout, cancel)
+
+
+def wake_waiters() -> None:
+    """Make the current app's waiters look again whether they were cancelled."""
+    feed_of(current_app).wake_waiters()
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -47,24 +48,27 @@ def _say_instance_folder() -> None:
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--threads", default=600, show_default=True, type=int,
-              help="Worker threads: each waiting agent's long poll holds one, so allow for every "
-                   "gateway plus the dashboard's users.")
+@click.option("--connections", default=10_000, show_default=True, type=int,
+              help="Connections the server holds at once: each waiting agent holds one, and so "
+                   "does each browser and each slow or half-open client. They cost memory and "
+                   "file descriptors, not threads (see server/serving.py).")
+@click.option("--threads", default=None, type=int,
+              help="Accepted for unit files of earlier releases and ignored: waiting agents no "
+                   "longer hold threads (use --connections).")
 @with_appcontext
-def serve_command(host: str, port: int, threads: int) -> None:
+def serve_command(host: str, port: int, connections: int, threads: int | None) -> None:
     """Serve the dashboard and API (HTTP only; jobs and imports run in `lesfocus worker`)."""
-    from .app import create_app
-    from .serving import run_server
+    from .serving import exec_server
+    if connections < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--connections")
+    if threads is not None:
+        click.echo(f"lesfocus: --threads is ignored (serving up to {connections} connections "
+                   "with greenlets; see --connections)", err=True)
     _say_instance_folder()
     _close_cli_connections()
-    shown = f"[{host}]" if ":" in host else host
-
-    def listening(bound: int) -> None:
-        # Printed once the socket is bound, with the real port (`--port 0` picks a free one).
-        click.echo(f"lesfocus: serving on http://{shown}:{bound}/")
-        sys.stdout.flush()
-
-    run_server(create_app, host, port, threads, on_ready=listening)
+    # A fresh interpreter (gunicorn, one process of greenlets; see server/serving.py), so gevent
+    # patches the standard library before the app is imported.
+    exec_server(host, port, connections)
 
 
 @click.command("worker")
@@ -275,19 +279,25 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     db.session.commit()
     click.echo(info.describe(f"http://{host}:{port}/"))
     if not no_serve:
-        from .app import create_app
-        from .serving import run_server
+        from .serving import DEFAULT_CONNECTIONS, serving_command
         _say_instance_folder()
         _close_cli_connections()
         # The demo is one command, so it starts the worker (dashboard uploads, retention) too;
         # it has this process's LESFOCUS_* settings, so the same database and instance folder.
         worker = subprocess.Popen([sys.executable, "-c", "from server.cli import main; main()",
                                    "worker"])
+        # Served as by `lesfocus serve` (a fresh interpreter, patched first), in a child.
+        server = subprocess.Popen(serving_command(host, port, DEFAULT_CONNECTIONS))
+        # SIGTERM (as Ctrl-C) ends both children; without this handler it would end this
+        # process alone.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
         try:
-            run_server(create_app, host, port, threads=64)
+            server.wait()
         finally:
-            worker.terminate()
-            worker.wait(timeout=30)
+            for child in (server, worker):
+                if child.poll() is None:
+                    child.terminate()
+                    child.wait(timeout=30)
 
 
 def register_commands(app: Flask) -> None:

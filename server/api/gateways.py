@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from sqlalchemy import select, update
 
 from lesfocus_policy import FORMAT, LEGACY_FORMAT
@@ -139,6 +140,56 @@ def _requested_version() -> str | None:
     return header.strip().removeprefix("W/").strip('"')
 
 
+class LongPolls:
+    """The one waiting long poll per gateway in this process: a newer one replaces it.
+
+    A gateway runs one agent, which polls once at a time; a second poll comes from a copy of its
+    state directory or from a replayed token, and must not pile up waiting requests.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: dict[str, threading.Event] = {}
+        self.stopping = threading.Event()  # the server stops: answer at once, wait no more
+
+    def claim(self, gateway_id: str) -> threading.Event:
+        """Become the gateway's waiting poll; the previous one's event is set and it is woken."""
+        mine = threading.Event()
+        with self.lock:
+            previous = self.waiting.get(gateway_id)
+            self.waiting[gateway_id] = mine
+        if previous is not None:
+            previous.set()
+            changes.wake_waiters()
+        return mine
+
+    def release(self, gateway_id: str, mine: threading.Event) -> None:
+        """Stop being the gateway's waiting poll (if still it)."""
+        with self.lock:
+            if self.waiting.get(gateway_id) is mine:
+                del self.waiting[gateway_id]
+
+    def release_all(self) -> None:
+        """Set every waiting poll's event, and make polls from now on answer at once."""
+        self.stopping.set()
+        with self.lock:
+            for event in self.waiting.values():
+                event.set()
+
+
+def _long_polls(app: Flask | None = None) -> LongPolls:
+    app = current_app if app is None else app
+    polls: LongPolls = app.extensions.setdefault("lesfocus.long_polls", LongPolls())
+    return polls
+
+
+def release_waiting_polls(app: Flask) -> None:
+    """Answer every long poll waiting in `app` with 304 now: the server stops, and the agents poll
+    again at once (through nginx, on another serve process)."""
+    _long_polls(app).release_all()
+    changes.feed_of(app).wake_waiters()
+
+
 @bp.get("/gateways/self/policy")
 @require_agent
 def self_policy() -> Response:
@@ -160,15 +211,29 @@ def self_policy() -> Response:
         return _not_modified(version)
     db.session.remove()  # hold no pooled connection while the agent waits
     deadline = time.monotonic() + wait
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not changes.wait_for_change(school_id, generation, remaining):
-            return _not_modified(version)
-        generation = changes.generation(school_id)
-        signed = current_policy(gateway_id, school_id)
-        db.session.remove()  # the compile's connection goes back before waiting again
-        if signed.version != known:
-            return _policy_response(signed, fmt)
+    polls = _long_polls()
+    replaced = polls.claim(gateway_id)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if (polls.stopping.is_set() or remaining <= 0
+                    or not changes.wait_for_change(school_id, generation, remaining,
+                                                   cancel=replaced)
+                    or polls.stopping.is_set()):
+                return _not_modified(version)
+            if replaced.is_set():
+                # Not 304: two agents of one gateway would then take turns replacing each
+                # other without pause; on an error the agent backs off (agent/policy_source.py).
+                abort_json(409, "another long poll of this gateway replaced this one: one "
+                           "waits per gateway (is a second agent running with this gateway's "
+                           "state directory?)")
+            generation = changes.generation(school_id)
+            signed = current_policy(gateway_id, school_id)
+            db.session.remove()  # the compile's connection goes back before waiting again
+            if signed.version != known:
+                return _policy_response(signed, fmt)
+    finally:
+        polls.release(gateway_id, replaced)
 
 
 # --- heartbeat ------------------------------------------------------------------------------------

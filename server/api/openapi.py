@@ -76,6 +76,7 @@ OPERATIONS: list[Operation] = [
                           q("If-None-Match", STR, '"<version>" the agent has', where="header")],
               responses={"200": "{version, policy}", "304": "unchanged within the wait",
                          "400": "unknown format", "401": "agent token refused",
+                         "409": "a newer long poll of the same gateway replaced this one",
                          "503": "the policy would exceed the documented maximum size"}),
     Operation("post", "/gateways/self/heartbeat", "Agent state and hourly block counters", "agent",
               body=obj(None, policy_version=STR, agent_version=STR,

@@ -81,14 +81,30 @@ def test_unknown_school_is_named(runner):
 def test_serve_names_the_instance_folder_before_serving(app, runner, monkeypatch):
     import server.serving
     served = []
-    monkeypatch.setattr(server.serving, "run_server",
-                        lambda factory, host, port, threads, on_ready=None: served.append(port))
+    # `lesfocus serve` replaces itself by a fresh interpreter (server/serving.py): not here.
+    monkeypatch.setattr(server.serving, "exec_server",
+                        lambda host, port, connections: served.append((port, connections)))
     result = runner.invoke(args=["serve", "--port", "5999"])
     assert result.exit_code == 0, result.output
     assert f"lesfocus: instance folder {app.instance_path}" in result.output
     assert "no longer used" not in result.output
-    assert served == [5999]
+    assert served == [(5999, 10_000)]
     monkeypatch.setenv("LESFOCUS_SCHEDULER_ENABLED", "1")
     result = runner.invoke(args=["serve", "--port", "5999"])
     assert "LESFOCUS_SCHEDULER_ENABLED is no longer used" in result.output
     assert "`lesfocus worker`" in result.output
+
+
+def test_serve_takes_connections_and_ignores_the_old_threads_option(app, runner, monkeypatch):
+    import server.serving
+    served = []
+    monkeypatch.setattr(server.serving, "exec_server",
+                        lambda host, port, connections: served.append(connections))
+    result = runner.invoke(args=["serve", "--port", "5999", "--connections", "300"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["serve", "--port", "5999", "--threads", "600"])
+    assert result.exit_code == 0, result.output
+    assert "--threads is ignored" in result.output
+    assert served == [300, 10_000]
+    result = runner.invoke(args=["serve", "--connections", "0"])
+    assert result.exit_code != 0 and "--connections" in result.output

@@ -29,12 +29,12 @@ class ServedApp:
     """One `lesfocus serve` process with the given LESFOCUS_* settings; its log in `log_path`."""
 
     def __init__(self, settings: dict[str, str], log_path: Path, host: str = "127.0.0.1",
-                 ns: Any = None, threads: int = 32) -> None:
+                 ns: Any = None, connections: int = 2000) -> None:
         self.settings = settings
         self.log_path = log_path
         self.host = host
         self.ns = ns
-        self.threads = threads
+        self.connections = connections
         self.port = 0
         self.url = ""
         self.proc: subprocess.Popen[str] | None = None
@@ -47,7 +47,7 @@ class ServedApp:
         lesfocus = Path(sys.executable).with_name("lesfocus")
         command = [str(lesfocus), "serve", "--host", self.host,
                    "--port", str(self.port if port is None else port),
-                   "--threads", str(self.threads)]
+                   "--connections", str(self.connections)]
         if self.ns is not None:
             command = ["ip", "netns", "exec", self.ns.name, *command]
         env = {**os.environ, **self.settings, "PYTHONUNBUFFERED": "1"}

@@ -388,6 +388,42 @@ def test_change_from_another_app_is_seen_by_the_change_feed(app, client, enrolle
     assert time.monotonic() - began < 5
 
 
+@pytest.mark.slow
+def test_second_long_poll_of_a_gateway_replaces_the_first_at_once(app, client, enrolled):
+    agent = enrolled("gw", cidrs=["10.1.0.0/24"])
+    other = enrolled("gw-other", cidrs=["10.2.0.0/24"])
+    versions = {a.gateway_id: client.get("/api/v1/gateways/self/policy",
+                                         headers=a.headers()).get_json()["version"]
+                for a in (agent, other)}
+    results: dict[str, tuple[int, float, dict | None]] = {}
+
+    def poll(name: str, who, wait: int) -> None:
+        with app.test_client() as poller:
+            response = poller.get(f"/api/v1/gateways/self/policy?wait={wait}", headers={
+                **who.headers(), "If-None-Match": f'"{versions[who.gateway_id]}"'})
+            results[name] = (response.status_code, time.monotonic(), response.get_json())
+
+    first = threading.Thread(target=poll, args=("first", agent, 20))
+    bystander = threading.Thread(target=poll, args=("bystander", other, 3))
+    first.start()
+    bystander.start()
+    time.sleep(0.5)  # both wait now
+    replaced_at = time.monotonic()
+    second = threading.Thread(target=poll, args=("second", agent, 2))
+    second.start()
+    first.join(timeout=10)
+    status, done, body = results["first"]
+    assert status == 409
+    assert "replaced" in body["message"]
+    assert done - replaced_at < 1.5  # answered at once, not after its 20 s
+    second.join(timeout=10)
+    bystander.join(timeout=10)
+    assert results["second"][0] == 304  # the newer poll waited out its own wait
+    assert results["second"][1] - replaced_at >= 1.9
+    assert results["bystander"][0] == 304  # another gateway's poll is left alone
+    assert results["bystander"][1] - replaced_at >= 2.4
+
+
 # --- heartbeat ----------------------------------------------------------------------------------
 
 def _hour(offset: int = 0) -> str:
