@@ -299,6 +299,9 @@ def run_server(factory: Callable[[], Flask], host: str, port: int,
         # SIGTERM answers waiting agents with 304 at once (they poll again elsewhere); other
         # requests get this long to finish.
         "graceful_timeout": 10,
+        # Forwarded headers are read in one place, the app's ProxyFix (LESFOCUS_TRUSTED_PROXIES);
+        # gunicorn would otherwise take the scheme from X-Forwarded-Proto of any loopback peer.
+        "secure_scheme_headers": {},
         "when_ready": when_ready,
         "accesslog": None,
         "errorlog": "-",
