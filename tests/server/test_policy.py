@@ -12,7 +12,7 @@ from lesfocus_policy import Policy, parse_claims, status_of, to_claims
 
 from server.extensions import db
 from server.gateways import create_gateway
-from server.models import ExceptionGrant, Group, Lesson, Room, School
+from server.models import ExceptionGrant, Gateway, Group, Lesson, Room, School
 from server.network import add_segment
 from server.policy import (ExceptionInput, LessonInput, PolicyInputs, SegmentInput, compile_policy,
                            content_version, gateway_policy, load_policy_inputs)
@@ -407,6 +407,15 @@ def test_a_room_exception_for_the_other_room_of_a_lesson_opens_it_here_too(app):
         again = gateway_policy(gateway, NOW, reuse=after.inputs)
         assert again.inputs.lessons is after.inputs.lessons
         assert set(status_of(again.policy, segment.id, NOW).allowed) == {"tiktok", "youtube"}
+
+
+def test_the_policies_of_all_gateways_share_one_catalog_object(app):
+    with app.app_context():
+        school, gateway, rooms, group = _gateway_with_lessons(NOW)
+        other = db.session.scalar(select(Gateway).where(Gateway.name == "gw-2"))
+        first, second = gateway_policy(gateway, NOW), gateway_policy(other, NOW)
+        assert first.inputs.services is second.inputs.services  # one per process, not per policy
+        assert "youtube" in first.inputs.services
 
 
 def test_gateway_without_segments_gets_an_empty_valid_policy(app):
