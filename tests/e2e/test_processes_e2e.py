@@ -1,7 +1,8 @@
 """End to end: two `lesfocus serve` processes on one PostgreSQL, as a deployment behind a load
 balancer runs them (SPEC §7). The agent in the netns gateway long-polls process A; the teacher's
 grant and revocation go through process B. The change feed (LISTEN/NOTIFY) must carry them to
-A's waiting poll, and lesson-status of both processes must say the same.
+A's waiting poll, and lesson-status of both processes must say the same. Sign-in throttles
+count in the database, so guesses through B count in A.
 
 Latencies are recorded and printed (the targets, p95 <= 1 s, are measured by tests/bench); the
 test waits for each state with a generous bound.
@@ -74,3 +75,14 @@ def test_a_grant_through_one_process_reaches_the_agent_waiting_on_another(world:
                      lambda: not _tiktok_open(world, a))
     assert _status(world, a) == _status(world, b)
     assert world.status().get("policy_version") == world.server.current_policy_version()
+
+
+def test_password_guesses_through_one_process_count_in_the_other(world: World) -> None:
+    a = world.server.url
+    b = world.server.start_another().url
+    guess = {"username": "directie", "password": "not the password"}
+    for _ in range(5):
+        status, _body = world.server.api("POST", "/api/v1/auth/token", guess, url=b)
+        assert status == 401
+    status, body = world.server.api("POST", "/api/v1/auth/token", guess, url=a)
+    assert status == 429, body
