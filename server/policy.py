@@ -316,6 +316,37 @@ def _exception_inputs(school_id: int, window: tuple[datetime, datetime]
             .order_by(e.id)))
 
 
+# (database, school) -> (window, generation, exceptions) and the lock of its one reader.
+_school_exceptions: dict[tuple[str, int], tuple[tuple[datetime, datetime], int,
+                                             tuple[ExceptionInput, ...]]] = {}
+_school_locks: dict[tuple[str, int], threading.Lock] = {}
+_school_lock = threading.Lock()
+
+
+def school_exceptions(school_id: int, window: tuple[datetime, datetime],
+                      generation: int | None) -> tuple[ExceptionInput, ...]:
+    """The school's exceptions in `window`, read once per change generation of the school.
+
+    A grant wakes every waiting agent of the school, and each compiles its gateway's policy
+    again: without this, each read the same exceptions (a hundred queries at once for a school of
+    a hundred gateways, which queued for the connection pool). `generation`: the school's change
+    generation read before this call (server/changes.py); what was read at that generation or a
+    later one serves. None: read now, keep nothing.
+    """
+    if generation is None:
+        return _exception_inputs(school_id, window)
+    key = (current_app.config["SQLALCHEMY_DATABASE_URI"], school_id)
+    with _school_lock:
+        lock = _school_locks.setdefault(key, threading.Lock())
+    with lock:  # one reader per school; the others wait for its answer
+        kept = _school_exceptions.get(key)
+        if kept is not None and kept[0] == window and kept[1] >= generation:
+            return kept[2]
+        exceptions = _exception_inputs(school_id, window)
+        _school_exceptions[key] = (window, generation, exceptions)
+    return exceptions
+
+
 def _segment_inputs(gateway_id: str) -> tuple[SegmentInput, ...]:
     """The gateway's segments with their networks and rooms, in three plain queries (ORM objects
     and the session's execute cost more than the rest of the load)."""
@@ -413,17 +444,19 @@ def _shared_catalog(catalog: dict[str, tuple[str, tuple[str, ...]]]
 
 
 def load_policy_inputs(gateway: Gateway, now: datetime,
-                       reuse: PolicyInputs | None = None) -> PolicyInputs:
+                       reuse: PolicyInputs | None = None,
+                       generation: int | None = None) -> PolicyInputs:
     """Read what the compiler needs for `gateway` at `now` from the database.
 
     `reuse`: inputs loaded before for the same gateway and window, when the change feed says
     only exceptions changed since (`server/policy_cache.py`); then only the exceptions are read
-    again, and the rest is taken over.
+    again, and the rest is taken over. `generation`: the school's change generation read before
+    (see `school_exceptions`).
     """
     config = current_app.config
     window = policy_window(now, int(config["LESFOCUS_POLICY_HORIZON_DAYS"]))
     if reuse is not None and reuse.window == window and reuse.gateway_id == gateway.id:
-        exceptions = _exception_inputs(gateway.school_id, window)
+        exceptions = school_exceptions(gateway.school_id, window, generation)
         # Taken over unless a new exception needs what was not read: groups, or another room.
         groups_known = reuse.groups_loaded or not any(e.scope == "group" for e in exceptions)
         rooms_known = reuse.rooms_read is None or all(
@@ -435,7 +468,7 @@ def load_policy_inputs(gateway: Gateway, now: datetime,
         raise LookupError(f"gateway {gateway.id} belongs to no school")
     segment_inputs = _segment_inputs(gateway.id)
     room_ids = sorted({r for s in segment_inputs for r in s.room_ids})
-    exceptions = _exception_inputs(school.id, window)
+    exceptions = school_exceptions(school.id, window, generation)
     with_groups = any(e.scope == "group" for e in exceptions)
     rooms_read = _rooms_to_read(room_ids, exceptions)
     lessons = _lesson_inputs(school.id, window, room_ids, rooms_read, with_groups)
@@ -496,14 +529,16 @@ class SignedPolicy:
 
 def gateway_policy(gateway: Gateway, now: datetime | None = None,
                    reuse: PolicyInputs | None = None,
-                   previous: Policy | None = None) -> SignedPolicy:
+                   previous: Policy | None = None,
+                   generation: int | None = None) -> SignedPolicy:
     """Compile the policy of `gateway` at `now` from the database; sign it when asked.
 
     `reuse`: see `load_policy_inputs` (only exceptions changed since these inputs); `previous`:
-    the gateway's last compiled policy, whose unchanged segments are taken over.
+    the gateway's last compiled policy, whose unchanged segments are taken over; `generation`:
+    the school's change generation read before (the policy cache's), see `school_exceptions`.
     """
     now = now or datetime.now(timezone.utc)
-    inputs = load_policy_inputs(gateway, now, reuse)
+    inputs = load_policy_inputs(gateway, now, reuse, generation)
     policy = compile_policy(inputs, previous)
     policy = dataclasses.replace(policy, issued_at=datetime.fromtimestamp(_seconds(now),
                                                                         timezone.utc))

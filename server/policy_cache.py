@@ -56,7 +56,8 @@ def cached_policy(gateway_id: str, school_id: int) -> Any:
     reuse = cached[2].inputs if cached is not None and cached[1] == hour \
         and cached[3] == timetable else None
     compiled = gateway_policy(gateway, reuse=reuse,
-                              previous=None if cached is None else cached[2].policy)
+                              previous=None if cached is None else cached[2].policy,
+                              generation=generation)
     with _lock:
         _entries[key] = (generation, hour, compiled, timetable)
     return compiled

@@ -418,6 +418,33 @@ def test_the_policies_of_all_gateways_share_one_catalog_object(app):
         assert "youtube" in first.inputs.services
 
 
+def test_after_a_grant_the_gateways_of_a_school_read_its_exceptions_once(app):
+    from sqlalchemy import event
+
+    from server.policy_cache import cached_policy
+    with app.app_context():
+        school = db.session.scalar(select(School).where(School.slug == "test"))
+        gateways = [create_gateway(school, f"gw-{n}", actor="pytest") for n in range(4)]
+        db.session.commit()
+        ids = [g.id for g in gateways]
+        before = [cached_policy(i, school.id) for i in ids]
+        db.session.add(ExceptionGrant(school_id=school.id, scope="school", services=["youtube"],
+                                      start=NOW, end=NOW + timedelta(minutes=20)))
+        db.session.commit()
+        reads: list[str] = []
+
+        def count(conn, cursor, statement, *args):
+            if "FROM exceptions" in statement:
+                reads.append(statement)
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            after = [cached_policy(i, school.id) for i in ids]
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+        assert len(reads) == 1  # one read for the school, not one per gateway
+        assert all(a is not b for a, b in zip(after, before))
+
+
 def test_gateway_without_segments_gets_an_empty_valid_policy(app):
     with app.app_context():
         school = db.session.scalar(select(School).where(School.slug == "test"))
