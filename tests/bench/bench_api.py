@@ -9,7 +9,9 @@ What is measured, each figure printed next to its target:
   while every gateway's agent long-polls; req/s, p50, p99, the server's CPU per request and the
   load generator's CPU (wrk, Debian's package) next to it;
 - the same single address again and again: a labelled extra, not the figure;
-- dashboard pages (a teacher's "Nu" page) while the polls wait and the load runs: p50 / p99;
+- the same at a steady rate of about 1,300 req/s (the target's 1,000 and some), during which a
+  teacher keeps reloading the "Nu" page: its p50 / p99 (the saturated rounds above show what
+  the server gives at most; pages queued behind a saturated worker say nothing about the target);
 - server memory per waiting agent: the serving processes' RSS before and with every poll waiting;
 - grant -> the waiting agent of that gateway answered: GRANTS grants, p50 / p95.
 
@@ -55,6 +57,7 @@ SCHOOLS = 50
 ROUNDS = 3
 ROUND_SECONDS = 8
 CONNECTIONS = 64
+PACED_MS = 40  # 64 connections, each a request per 40 ms plus its answer: about 1,300 req/s
 LONG_POLL_WAIT = 60
 GRANTS = 10
 AUDIENCE = "http://127.0.0.1"
@@ -206,11 +209,14 @@ class Server:
 
 # --- load -----------------------------------------------------------------------------------
 
-def spread_script(folder: Path, segments: int) -> Path:
-    """A wrk script: every request from a random client of a random segment, via one proxy."""
-    script = folder / "spread.lua"
+def spread_script(folder: Path, segments: int, paced_ms: int = 0) -> Path:
+    """A wrk script: every request from a random client of a random segment, via one proxy;
+    with `paced_ms`, each connection waits that long between its requests (a steady rate
+    instead of as fast as the server goes)."""
+    script = folder / (f"spread-{paced_ms}ms.lua" if paced_ms else "spread.lua")
     script.write_text(
-        "math.randomseed(os.time())\n"
+        (f"delay = function() return {paced_ms} end\n" if paced_ms else "")
+        + "math.randomseed(os.time())\n"
         "request = function()\n"
         f"  local i = math.random(0, {segments - 1})\n"
         "  local address = string.format('10.%d.%d.%d', math.floor(i / 256), i % 256,\n"
@@ -491,22 +497,24 @@ def measure(label: str, tmp: Path, database_url: str) -> list[str]:
              f"{AGENTS * 8} lessons (built in {time.monotonic() - began:.0f} s)"]
     server = Server(tmp / "instance", database_url, tmp / "serve.log")
     script = spread_script(tmp, AGENTS)
+    paced = spread_script(tmp, AGENTS, PACED_MS)
     polls: LongPolls | None = None
     try:
+        # As after a restart: every agent fetches its policy first (each is compiled).
+        polls = LongPolls(server.port, board["keys"])
+        fetched = polls.run(polls.first_fetch())
         wrk_round(server, script)  # warm-up: every segment's first answer
         alone = [wrk_round(server, script) for _ in range(ROUNDS)]
         single = [wrk_round(server, None) for _ in range(ROUNDS)]
         proxied = through_nginx(tmp, server)
-        polls = LongPolls(server.port, board["keys"])
-        fetched = polls.run(polls.first_fetch())
-        # After every gateway's policy is compiled and cached: what the waiting itself costs.
-        rss_before = server.rss_kib()
+        rss_before = server.rss_kib()  # every policy compiled and cached: the waiting's cost
         polls.run(polls.start_polls())
         all_waiting = polls.wait_for_all()
         rss_waiting = server.rss_kib()
+        during = [wrk_round(server, script) for _ in range(ROUNDS)]
         sampler = DashboardSampler(server.base)
         sampler.start()
-        during = [wrk_round(server, script) for _ in range(ROUNDS)]
+        steady = [wrk_round(server, paced) for _ in range(ROUNDS)]
         sampler.stopping.set()
         sampler.join(60)
         wakes = sorted(grant_wakes(server, polls, board["lessons_now"]))
@@ -516,10 +524,11 @@ def measure(label: str, tmp: Path, database_url: str) -> list[str]:
             f"({fetched / AGENTS * 1000:.1f} ms each, 16 at a time)",
             rounds_line("lesson-status spread, alone", alone),
             rounds_line(f"lesson-status spread, {polls.waiting} polls waiting", during),
+            rounds_line(f"the same paced ({CONNECTIONS} x 1 per {PACED_MS} ms + answer)", steady),
             rounds_line("lesson-status one address (extra, not the figure)", single),
             (rounds_line("the same through nginx, TLS (docs/nginx)", proxied) if proxied
              else "  through nginx: not measured (no nginx)"),
-            f"  dashboard Nu page during the load above: {sampler.figures()}",
+            f"  dashboard Nu page during the paced load: {sampler.figures()}",
             f"  memory: {rss_before / 1024:.0f} MiB before, {rss_waiting / 1024:.0f} MiB with "
             f"{polls.waiting} polls waiting{'' if all_waiting else ' (not all got waiting)'}: "
             f"{per_agent:.1f} KiB per waiting agent (target <= 20)",
@@ -531,7 +540,8 @@ def measure(label: str, tmp: Path, database_url: str) -> list[str]:
             f"(want 0); poll errors: {len(polls.errors)}"
             + (f" (first: {polls.errors[0]})" if polls.errors else ""),
         ]
-        target = during[0]["req_s"] >= 1000 and max(r["p99"] for r in during) <= 100
+        target = (min(r["req_s"] for r in steady) >= 1000
+                  and max(r["p99"] for r in steady) <= 100)
         lines.append(f"  target (>= 1000 req/s, p99 <= 100 ms spread over {AGENTS} segments "
                      f"with {AGENTS} agents waiting): {'meets' if target else 'MISSES'}")
     finally:
