@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -190,6 +191,20 @@ def release_waiting_polls(app: Flask) -> None:
     changes.feed_of(app).wake_waiters()
 
 
+# Long polls of at least this many seconds end (304) at a random moment of their last sixth.
+SPREAD_FROM_SECONDS = 30
+
+
+def _spread(wait: int) -> float:
+    """How long a poll that asked to wait `wait` s waits for a change: all of it for short waits,
+    else a random part of its last sixth ("wait up to"). Agents that began together, as after a
+    server restart, then drift apart: 5,000 that all polled again at once held the one worker for
+    about 10 s (tests/bench/bench_api.py, a round with no answer)."""
+    if wait < SPREAD_FROM_SECONDS:
+        return float(wait)
+    return wait - random.uniform(0, wait / 6)
+
+
 @bp.get("/gateways/self/policy")
 @require_agent
 def self_policy() -> Response:
@@ -210,7 +225,7 @@ def self_policy() -> Response:
     if wait <= 0:
         return _not_modified(version)
     db.session.remove()  # hold no pooled connection while the agent waits
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + _spread(wait)
     polls = _long_polls()
     replaced = polls.claim(gateway_id)
     try:

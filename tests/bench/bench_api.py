@@ -402,7 +402,7 @@ class LongPolls:
                     writer.close()
             if status == 200:
                 self.versions[gateway_id] = headers["etag"].strip('"')
-            elif status == 304 and time.monotonic() - began < LONG_POLL_WAIT - 5:
+            elif status == 304 and time.monotonic() - began < LONG_POLL_WAIT * 5 / 6 - 1:
                 self.early += 1
             self.answered[gateway_id] = (status, time.monotonic())
 

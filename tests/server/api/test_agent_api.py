@@ -535,3 +535,11 @@ def test_heartbeat_body_over_the_limit_is_413(app, client, enrolled):
     assert response.status_code == 413
     assert response.get_json()["error"] == "Request Entity Too Large"
 
+
+
+def test_long_waits_end_at_a_random_moment_of_their_last_sixth_short_ones_in_full():
+    from server.api.gateways import _spread
+    assert {_spread(w) for w in (1, 5, 29)} == {1.0, 5.0, 29.0}
+    spread = [_spread(60) for _ in range(500)]
+    assert all(50 <= s <= 60 for s in spread)
+    assert max(spread) - min(spread) > 5  # they do drift apart
