@@ -136,6 +136,15 @@ class SegmentMaker:
         self.masks = _Masks(list(order))
         self.previous = {} if previous is None else {s.id: s for s in previous.segments}
 
+    def keep(self, segment_id: int, name: str, cidrs: tuple[str, ...]) -> PolicySegment | None:
+        """The segment of `previous` as it is, if it has this name and these networks and was
+        made with the same service order; for a caller that knows its blocks did not change."""
+        old = self.previous.get(segment_id)
+        packed = None if old is None else old.__dict__.get("_packed")
+        if packed is None or packed[0] != self.order or old.name != name or old.cidrs != cidrs:
+            return None
+        return old
+
     def segment(self, segment_id: int, name: str, cidrs: tuple[str, ...],
                 intervals: list[tuple[int, int, int]]) -> PolicySegment:
         """The segment; `intervals` sorted and disjoint."""

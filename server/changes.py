@@ -11,6 +11,11 @@ Nothing at a call site says that a policy changed. SQLAlchemy session events do 
   importer declares its school), else to every school.
 - `after_commit` publishes the set; a transaction that ends any other way drops it, and a
   transaction that changed nothing relevant (a heartbeat, a sign-in) publishes nothing.
+- For a change of lessons only (a lesson moved, cancelled, added, deleted, given other rooms),
+  the flush also notes the rooms it touched, before and after. The feed keeps them per timetable
+  generation (`timetable_rooms`), so the policy cache reads only those rooms' lessons again.
+  Anything else (segments, rooms, groups, bulk statements, other processes' SQLite writes)
+  counts as "every room".
 
 Publishing bumps a generation counter per school and wakes the threads waiting on it
 (`generation`, `wait_for_change`); lesson-status reads the counters as they are. Under
@@ -72,10 +77,17 @@ POLL_STOP_SECONDS = 0.2
 _PENDING = "lesfocus.changes.pending"
 # The schools of the pending set whose change was more than exceptions (lessons, segments, ...).
 _PENDING_TIMETABLE = "lesfocus.changes.pending_timetable"
+# Of those, school -> the rooms whose lessons changed (None: more than lessons, or not known).
+_PENDING_ROOMS = "lesfocus.changes.pending_rooms"
 _BULK_SCHOOL = "lesfocus.changes.bulk_school"
 _EXTENSION = "lesfocus.changes"
 
 SchoolSet = frozenset[int | str]
+# school -> the rooms whose lessons a timetable change touched; None (or a school left out): every
+# room, as far as anyone can tell.
+RoomChanges = dict[int | str, frozenset[int] | None]
+# How many timetable generations of a school the feed remembers the rooms of.
+ROOM_LOG_LENGTH = 256
 
 # Tables whose rows feed a school's compiled policy, for bulk statements.
 _WATCHED_TABLES: frozenset[str] = frozenset(
@@ -103,6 +115,9 @@ class ChangeFeed:
         # Moves with every change of any school that was more than exceptions (segments among
         # them): lesson-status rebuilds its table of networks when it moved.
         self.timetable_total = 0
+        # school -> {timetable generation -> the rooms that change touched}, for the changes
+        # that touched lessons only (see `timetable_rooms`).
+        self.room_log: dict[int, dict[int, frozenset[int]]] = defaultdict(dict)
         url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
         self.postgres = url.get_backend_name() == "postgresql"
         self.source: _PostgresListener | _SqliteMarkerPoller = (
@@ -120,6 +135,20 @@ class ChangeFeed:
         with self.condition:
             return self.timetable_counts[school_id] + self.timetable_every
 
+    def timetable_rooms(self, school_id: int, since: int, until: int) -> frozenset[int] | None:
+        """The rooms whose lessons changed between the timetable generations `since` and
+        `until` of `school_id` (after `since`, up to and including `until`); None when any
+        change in between was more than lessons, or is no longer remembered."""
+        rooms: set[int] = set()
+        with self.condition:
+            log = self.room_log.get(school_id, {})
+            for value in range(since + 1, until + 1):
+                touched = log.get(value)
+                if touched is None:
+                    return None
+                rooms.update(touched)
+        return frozenset(rooms)
+
     def wait_for_change(self, school_id: int, seen: int, timeout: float,
                         cancel: threading.Event | None = None) -> bool:
         """Block until the counter of `school_id` moves past `seen`, `cancel` is set (and
@@ -136,11 +165,13 @@ class ChangeFeed:
             self.condition.notify_all()
 
     def publish(self, schools: Iterable[int | str],
-                timetable: Iterable[int | str] | None = None) -> None:
+                timetable: Iterable[int | str] | None = None,
+                rooms: RoomChanges | None = None) -> None:
         """Bump the generation of `schools` (EVERY_SCHOOL: all), and wake the waiters.
 
         `timetable`: those of them whose change was more than exceptions; None (the default, and
-        what every source that cannot tell says) counts every one of them.
+        what every source that cannot tell says) counts every one of them. `rooms`: for those,
+        the rooms whose lessons changed where that was all that changed (see RoomChanges).
         """
         changed: SchoolSet = frozenset(schools)
         if not changed:
@@ -156,7 +187,14 @@ class ChangeFeed:
                 self.timetable_every += 1
             else:
                 for school_id in more:
-                    self.timetable_counts[int(school_id)] += 1
+                    school_id = int(school_id)
+                    self.timetable_counts[school_id] += 1
+                    touched = None if rooms is None else rooms.get(school_id)
+                    if touched is not None:
+                        value = self.timetable_counts[school_id] + self.timetable_every
+                        log = self.room_log[school_id]
+                        log[value] = touched
+                        log.pop(value - ROOM_LOG_LENGTH, None)
             if more:
                 self.timetable_total += 1
             self.condition.notify_all()
@@ -193,6 +231,12 @@ def timetable_generation(school_id: int) -> int:
     """The counter of `school_id`'s changes that were more than exceptions."""
     return feed_of(current_app._get_current_object()).timetable_generation(  # type: ignore
         school_id)
+
+
+def timetable_rooms(school_id: int, since: int, until: int) -> frozenset[int] | None:
+    """The rooms whose lessons changed between two timetable generations (None: more did)."""
+    return feed_of(current_app._get_current_object()).timetable_rooms(  # type: ignore
+        school_id, since, until)
 
 
 def wait_for_change(school_id: int, seen: int, timeout: float,
@@ -237,6 +281,37 @@ def _pending_timetable(session: Session) -> set[int | str]:
     return session.info.setdefault(_PENDING_TIMETABLE, set())
 
 
+def _note_rooms(session: Session, school: int | str, rooms: Iterable[int] | None) -> None:
+    """Add `rooms` to the rooms the pending timetable change of `school` touched (None: all)."""
+    pending: dict[int | str, set[int] | None] = session.info.setdefault(_PENDING_ROOMS, {})
+    if rooms is None:
+        pending[school] = None
+    elif school not in pending:
+        pending[school] = set(rooms)
+    elif pending[school] is not None:
+        pending[school].update(rooms)  # type: ignore[union-attr]
+
+
+def _lesson_rooms(session: Session, lesson: Lesson, kind: str) -> set[int] | None:
+    """The rooms a flushed lesson was in before the flush and is in after it; None: unknown."""
+    state = inspect(lesson)
+    if state.attrs.school_id.history.deleted:
+        return None  # moved to another school: say "all" for both
+    loaded = lesson.__dict__.get("rooms")
+    if loaded is not None:
+        rooms = [*loaded, *state.attrs.rooms.history.deleted]
+        if any(room.id is None for room in rooms):
+            return None
+        return {room.id for room in rooms}
+    if kind == "new":
+        return set()  # no rooms given
+    if kind == "deleted":
+        return None  # its room rows are gone with it
+    # Its rooms were not touched: they are still in the database.
+    return set(session.connection().scalars(
+        select(lesson_rooms.c.room_id).where(lesson_rooms.c.lesson_id == lesson.id)))
+
+
 def _changed_attributes(obj: Any, *names: str) -> bool:
     state = inspect(obj)
     return any(state.attrs[name].history.has_changes() for name in names)
@@ -278,6 +353,9 @@ def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
         found.update(schools)
         if not isinstance(obj, ExceptionGrant):
             timetable.update(schools)
+            rooms = _lesson_rooms(session, obj, kind) if isinstance(obj, Lesson) else None
+            for school in schools:
+                _note_rooms(session, school, rooms)
 
     for obj in session.new:
         note(obj, "new")
@@ -312,6 +390,8 @@ def _do_orm_execute(state: Any) -> None:
     _pending(session).update(schools)
     if table.name != ExceptionGrant.__table__.name:  # type: ignore[attr-defined]
         _pending_timetable(session).update(schools)
+        for school in schools:
+            _note_rooms(session, school, None)
 
 
 def _listed(schools: set[int | str]) -> str:
@@ -320,9 +400,39 @@ def _listed(schools: set[int | str]) -> str:
     return EVERY_SCHOOL if len(listed) > MAX_PAYLOAD // 2 else listed
 
 
-def _payload(feed: ChangeFeed, schools: set[int | str], timetable: set[int | str]) -> str:
-    """`token:schools:timetable schools` (the last: changed more than exceptions)."""
-    return f"{feed.token}:{_listed(schools)}:{_listed(timetable) if timetable else ''}"
+def _payload(feed: ChangeFeed, schools: set[int | str], timetable: set[int | str],
+             rooms: dict[int | str, set[int] | None]) -> str:
+    """`token:schools:timetable schools:rooms` (timetable schools: changed more than
+    exceptions; rooms: `school=room.room;...` for those whose change touched lessons only).
+
+    The rooms are left out when they would not fit: the other processes then read everything.
+    A process of the previous release reads a fourth part as "every school changed".
+    """
+    head = f"{feed.token}:{_listed(schools)}:{_listed(timetable) if timetable else ''}"
+    known = ";".join(f"{school}=" + ".".join(str(r) for r in sorted(touched))
+                     for school, touched in sorted(rooms.items(), key=lambda kv: str(kv[0]))
+                     if touched is not None and school != EVERY_SCHOOL)
+    if not known or len(head) + 1 + len(known) > MAX_PAYLOAD:
+        return head
+    return f"{head}:{known}"
+
+
+def _parse_rooms(part: str) -> RoomChanges:
+    """The rooms part of a payload (see `_payload`); a school that cannot be read is left out."""
+    rooms: RoomChanges = {}
+    for item in part.split(";"):
+        school, _, listed = item.partition("=")
+        if not school.isdigit():
+            continue
+        ids = [r for r in listed.split(".") if r]
+        if all(r.isdigit() for r in ids):
+            rooms[int(school)] = frozenset(int(r) for r in ids)
+    return rooms
+
+
+def _frozen(rooms: dict[int | str, set[int] | None] | None) -> RoomChanges:
+    return {school: None if touched is None else frozenset(touched)
+            for school, touched in (rooms or {}).items()}
 
 
 def _current_feed() -> ChangeFeed | None:
@@ -342,15 +452,17 @@ def _before_commit(session: Session) -> None:
         # Part of the transaction: delivered to listeners if and only if it commits.
         session.execute(text("SELECT pg_notify(:channel, :payload)"), {
             "channel": CHANNEL,
-            "payload": _payload(feed, schools, session.info.get(_PENDING_TIMETABLE, set()))})
+            "payload": _payload(feed, schools, session.info.get(_PENDING_TIMETABLE, set()),
+                                session.info.get(_PENDING_ROOMS, {}))})
 
 
 def _after_commit(session: Session) -> None:
     schools = session.info.pop(_PENDING, None)
     timetable = session.info.pop(_PENDING_TIMETABLE, set())
+    rooms = _frozen(session.info.pop(_PENDING_ROOMS, None))
     feed = _current_feed()
     if schools and feed is not None:
-        feed.publish(schools, timetable)
+        feed.publish(schools, timetable, rooms)
 
 
 def _after_transaction_end(session: Session, transaction: Any) -> None:
@@ -358,6 +470,7 @@ def _after_transaction_end(session: Session, transaction: Any) -> None:
     if transaction.parent is None:
         session.info.pop(_PENDING, None)
         session.info.pop(_PENDING_TIMETABLE, None)
+        session.info.pop(_PENDING_ROOMS, None)
 
 
 _registered = False
@@ -455,10 +568,11 @@ class _PostgresListener:
         if token == self.feed.token:
             return  # our own commit, published in this process already
         listed, has_kinds, more = rest.partition(":")
+        more, _, rooms = more.partition(":")
         schools = _parse_listed(listed) or {EVERY_SCHOOL}
         # Without the third part (or unreadable): count everything as a timetable change.
         timetable = _parse_listed(more) if has_kinds else schools
-        self.feed.publish(schools, timetable)
+        self.feed.publish(schools, timetable, _parse_rooms(rooms))
 
 
 def _parse_listed(listed: str) -> set[int | str]:

@@ -60,16 +60,17 @@ class LessonInput(NamedTuple):
 
 
 class ExceptionInput(NamedTuple):
-    """An exception as the compiler needs it; `services` None means every service."""
+    """An exception as the compiler needs it (times aware UTC, or UTC epoch seconds);
+    `services` None means every service."""
 
     scope: str  # lesson, room, group, school
     lesson_id: int | None
     room_id: int | None
     group_id: int | None
     services: tuple[str, ...] | None
-    start: datetime
-    end: datetime
-    revoked_at: datetime | None = None
+    start: datetime | int
+    end: datetime | int
+    revoked_at: datetime | int | None = None
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,16 @@ def _union_blocks(pieces: list[tuple[int, int, int]]) -> list[tuple[int, int, in
     return out
 
 
-def compile_policy(inputs: PolicyInputs, previous: Policy | None = None) -> Policy:
+def compile_policy(inputs: PolicyInputs, previous: Policy | None = None,
+                   unchanged: frozenset[int] = frozenset()) -> Policy:
     """Compile the policy of SPEC §4 for one gateway (issued at the window's start; `version` is
     its content hash). Blocks with the same services share one set object; segments that came
-    out the same as in `previous` (the gateway's last compile) are its objects."""
+    out the same as in `previous` (the gateway's last compile) are its objects.
+
+    `unchanged`: segments whose lessons and exceptions are known to be what `previous` was
+    compiled from (see `gateway_policy`); they are taken over without compiling them again, and
+    lessons in none of the other segments' rooms are not looked at.
+    """
     win_start, win_end = (_seconds(t) for t in inputs.window)
     if win_end <= win_start:
         raise ValueError("the policy window ends before it starts")
@@ -162,6 +169,14 @@ def compile_policy(inputs: PolicyInputs, previous: Policy | None = None) -> Poli
         blocked_ids = sorted(s for s in inputs.blocked_services if s in catalog)
     bit = {service_id: 1 << i for i, service_id in enumerate(blocked_ids)}
     all_mask = (1 << len(blocked_ids)) - 1
+    maker = SegmentMaker(blocked_ids, previous)
+    kept = {segment.id: old for segment in inputs.segments if segment.id in unchanged
+            and (old := maker.keep(segment.id, segment.name, tuple(segment.cidrs))) is not None}
+    # The rooms of the segments compiled; None: all of them.
+    todo: set[int] | None = None
+    if kept:
+        todo = {r for segment in inputs.segments if segment.id not in kept
+                for r in segment.room_ids}
 
     # Lessons that block something in the window: id -> (start, end, every blocked service),
     # and the lessons of each room and group.
@@ -171,7 +186,7 @@ def compile_policy(inputs: PolicyInputs, previous: Policy | None = None) -> Poli
     by_group = any(exc.scope == "group" for exc in inputs.exceptions)  # else never looked up
     # The hot loop of a compile (thousands of lessons): the loader's int times skip _seconds.
     for lesson_id, start, end, rooms, groups, cancelled in inputs.lessons:
-        if cancelled:
+        if cancelled or todo is not None and todo.isdisjoint(rooms):
             continue
         if type(start) is not int:
             start = _seconds(start)
@@ -244,9 +259,11 @@ def compile_policy(inputs: PolicyInputs, previous: Policy | None = None) -> Poli
     pieces_of: dict[int, list[tuple[int, int, int]]] = {
         lesson_id: excepted_pieces(lesson_id, excs) for lesson_id, excs in covering.items()}
 
-    maker = SegmentMaker(blocked_ids, previous)
     segments_out = []
     for segment in sorted(inputs.segments, key=lambda s: s.id):
+        if segment.id in kept:
+            segments_out.append(kept[segment.id])
+            continue
         pieces: list[tuple[int, int, int]] = []
         lesson_ids: Iterable[int]
         if len(segment.room_ids) == 1:
@@ -308,8 +325,8 @@ def _exception_inputs(school_id: int, window: tuple[datetime, datetime]
                        None if services is None else tuple(services), start, end, revoked_at)
         for scope, lesson_id, room_id, group_id, services, start, end, revoked_at
         in db.session.connection().execute(
-            select(e.scope, e.lesson_id, e.room_id, e.group_id, e.services, e.start, e.end,
-                   e.revoked_at)
+            select(e.scope, e.lesson_id, e.room_id, e.group_id, e.services,
+                   epoch_seconds(e.start), epoch_seconds(e.end), epoch_seconds(e.revoked_at))
             .where(e.school_id == school_id, e.start < window[1], e.end > window[0],
                    or_(e.revoked_at.is_(None),
                        and_(e.revoked_at > window[0], e.revoked_at > e.start)))
@@ -377,17 +394,20 @@ def _rooms_to_read(room_ids: Iterable[int], exceptions: tuple[ExceptionInput, ..
                                   if e.scope == "room" and e.room_id is not None}
 
 
-def _lesson_inputs(school_id: int, window: tuple[datetime, datetime], room_ids: list[int],
-                   rooms_read: frozenset[int], with_groups: bool) -> tuple[LessonInput, ...]:
+def _lesson_inputs(school_id: int, window: tuple[datetime, datetime], room_ids: Iterable[int],
+                   rooms_read: frozenset[int], with_groups: bool,
+                   in_rooms: frozenset[int] | None = None,
+                   starting_from: datetime | None = None) -> tuple[LessonInput, ...]:
     """The lessons that can block on the gateway's rooms: not cancelled, in the window.
 
     A lesson's rooms are read as far as they matter: the gateway's own, and the rooms that a room
     exception names (an exception for the other room of a lesson in two rooms covers it here too).
-    Times come as epoch seconds.
+    Times come as epoch seconds. `in_rooms`: only the lessons with one of these rooms (each with
+    all its rooms read); `starting_from`: only those that start then or later.
     """
-    if not room_ids:
-        return ()
     here = set(room_ids)
+    if not here or in_rooms is not None and not in_rooms & rooms_read:
+        return ()
     # The school's lessons of the window by its (school, start) index, joined to their rooms.
     # The planners need different words for the room list. SQLite, given an indexable list,
     # probed it once per room and lesson (70 ms instead of 8 at 60 rooms): "room_id + 0" keeps
@@ -402,6 +422,12 @@ def _lesson_inputs(school_id: int, window: tuple[datetime, datetime], room_ids: 
              .where(Lesson.school_id == school_id, Lesson.cancelled.is_(False),
                     Lesson.start < window[1], Lesson.end > window[0],
                     room.in_(sorted(rooms_read))))
+    if in_rooms is not None:
+        query = query.where(Lesson.id.in_(
+            select(lesson_rooms.c.lesson_id).where(
+                lesson_rooms.c.room_id.in_(sorted(in_rooms & rooms_read)))))
+    if starting_from is not None:
+        query = query.where(Lesson.start >= starting_from)
     if with_groups:  # groups matter only to group exceptions
         query = query.add_columns(lesson_groups.c.group_id).outerjoin(
             lesson_groups, lesson_groups.c.lesson_id == Lesson.id)
@@ -419,6 +445,36 @@ def _lesson_inputs(school_id: int, window: tuple[datetime, datetime], room_ids: 
     return tuple(LessonInput(lesson_id, start, end, tuple(rooms), tuple(groups), False)
                  for lesson_id, (start, end, rooms, groups) in sorted(found.items())
                  if not here.isdisjoint(rooms))
+
+
+def _lessons_again(reuse: PolicyInputs, school_id: int, window: tuple[datetime, datetime],
+                   rooms_changed: frozenset[int]) -> tuple[LessonInput, ...]:
+    """The lessons of `reuse` brought up to date for `window` (the same or a later one) after
+    the lessons of `rooms_changed` changed: what `_lesson_inputs` reads in full, for less.
+
+    Kept: the lessons still in the window with no changed room. Read again: the lessons with a
+    changed room (a lesson moved from one room to another has both among them), and those that
+    start in the part of the window the earlier one did not cover.
+    """
+    assert reuse.rooms_read is not None
+    room_ids = {r for s in reuse.segments for r in s.room_ids}
+    touched = rooms_changed & reuse.rooms_read
+    lessons: list[LessonInput] = list(reuse.lessons)
+    if window[0] != reuse.window[0]:
+        start = _seconds(window[0])
+        lessons = [lesson for lesson in lessons if _seconds(lesson.end) > start]
+    if touched:
+        lessons = [lesson for lesson in lessons if touched.isdisjoint(lesson.room_ids)]
+        lessons.extend(_lesson_inputs(school_id, window, room_ids, reuse.rooms_read,
+                                      reuse.groups_loaded, in_rooms=touched))
+    if window[1] > reuse.window[1]:
+        lessons.extend(
+            lesson for lesson in _lesson_inputs(school_id, window, room_ids, reuse.rooms_read,
+                                                reuse.groups_loaded,
+                                                starting_from=reuse.window[1])
+            if touched.isdisjoint(lesson.room_ids))  # those were read with their rooms
+    lessons.sort()  # by id (unique, so only ids are compared): the order of a full read
+    return tuple(lessons)
 
 
 _catalogs: dict[tuple[Any, ...], Mapping[str, tuple[str, tuple[str, ...]]]] = {}
@@ -445,24 +501,32 @@ def _shared_catalog(catalog: dict[str, tuple[str, tuple[str, ...]]]
 
 def load_policy_inputs(gateway: Gateway, now: datetime,
                        reuse: PolicyInputs | None = None,
-                       generation: int | None = None) -> PolicyInputs:
+                       generation: int | None = None,
+                       rooms_changed: frozenset[int] | None = frozenset()) -> PolicyInputs:
     """Read what the compiler needs for `gateway` at `now` from the database.
 
-    `reuse`: inputs loaded before for the same gateway and window, when the change feed says
-    only exceptions changed since (`server/policy_cache.py`); then only the exceptions are read
-    again, and the rest is taken over. `generation`: the school's change generation read before
-    (see `school_exceptions`).
+    `reuse`: inputs loaded before for the same gateway, in the same or an earlier window
+    (`server/policy_cache.py`), and `rooms_changed`: the rooms whose lessons changed since (the
+    change feed's word; empty: only exceptions changed; None: more than lessons, or unknown).
+    The exceptions are read again, and the lessons of the changed rooms and of the window's new
+    part; the rest is taken over. `generation`: the school's change generation read before (see
+    `school_exceptions`).
     """
     config = current_app.config
     window = policy_window(now, int(config["LESFOCUS_POLICY_HORIZON_DAYS"]))
-    if reuse is not None and reuse.window == window and reuse.gateway_id == gateway.id:
+    if (reuse is not None and rooms_changed is not None and reuse.gateway_id == gateway.id
+            and reuse.rooms_read is not None
+            and reuse.window[0] <= window[0] < reuse.window[1] <= window[1]):
         exceptions = school_exceptions(gateway.school_id, window, generation)
         # Taken over unless a new exception needs what was not read: groups, or another room.
         groups_known = reuse.groups_loaded or not any(e.scope == "group" for e in exceptions)
-        rooms_known = reuse.rooms_read is None or all(
-            e.room_id in reuse.rooms_read for e in exceptions if e.scope == "room")
+        rooms_known = all(e.room_id in reuse.rooms_read for e in exceptions if e.scope == "room")
         if groups_known and rooms_known:
-            return dataclasses.replace(reuse, exceptions=exceptions)
+            lessons = reuse.lessons
+            if rooms_changed or window != reuse.window:
+                lessons = _lessons_again(reuse, gateway.school_id, window, rooms_changed)
+            return dataclasses.replace(reuse, window=window, lessons=lessons,
+                                       exceptions=exceptions)
     school = db.session.get(School, gateway.school_id)
     if school is None:
         raise LookupError(f"gateway {gateway.id} belongs to no school")
@@ -527,19 +591,35 @@ class SignedPolicy:
         return token
 
 
+def _unchanged_segments(inputs: PolicyInputs, reuse: PolicyInputs | None,
+                        rooms_changed: frozenset[int] | None) -> frozenset[int]:
+    """The segments of `inputs` that compile as they did from `reuse`: the same window,
+    segments, catalog and exceptions, and none of their rooms' lessons changed."""
+    if (reuse is None or rooms_changed is None or inputs.window != reuse.window
+            or inputs.segments is not reuse.segments or inputs.services is not reuse.services
+            or inputs.blocked_services != reuse.blocked_services
+            or inputs.exceptions != reuse.exceptions):
+        return frozenset()
+    return frozenset(segment.id for segment in inputs.segments
+                     if rooms_changed.isdisjoint(segment.room_ids))
+
+
 def gateway_policy(gateway: Gateway, now: datetime | None = None,
                    reuse: PolicyInputs | None = None,
                    previous: Policy | None = None,
-                   generation: int | None = None) -> SignedPolicy:
+                   generation: int | None = None,
+                   rooms_changed: frozenset[int] | None = frozenset()) -> SignedPolicy:
     """Compile the policy of `gateway` at `now` from the database; sign it when asked.
 
-    `reuse`: see `load_policy_inputs` (only exceptions changed since these inputs); `previous`:
+    `reuse`, `rooms_changed`: see `load_policy_inputs` (what still holds of inputs loaded
+    before; `previous` must be what was compiled from `reuse`); `previous`:
     the gateway's last compiled policy, whose unchanged segments are taken over; `generation`:
     the school's change generation read before (the policy cache's), see `school_exceptions`.
     """
     now = now or datetime.now(timezone.utc)
-    inputs = load_policy_inputs(gateway, now, reuse, generation)
-    policy = compile_policy(inputs, previous)
+    inputs = load_policy_inputs(gateway, now, reuse, generation, rooms_changed)
+    policy = compile_policy(inputs, previous, _unchanged_segments(inputs, reuse, rooms_changed)
+                            if previous is not None else frozenset())
     policy = dataclasses.replace(policy, issued_at=datetime.fromtimestamp(_seconds(now),
                                                                         timezone.utc))
     return SignedPolicy(policy, current_app.extensions["lesfocus.signing_key"], inputs)

@@ -6,7 +6,10 @@ gateway. It is compiled again when the school's generation in the change feed mo
 anywhere, see `server/changes.py`) or the hour does (the policy window starts on the hour).
 When the feed says the change was only exceptions (a grant, a revocation: the case a teacher waits
 for), the compile takes the gateway's segments and lessons over from the last one and reads only
-the exceptions again. Either way, segments that come out as before are the last policy's objects.
+the exceptions again. When it names the rooms whose lessons changed (a lesson moved, cancelled or
+added), only those rooms' lessons are read again; when the hour moved, only the lessons of the
+window's new last hour. Either way, segments that come out as before are the last policy's
+objects.
 """
 
 from __future__ import annotations
@@ -51,11 +54,14 @@ def cached_policy(gateway_id: str, school_id: int) -> Any:
         with _lock:
             _entries.pop(key, None)
         raise GatewayGone(gateway_id)
-    # Only exceptions changed since the last compile in this hour (a grant, a revocation): the
-    # gateway's segments and lessons are taken over and only the exceptions read again.
-    reuse = cached[2].inputs if cached is not None and cached[1] == hour \
-        and cached[3] == timetable else None
-    compiled = gateway_policy(gateway, reuse=reuse,
+    # What the last compile read is taken over as far as the feed says it still holds: all of
+    # it when only exceptions changed, all but the lessons of the rooms it names, or nothing.
+    reuse, rooms = None, None
+    if cached is not None and cached[1] <= hour:
+        reuse = cached[2].inputs
+        rooms = frozenset() if cached[3] == timetable else changes.timetable_rooms(
+            school_id, cached[3], timetable)
+    compiled = gateway_policy(gateway, reuse=reuse, rooms_changed=rooms,
                               previous=None if cached is None else cached[2].policy,
                               generation=generation)
     with _lock:
