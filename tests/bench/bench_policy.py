@@ -289,7 +289,8 @@ def _rounds(app, gateway_id: str, now: datetime, write: str
             ) -> tuple[list[list[float]], int, int]:
     """ROUNDS rounds of PER_ROUND compiles through the served policy cache, each after `write`
     (see WRITES): a new grant, a lesson moved by a minute through the ORM (as the dashboard or
-    a sync of one changed lesson writes it), the clock an hour on, or a lesson moved by a bulk
+    a sync of one changed lesson writes it), the clock an hour on (12 hours from Monday 08:00
+    each round, so that the window keeps most of the week's lessons), or a lesson moved by a bulk
     statement (as the timetable importer writes: the change feed cannot say which rooms).
     Returns (the rounds' samples, segments, signed bytes)."""
     import time_machine
@@ -310,6 +311,9 @@ def _rounds(app, gateway_id: str, now: datetime, write: str
             Lesson.start < now + timedelta(days=1))).all()
         cached_policy(gateway_id, school_id).token()  # the first compile after start
         for _ in range(ROUNDS):
+            if write == "hour":  # each round from Monday morning again (a full, untimed read)
+                clock.move_to(now)
+                cached_policy(gateway_id, school_id).token()
             samples = []
             for _ in range(PER_ROUND):
                 lesson = db.session.get(Lesson, rng.choice(lesson_ids))
