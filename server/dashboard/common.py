@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from datetime import date, datetime, timezone
 from functools import wraps
 from typing import Any, TypeVar
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from flask import Flask, abort, g, redirect, request, session, url_for
@@ -124,11 +126,27 @@ def service_names() -> dict[str, str]:
     return {s.id: s.name for s in db.session.scalars(select(Service))}
 
 
+# A path on this site, as RFC 3986 writes one (path, query, fragment): printable ASCII without
+# spaces, quotes, angle brackets or backslashes, starting with one "/" that no "/" follows.
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9\-._~!$&'()*+,;=:@/?%#]*")
+MAX_NEXT_LENGTH = 2000
+
+
 def safe_next(target: str | None, default: str) -> str:
-    """`target` when it is a path on this site, else `default` (no open redirects)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return default
+    """`target` when it is a path on this site, else `default` (no open redirects).
+
+    Browsers take tabs and line breaks out of a URL and read a backslash as a slash, so
+    "/<tab>/evil.example/" or "/\\evil.example" lead to another host; a line break in a
+    Location header is refused by the server (a 500). Only plain RFC 3986 characters pass, and
+    the percent-decoded form must not start another host either ("/%2F/evil.example").
+    """
+    if not target or len(target) > MAX_NEXT_LENGTH or not _LOCAL_PATH.fullmatch(target):
+        return default
+    decoded = unquote(target)
+    if decoded.startswith(("//", "/\\")) or any(
+            char < " " or char in "\\\x7f" for char in decoded):
+        return default
+    return target
 
 
 def client_address() -> str:

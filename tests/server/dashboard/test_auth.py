@@ -8,6 +8,7 @@ import pytest
 from flask import Flask
 
 from tests.support.dashboard import PASSWORD, csrf_token, sign_in
+from server.dashboard.common import safe_next
 from server.extensions import db
 from server.models import LoginFailure, Person, utcnow
 from server.throttle import MAX_FAILURES_PER_USER, THROTTLE_WINDOW, throttled_until
@@ -135,10 +136,41 @@ def test_disabled_account_is_signed_out_and_cannot_sign_in(app: Flask, world) ->
     assert _login(app.test_client(), "docent", PASSWORD).status_code == 401
 
 
-@pytest.mark.parametrize("next_url, expected", [("/week", "/week"), ("//evil.example/x", "/nu"),
-                                                ("https://evil.example/", "/nu")])
+# Targets that a browser takes to another host (it drops tabs and line breaks, reads a backslash as
+# a slash, and resolves scheme-relative and absolute URLs), or that break the Location header.
+_HOSTS = ("evil.example", "evil.example:8443", "127.0.0.1", "[::1]", "user@evil.example")
+_ELSEWHERE = sorted({
+    *(f"{lead}{host}/x" for host in _HOSTS for lead in (
+        "//", "///", "////", "/\\", "\\\\", "\\/", "/\t/", "/\n/", "/\r/", "/\t\t/",
+        "/\r\n/", " //", "\t//", "\n//", "\x00//", "/%2F", "/%2f", "/%5C", "/%5c",
+        "/%09/", "/%0a/", "/%0D/", "/\u3000/", "/\u2215/")),
+    *(f"{scheme}{host}/" for host in _HOSTS for scheme in (
+        "https://", "http://", "HTTPS://", "ftp://", "http:/", "http:", "https:\\\\",
+        " https://", "\thttp://")),
+    "javascript:alert(1)", "JaVaScRiPt:alert(1)", "data:text/html,<p>x</p>",
+    "/nu\r\nSet-Cookie: planted=1", "/nu\nLocation: //evil.example/", "/nu<script>",
+    "/nu\"onload=\"x", "/" + "a" * 5000, "", "nu", "?next=/nu", "#top",
+})
+
+
+@pytest.mark.parametrize("target", _ELSEWHERE)
+def test_safe_next_refuses_every_target_off_this_site(target: str) -> None:
+    assert safe_next(target, "/home") == "/home"
+
+
+@pytest.mark.parametrize("target", ["/week", "/nu?lesson=3", "/leiding/audit?page=2#x",
+                                    "/it/segments/4", "/nu/a%20b", "/", "/a:b@c"])
+def test_safe_next_keeps_paths_of_this_site(target: str) -> None:
+    assert safe_next(target, "/home") == target
+
+
+@pytest.mark.parametrize("next_url, expected", [
+    ("/week", "/week"), ("//evil.example/x", "/nu"), ("https://evil.example/", "/nu"),
+    ("/\t/evil.example/", "/nu"), ("/\\evil.example/", "/nu"), ("/%09/evil.example/", "/nu"),
+    ("/nu\nSet-Cookie: planted=1", "/nu"), ("/%2F/evil.example/", "/nu")])
 def test_sign_in_returns_only_to_local_pages(app: Flask, world, next_url, expected) -> None:
     response = _login(app.test_client(), "docent", PASSWORD, next=next_url)
+    assert response.status_code == 302
     assert response.headers["Location"] == expected
 
 
