@@ -6,13 +6,18 @@ const KEEP_MS = 60 * 1000;
 const FETCH_TIMEOUT_MS = 3000;
 let last = { serverUrl: null, at: 0, status: null };
 
-/** The server's lesson status, or null when there is no server or it cannot be reached. */
-export async function lessonStatus(serverUrl) {
+/**
+ * The server's lesson status, or null when there is no server or it cannot be reached. `school`:
+ * the school's code, which picks its segment where schools of one server share a network.
+ */
+export async function lessonStatus(serverUrl, school = "") {
   if (!serverUrl) return null;
-  if (last.serverUrl === serverUrl && Date.now() - last.at < KEEP_MS) return last.status;
+  const where = school ? `${serverUrl}?school=${school}` : serverUrl;
+  if (last.serverUrl === where && Date.now() - last.at < KEEP_MS) return last.status;
   let status = null;
   try {
-    const response = await fetch(`${serverUrl}/api/v1/lesson-status`, {
+    const query = school ? `?school=${encodeURIComponent(school)}` : "";
+    const response = await fetch(`${serverUrl}/api/v1/lesson-status${query}`, {
       headers: { Accept: "application/json" }, cache: "no-store", credentials: "omit",
       signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
     });
@@ -29,7 +34,7 @@ export async function lessonStatus(serverUrl) {
   } catch (err) {
     console.warn("lesfocus: fetching the lesson status failed:", err);
   }
-  last = { serverUrl, at: Date.now(), status };
+  last = { serverUrl: where, at: Date.now(), status };
   return status;
 }
 

@@ -1,7 +1,8 @@
 /**
  * Reminder texts: fetched from the lesfocus server (GET /api/v1/reminders, with ETag), cached in
  * storage.local, and the bundled defaults (data/reminders.json) when there is no server or it
- * cannot be reached. Only the audience and language are sent.
+ * cannot be reached. Only the audience and language are sent, and the school's code when one is
+ * configured (a server with several schools needs it).
  */
 import { readLocal, readPackageFile, writeLocal } from "./browser_api.js";
 
@@ -33,18 +34,20 @@ export async function bundledReminders(lang) {
   return normalizeReminders(bundled, lang);
 }
 
-function cacheKey(serverUrl, audience, lang) {
-  return `reminders|${serverUrl}|${audience}|${lang}`;
+function cacheKey(serverUrl, audience, lang, school) {
+  return `reminders|${serverUrl}|${audience}|${lang}${school ? `|${school}` : ""}`;
 }
 
-async function fetchFromServer(serverUrl, audience, lang, cached) {
-  const url = `${serverUrl}/api/v1/reminders?audience=${encodeURIComponent(audience)}&lang=${encodeURIComponent(lang)}`;
+async function fetchFromServer(serverUrl, audience, lang, school, cached) {
+  const query = `audience=${encodeURIComponent(audience)}&lang=${encodeURIComponent(lang)}` +
+    (school ? `&school=${encodeURIComponent(school)}` : "");
+  const url = `${serverUrl}/api/v1/reminders?${query}`;
   const headers = { Accept: "application/json" };
   if (cached && cached.etag) headers["If-None-Match"] = cached.etag;
   const response = await fetch(url, {
     headers, cache: "no-store", credentials: "omit", signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
   });
-  const key = cacheKey(serverUrl, audience, lang);
+  const key = cacheKey(serverUrl, audience, lang, school);
   if (response.status === 304 && cached) {
     const entry = { ...cached, fetchedAt: Date.now() };
     await writeLocal({ [key]: entry });
@@ -59,11 +62,11 @@ async function fetchFromServer(serverUrl, audience, lang, cached) {
 }
 
 /** Fetch (or revalidate) the server's reminders now; resolves to the cache entry or null. */
-export function refreshReminders(serverUrl, audience, lang) {
-  const key = cacheKey(serverUrl, audience, lang);
+export function refreshReminders(serverUrl, audience, lang, school = "") {
+  const key = cacheKey(serverUrl, audience, lang, school);
   if (refreshing.has(key)) return refreshing.get(key);
   const job = readLocal(key)
-    .then((stored) => fetchFromServer(serverUrl, audience, lang, stored[key]))
+    .then((stored) => fetchFromServer(serverUrl, audience, lang, school, stored[key]))
     .catch((err) => {
       console.warn("lesfocus: fetching reminders failed, using the cached or bundled texts:", err);
       return null;
@@ -77,14 +80,14 @@ export function refreshReminders(serverUrl, audience, lang) {
  * The reminders to use now: the cached server texts (revalidated in the background when old),
  * or the first fetch, or the bundled defaults.
  */
-export async function currentReminders(serverUrl, audience, lang) {
+export async function currentReminders(serverUrl, audience, lang, school = "") {
   if (!serverUrl) return bundledReminders(lang);
-  const key = cacheKey(serverUrl, audience, lang);
+  const key = cacheKey(serverUrl, audience, lang, school);
   const cached = (await readLocal(key))[key];
   if (cached && cached.reminders && cached.reminders.length) {
-    if (Date.now() - (cached.fetchedAt || 0) > REFRESH_AFTER_MS) refreshReminders(serverUrl, audience, lang);
+    if (Date.now() - (cached.fetchedAt || 0) > REFRESH_AFTER_MS) refreshReminders(serverUrl, audience, lang, school);
     return cached.reminders;
   }
-  const fresh = await refreshReminders(serverUrl, audience, lang);
+  const fresh = await refreshReminders(serverUrl, audience, lang, school);
   return fresh ? fresh.reminders : bundledReminders(lang);
 }

@@ -34,7 +34,8 @@ async function contextFor(hostname) {
   const lang = chooseLanguage(config);
   const snoozeKey = `snooze|${hostname}`;
   const [reminders, messages, styles, snooze] = await Promise.all([
-    currentReminders(config.serverUrl, config.audience, lang), strings(lang), css(), readLocal(snoozeKey),
+    currentReminders(config.serverUrl, config.audience, lang, config.school), strings(lang), css(),
+    readLocal(snoozeKey),
   ]);
   return {
     lang,
@@ -61,7 +62,7 @@ function handleMessage(message, sender) {
     case "context":
       return contextFor(String(message.host || ""));
     case "lessonStatus":
-      return ready.then(({ config }) => lessonStatus(config.serverUrl));
+      return ready.then(({ config }) => lessonStatus(config.serverUrl, config.school));
     case "snooze": {
       const until = Number(message.until);
       if (!Number.isFinite(until)) return undefined;
@@ -89,14 +90,14 @@ ext.storage.onChanged.addListener((changes, area) => {
     reloadConfig();
     forgetLessonStatus();
     ready.then(({ config }) => {
-      if (config.serverUrl) refreshReminders(config.serverUrl, config.audience, chooseLanguage(config));
+      if (config.serverUrl) refreshReminders(config.serverUrl, config.audience, chooseLanguage(config), config.school);
     }).catch((err) => console.warn("lesfocus: reloading the configuration failed:", err));
   }
 });
 
 ext.runtime.onInstalled.addListener(() => {
   ready.then(({ config }) => {
-    if (config.serverUrl) return refreshReminders(config.serverUrl, config.audience, chooseLanguage(config));
+    if (config.serverUrl) return refreshReminders(config.serverUrl, config.audience, chooseLanguage(config), config.school);
     return null;
   }).catch((err) => console.warn("lesfocus: first reminder fetch failed:", err));
 });

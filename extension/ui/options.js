@@ -3,7 +3,7 @@
  * locked; the rest is saved in storage.local under "options".
  */
 const ext = globalThis.browser ?? globalThis.chrome;
-const FIELDS = ["serverUrl", "audience", "schoolName", "schoolAliases", "locale", "snoozeMinutes", "onlyOnFindings"];
+const FIELDS = ["serverUrl", "school", "audience", "schoolName", "schoolAliases", "locale", "snoozeMinutes", "onlyOnFindings"];
 
 function translate() {
   for (const node of document.querySelectorAll("[data-i18n]")) {

@@ -9,11 +9,18 @@ signature check:
   keeps current: a grant through any process is in the answers within the feed's delay;
 - each segment's answer, serialised, kept until the next block boundary in its policy (between
   two boundaries the one reader answers the same) or until the policy changes.
+
+Private networks repeat: two schools of a board, or two sites of one school, may both number a
+classroom 10.1.2.0/24. The index keeps every segment of a network. A caller that names its school
+(`?school=<slug>`, the extension's `school` setting) gets that school's segment; when several
+segments remain, the answer is theirs if they all say the same, else "ambiguous" (nothing is
+known to be blocked), rather than one school's answer given to the other's students.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -52,8 +59,10 @@ class SegmentRef:
 class NetworkIndex:
     """The segments by network, and the schools by slug, as read at one moment."""
 
-    # (ip version, prefix length) -> {network address as int: segment}, longest prefix first
-    networks: dict[tuple[int, int], dict[int, SegmentRef]] = field(default_factory=dict)
+    # (ip version, prefix length) -> {network address as int: its segments}, longest prefix
+    # first; a network has several segments when schools (or sites) number alike.
+    networks: dict[tuple[int, int], dict[int, tuple[SegmentRef, ...]]] = field(
+        default_factory=dict)
     schools: dict[str, int] = field(default_factory=dict)
     built_at: float = -1e9
     feed_total: int = -1
@@ -83,14 +92,16 @@ def _build_index(feed_total: int) -> NetworkIndex:
             select(segment_rooms.c.segment_id, Room.code)
             .join(Room, Room.id == segment_rooms.c.room_id).order_by(Room.code)):
         rooms.setdefault(segment_id, []).append(code)
-    networks: dict[tuple[int, int], dict[int, SegmentRef]] = {}
+    networks: dict[tuple[int, int], dict[int, tuple[SegmentRef, ...]]] = {}
     for cidr, segment_id, gateway_id, school_id in db.session.execute(
             select(SegmentCidr.cidr, Segment.id, Segment.gateway_id, Segment.school_id)
-            .join(Segment, SegmentCidr.segment_id == Segment.id)):
+            .join(Segment, SegmentCidr.segment_id == Segment.id).order_by(Segment.id)):
         net = ipaddress.ip_network(cidr)
         ref = SegmentRef(segment_id, gateway_id, school_id, net.prefixlen,
                          tuple(rooms.get(segment_id, ())))
-        networks.setdefault((net.version, net.prefixlen), {})[int(net.network_address)] = ref
+        nets = networks.setdefault((net.version, net.prefixlen), {})
+        key = int(net.network_address)
+        nets[key] = (*nets.get(key, ()), ref)
     schools = dict(db.session.execute(select(School.slug, School.id)).all())
     return NetworkIndex(networks=dict(sorted(networks.items(), key=lambda item: -item[0][1])),
                         schools=schools, built_at=time.monotonic(), feed_total=feed_total)
@@ -123,13 +134,14 @@ def current_index(app: Flask) -> NetworkIndex:
     return index
 
 
-def find_segment(address: str, index: NetworkIndex, school_id: int | None = None
-                 ) -> SegmentRef | None:
-    """The most specific segment whose network holds `address` (of `school_id` when given)."""
+def find_segments(address: str, index: NetworkIndex, school_id: int | None = None
+                  ) -> tuple[SegmentRef, ...]:
+    """The segments of the most specific network that holds `address` (of `school_id` when
+    given); more than one when schools or sites use the same network."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
-        return None
+        return ()
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     value, bits = int(ip), ip.max_prefixlen
@@ -137,10 +149,12 @@ def find_segment(address: str, index: NetworkIndex, school_id: int | None = None
         if version != ip.version:
             continue
         key = (value >> (bits - prefixlen)) << (bits - prefixlen) if prefixlen else 0
-        ref = nets.get(key)
-        if ref is not None and (school_id is None or ref.school_id == school_id):
-            return ref
-    return None
+        refs = nets.get(key, ())
+        if school_id is not None:
+            refs = tuple(ref for ref in refs if ref.school_id == school_id)
+        if refs:
+            return refs
+    return ()
 
 
 def client_address() -> str:
@@ -219,11 +233,27 @@ NOT_IN_A_SEGMENT: dict[str, Any] = {"in_lesson": False, "blocked_services": [], 
 _NOT_IN_A_SEGMENT_BODY = _serialised(NOT_IN_A_SEGMENT)
 
 
+AMBIGUOUS: dict[str, Any] = {**NOT_IN_A_SEGMENT, "ambiguous": True}
+_AMBIGUOUS_BODY = _serialised(AMBIGUOUS)
+
+
 def answer_for(app: Flask, address: str, school_id: int | None = None) -> bytes:
     """The serialised answer for a caller at `address` (inside an app context)."""
     cache = _cache(app)
-    ref = find_segment(address, current_index(app), school_id)
-    return _NOT_IN_A_SEGMENT_BODY if ref is None else _answer(cache, ref)
+    refs = find_segments(address, current_index(app), school_id)
+    if not refs:
+        return _NOT_IN_A_SEGMENT_BODY
+    if len(refs) == 1:
+        return _answer(cache, refs[0])
+    # One network, several segments: what they agree on, without their rooms, else ambiguous.
+    answers = []
+    for ref in refs:
+        answer = json.loads(_answer(cache, ref))
+        answer["rooms"] = []
+        answers.append(answer)
+    if all(answer == answers[0] for answer in answers[1:]):
+        return _serialised(answers[0])
+    return _AMBIGUOUS_BODY
 
 
 @bp.get("/lesson-status")
@@ -242,11 +272,15 @@ def lesson_status() -> Response:
     return Response(body, mimetype="application/json", headers={"Cache-Control": "no-store"})
 
 
+# A school slug as it can appear in a query string without percent-encoding.
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
 class FastPath:
     """WSGI: the extension's plain `GET /api/v1/lesson-status` answered beside Flask.
 
-    Every browser asks every few minutes, and the answer comes from memory; Flask's request
-    machinery (request context, session, URL matching, response hooks) cost several times the
+    Every browser asks every few minutes (alone or with `?school=<slug>`), and the answer comes
+    from memory; Flask's request machinery (request context, session, URL matching, response hooks) cost several times the
     answer itself (tests/bench/bench_api.py prints the server's CPU per request). Any other
     request to the path (a query string, another method) goes to the Flask view above, which
     gives the same answer; so does this one when something fails, so errors come out as the
@@ -262,12 +296,20 @@ class FastPath:
         self.wsgi_app = wsgi_app
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        if (environ.get("PATH_INFO") != self.PATH or environ.get("REQUEST_METHOD") != "GET"
-                or environ.get("QUERY_STRING")):
+        if environ.get("PATH_INFO") != self.PATH or environ.get("REQUEST_METHOD") != "GET":
+            return self.wsgi_app(environ, start_response)
+        query = environ.get("QUERY_STRING") or ""
+        name, _, slug = query.partition("=")
+        if query and (name != "school" or not _SLUG.fullmatch(slug)):
             return self.wsgi_app(environ, start_response)
         try:
             with self.app.app_context():
-                body = answer_for(self.app, environ.get("REMOTE_ADDR") or "")
+                school_id = None
+                if slug:
+                    school_id = current_index(self.app).schools.get(slug)
+                    if school_id is None:  # unknown here: the view looks it up, or says 404
+                        return self.wsgi_app(environ, start_response)
+                body = answer_for(self.app, environ.get("REMOTE_ADDR") or "", school_id)
         except Exception:  # noqa: BLE001 - the view answers, with the API's error handling
             return self.wsgi_app(environ, start_response)
         start_response("200 OK", [*self.HEADERS, ("Content-Length", str(len(body)))])

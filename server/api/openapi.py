@@ -106,9 +106,10 @@ OPERATIONS: list[Operation] = [
               body=obj(None, texts=obj(None, nl=STR, en=STR), enabled=BOOL),
               responses={"200": "reminder", "400": "bad field"}),
     Operation("get", "/lesson-status", "Lesson and block state of the caller's network", "public",
-              parameters=[q("school", STR, "limit the lookup to one school")],
+              parameters=[q("school", STR, "limit the lookup to one school (needed where "
+                                           "schools share a network)")],
               responses={"200": "{in_lesson, blocked_services, until, exception, services, "
-                                "rooms}"}),
+                                "rooms[, ambiguous]}", "404": "no such school"}),
     Operation("post", "/auth/token", "Username and password for a short-lived API token",
               "public", body=obj(["username", "password"], username=STR, password=STR),
               responses={"200": "{token, expires_at}", "401": "wrong username or password",

@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 POLICY_DIR = Path("/etc/chromium/policies/managed")
 POLICY = {
     "serverUrl": "https://lesfocus.test",
+    "school": "lucas-test",
     "audience": "staff",
     "schoolName": "Lucas Testschool",
     "schoolAliases": ["LTS"],
@@ -136,6 +137,7 @@ def test_options_page_locks_what_the_policy_sets(managed_chromium: Any) -> None:
         page.wait_for_selector("#options[data-loaded=true]", state="attached")
         for name in (
             "serverUrl",
+            "school",
             "audience",
             "schoolName",
             "schoolAliases",

@@ -91,6 +91,7 @@ def test_managed_schema_covers_every_setting_of_the_background() -> None:
         == {
             "serverUrl",
             "audience",
+            "school",
             "schoolName",
             "schoolAliases",
             "locale",

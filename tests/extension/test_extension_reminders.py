@@ -249,6 +249,29 @@ def test_lesson_banner_on_a_blocked_social_site_only(
     assert page.locator("lesfocus-lesson-banner").count() == 0
 
 
+def test_the_school_setting_goes_with_both_requests_to_a_server_of_several_schools(
+    page: Any, fake_internet: FakeInternet, lesson_status: Callable[..., None]
+) -> None:
+    fake_internet.reminders = SERVER_REMINDERS
+    lesson_status(in_lesson=True, blocked_services=["twitter"], until="2030-01-01T10:30:00Z")
+    try:
+        set_options(page.context, serverUrl=SERVER, school="vondel-college")
+        start = len(fake_internet.requests)
+        page.goto(fake_internet.url("x"))
+        page.locator('lesfocus-lesson-banner [role="status"]').wait_for(state="visible",
+                                                                       timeout=5000)
+        wanted = {"/api/v1/lesson-status?school=vondel-college",
+                  "/api/v1/reminders?audience=student&lang=nl&school=vondel-college"}
+        for _ in range(50):  # the page's context asked for the reminders too; wait for it
+            asked = {r.path for r in fake_internet.requests[start:] if r.path.startswith("/api/")}
+            if wanted <= asked:
+                break
+            page.wait_for_timeout(100)
+        assert wanted <= asked, asked
+    finally:
+        fake_internet.reminders = None
+
+
 def test_lesson_banner_shows_the_end_the_gateway_enforces_for_this_service(
     page: Any, fake_internet: FakeInternet, lesson_status: Callable[..., None]
 ) -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from tests.support.api import add_lesson, add_person, bearer, minutes, now_utc
+from tests.support.api import (add_lesson, add_person, add_segment_for, bearer, minutes,
+                               new_gateway, now_utc)
 from sqlalchemy import select
 
 from server.extensions import db
-from server.models import Reminder, School
+from server.models import Lesson, Reminder, Room, School
 
 
 def test_keys_is_a_jwks_of_the_signing_key(app, client):
@@ -226,3 +227,69 @@ def test_lesson_status_falls_back_to_the_view_when_the_fast_path_fails(app, clie
     response = client.get("/api/v1/lesson-status", environ_base={"REMOTE_ADDR": "10.1.0.5"})
     assert response.status_code == 200 and response.get_json()["rooms"] == ["2.14"]
     assert len(calls) == 2  # the fast path, then the view
+
+
+# --- one network, several segments (private ranges repeat across schools and sites) ------------
+
+def _second_school(app, slug: str = "other") -> None:
+    with app.app_context():
+        db.session.add(School(slug=slug, name="Ander College", timezone="Europe/Amsterdam",
+                              aliases=[]))
+        db.session.commit()
+
+
+def _lesson_elsewhere(app, slug: str, room_code: str, start, end) -> None:
+    with app.app_context():
+        school = db.session.scalar(select(School).where(School.slug == slug))
+        room = db.session.scalar(select(Room).where(Room.school_id == school.id,
+                                                    Room.code == room_code))
+        db.session.add(Lesson(school_id=school.id, start=start, end=end, subject="en",
+                              source="manual", source_id=f"{slug}-{room_code}", rooms=[room]))
+        db.session.commit()
+
+
+def test_two_schools_with_one_network_each_get_their_own_answer_when_they_say_which(
+        app, client, enrolled):
+    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+    _second_school(app)
+    gateway_id, _token = new_gateway(app, "gw-other", slug="other")
+    add_segment_for(app, gateway_id, "b1", ["10.1.0.0/24"], ["B1"], slug="other")
+    start = now_utc() - minutes(10)
+    add_lesson(app, "2.14", start, start + minutes(50))  # school "test" has a lesson now
+    for query in ("", "?school=test", "?school=other"):
+        answers = [client.get(f"/api/v1/lesson-status{query}",
+                              environ_base={"REMOTE_ADDR": "10.1.0.77"}) for _ in range(2)]
+        assert all(answer.status_code == 200 for answer in answers)
+        assert answers[0].get_json() == answers[1].get_json()
+    here = _status_of(client, "?school=test")
+    assert here["in_lesson"] is True and here["rooms"] == ["2.14"]
+    there = _status_of(client, "?school=other")
+    assert there["in_lesson"] is False and there["rooms"] == ["B1"]
+    # Not saying which: neither school's answer is given to the other's students.
+    unnamed = _status_of(client, "")
+    assert unnamed["ambiguous"] is True
+    assert unnamed["in_lesson"] is False and unnamed["rooms"] == []
+    # Once both say the same, that is the answer.
+    _lesson_elsewhere(app, "other", "B1", start, start + minutes(50))
+    agreed = _status_of(client, "")
+    assert "ambiguous" not in agreed
+    assert agreed["in_lesson"] is True and agreed["rooms"] == [] and "tiktok" in \
+        agreed["blocked_services"]
+
+
+def test_a_more_specific_network_of_the_named_school_wins_over_a_shared_wider_one(
+        app, client, enrolled):
+    enrolled("gw", cidrs=["10.0.0.0/16"], rooms=["2.14"])
+    _second_school(app)
+    gateway_id, _token = new_gateway(app, "gw-other", slug="other")
+    add_segment_for(app, gateway_id, "b1", ["10.0.5.0/24"], ["B1"], slug="other")
+    assert _status_of(client, "?school=test", "10.0.5.9")["rooms"] == ["2.14"]
+    assert _status_of(client, "?school=other", "10.0.5.9")["rooms"] == ["B1"]
+    assert _status_of(client, "", "10.0.5.9")["rooms"] == ["B1"]  # the most specific network
+    assert _status_of(client, "?school=other", "10.0.6.9")["rooms"] == []
+
+
+def _status_of(client, query: str, address: str = "10.1.0.77") -> dict:
+    response = client.get(f"/api/v1/lesson-status{query}", environ_base={"REMOTE_ADDR": address})
+    assert response.status_code == 200
+    return response.get_json()
