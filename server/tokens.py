@@ -37,24 +37,73 @@ def public_jwk(key: Ed25519PublicKey) -> dict[str, str]:
     return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": ALGORITHM, "use": "sig"}
 
 
+# edwards25519 (RFC 8032 §5.1): the field prime, the curve constant d, and a square root of -1.
+_P = 2**255 - 19
+_D = -121665 * pow(121666, _P - 2, _P) % _P
+_SQRT_M1 = pow(2, (_P - 1) // 4, _P)
+
+
+def _point_problem(raw: bytes) -> str | None:
+    """Why the 32 bytes are no public key to trust, or None.
+
+    OpenSSL takes any 32 bytes. A point of small order (the 8 points whose eighth multiple is
+    the identity, under 14 encodings) is a key that many signatures verify under, so whoever knows
+    the gateway's id could forge its tokens; a non-canonical encoding names a point twice.
+    """
+    y = int.from_bytes(raw, "little") & ((1 << 255) - 1)
+    sign = raw[31] >> 7
+    if y >= _P:
+        return "its encoding is not canonical"
+    # x^2 = (y^2 - 1) / (d y^2 + 1), and a square root by RFC 8032 §5.1.3.
+    y2 = y * y % _P
+    u, v = (y2 - 1) % _P, (_D * y2 + 1) % _P
+    x = u * pow(v, 3, _P) * pow(u * pow(v, 7, _P), (_P - 5) // 8, _P) % _P
+    if (v * x * x - u) % _P:
+        x = x * _SQRT_M1 % _P
+        if (v * x * x - u) % _P:
+            return "it is not a point of the curve"
+    if x == 0 and sign:
+        return "its encoding is not canonical"
+    if x & 1 != sign:
+        x = _P - x
+    for _ in range(3):  # eight times the point
+        t = _D * x * x * y * y % _P
+        x, y = (2 * x * y * pow(1 + t, _P - 2, _P) % _P,
+                (y * y + x * x) * pow(1 - t, _P - 2, _P) % _P)
+    if (x, y) == (0, 1):
+        return "it is a point of small order (a key that forges signatures)"
+    return None
+
+
+def _checked(raw: bytes) -> Ed25519PublicKey:
+    if len(raw) != 32:
+        raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(raw)}")
+    problem = _point_problem(raw)
+    if problem is not None:
+        raise ValueError(f"the key is refused: {problem}")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
 def load_public_key(text: str | dict[str, Any]) -> Ed25519PublicKey:
-    """Parse an Ed25519 public key given as PEM or as a JWK; ValueError when it is not one."""
+    """Parse an Ed25519 public key given as PEM or as a JWK; ValueError when it is not one, or
+    is a point no one should trust (small order, non-canonical; see `_point_problem`)."""
     if isinstance(text, dict):
         if text.get("kty") != "OKP" or text.get("crv") != "Ed25519" or not isinstance(
                 text.get("x"), str):
             raise ValueError("the JWK is not an Ed25519 (OKP) public key")
         try:
             raw = base64.urlsafe_b64decode(text["x"] + "=" * (-len(text["x"]) % 4))
-            return Ed25519PublicKey.from_public_bytes(raw)
         except (ValueError, TypeError) as err:
             raise ValueError(f"the JWK's x is not an Ed25519 key: {err}") from None
+        return _checked(raw)
     try:
         key = serialization.load_pem_public_key(text.encode())
     except (ValueError, TypeError) as err:
         raise ValueError(f"not a PEM public key: {err}") from None
     if not isinstance(key, Ed25519PublicKey):
         raise ValueError("the key is not an Ed25519 key")
-    return key
+    return _checked(key.public_bytes(serialization.Encoding.Raw,
+                                     serialization.PublicFormat.Raw))
 
 
 def public_key_pem(key: Ed25519PublicKey) -> str:

@@ -106,6 +106,63 @@ def test_bad_enrolment_is_refused_naming_the_field_and_keeps_the_token_unused(ap
     assert retry.status_code == 201
 
 
+# The 8 points of small order of edwards25519 under every 32-byte encoding OpenSSL takes for
+# them (canonical, y + p, and the sign bit set where x = 0), and non-canonical encodings: keys
+# that many signatures verify under, or that name a point twice. Worked out from RFC 8032 §5.1.
+SMALL_ORDER_OR_NON_CANONICAL = [
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "0100000000000000000000000000000000000000000000000000000000000080",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff",
+    # y = p + 2 .. y = 2^255 - 1: no canonical point has these.
+    "efffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+]
+
+
+@pytest.mark.parametrize("encoding", SMALL_ORDER_OR_NON_CANONICAL)
+@pytest.mark.parametrize("form", ["jwk", "pem"])
+def test_enrolment_refuses_keys_of_small_order_and_non_canonical_keys(app, client, encoding,
+                                                                      form):
+    gateway_id, token = new_gateway(app, "gw")
+    raw = bytes.fromhex(encoding)
+    if form == "jwk":
+        key = {"kty": "OKP", "crv": "Ed25519",
+               "x": base64.urlsafe_b64encode(raw).rstrip(b"=").decode()}
+    else:  # the same 32 bytes in a SubjectPublicKeyInfo
+        prefix = bytes.fromhex("302a300506032b6570032100")
+        key = ("-----BEGIN PUBLIC KEY-----\n" + base64.b64encode(prefix + raw).decode()
+               + "\n-----END PUBLIC KEY-----\n")
+    response = client.post("/api/v1/gateways/enroll", json={"token": token, "public_key": key})
+    assert response.status_code == 400
+    assert response.get_json()["field"] == "public_key"
+    assert "refused" in response.get_json()["message"] or "curve" in \
+        response.get_json()["message"]
+    with app.app_context():
+        assert db.session.get(Gateway, gateway_id).public_key_pem is None
+        assert db.session.scalar(select(EnrollmentToken.used_at)) is None
+
+
+def test_enrolment_takes_real_keys_in_both_forms(app, client):
+    for n in range(40):
+        gateway_id, token = new_gateway(app, f"gw{n}")
+        public = Ed25519PrivateKey.generate().public_key()
+        key = public_jwk(public) if n % 2 else public_key_pem(public)
+        response = client.post("/api/v1/gateways/enroll",
+                               json={"token": token, "public_key": key})
+        assert response.status_code == 201, response.get_json()
+
+
 def test_new_enrolment_token_re_enrols_with_a_new_key(app, client, enrolled):
     agent = enrolled("gw")
     with app.app_context():
