@@ -19,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support.schools import seed_school
 from tests.support.served import ServedApp
 from tests.support.waiting_agents import (add_enrolled_gateways, add_lesson_in_shared_room,
                                           current_versions, open_long_polls,
@@ -78,8 +79,6 @@ def test_memory_per_waiting_agent(tmp_path: Path) -> None:
 
     from server.app import create_app
     from server.extensions import db
-    from server.models import School
-    from server.seed import seed_reminders, seed_services
 
     raise_open_file_limit(WAITING + 1000)
     settings = {"INSTANCE_PATH": str(tmp_path / "instance"),
@@ -88,12 +87,7 @@ def test_memory_per_waiting_agent(tmp_path: Path) -> None:
     app = create_app(settings)
     with app.app_context():
         upgrade()
-        seed_services()
-        school = School(slug="test", name="Benchcollege", timezone="Europe/Amsterdam",
-                        aliases=[])
-        db.session.add(school)
-        db.session.flush()
-        seed_reminders(school)
+        seed_school("test", "Benchcollege")
         db.session.commit()
     keys = add_enrolled_gateways(app, WAITING)
     served = ServedApp({f"LESFOCUS_{k}": v for k, v in settings.items()},
