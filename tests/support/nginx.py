@@ -72,6 +72,16 @@ def make_self_signed_certificate(folder: Path, ip: str = "127.0.0.1") -> tuple[P
     return cert_path, key_path
 
 
+def _replace_each(text: str, replacements: list[tuple[str, str]], shipped: Path) -> str:
+    """`text` with each (old, new) replaced; AssertionError unless every old occurs just once."""
+    for old, new in replacements:
+        if text.count(old) != 1:
+            raise AssertionError(f"{shipped} should contain {old!r} exactly once; "
+                                 "update tests/support/nginx.py with it")
+        text = text.replace(old, new)
+    return text
+
+
 def render_site(text: str, *, upstreams: list[str], https_port: int, http_port: int,
                 certificate: Path, key: Path, host: str = "127.0.0.1") -> str:
     """The shipped site file with the test's upstreams, ports and certificate."""
@@ -84,12 +94,7 @@ def render_site(text: str, *, upstreams: list[str], https_port: int, http_port: 
         ("/etc/ssl/lesfocus/fullchain.pem", str(certificate)),
         ("/etc/ssl/lesfocus/privkey.pem", str(key)),
     ]
-    for old, new in replacements:
-        if text.count(old) != 1:
-            raise AssertionError(f"{SHIPPED_SITE} should contain {old!r} exactly once; "
-                                 "update tests/support/nginx.py with it")
-        text = text.replace(old, new)
-    return text
+    return _replace_each(text, replacements, SHIPPED_SITE)
 
 
 def render_main(text: str, *, folder: Path, site: Path, as_root: bool) -> str:
@@ -109,12 +114,7 @@ def render_main(text: str, *, folder: Path, site: Path, as_root: bool) -> str:
         ("    include /etc/nginx/conf.d/*.conf;\n", ""),
         ("    include /etc/nginx/sites-enabled/*;\n", f"{temp}    include {site};\n"),
     ]
-    for old, new in replacements:
-        if text.count(old) != 1:
-            raise AssertionError(f"{SHIPPED_MAIN} should contain {old!r} exactly once; "
-                                 "update tests/support/nginx.py with it")
-        text = text.replace(old, new)
-    return text
+    return _replace_each(text, replacements, SHIPPED_MAIN)
 
 
 class NginxProxy:
