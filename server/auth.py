@@ -110,8 +110,7 @@ def agent_gateway() -> Gateway:
     agent: AgentKey = g.agent
     gateway = db.session.get(Gateway, agent.gateway_id)
     if gateway is None or gateway.public_key_pem != agent.public_key_pem:
-        keys = agent_keys.keys_of(current_app)
-        keys.forget([agent.gateway_id])
+        agent_keys.keys_of(current_app).forget([agent.gateway_id])
         raise _unauthorized("agent token refused: unknown or not enrolled gateway")
     return gateway
 
