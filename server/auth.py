@@ -8,17 +8,17 @@ a request: a `Bearer` API token first, then any loader registered with `register
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache, wraps
+from functools import wraps
 from typing import Any, TypeVar, cast
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from flask import current_app, g, request
 
+from . import agent_keys
+from .agent_keys import AgentKey
 from .errors import ApiError
 from .extensions import db
 from .models import Gateway, Person
-from .tokens import TokenError, load_public_key, unverified_subject, verify_agent_token, \
-    verify_api_token
+from .tokens import TokenError, unverified_subject, verify_agent_token, verify_api_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 UserLoader = Callable[[], "Person | None"]
@@ -57,38 +57,62 @@ def agent_audience() -> list[str]:
     return [base, base + "/"]
 
 
-@lru_cache(maxsize=4096)
-def _gateway_key(pem: str) -> Ed25519PublicKey:
-    return load_public_key(pem)
+def _verify_agent(token: str, agent: AgentKey) -> None:
+    verify_agent_token(token, agent.key, gateway_id=agent.gateway_id, audience=agent_audience(),
+                       max_lifetime=current_app.config["LESFOCUS_AGENT_TOKEN_MAX_SECONDS"])
 
 
-def authenticate_agent() -> Gateway:
-    """The enrolled gateway whose key signed this request's bearer token; ApiError 401 otherwise."""
+def authenticate_agent() -> AgentKey:
+    """The enrolled gateway whose key signed this request's bearer token; ApiError 401 otherwise.
+
+    The token's signature is checked on every request; the gateway's key comes from memory
+    (server/agent_keys.py: refused within its MAX_AGE_SECONDS of a removal or a new key
+    through any process, at once through this one).
+    """
     token = bearer_token()
     if token is None:
         raise _unauthorized("this endpoint needs an agent token (Authorization: Bearer <JWT>)", "")
     try:
         gateway_id = unverified_subject(token)
-        gateway = db.session.get(Gateway, gateway_id) if len(gateway_id) <= 36 else None
-        if gateway is None or not gateway.public_key_pem:
+        agent = agent_keys.lookup(gateway_id) if len(gateway_id) <= 36 else None
+        if agent is None:
             raise TokenError("unknown or not enrolled gateway")
-        verify_agent_token(token, _gateway_key(gateway.public_key_pem), gateway_id=gateway.id,
-                           audience=agent_audience(),
-                           max_lifetime=current_app.config["LESFOCUS_AGENT_TOKEN_MAX_SECONDS"])
+        try:
+            _verify_agent(token, agent)
+        except TokenError:
+            # Re-enrolled with a new key since it was kept: the row decides.
+            fresh = agent_keys.read(gateway_id)
+            if fresh is None:
+                raise TokenError("unknown or not enrolled gateway") from None
+            if fresh.public_key_pem == agent.public_key_pem:
+                raise
+            _verify_agent(token, fresh)
+            agent = fresh
     except TokenError as err:
         raise _unauthorized(f"agent token refused: {err}") from None
-    return gateway
+    return agent
 
 
 def require_agent(view: F) -> F:
-    """Let only an enrolled agent through; the gateway is `g.gateway`."""
+    """Let only an enrolled agent through; its gateway id, school and key are `g.agent`."""
 
     @wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        g.gateway = authenticate_agent()
+        g.agent = authenticate_agent()
         return view(*args, **kwargs)
 
     return cast(F, wrapper)
+
+
+def agent_gateway() -> Gateway:
+    """The calling agent's gateway row, read now, for a view that writes; 401 when the gateway
+    was removed or enrolled with another key than the one that signed the request's token."""
+    agent: AgentKey = g.agent
+    gateway = db.session.get(Gateway, agent.gateway_id)
+    if gateway is None or gateway.public_key_pem != agent.public_key_pem:
+        agent_keys.keys_of(current_app).forget([agent.gateway_id])
+        raise _unauthorized("agent token refused: unknown or not enrolled gateway")
+    return gateway
 
 
 def _person_from_api_token(token: str) -> Person:

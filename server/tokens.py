@@ -199,8 +199,9 @@ def unverified_subject(token: str) -> str:
     TokenError when the token is not a JWT or names no subject.
     """
     try:
-        header = jwt.get_unverified_header(token)
-        claims = jwt.decode(token, options={"verify_signature": False})
+        # One parse for both parts: every agent request comes through here.
+        unverified = jwt.decode_complete(token, options={"verify_signature": False})
+        header, claims = unverified["header"], unverified["payload"]
     except jwt.InvalidTokenError as err:
         raise TokenError(f"malformed token: {err}") from None
     if header.get("alg") != ALGORITHM:

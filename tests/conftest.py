@@ -20,10 +20,9 @@ from sqlalchemy.engine import make_url
 
 from server.app import create_app
 from server.extensions import db
-from server.models import School
-from server.seed import seed_reminders, seed_services
 
 from tests.support.realparts import require
+from tests.support.schools import seed_school
 
 # Shared 2-core machines: time per example says nothing about correctness here, so no deadlines
 # and no "too slow" health check (tests that set their own settings keep them).
@@ -110,11 +109,7 @@ def app(database_url: str, tmp_path) -> Iterator[Flask]:
         "TESTING": True,
     })
     with application.app_context():
-        seed_services()
-        school = School(slug="test", name="Testcollege", timezone="Europe/Amsterdam", aliases=[])
-        db.session.add(school)
-        db.session.flush()
-        seed_reminders(school)
+        seed_school("test", "Testcollege")
         db.session.commit()
     yield application
     with application.app_context():
@@ -135,12 +130,7 @@ def make_app(database_url: str, tmp_path) -> Iterator[Callable[..., Flask]]:
                                   **settings})
         if not made:
             with application.app_context():
-                seed_services()
-                school = School(slug="test", name="Testcollege", timezone="Europe/Amsterdam",
-                                aliases=[])
-                db.session.add(school)
-                db.session.flush()
-                seed_reminders(school)
+                seed_school("test", "Testcollege")
                 db.session.commit()
         made.append(application)
         return application

@@ -14,7 +14,7 @@ from sqlalchemy import select, update
 from lesfocus_policy import FORMAT, LEGACY_FORMAT
 
 from .. import audit, changes
-from ..auth import require_agent, require_user
+from ..auth import agent_gateway, require_agent, require_user
 from ..errors import abort_json
 from ..extensions import db
 from ..gateways import create_gateway, hash_token, issue_enrollment_token
@@ -209,8 +209,7 @@ def _spread(wait: int) -> float:
 @require_agent
 def self_policy() -> Response:
     """The gateway's signed policy; with If-None-Match, wait up to `wait` s for a change or 304."""
-    gateway: Gateway = g.gateway
-    gateway_id, school_id = gateway.id, gateway.school_id
+    gateway_id, school_id = g.agent.gateway_id, g.agent.school_id
     limit = int(current_app.config["LESFOCUS_POLICY_LONG_POLL_MAX"])
     wait = query_int("wait", default=0, minimum=0, maximum=min(limit, 60))
     known = _requested_version()
@@ -300,7 +299,7 @@ def _parse_counters(raw: Any, gateway: Gateway) -> tuple[list[tuple[int, str, da
 @require_agent
 def self_heartbeat() -> Response:
     """Record the agent's state and add its hourly block counts (aggregates, sent once each)."""
-    gateway: Gateway = g.gateway
+    gateway = agent_gateway()
     body = json_body(scale=HEARTBEAT_BODY_SCALE)
     policy_version = get_str(body, "policy_version", required=False, max_len=80)
     agent_version = get_str(body, "agent_version", required=False, max_len=40)

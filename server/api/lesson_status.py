@@ -72,6 +72,8 @@ class NetworkIndex:
 class StatusCache:
     """The index and answers of one app (tests build many apps in one process)."""
 
+    # INDEX_SECONDS for the app's database, chosen once when the cache is made.
+    max_age: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     building: threading.Lock = field(default_factory=threading.Lock)
     index: NetworkIndex = field(default_factory=NetworkIndex)
@@ -80,9 +82,11 @@ class StatusCache:
 
 
 def _cache(app: Flask) -> StatusCache:
+    """The app's index cache; made on first use, inside the app's context."""
     cache = app.extensions.get("lesfocus.lesson_status")
     if cache is None:
-        cache = app.extensions.setdefault("lesfocus.lesson_status", StatusCache())
+        max_age = INDEX_SECONDS.get(db.engine.dialect.name, 5.0)
+        cache = app.extensions.setdefault("lesfocus.lesson_status", StatusCache(max_age))
     return cache
 
 
@@ -116,7 +120,7 @@ def current_index(app: Flask) -> NetworkIndex:
     cache = _cache(app)
     index = cache.index
     feed_total = changes.feed_of(app).timetable_total
-    max_age = INDEX_SECONDS.get(db.engine.dialect.name, 5.0)
+    max_age = cache.max_age
     if index.feed_total == feed_total and time.monotonic() - index.built_at < max_age:
         return index
     first = index.feed_total < 0

@@ -2,7 +2,8 @@
 
 Starts `lesfocus serve` as users run it (gevent worker, tests/support/served.py) on a SQLite
 instance with WAITING enrolled gateways, fetches each gateway's policy once (which fills the
-policy cache: memory per gateway, printed apart), then holds one long poll per gateway open and
+policy cache: memory per gateway, printed apart), prints the worker's CPU per re-poll that ends
+in 304 (one per gateway, its policy cached), then holds one long poll per gateway open and
 prints the worker's resident memory with 0 and with WAITING polls waiting, the KiB per waiting
 agent, the latency of fresh requests meanwhile, and how long a change takes to wake them all.
 The load generator (this process) shares the machine's cores; its CPU is printed too.
@@ -16,12 +17,15 @@ import os
 import resource
 import statistics
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
+from tests.support.schools import seed_school
 from tests.support.served import ServedApp
 from tests.support.waiting_agents import (add_enrolled_gateways, add_lesson_in_shared_room,
-                                          current_versions, open_long_polls,
+                                          agent_token, current_versions, open_long_polls,
                                           raise_open_file_limit, read_status)
 
 WAITING = int(os.environ.get("LESFOCUS_BENCH_WAITING", "2000"))
@@ -67,6 +71,29 @@ def _figures(values: list[float]) -> str:
     return f"p50 {statistics.median(values):.1f} ms, max {values[-1]:.1f} ms"
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of process `pid` so far (/proc/PID/stat, proc(5))."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _re_polls(url: str, keys: dict[str, Any], versions: dict[str, str]) -> int:
+    """One re-poll per gateway that ends in 304 at once (wait=0, its version known), as an
+    agent's next poll after the last one ended; tokens are made first (the agents' cost)."""
+    requests = [urllib.request.Request(
+        f"{url}/api/v1/gateways/self/policy?wait=0&format=2", headers={
+            "Authorization": f"Bearer {agent_token(gateway_id, key, AUDIENCE)}",
+            "If-None-Match": f'"{versions[gateway_id]}"'}) for gateway_id, key in keys.items()]
+    for request in requests:
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                raise AssertionError(f"a re-poll got {answer.status}, not 304")
+        except urllib.error.HTTPError as refused:  # urllib raises for a 304 as well
+            refused.close()
+            assert refused.code == 304, refused.code
+    return len(requests)
+
+
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -78,8 +105,6 @@ def test_memory_per_waiting_agent(tmp_path: Path) -> None:
 
     from server.app import create_app
     from server.extensions import db
-    from server.models import School
-    from server.seed import seed_reminders, seed_services
 
     raise_open_file_limit(WAITING + 1000)
     settings = {"INSTANCE_PATH": str(tmp_path / "instance"),
@@ -88,12 +113,7 @@ def test_memory_per_waiting_agent(tmp_path: Path) -> None:
     app = create_app(settings)
     with app.app_context():
         upgrade()
-        seed_services()
-        school = School(slug="test", name="Benchcollege", timezone="Europe/Amsterdam",
-                        aliases=[])
-        db.session.add(school)
-        db.session.flush()
-        seed_reminders(school)
+        seed_school("test", "Benchcollege")
         db.session.commit()
     keys = add_enrolled_gateways(app, WAITING)
     served = ServedApp({f"LESFOCUS_{k}": v for k, v in settings.items()},
@@ -107,6 +127,15 @@ def test_memory_per_waiting_agent(tmp_path: Path) -> None:
         fetch_s = time.monotonic() - began
         cached_kib = _rss_kib(worker)
         alone = _latencies(served.url)
+        rounds = []
+        for _ in range(3):
+            worker_cpu = _cpu_seconds(worker)
+            count = _re_polls(served.url, keys, versions)
+            rounds.append((_cpu_seconds(worker) - worker_cpu) / count * 1000)
+        print(f"server CPU per re-poll ending in 304 (key check, policy cache, answer), "
+              f"{WAITING} one after another, three rounds: "
+              f"{', '.join(f'{ms:.2f}' for ms in rounds)} ms (worker CPU from /proc)",
+              flush=True)
         idle_kib = _rss_kib(worker)
         sockets_before = _open_sockets(worker)
         print(f"\n{WAITING} gateways; worker RSS {started_kib} KiB after start, {cached_kib} KiB "

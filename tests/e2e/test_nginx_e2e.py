@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import ssl
 import time
 import uuid
@@ -28,14 +29,17 @@ from server.config import DEFAULTS
 from server.tokens import public_jwk
 
 from tests.support.live_server import LEADER, LEADER_PASSWORD, LiveServer
-from tests.support.nginx import (SHIPPED_SITE, NginxProxy, find_nginx,
+from tests.support.nginx import (SHIPPED_MAIN, SHIPPED_SITE, NginxProxy, find_nginx,
                                  make_self_signed_certificate)
 from tests.support.realparts import require
+from tests.support.slow_clients import closed_by_peer, open_half_headers
+from tests.support.waiting_agents import raise_open_file_limit
 
 pytestmark = [pytest.mark.slow]
 
 LAPTOP = "127.0.0.5"  # in the classroom segment
 ELSEWHERE = "127.0.0.6"  # in no segment
+SLOW_LAPTOP = "127.0.0.7"  # sends half a request header and stops
 
 
 @dataclass
@@ -204,6 +208,45 @@ def test_agent_long_poll_through_nginx_waits_and_answers_304(proxied) -> None:
     assert wait - 0.5 <= elapsed < wait + 30
 
 
+def test_a_thousand_half_open_connections_to_nginx_do_not_delay_a_fresh_request(proxied) -> None:
+    site = SHIPPED_SITE.read_text()
+    header_timeout = _seconds(_directive(site, "client_header_timeout"))
+    context = ssl.create_default_context(cafile=str(proxied.certificate))
+    nginx = proxied.nginx
+
+    def connect() -> socket.socket:
+        raw = socket.create_connection((nginx.host, nginx.https_port), timeout=10,
+                                       source_address=(SLOW_LAPTOP, 0))
+        return context.wrap_socket(raw, server_hostname=nginx.host)
+
+    raise_open_file_limit(4096)
+    opened_at = time.monotonic()
+    # TLS done, then half a header: what a laptop that loses its Wi-Fi mid-request leaves behind.
+    half_open = open_half_headers(connect, 1000)
+    try:
+        began = time.monotonic()
+        keys = proxied.request("GET", "/api/v1/keys", source=ELSEWHERE)
+        latency = time.monotonic() - began
+        print(f"\nGET /api/v1/keys through nginx beside 1,000 half-open TLS connections: "
+              f"{latency * 1000:.0f} ms (target <= 1 s on a quiet machine)")
+        assert keys.status == 200 and keys.json()["keys"]
+        assert latency < 5.0
+        closed, answers = closed_by_peer(half_open, header_timeout + 20)
+        print(f"nginx closed {closed} of them {time.monotonic() - opened_at:.1f} s after they "
+              f"opened (client_header_timeout {header_timeout} s)")
+        assert closed == 1000
+        # Dropped without a request reaching the server: nginx answers a header timeout with
+        # nothing and logs it as 408.
+        assert answers == []
+        timed_out = [line for line in (nginx.folder / "access.log").read_text().splitlines()
+                     if line.startswith(f"{SLOW_LAPTOP} ")]
+        assert len(timed_out) == 1000 and all('" 408 ' in line for line in timed_out)
+        assert proxied.request("GET", "/api/v1/keys", source=SLOW_LAPTOP).status == 200
+    finally:
+        for sock in half_open:
+            sock.close()
+
+
 def _directive(block: str, name: str) -> str:
     found = re.findall(rf"^\s*{name}\s+([^;]+);", block, re.MULTILINE)
     assert len(found) == 1, f"{name} should be set once in {block[:60]!r}..."
@@ -226,3 +269,13 @@ def test_shipped_config_matches_the_server_limits() -> None:
     assert size.endswith("m") and int(size[:-1]) * 1024 * 1024 == DEFAULTS["MAX_CONTENT_LENGTH"]
     assert _directive(text, "proxy_set_header X-Forwarded-For") == "$proxy_add_x_forwarded_for"
     assert _directive(text, "proxy_request_buffering") == "on"
+
+
+def test_shipped_main_file_has_room_for_a_board_of_agents_beside_slow_clients() -> None:
+    text = SHIPPED_MAIN.read_text()
+    connections = int(_directive(text, "worker_connections"))
+    # Two connections per waiting agent of a board (3,000 gateways, docs/deploy-server.md,
+    # Sizing) and the probe's 1,000 half-open sockets, in one worker process alone.
+    assert connections >= 2 * 3000 + 1000
+    # A client connection and its upstream connection are a file descriptor each.
+    assert int(_directive(text, "worker_rlimit_nofile")) >= 2 * connections

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import selectors
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from flask import Flask
 from server.serving import BODY_SECONDS, HEADER_SECONDS
 from tests.support.realparts import require
 from tests.support.served import ServedApp
+from tests.support.slow_clients import closed_by_peer, open_half_headers
 from tests.support.waiting_agents import (add_enrolled_gateways, add_lesson_in_shared_room,
                                           current_versions, open_long_polls,
                                           raise_open_file_limit, read_status)
@@ -55,45 +55,19 @@ def _timed_get(url: str) -> tuple[int, float]:
         return answer.status, time.monotonic() - began
 
 
-def _closed_by_server(socks: list[socket.socket], within: float) -> tuple[int, list[bytes]]:
-    """How many of `socks` the server closed within `within` s, and the first bytes it sent."""
-    selector = selectors.DefaultSelector()
-    for sock in socks:
-        sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
-    closed, answers = 0, []
-    deadline = time.monotonic() + within
-    while closed < len(socks) and time.monotonic() < deadline:
-        for key, _ in selector.select(timeout=0.5):
-            try:
-                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
-            except ConnectionResetError:
-                data = b""
-            if data:
-                answers.append(data)
-                continue
-            selector.unregister(key.fileobj)
-            closed += 1
-    selector.close()
-    return closed, answers
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_a_thousand_half_open_connections_do_not_delay_a_fresh_request(served: ServedApp) -> None:
     raise_open_file_limit(4096)
     opened_at = time.monotonic()
-    half_open = []
-    for _ in range(1000):
-        sock = socket.create_connection(("127.0.0.1", served.port), timeout=10)
-        sock.sendall(b"GET /api/v1/keys HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: appl")
-        half_open.append(sock)
+    half_open = open_half_headers(
+        lambda: socket.create_connection(("127.0.0.1", served.port), timeout=10), 1000)
     try:
         status, latency = _timed_get(served.url + "/api/v1/keys")
         print(f"\nGET /api/v1/keys beside 1,000 half-open connections: {latency * 1000:.0f} ms "
               f"(target <= 1 s on a quiet machine)")
         assert status == 200
         assert latency < 5.0
-        closed, answers = _closed_by_server(half_open, HEADER_SECONDS + 20)
+        closed, answers = closed_by_peer(half_open, HEADER_SECONDS + 20)
         print(f"the server closed {closed} of them {time.monotonic() - opened_at:.1f} s after "
               f"they opened (header deadline {HEADER_SECONDS:g} s)")
         assert closed == 1000
@@ -155,15 +129,15 @@ def test_slow_and_odd_clients_get_an_answer_and_no_server_error(served: ServedAp
     began = time.monotonic()
     try:
         for sock, status in ((too_large, 413), (bad_chunks, 400)):
-            closed, answers = _closed_by_server([sock], 10)
+            closed, answers = closed_by_peer([sock], 10)
             assert closed == 1
             assert answers and answers[0].startswith(f"HTTP/1.1 {status} ".encode())
         assert json.loads(answers[0].split(b"\r\n\r\n", 1)[1])["error"] == "Bad Request"
         # A connection that sends nothing is closed within the header deadline, unanswered.
-        closed, answers = _closed_by_server([silent], HEADER_SECONDS + 20)
+        closed, answers = closed_by_peer([silent], HEADER_SECONDS + 20)
         assert closed == 1 and answers == []
         assert time.monotonic() - began < HEADER_SECONDS + 20
-        closed, answers = _closed_by_server([slow_body], BODY_SECONDS + 20)
+        closed, answers = closed_by_peer([slow_body], BODY_SECONDS + 20)
         print(f"\na body that stopped was refused after {time.monotonic() - began:.1f} s")
         assert closed == 1
         assert answers[0].startswith(b"HTTP/1.1 408 ")
@@ -173,7 +147,7 @@ def test_slow_and_odd_clients_get_an_answer_and_no_server_error(served: ServedAp
         assert idle_after_answer.recv(65536).startswith(b"HTTP/1.1 200 ")
         idle_after_answer.sendall(b"GET /api/v1/keys HTTP/1.1\r\nHost: x\r\n"
                                   b"Connection: close\r\n\r\n")
-        closed, answers = _closed_by_server([idle_after_answer], 10)
+        closed, answers = closed_by_peer([idle_after_answer], 10)
         assert closed == 1 and answers[0].startswith(b"HTTP/1.1 200 ")
     finally:
         for sock in (slow_body, too_large, bad_chunks, idle_after_answer, silent):

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from flask import Flask
 from sqlalchemy import select
+from werkzeug.test import TestResponse
 
 from server.extensions import db
 from server.models import LoginFailure
@@ -40,6 +41,13 @@ def _form_login(application: Flask, username: str, password: str, address: str =
                                        "csrf_token": csrf_token(client)})
 
 
+def _guess_wrong(login: Callable[..., TestResponse], application: Flask, username: str,
+                 times: int) -> None:
+    """`times` wrong passwords for `username` through `login`, each refused as wrong (401)."""
+    for _ in range(times):
+        assert login(application, username, WRONG).status_code == 401
+
+
 def test_failures_through_one_server_process_are_counted_by_another(servers) -> None:
     first, second = servers(), servers()
     add_person(first, "jans", "teacher")
@@ -57,8 +65,7 @@ def test_failures_through_one_server_process_are_counted_by_another(servers) -> 
 def test_dashboard_and_api_sign_in_share_one_throttle(servers) -> None:
     app = servers()
     add_person(app, "jans", "teacher")
-    for _ in range(MAX_FAILURES_PER_USER - 1):
-        assert _form_login(app, "Jans", WRONG).status_code == 401
+    _guess_wrong(_form_login, app, "Jans", MAX_FAILURES_PER_USER - 1)
     assert _api_login(app, "jans", WRONG).status_code == 401
     assert _api_login(app, "jans", PASSWORD).status_code == 429
     assert _form_login(app, "jans", PASSWORD).status_code == 429
@@ -69,13 +76,11 @@ def test_dashboard_and_api_sign_in_share_one_throttle(servers) -> None:
 def test_right_password_clears_the_failures_for_both_paths(servers) -> None:
     app = servers()
     add_person(app, "jans", "teacher")
-    for _ in range(MAX_FAILURES_PER_USER - 1):
-        assert _api_login(app, "jans", WRONG).status_code == 401
+    _guess_wrong(_api_login, app, "jans", MAX_FAILURES_PER_USER - 1)
     assert _form_login(app, "jans", PASSWORD).status_code == 302
     with app.app_context():
         assert db.session.scalars(select(LoginFailure)).all() == []
-    for _ in range(MAX_FAILURES_PER_USER - 1):
-        assert _api_login(app, "jans", WRONG).status_code == 401
+    _guess_wrong(_api_login, app, "jans", MAX_FAILURES_PER_USER - 1)
     assert _api_login(app, "jans", PASSWORD).status_code == 200
 
 
@@ -88,12 +93,10 @@ def test_a_student_guessing_from_the_school_address_does_not_lock_teachers_out(s
     guessed = [f"leerling{n}" for n in range(MAX_FAILURES_PER_ADDRESS // MAX_FAILURES_PER_USER)]
     for index, username in enumerate(guessed):
         application = (first, second)[index % 2]
-        for _ in range(MAX_FAILURES_PER_USER):
-            assert _api_login(application, username, WRONG).status_code == 401
+        _guess_wrong(_api_login, application, username, MAX_FAILURES_PER_USER)
         assert _api_login(application, username, WRONG).status_code == 429
     # The address is busy now: a new username gets fewer guesses before it waits...
-    for _ in range(MAX_FAILURES_PER_USER_FROM_BUSY_ADDRESS):
-        assert _api_login(second, "anders", WRONG).status_code == 401
+    _guess_wrong(_api_login, second, "anders", MAX_FAILURES_PER_USER_FROM_BUSY_ADDRESS)
     assert _api_login(second, "anders", WRONG).status_code == 429
     # ...but teachers and leaders at the same address sign in with their right password.
     assert _api_login(first, "jans", PASSWORD).status_code == 200
@@ -113,6 +116,5 @@ def test_parallel_guesses_do_not_slip_past_the_limit(servers) -> None:
     tried = statuses.count(401)
     assert tried <= MAX_FAILURES_PER_USER
     # What was refused is not counted: sequential guesses reach the limit exactly.
-    for _ in range(MAX_FAILURES_PER_USER - tried):
-        assert _api_login(second, "jans", WRONG).status_code == 401
+    _guess_wrong(_api_login, second, "jans", MAX_FAILURES_PER_USER - tried)
     assert _api_login(first, "jans", PASSWORD).status_code == 429

@@ -48,9 +48,9 @@ class LiveServer:
         from server.app import create_app
         from server.extensions import db
         from server.gateways import create_gateway, issue_enrollment_token
-        from server.models import Person, School
+        from server.models import Person
         from server.passwords import hash_password
-        from server.seed import seed_reminders, seed_services
+        from tests.support.schools import seed_school
 
         self.tmp_path.mkdir(parents=True, exist_ok=True)
         settings = {"INSTANCE_PATH": str(self.tmp_path / "instance"),
@@ -65,12 +65,7 @@ class LiveServer:
         self.app = create_app(settings)
         with self.app.app_context():
             upgrade()
-            seed_services()
-            school = School(slug="e2e", name="E2E-college", timezone="Europe/Amsterdam",
-                            aliases=[])
-            db.session.add(school)
-            db.session.flush()
-            seed_reminders(school)
+            school = seed_school("e2e", "E2E-college")
             leader = Person(school_id=school.id, username=LEADER, display_name="Leider",
                             roles=["leader", "teacher", "it_admin"],
                             password_hash=hash_password(LEADER_PASSWORD))

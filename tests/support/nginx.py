@@ -1,7 +1,8 @@
-"""Debian's nginx in front of `lesfocus serve`, configured from the shipped site file.
+"""Debian's nginx in front of `lesfocus serve`, configured from the shipped files.
 
 The site file is used as shipped except for what a test must change: the upstream servers, the
-listen addresses (free loopback ports instead of 80 and 443) and the certificate paths. Each of
+listen addresses (free loopback ports instead of 80 and 443) and the certificate paths; the main
+file (docs/nginx/nginx.conf: worker connections, file limit) except for its paths. Each of
 those lines must appear exactly once, so the test fails when the shipped file drifts away from
 what it checks. nginx runs in the foreground (`daemon off`) with its own prefix, pid, logs and
 temporary folders, so no system nginx is involved.
@@ -21,6 +22,7 @@ from pathlib import Path
 from tests.support.processes import stop_process
 
 SHIPPED_SITE = Path(__file__).resolve().parents[2] / "docs" / "nginx" / "lesfocus.conf"
+SHIPPED_MAIN = SHIPPED_SITE.with_name("nginx.conf")
 _TEMP_FOLDERS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
 
@@ -70,6 +72,16 @@ def make_self_signed_certificate(folder: Path, ip: str = "127.0.0.1") -> tuple[P
     return cert_path, key_path
 
 
+def _replace_each(text: str, replacements: list[tuple[str, str]], shipped: Path) -> str:
+    """`text` with each (old, new) replaced; AssertionError unless every old occurs just once."""
+    for old, new in replacements:
+        if text.count(old) != 1:
+            raise AssertionError(f"{shipped} should contain {old!r} exactly once; "
+                                 "update tests/support/nginx.py with it")
+        text = text.replace(old, new)
+    return text
+
+
 def render_site(text: str, *, upstreams: list[str], https_port: int, http_port: int,
                 certificate: Path, key: Path, host: str = "127.0.0.1") -> str:
     """The shipped site file with the test's upstreams, ports and certificate."""
@@ -82,12 +94,27 @@ def render_site(text: str, *, upstreams: list[str], https_port: int, http_port: 
         ("/etc/ssl/lesfocus/fullchain.pem", str(certificate)),
         ("/etc/ssl/lesfocus/privkey.pem", str(key)),
     ]
-    for old, new in replacements:
-        if text.count(old) != 1:
-            raise AssertionError(f"{SHIPPED_SITE} should contain {old!r} exactly once; "
-                                 "update tests/support/nginx.py with it")
-        text = text.replace(old, new)
-    return text
+    return _replace_each(text, replacements, SHIPPED_SITE)
+
+
+def render_main(text: str, *, folder: Path, site: Path, as_root: bool) -> str:
+    """The shipped main file with the test's own pid, logs, temporary folders and site.
+
+    The host's modules and conf.d are left out, so only the shipped files configure nginx.
+    """
+    temp = "".join(f"    {name}_temp_path {folder / name};\n" for name in _TEMP_FOLDERS)
+    replacements = [
+        # As root, nginx would hand its workers to www-data, who may not enter pytest's folders.
+        ("user www-data;\n", "user root;\n" if as_root else ""),
+        ("pid /run/nginx.pid;\n", f"daemon off;\npid {folder / 'nginx.pid'};\n"),
+        ("error_log /var/log/nginx/error.log;\n", f"error_log {folder / 'error.log'} info;\n"),
+        ("include /etc/nginx/modules-enabled/*.conf;\n", ""),
+        ("    access_log /var/log/nginx/access.log;\n",
+         f"    access_log {folder / 'access.log'};\n"),
+        ("    include /etc/nginx/conf.d/*.conf;\n", ""),
+        ("    include /etc/nginx/sites-enabled/*;\n", f"{temp}    include {site};\n"),
+    ]
+    return _replace_each(text, replacements, SHIPPED_MAIN)
 
 
 class NginxProxy:
@@ -120,16 +147,9 @@ class NginxProxy:
         site.write_text(render_site(SHIPPED_SITE.read_text(), upstreams=self.upstreams,
                                     https_port=self.https_port, http_port=self.http_port,
                                     certificate=self.certificate, key=self.key, host=self.host))
-        temp = "\n".join(f"    {name}_temp_path {self.folder / name};" for name in _TEMP_FOLDERS)
-        # As root, nginx would hand its workers to `nobody`, who may not enter pytest's folders.
-        user = "user root;\n" if os.geteuid() == 0 else ""
         main = self.folder / "nginx.conf"
-        main.write_text(
-            f"{user}daemon off;\nworker_processes 1;\npid {self.folder / 'nginx.pid'};\n"
-            f"error_log {self.error_log} info;\n"
-            "events { worker_connections 512; }\n"
-            f"http {{\n    access_log {self.folder / 'access.log'};\n{temp}\n"
-            f"    include {site};\n}}\n")
+        main.write_text(render_main(SHIPPED_MAIN.read_text(), folder=self.folder, site=site,
+                                    as_root=os.geteuid() == 0))
         return main
 
     def start(self, timeout: float = 30.0) -> "NginxProxy":
