@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, models  # noqa: F401  (models: the metadata migrations compare with)
@@ -20,12 +21,35 @@ from .tokens import load_or_create_signing_key
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+def _private_file(path: Path) -> bool:
+    """Create `path` empty, readable by its owner only; False when it was there already.
+
+    Created with those permissions from the start (no moment in which others can read it):
+    the session secret, and the SQLite file, whose -wal and -shm files SQLite gives the same
+    permissions.
+    """
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
 def _secret_key(instance: Path) -> str:
     path = instance / "secret_key"
-    if not path.exists():
+    if _private_file(path):
         path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _sqlite_file(url: str) -> None:
+    """A SQLite database file that does not exist yet is made private before SQLite makes it."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:") \
+            and not parsed.database.startswith("file:"):
+        path = Path(parsed.database)
+        if path.parent.is_dir():
+            _private_file(path)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -39,6 +63,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _secret_key(instance)
     app.config["SQLALCHEMY_DATABASE_URI"] = (
         settings["DATABASE_URL"] or f"sqlite:///{instance / 'lesfocus.sqlite3'}")
+    _sqlite_file(app.config["SQLALCHEMY_DATABASE_URI"])
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_CONTENT_LENGTH"]
     app.config["JSON_SORT_KEYS"] = False
     app.config["SESSION_COOKIE_HTTPONLY"] = True
@@ -61,6 +86,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     agent_keys.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
+
+    @app.after_request
+    def _not_stored(response: Any) -> Any:
+        # Answers carry tokens, personal data and state of the moment: no cache keeps them
+        # unless a view says otherwise (the public keys, the reminders, static files).
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
 
     from .cli import register_commands
     register_commands(app)

@@ -57,10 +57,15 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Any:
         status = err.code or 500
+        # The exception's own headers (Allow on a 405, WWW-Authenticate, Retry-After), not its
+        # content type.
+        headers = {name: value for name, value in err.get_headers()
+                   if name.lower() != "content-type"}
         if _wants_json():
-            return json_error(status, err.description or HTTP_STATUS_CODES.get(status, "Error"))
+            return json_error(status, err.description or HTTP_STATUS_CODES.get(status, "Error"),
+                              headers=headers)
         try:
-            return render_template("error.html", status=status, error=err), status
+            return render_template("error.html", status=status, error=err), status, headers
         except Exception:  # noqa: BLE001 - the error page must never fail in turn
             return err
 

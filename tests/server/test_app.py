@@ -81,3 +81,47 @@ def test_the_served_app_runs_no_scheduler_even_with_the_old_switch(
                       "SECRET_KEY": "x", "TESTING": True})
     assert "lesfocus.scheduler" not in app.extensions
     assert not [t for t in threading.enumerate() if t.name == "APScheduler"]
+
+
+def test_the_database_file_and_the_session_secret_are_readable_by_their_owner_only(
+        tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from flask_migrate import upgrade
+
+    from server.app import create_app
+    instance = tmp_path / "instance"
+    before = os.umask(0o022)  # what most services run with: new files readable by everyone
+    try:
+        app = create_app({"INSTANCE_PATH": str(instance)})
+        with app.app_context():
+            upgrade()
+            db.session.add(School(slug="s", name="S", timezone="Europe/Amsterdam", aliases=[]))
+            db.session.commit()
+            files = ["lesfocus.sqlite3", "lesfocus.sqlite3-wal", "lesfocus.sqlite3-shm",
+                     "secret_key", "policy-signing-key.pem"]
+            for name in files:
+                mode = stat.S_IMODE((instance / name).stat().st_mode)
+                assert mode == 0o600, (name, oct(mode))
+            db.engine.dispose()
+    finally:
+        os.umask(before)
+
+
+def test_answers_are_not_stored_by_caches_unless_a_view_says_so(client) -> None:
+    assert client.get("/login").headers["Cache-Control"] == "no-store"
+    assert client.post("/api/v1/auth/token", json={"username": "x", "password": "y"}
+                       ).headers["Cache-Control"] == "no-store"
+    assert client.get("/api/v1/keys").headers["Cache-Control"] == "public, max-age=300"
+
+
+@pytest.mark.parametrize("method, path, allowed", [
+    ("post", "/api/v1/lesson-status", {"GET", "HEAD", "OPTIONS"}),
+    ("delete", "/api/v1/keys", {"GET", "HEAD", "OPTIONS"}),
+    ("put", "/login", {"GET", "HEAD", "OPTIONS", "POST"}),
+])
+def test_a_method_not_allowed_names_the_allowed_ones(client, method, path, allowed) -> None:
+    response = getattr(client, method)(path)
+    assert response.status_code == 405
+    assert set(response.headers["Allow"].replace(" ", "").split(",")) == allowed
