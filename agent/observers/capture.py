@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from functools import lru_cache
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 # The kernel passes, from every client: IPv4/IPv6 tcp/443 segments whose payload starts a TLS
 # handshake record, tcp/80 segments with PSH (request data), and DNS answers. libpcap cannot
 # index TCP payloads of IPv6 packets, so the IPv6 branch assumes no extension headers (the usual
-# case). `capture_filter` adds the first flights of blocked segments.
+# case). `capture_filters` adds the first flights of blocked segments.
 BPF_FILTER = (
     "(ip and tcp dst port 443 and tcp[((tcp[12:1] & 0xf0) >> 2):1] = 0x16)"
     " or (ip6 and ip6[6] = 6 and tcp dst port 443"
@@ -52,14 +53,38 @@ BPF_FILTER = (
 )
 
 
-# From the blocked networks: SYNs and segments that carry data (payload length = IP total length
-# - IP header - TCP header), to tcp/443. Pure ACKs, the bulk of a client's packets, stay out.
-_FIRST_FLIGHT4 = ("(ip and tcp dst port 443 and ({nets}) and (tcp[13] & 0x02 != 0"
-                  " or ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2) != 0))")
-_FIRST_FLIGHT6 = ("(ip6 and ip6[6] = 6 and tcp dst port 443 and ({nets}) and (ip6[53] & 0x02 != 0"
-                  " or ip6[4:2] - ((ip6[52] & 0xf0) >> 2) != 0))")
+# From the blocked networks, to tcp/443: SYNs (where a stream begins) on the socket of flow starts;
+# on a socket of their own, segments with PSH that carry data (payload length = IP total length -
+# IP header - TCP header) and do not start a TLS record, so an upload that floods it cannot make
+# the kernel drop the starts. A sender sets PSH on the last segment of each write (RFC 9293
+# §3.9.1.2): a ClientHello of two segments (every browser's, up to 2 x MSS) has its second
+# segment marked, and each piece of a split made on purpose is a write of its own; a bulk upload
+# marks about one segment in a few dozen. A flight of three or more segments has an unmarked
+# middle one: it stays unread and is refused, never let through. Pure ACKs pass neither socket.
+_SYN4 = "(ip and tcp dst port 443 and ({nets}) and tcp[13] & 0x02 != 0)"
+_SYN6 = "(ip6 and ip6[6] = 6 and tcp dst port 443 and ({nets}) and ip6[53] & 0x02 != 0)"
+_REST4 = ("(ip and tcp dst port 443 and ({nets}) and tcp[13] & 0x08 != 0"
+          " and ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2) != 0"
+          " and tcp[((tcp[12:1] & 0xf0) >> 2):1] != 0x16)")
+_REST6 = ("(ip6 and ip6[6] = 6 and tcp dst port 443 and ({nets}) and ip6[53] & 0x08 != 0"
+          " and ip6[4:2] - ((ip6[52] & 0xf0) >> 2) != 0"
+          " and ip6[(40 + ((ip6[52] & 0xf0) >> 2)):1] != 0x16)")
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+# The server's first answer to a client of the blocked networks (a segment from tcp/443 that
+# starts a TLS handshake record: its ServerHello), one per connection: it ends the wait for a
+# first flight that could not be read (a segment the capture missed).
+_ANSWER4 = ("(ip and tcp src port 443 and ({nets})"
+            " and ip[2:2] - ((ip[0] & 0x0f) << 2) - ((tcp[12] & 0xf0) >> 2) != 0"
+            " and tcp[((tcp[12:1] & 0xf0) >> 2):1] = 0x16)")
+_ANSWER6 = ("(ip6 and ip6[6] = 6 and tcp src port 443 and ({nets})"
+            " and ip6[4:2] - ((ip6[52] & 0xf0) >> 2) != 0"
+            " and ip6[(40 + ((ip6[52] & 0xf0) >> 2)):1] = 0x16)")
+NOTHING = "less 1"  # no Ethernet frame is that short: the rest socket's filter without a block
 TCP_SYN, TCP_ACK = 0x02, 0x10
-EXPIRE_EVERY = 0.25  # seconds between looks for first flights whose time is up
+EXPIRE_EVERY = 0.05  # seconds between looks for first flights whose time is up
+# Receive buffer of each capture socket (SO_RCVBUFFORCE, CAP_NET_ADMIN): bursts of new flows at
+# the bell must not overflow scapy's default of 64 KiB.
+CAPTURE_BUFFER = 4 * 2**20
 
 
 def blocked_networks(state: BlockState | None, now: float | None = None) -> list[str]:
@@ -78,15 +103,26 @@ def blocked_networks(state: BlockState | None, now: float | None = None) -> list
     return out
 
 
-def capture_filter(networks: Iterable[str] = ()) -> str:
-    """The kernel filter: BPF_FILTER, plus SYNs and data to tcp/443 from `networks`."""
+def capture_filters(networks: Iterable[str] = ()) -> tuple[str, str]:
+    """The kernel filters (starts, rest) for the LAN sockets, first flights of `networks` in.
+
+    starts: BPF_FILTER, the SYNs to tcp/443 from the networks and the servers' first answers to
+    them; rest: their other segments with data to tcp/443 (NOTHING without networks).
+    """
     nets = list(networks)
-    parts = [BPF_FILTER]
-    for version, template in ((4, _FIRST_FLIGHT4), (6, _FIRST_FLIGHT6)):
+    starts, rest = [], []
+    for version, syn, data, answer in ((4, _SYN4, _REST4, _ANSWER4),
+                                       (6, _SYN6, _REST6, _ANSWER6)):
         mine = [n for n in nets if ipaddress.ip_network(n).version == version]
         if mine:
-            parts.append(template.format(nets=" or ".join(f"src net {n}" for n in mine)))
-    return " or ".join(parts)
+            sources = " or ".join(f"src net {n}" for n in mine)
+            starts.append(syn.format(nets=sources))
+            starts.append(answer.format(nets=" or ".join(f"dst net {n}" for n in mine)))
+            rest.append(data.format(nets=sources))
+    # The SYN clauses come first: BPF_FILTER loads a payload byte, and a load beyond the end
+    # of a packet (a SYN has no payload) ends a classic BPF program with "reject" at once,
+    # whatever the clauses after it would say.
+    return " or ".join(starts + [BPF_FILTER]), " or ".join(rest) or NOTHING
 
 
 class CapturedFrame(bytes):
@@ -123,6 +159,13 @@ def _RawListenSocket(iface: str | None, filter: str) -> Any:
     return _raw_listen_socket_class()(iface=iface, filter=filter)
 
 
+def _grow_buffer(sock: Any) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, CAPTURE_BUFFER)
+    except OSError:  # without CAP_NET_ADMIN: as much as net.core.rmem_max allows
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, CAPTURE_BUFFER)
+
+
 class Observer:
     """Learns addresses from the wire and resets flows of blocked services."""
 
@@ -145,9 +188,9 @@ class Observer:
         self.refused_by_segment: dict[int, int] = {}
         self.flights = FirstFlightReassembler()
         self._flights_lock = threading.Lock()
-        self.filter = capture_filter()
+        self.filters = capture_filters()
         self._sniffer: Any = None
-        self._sockets: list[Any] = []
+        self._sockets: list[tuple[int, Any]] = []  # (0 = starts | 1 = rest, socket)
         self._ticker: threading.Thread | None = None
         self._ticking = threading.Event()
 
@@ -185,18 +228,18 @@ class Observer:
         return found[0] if any(end > now for end in found[1].values()) else None
 
     def apply(self, state: BlockState) -> None:
-        """Follow a new block state: the kernel filter passes the blocked segments' first
+        """Follow a new block state: the kernel filters pass the blocked segments' first
         flights (the runner calls this at every change, before the enforcer applies it)."""
-        wanted = capture_filter(blocked_networks(state))
-        if wanted == self.filter:
+        wanted = capture_filters(blocked_networks(state))
+        if wanted == self.filters:
             return
-        self.filter = wanted
+        self.filters = wanted
         from scapy.arch.linux import attach_filter
-        for sock in self._sockets:
+        for role, sock in self._sockets:
             try:
-                attach_filter(sock.ins, wanted, sock.iface)  # replaces the old one atomically
+                attach_filter(sock.ins, wanted[role], sock.iface)  # replaces the old one at once
             except Exception as err:  # a filter libpcap refuses must not end the agent's loop
-                log.error("could not widen the capture filter on %s: %s", sock.iface, err)
+                log.error("could not change the capture filter on %s: %s", sock.iface, err)
 
     def handle(self, src: str, dst: str, proto: str, sport: int, dport: int, seq: int, ack: int,
                payload: bytes, flags: int = 0) -> str | None:
@@ -212,6 +255,13 @@ class Observer:
                 self.enforcer.learn(service, obs.addresses, obs.ttl)
                 self.stats["learned"] += 1
             return service
+        if sport == 443 and payload[:1] == b"\x16":
+            # A server's handshake answer (the filter passes it for segments in a lesson).
+            if self._segment_in_lesson(dst) is None:
+                return None
+            with self._flights_lock:
+                self.flights.answered((dst, src, dport, sport), time.monotonic())
+            return None
         if dport == 443:
             if self._segment_in_lesson(src) is not None:
                 return self._first_flight(src, dst, sport, dport, seq, ack, payload, flags)
@@ -318,10 +368,14 @@ class Observer:
         """Start the capture on the LAN interfaces (kernel BPF filter, nothing stored)."""
         from scapy.sendrecv import AsyncSniffer
         self._refresh()
-        self.filter = capture_filter(blocked_networks(self.state_provider()))
-        sockets = [_RawListenSocket(iface=name, filter=self.filter)
-                   for name in self.interfaces or [None]]
-        self._sockets = sockets
+        self.filters = capture_filters(blocked_networks(self.state_provider()))
+        self._sockets = []
+        for name in self.interfaces or [None]:
+            for role in (0, 1):
+                sock = _RawListenSocket(iface=name, filter=self.filters[role])
+                _grow_buffer(sock.ins)
+                self._sockets.append((role, sock))
+        sockets = [sock for _, sock in self._sockets]
         self._ticking.clear()
         self._ticker = threading.Thread(target=self._tick, daemon=True,
                                         name="lesfocus-first-flights")

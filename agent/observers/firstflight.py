@@ -32,6 +32,7 @@ MAX_FLIGHT_BYTES = 16384        # stream bytes kept per flow; a name not in them
 MAX_SEGMENTS = 64               # data segments per flow, retransmissions included
 FLIGHT_SECONDS = 3.0            # from a flow's first data segment to its name
 SYN_SECONDS = 30.0              # a flow that sent only its SYN is remembered this long
+ANSWER_GRACE = 0.2              # from the server's answer to an unread flight's end
 MAX_FLOWS = 4096                # flows followed at once (both kinds)
 MAX_FLOWS_PER_CLIENT = 64       # ... of which one client address may hold
 MAX_BUFFERED_BYTES = 8 * 2**20  # payload bytes held over all flows
@@ -53,7 +54,8 @@ class Verdict:
     key: FlowKey
     status: str           # NAME | NO_NAME | NOT_TLS | UNREADABLE
     name: str | None = None
-    reason: str = ""      # for UNREADABLE: bytes | segments | time | flows | client-flows | memory
+    # for UNREADABLE: bytes | segments | time | answered | flows | client-flows | memory
+    reason: str = ""
     seq: int = 0
     ack: int = 0
 
@@ -91,6 +93,7 @@ class FirstFlightReassembler:
         self._reading: OrderedDict[FlowKey, _Flow] = OrderedDict()
         self._by_client: dict[str, OrderedDict[FlowKey, None]] = {}
         self._done: OrderedDict[FlowKey, None] = OrderedDict()
+        self._answered: OrderedDict[FlowKey, float] = OrderedDict()  # key -> when
         self.held = 0  # payload bytes over all flows
 
     def __len__(self) -> int:
@@ -156,9 +159,26 @@ class FirstFlightReassembler:
             return out + [self._end(flow, UNREADABLE, reason="bytes")]
         return out
 
+    def answered(self, key: FlowKey, now: float) -> None:
+        """The server sent a TLS handshake record on the flow, so it holds a whole ClientHello:
+        a flight still unread ANSWER_GRACE seconds later (a segment the capture missed) is
+        unreadable. The grace lets a segment still queued on another capture socket arrive."""
+        if key in self._reading or key in self._waiting:
+            self._answered.setdefault(key, now)
+            while len(self._answered) > self.max_flows:
+                self._answered.popitem(last=False)
+
     def expire(self, now: float) -> list[Verdict]:
         """End the flows whose time is up: verdicts for those that sent data."""
         out: list[Verdict] = []
+        while self._answered:
+            key, when = next(iter(self._answered.items()))
+            if now - when <= ANSWER_GRACE:
+                break
+            del self._answered[key]
+            flow = self._reading.get(key) or self._waiting.get(key)
+            if flow is not None:
+                out.append(self._end(flow, UNREADABLE, reason="answered"))
         while self._reading:
             flow = next(iter(self._reading.values()))
             if now - flow.since <= self.flight_seconds:
@@ -257,4 +277,4 @@ class FirstFlightReassembler:
 
 __all__ = ["FirstFlightReassembler", "Verdict", "NAME", "NO_NAME", "NOT_TLS", "UNREADABLE",
            "MAX_FLIGHT_BYTES", "MAX_SEGMENTS", "FLIGHT_SECONDS", "SYN_SECONDS", "MAX_FLOWS",
-           "MAX_FLOWS_PER_CLIENT", "MAX_BUFFERED_BYTES", "DONE_MEMORY"]
+           "MAX_FLOWS_PER_CLIENT", "MAX_BUFFERED_BYTES", "DONE_MEMORY", "ANSWER_GRACE"]

@@ -9,7 +9,7 @@ import tracemalloc
 import pytest
 
 from agent.observers import firstflight
-from agent.observers.firstflight import (FLIGHT_SECONDS, MAX_BUFFERED_BYTES, MAX_FLIGHT_BYTES,
+from agent.observers.firstflight import (ANSWER_GRACE, FLIGHT_SECONDS, MAX_BUFFERED_BYTES, MAX_FLIGHT_BYTES,
                                          MAX_FLOWS, MAX_FLOWS_PER_CLIENT, MAX_SEGMENTS, NAME,
                                          NO_NAME, NOT_TLS, SYN_SECONDS, UNREADABLE,
                                          FirstFlightReassembler, Verdict)
@@ -314,3 +314,24 @@ def test_the_bounds_are_the_documented_constants() -> None:
     assert (firstflight.MAX_FLIGHT_BYTES, firstflight.MAX_SEGMENTS, firstflight.FLIGHT_SECONDS,
             firstflight.SYN_SECONDS, firstflight.MAX_FLOWS, firstflight.MAX_FLOWS_PER_CLIENT,
             firstflight.MAX_BUFFERED_BYTES) == (16384, 64, 3.0, 30.0, 4096, 64, 8 * 2**20)
+
+
+def test_a_server_answer_ends_a_flight_that_is_still_unread_after_a_grace() -> None:
+    hello = big_client_hello("www.instagram.com")
+    late = ("10.81.1.11",) + KEY[1:]
+    r = FirstFlightReassembler()
+    for key in (KEY, late):
+        r.syn(key, ISN, 0.0)
+        feed(r, [(0, hello[:1448])], key=key)  # KEY's second segment never reaches us
+        r.answered(key, 1.0)
+    # `late`'s second segment was still queued on the other capture socket: read in time.
+    [[named]] = feed(r, [(1448, hello[1448:])], now=1.0 + ANSWER_GRACE / 2, key=late)
+    assert named.name == "www.instagram.com"
+    assert r.expire(1.0 + ANSWER_GRACE / 2) == []
+    [verdict] = r.expire(1.0 + ANSWER_GRACE + 0.01)
+    assert (verdict.key, verdict.status, verdict.reason) == (KEY, UNREADABLE, "answered")
+    assert len(r) == 0
+    # A flight already read is not judged again by its answer.
+    feed(r, [(0, hello)], key=late, base=ISN + 1)
+    r.answered(late, 2.0)
+    assert r.expire(3.0) == []

@@ -3,13 +3,16 @@ first flights split over segments, per segment's block (a dry-run enforcer recor
 
 from __future__ import annotations
 
+import ctypes
+import functools
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from agent.enforcers.dry_run import DryRunEnforcer
-from agent.observers.capture import BPF_FILTER, Observer, blocked_networks, capture_filter
-from agent.observers.firstflight import FLIGHT_SECONDS, MAX_SEGMENTS
+from agent.observers.capture import (BPF_FILTER, NOTHING, Observer, blocked_networks,
+                                     capture_filters)
+from agent.observers.firstflight import ANSWER_GRACE, FLIGHT_SECONDS, MAX_SEGMENTS
 from agent.state import BlockState, SegmentState
 from tests.support import netns
 from tests.support.policies import SERVICES, make_policy
@@ -58,11 +61,49 @@ def send(obs: Observer, client: str, pieces: list[bytes], port: int = 41000,
             for i in (order if order is not None else range(len(pieces)))]
 
 
-def test_the_filter_widens_to_the_blocked_segments_only(observer: Observer) -> None:
-    assert observer.filter == capture_filter(["10.81.1.0/24", "fd81:1::/64"])
-    assert "10.81.2.0" not in observer.filter and observer.filter.startswith(BPF_FILTER)
+def test_the_filters_widen_to_the_blocked_segments_only(observer: Observer) -> None:
+    starts, rest = observer.filters
+    assert observer.filters == capture_filters(["10.81.1.0/24", "fd81:1::/64"])
+    assert starts.endswith(BPF_FILTER) and "src net 10.81.1.0/24" in rest
+    assert "10.81.2.0" not in starts + rest
     observer.apply(BlockState(datetime.now(timezone.utc), (), None))
-    assert observer.filter == BPF_FILTER
+    assert observer.filters == (BPF_FILTER, NOTHING)
+
+
+def test_the_filters_pass_exactly_the_segments_of_first_flights() -> None:
+    from scapy.arch.common import compile_filter
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    starts, rest = capture_filters(["10.81.1.0/24", "fd81:1::/64"])
+    programs = {expr: compile_filter(expr, linktype=1) for expr in (starts, rest)}
+
+    def passes(expr: str, frame) -> bool:
+        return _bpf_match(programs[expr], bytes(frame))
+
+    def pkt(src: str, flags: str, payload: bytes = b"", dport: int = 443):
+        net = IPv6(src=src, dst="2001:db8::1") if ":" in src else IP(src=src, dst="198.51.100.1")
+        return Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02") / net / TCP(
+            sport=40000, dport=dport, flags=flags) / payload
+
+    for src in ("10.81.1.10", "fd81:1::10"):
+        assert passes(starts, pkt(src, "S")) and not passes(rest, pkt(src, "S"))
+        assert passes(starts, pkt(src, "PA", b"\x16\x03\x01")) and \
+            not passes(rest, pkt(src, "PA", b"\x16\x03\x01"))
+        assert passes(rest, pkt(src, "PA", b"end of a ClientHello"))
+        assert not passes(rest, pkt(src, "A", b"middle of a bulk upload"))
+        assert not passes(starts, pkt(src, "A", b"middle")) and not passes(rest, pkt(src, "A"))
+        # The server's ServerHello to the client passes; its other segments do not.
+        back = (IPv6(src="2001:db8::1", dst=src) if ":" in src
+                else IP(src="198.51.100.1", dst=src))
+        mac = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02")
+        assert passes(starts, mac / back / TCP(sport=443, dport=40000, flags="PA")
+                      / b"\x16\x03\x03\x00\x7a\x02")
+        assert not passes(starts, mac / back / TCP(sport=443, dport=40000, flags="PA") / b"data")
+        assert not passes(starts, mac / back / TCP(sport=443, dport=40000, flags="SA"))
+    for src in ("10.81.2.10", "fd81:2::10"):  # no block on this segment
+        assert not passes(starts, pkt(src, "S")) and not passes(rest, pkt(src, "PA", b"mid"))
+        assert passes(starts, pkt(src, "PA", b"\x16\x03\x01"))
 
 
 def test_blocked_networks_are_collapsed_and_ended_blocks_left_out() -> None:
@@ -135,3 +176,33 @@ def test_segments_without_a_block_are_read_one_segment_at_a_time(observer: Obser
     import time
     observer.expire(time.monotonic() + 60)
     assert observer.stats["refused"] == 0
+
+
+@functools.lru_cache(maxsize=1)
+def _libpcap():
+    import ctypes.util
+    lib = ctypes.CDLL(ctypes.util.find_library("pcap"))  # find_library runs ldconfig: once
+    lib.bpf_filter.restype = ctypes.c_uint
+    lib.bpf_filter.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint]
+    return lib
+
+
+def _bpf_match(program, frame: bytes) -> bool:
+    """Run a compiled classic BPF program on a frame (libpcap's bpf_filter)."""
+    return _libpcap().bpf_filter(ctypes.cast(program.bf_insns, ctypes.c_void_p), frame,
+                                 len(frame), len(frame)) != 0
+
+
+def test_the_servers_answer_to_an_unread_flight_refuses_it_soon(observer: Observer) -> None:
+    import time
+    hello = big_client_hello("www.instagram.com")
+    send(observer, netns.C1_ADDR, [hello[:1448]])  # the rest of the flight was missed
+    send(observer, netns.C2_ADDR, [hello[:1448]], port=41002)  # no block on this segment
+    server_hello = b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76" + b"\x03\x03" + b"r" * 32
+    for client, port in ((netns.C1_ADDR, 41000), (netns.C2_ADDR, 41002)):
+        observer.handle(SERVER, client, "tcp", 443, port, 88, 5001 + 1448, server_hello,
+                        PSH_ACK)
+    observer.expire()
+    assert observer.stats["refused"] == 0
+    observer.expire(time.monotonic() + ANSWER_GRACE + 0.01)  # long before FLIGHT_SECONDS
+    assert observer.stats["refused"] == 1 and observer.refused_by_segment == {1: 1}
