@@ -1,5 +1,10 @@
 """End to end: clients that split their TLS ClientHello, against the real agent in the netns lab.
 
+And a real browser: Debian's Chromium in c1, with its post-quantum ClientHello of about 2 KB
+(two MSS-sized segments, the server name in the second one about half the time), loading the
+blocked service from a hard-coded address (a host-resolver rule) and another site in the same
+lesson.
+
 A client in classroom c1 reaches a blocked service (reddit.com) only by a hard-coded address that
 no DNS answer ever names, so only the server name in its ClientHello can give it away, and it
 writes that ClientHello in pieces (TCP_NODELAY, one write per piece, segmentation offloads off on
@@ -12,8 +17,12 @@ that is not blocked must keep working.
 
 from __future__ import annotations
 
+import re
+import shutil
 import socket
 import ssl
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,7 +38,8 @@ from tests.support.world import EXAMPLE, World, utcnow
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 # Addresses of the blocked service that no DNS answer names: one fresh address per try.
-HIDDEN = [f"198.51.100.{n}" for n in range(64, 80)]
+HIDDEN = [f"198.51.100.{n}" for n in range(64, 96)]
+CHROMIUM_LOADS = 12  # loads of the blocked service by Chromium, each to a fresh address
 BLOCKED_NAME = "reddit.com"
 OTHER_NAME = "www.example.org"
 
@@ -176,4 +186,52 @@ def test_split_client_hellos_to_a_hard_coded_address_never_get_through(world: Wo
     assert free == f"ok:hello {BLOCKED_NAME}"
     log = world.log_text()
     assert netns.C1_ADDR not in log and BLOCKED_NAME not in log
+    world.wait_after("the release at the lesson's end", end, world.opened)
+
+
+def outcome(page: str) -> str:
+    """What a dumped DOM shows: the fake service's greeting, or Chromium's error code."""
+    if "hello " in page:
+        return "page"
+    found = re.search(r"ERR_[A-Z_]+", page)
+    return found.group(0) if found else (page.strip()[:60] or "empty")
+
+
+def chromium_load(ns: Netns, url: str, name: str, address: str, timeout: float = 45) -> str:
+    """Load url in a fresh headless Chromium inside ns, `name` mapped to address: the DOM."""
+    profile = tempfile.mkdtemp(prefix="lesfocus-e2e-chromium-")
+    try:
+        proc = ns.exec(["chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                        "--disable-quic", "--no-first-run", "--disable-background-networking",
+                        "--disable-component-update", "--disable-sync",
+                        "--ignore-certificate-errors", f"--user-data-dir={profile}",
+                        f"--host-resolver-rules=MAP {name} {address}:443", "--dump-dom", url],
+                       check=False, timeout=timeout)
+        return proc.stdout
+    except subprocess.TimeoutExpired:
+        return "timeout"
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_chromium_with_post_quantum_client_hellos_never_gets_through(world: World) -> None:
+    require(shutil.which("chromium") is not None, "Debian's chromium")
+    addresses = HIDDEN[len(SHAPES) + 1:len(SHAPES) + 1 + CHROMIUM_LOADS]
+    assert len(addresses) == CHROMIUM_LOADS
+    # Before the lesson the browser gets the page: the probe can see a leak.
+    assert f"hello {BLOCKED_NAME}" in chromium_load(world.client(1), f"https://{BLOCKED_NAME}/",
+                                                    BLOCKED_NAME, HIDDEN[-2])
+    start, end = world.lesson(starts_in=3, length=6 * CHROMIUM_LOADS + 20)
+    world.wait_after("the block at the bell", start, world.blocked)
+    pages = [chromium_load(world.client(1), f"https://{BLOCKED_NAME}/", BLOCKED_NAME, address)
+             for address in addresses]
+    other = chromium_load(world.client(1), f"https://{OTHER_NAME}/", OTHER_NAME, EXAMPLE)
+    assert utcnow() < end, "the loads took longer than the lesson; lengthen it"
+    leaks = [address for address, page in zip(addresses, pages)
+             if f"hello {BLOCKED_NAME}" in page]
+    print(f"\n  Chromium loads of {BLOCKED_NAME} by hard-coded address in a lesson: "
+          f"{len(leaks)} of {len(pages)} got through ({', '.join(map(outcome, pages))}); "
+          f"the other site: {outcome(other)}")
+    assert leaks == []
+    assert f"hello {OTHER_NAME}" in other
     world.wait_after("the release at the lesson's end", end, world.opened)
