@@ -79,7 +79,11 @@ _ANSWER4 = ("(ip and tcp src port 443 and ({nets})"
 _ANSWER6 = ("(ip6 and ip6[6] = 6 and tcp src port 443 and ({nets})"
             " and ip6[4:2] - ((ip6[52] & 0xf0) >> 2) != 0"
             " and ip6[(40 + ((ip6[52] & 0xf0) >> 2)):1] = 0x16)")
-NOTHING = "less 1"  # no Ethernet frame is that short: the rest socket's filter without a block
+NOTHING = "less 1"
+# Networks per family named in the filters; with more (after collapsing), the first-flight
+# clauses pass every source. 240 segments of /24 + /64 compile to about 1,100 instructions; the
+# kernel takes at most 4,096 (BPF_MAXINSNS).
+MAX_FILTER_NETWORKS = 256  # no Ethernet frame is that short: the rest socket's filter without a block
 TCP_SYN, TCP_ACK = 0x02, 0x10
 EXPIRE_EVERY = 0.05  # seconds between looks for first flights whose time is up
 # Receive buffer of each capture socket (SO_RCVBUFFORCE, CAP_NET_ADMIN): bursts of new flows at
@@ -114,11 +118,17 @@ def capture_filters(networks: Iterable[str] = ()) -> tuple[str, str]:
     for version, syn, data, answer in ((4, _SYN4, _REST4, _ANSWER4),
                                        (6, _SYN6, _REST6, _ANSWER6)):
         mine = [n for n in nets if ipaddress.ip_network(n).version == version]
-        if mine:
+        if not mine:
+            continue
+        if len(mine) > MAX_FILTER_NETWORKS:
+            # Too long for one classic BPF program: every source passes, the observer sorts.
+            sources = destinations = f"ip{'6' if version == 6 else ''}"
+        else:
             sources = " or ".join(f"src net {n}" for n in mine)
-            starts.append(syn.format(nets=sources))
-            starts.append(answer.format(nets=" or ".join(f"dst net {n}" for n in mine)))
-            rest.append(data.format(nets=sources))
+            destinations = " or ".join(f"dst net {n}" for n in mine)
+        starts.append(syn.format(nets=sources))
+        starts.append(answer.format(nets=destinations))
+        rest.append(data.format(nets=sources))
     # The SYN clauses come first: BPF_FILTER loads a payload byte, and a load beyond the end
     # of a packet (a SYN has no payload) ends a classic BPF program with "reject" at once,
     # whatever the clauses after it would say.
@@ -189,6 +199,7 @@ class Observer:
         self.flights = FirstFlightReassembler()
         self._flights_lock = threading.Lock()
         self.filters = capture_filters()
+        self._pending: tuple[str, str] | None = None
         self._sniffer: Any = None
         self._sockets: list[tuple[int, Any]] = []  # (0 = starts | 1 = rest, socket)
         self._ticker: threading.Thread | None = None
@@ -228,18 +239,45 @@ class Observer:
         return found[0] if any(end > now for end in found[1].values()) else None
 
     def apply(self, state: BlockState) -> None:
-        """Follow a new block state: the kernel filters pass the blocked segments' first
-        flights (the runner calls this at every change, before the enforcer applies it)."""
-        wanted = capture_filters(blocked_networks(state))
-        if wanted == self.filters:
+        """Follow a new block state: the kernel filters will pass the blocked segments' first
+        flights (the runner calls this at every change, before the enforcer applies it).
+
+        The filters are compiled and attached by the ticker thread, so that the bell does not
+        wait for libpcap (0.1 s for 240 segments); flights are judged by the new state at once.
+        """
+        with self._flights_lock:
+            self._pending = capture_filters(blocked_networks(state))
+
+    def _install_filters(self) -> None:
+        with self._flights_lock:
+            wanted, self._pending = self._pending, None
+        if wanted is None or wanted == self.filters or not self._sockets:
+            if wanted is not None and not self._sockets:
+                self.filters = wanted
             return
-        self.filters = wanted
-        from scapy.arch.linux import attach_filter
-        for role, sock in self._sockets:
+        from scapy.arch.common import compile_filter, free_filter
+        from scapy.data import SO_ATTACH_FILTER
+        from scapy.libs.structures import sock_fprog
+        for role in (0, 1):
+            if wanted[role] == self.filters[role]:
+                continue
             try:
-                attach_filter(sock.ins, wanted[role], sock.iface)  # replaces the old one at once
-            except Exception as err:  # a filter libpcap refuses must not end the agent's loop
-                log.error("could not change the capture filter on %s: %s", sock.iface, err)
+                program = compile_filter(wanted[role], linktype=1)  # the LANs are Ethernet
+            except Exception as err:  # a filter libpcap refuses must not end the capture
+                log.error("could not compile the capture filter: %s", err)
+                continue
+            try:
+                for mine, sock in self._sockets:
+                    if mine == role:  # replaces the socket's old filter at once
+                        sock.ins.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER,
+                                            sock_fprog(program.bf_len, program.bf_insns))
+            except OSError as err:
+                log.error("could not attach the capture filter: %s", err)
+                continue
+            finally:
+                free_filter(program)
+            self.filters = (wanted[0], self.filters[1]) if role == 0 else \
+                (self.filters[0], wanted[1])
 
     def handle(self, src: str, dst: str, proto: str, sport: int, dport: int, seq: int, ack: int,
                payload: bytes, flags: int = 0) -> str | None:
@@ -351,6 +389,7 @@ class Observer:
     def _tick(self) -> None:
         while not self._ticking.wait(EXPIRE_EVERY):
             try:
+                self._install_filters()
                 self.expire()
             except Exception as err:  # the ticker must outlive one odd flow
                 log.warning("first-flight expiry: %s", err)
@@ -368,6 +407,7 @@ class Observer:
         """Start the capture on the LAN interfaces (kernel BPF filter, nothing stored)."""
         from scapy.sendrecv import AsyncSniffer
         self._refresh()
+        self._pending = None
         self.filters = capture_filters(blocked_networks(self.state_provider()))
         self._sockets = []
         for name in self.interfaces or [None]:

@@ -46,6 +46,7 @@ def observer() -> Observer:
     enforcer.start(make_policy())
     obs = Observer([], enforcer, SERVICES, lambda: state, resets=RecordedResets())
     obs.apply(state)
+    obs._install_filters()  # the ticker's work (no sockets here)
     return obs
 
 
@@ -67,7 +68,19 @@ def test_the_filters_widen_to_the_blocked_segments_only(observer: Observer) -> N
     assert starts.endswith(BPF_FILTER) and "src net 10.81.1.0/24" in rest
     assert "10.81.2.0" not in starts + rest
     observer.apply(BlockState(datetime.now(timezone.utc), (), None))
+    observer._install_filters()
     assert observer.filters == (BPF_FILTER, NOTHING)
+
+
+def test_too_many_networks_for_one_program_let_every_source_through() -> None:
+    from scapy.arch.common import compile_filter
+    from agent.observers.capture import MAX_FILTER_NETWORKS
+    many = [f"10.{i // 250}.{i % 250}.0/24" for i in range(0, 2 * (MAX_FILTER_NETWORKS + 1), 2)]
+    starts, rest = capture_filters(many)
+    assert "src net" not in starts + rest
+    assert compile_filter(starts, linktype=1).bf_len < 4096
+    fewer = capture_filters(many[:240] + [f"fd00:{i:x}::/64" for i in range(240)])
+    assert all(compile_filter(f, linktype=1).bf_len < 4096 for f in fewer)
 
 
 def test_the_filters_pass_exactly_the_segments_of_first_flights() -> None:
