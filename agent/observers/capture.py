@@ -69,7 +69,6 @@ _REST4 = ("(ip and tcp dst port 443 and ({nets}) and tcp[13] & 0x08 != 0"
 _REST6 = ("(ip6 and ip6[6] = 6 and tcp dst port 443 and ({nets}) and ip6[53] & 0x08 != 0"
           " and ip6[4:2] - ((ip6[52] & 0xf0) >> 2) != 0"
           " and ip6[(40 + ((ip6[52] & 0xf0) >> 2)):1] != 0x16)")
-SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 # The server's first answer to a client of the blocked networks (a segment from tcp/443 that
 # starts a TLS handshake record: its ServerHello), one per connection: it ends the wait for a
 # first flight that could not be read (a segment the capture missed).
@@ -79,16 +78,17 @@ _ANSWER4 = ("(ip and tcp src port 443 and ({nets})"
 _ANSWER6 = ("(ip6 and ip6[6] = 6 and tcp src port 443 and ({nets})"
             " and ip6[4:2] - ((ip6[52] & 0xf0) >> 2) != 0"
             " and ip6[(40 + ((ip6[52] & 0xf0) >> 2)):1] = 0x16)")
-NOTHING = "less 1"
+NOTHING = "less 1"  # no Ethernet frame is that short: the rest socket's filter without a block
 # Networks per family named in the filters; with more (after collapsing), the first-flight
 # clauses pass every source. 240 segments of /24 + /64 compile to about 1,100 instructions; the
 # kernel takes at most 4,096 (BPF_MAXINSNS).
-MAX_FILTER_NETWORKS = 256  # no Ethernet frame is that short: the rest socket's filter without a block
+MAX_FILTER_NETWORKS = 256
 TCP_SYN, TCP_ACK = 0x02, 0x10
 EXPIRE_EVERY = 0.05  # seconds between looks for first flights whose time is up
 # Receive buffer of each capture socket (SO_RCVBUFFORCE, CAP_NET_ADMIN): bursts of new flows at
 # the bell must not overflow scapy's default of 64 KiB.
 CAPTURE_BUFFER = 4 * 2**20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 def blocked_networks(state: BlockState | None, now: float | None = None) -> list[str]:

@@ -9,8 +9,8 @@ import tracemalloc
 import pytest
 
 from agent.observers import firstflight
-from agent.observers.firstflight import (ANSWER_GRACE, FLIGHT_SECONDS, MAX_BUFFERED_BYTES, MAX_FLIGHT_BYTES,
-                                         MAX_FLOWS, MAX_FLOWS_PER_CLIENT, MAX_SEGMENTS, NAME,
+from agent.observers.firstflight import (ANSWER_GRACE, FLIGHT_SECONDS, MAX_BUFFERED_BYTES,
+                                         MAX_FLIGHT_BYTES, MAX_FLOWS, MAX_FLOWS_PER_CLIENT, MAX_SEGMENTS, NAME,
                                          NO_NAME, NOT_TLS, SYN_SECONDS, UNREADABLE,
                                          FirstFlightReassembler, Verdict)
 from agent.observers.parsers import client_hello_progress, parse_client_hello
