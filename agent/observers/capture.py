@@ -320,6 +320,8 @@ class Observer:
         with self._flights_lock:
             if flags & TCP_SYN and not flags & TCP_ACK:
                 verdicts = self.flights.syn(key, seq, now)
+                if payload:  # TCP Fast Open (RFC 7413): data in the SYN, after its one byte
+                    verdicts += self.flights.segment(key, seq + 1, ack, payload, now)
             else:
                 verdicts = self.flights.segment(key, seq, ack, payload, now)
         found = None

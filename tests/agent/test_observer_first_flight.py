@@ -219,3 +219,10 @@ def test_the_servers_answer_to_an_unread_flight_refuses_it_soon(observer: Observ
     assert observer.stats["refused"] == 0
     observer.expire(time.monotonic() + ANSWER_GRACE + 0.01)  # long before FLIGHT_SECONDS
     assert observer.stats["refused"] == 1 and observer.refused_by_segment == {1: 1}
+
+
+def test_a_client_hello_in_the_syn_is_read(observer: Observer) -> None:
+    hello = python_client_hello("x.com")  # TCP Fast Open carries it in the SYN
+    assert observer.handle(netns.C1_ADDR, SERVER, "tcp", 41005, 443, 70, 0, hello, SYN) \
+        == "twitter"
+    assert observer.stats["resets"] == 1
