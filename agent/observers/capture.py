@@ -280,7 +280,7 @@ class Observer:
                 (self.filters[0], wanted[1])
 
     def handle(self, src: str, dst: str, proto: str, sport: int, dport: int, seq: int, ack: int,
-               payload: bytes, flags: int = 0) -> str | None:
+               payload: bytes, flags: int = 0, ttl: int = 0) -> str | None:
         """Act on one captured packet; returns the service it concerned (for tests), else None."""
         self.stats["packets"] += 1
         self._refresh()
@@ -302,7 +302,7 @@ class Observer:
             return None
         if dport == 443:
             if self._segment_in_lesson(src) is not None:
-                return self._first_flight(src, dst, sport, dport, seq, ack, payload, flags)
+                return self._first_flight(src, dst, sport, dport, seq, ack, payload, flags, ttl)
             if flags & TCP_SYN:
                 return None
             # No block on this segment: one segment is read, only to learn the address.
@@ -314,16 +314,16 @@ class Observer:
         return self._name_seen(name, (src, dst, sport, dport), [(seq, ack, len(payload))])
 
     def _first_flight(self, src: str, dst: str, sport: int, dport: int, seq: int, ack: int,
-                      payload: bytes, flags: int) -> str | None:
+                      payload: bytes, flags: int, ttl: int) -> str | None:
         key = (src, dst, sport, dport)
         now = time.monotonic()
         with self._flights_lock:
             if flags & TCP_SYN and not flags & TCP_ACK:
-                verdicts = self.flights.syn(key, seq, now)
+                verdicts = self.flights.syn(key, seq, now, ttl)
                 if payload:  # TCP Fast Open (RFC 7413): data in the SYN, after its one byte
-                    verdicts += self.flights.segment(key, seq + 1, ack, payload, now)
+                    verdicts += self.flights.segment(key, seq + 1, ack, payload, now, ttl)
             else:
-                verdicts = self.flights.segment(key, seq, ack, payload, now)
+                verdicts = self.flights.segment(key, seq, ack, payload, now, ttl)
         found = None
         for verdict in verdicts:
             here = [(seq, ack, len(payload))] if verdict.key == key else []

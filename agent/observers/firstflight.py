@@ -61,10 +61,11 @@ class Verdict:
 
 
 class _Flow:
-    __slots__ = ("key", "base", "since", "data", "pieces", "held", "segments", "ack")
+    __slots__ = ("key", "base", "since", "data", "pieces", "held", "segments", "ack", "ttl")
 
-    def __init__(self, key: FlowKey, base: int, since: float) -> None:
+    def __init__(self, key: FlowKey, base: int, since: float, ttl: int = 0) -> None:
         self.key = key
+        self.ttl = ttl  # of the SYN (or the first data segment): the client's own packets
         self.base = base % _SEQ
         self.since = since
         self.data = bytearray()
@@ -100,7 +101,7 @@ class FirstFlightReassembler:
         return len(self._waiting) + len(self._reading)
 
     # -- input ----------------------------------------------------------------------------
-    def syn(self, key: FlowKey, seq: int, now: float) -> list[Verdict]:
+    def syn(self, key: FlowKey, seq: int, now: float, ttl: int = 0) -> list[Verdict]:
         """A client's SYN: the stream starts at seq + 1. Returns verdicts of flows it pushed out."""
         old = self._waiting.get(key) or self._reading.get(key)
         if old is not None:
@@ -109,15 +110,24 @@ class FirstFlightReassembler:
             self._drop(old)  # the port was used again
         self._done.pop(key, None)
         out = self._make_room(key[0])
-        flow = _Flow(key, seq + 1, now)
+        flow = _Flow(key, seq + 1, now, ttl)
         self._waiting[key] = flow
         self._by_client.setdefault(key[0], OrderedDict())[key] = None
         return out
 
     def segment(self, key: FlowKey, seq: int, ack: int, payload: bytes,
-                now: float) -> list[Verdict]:
-        """A client->server data segment; the verdicts it decided (its own flow's, evictions)."""
+                now: float, ttl: int = 0) -> list[Verdict]:
+        """A client->server data segment; the verdicts it decided (its own flow's, evictions).
+
+        A segment that arrives with a lower TTL (hop limit) than the flow's SYN did was not sent
+        by the client's own stack as its other packets were: it is a decoy meant to expire
+        between the gateway and the server (a "fake" ClientHello naming another site, sent
+        first so that it is read first), and it is passed over.
+        """
         if not payload:
+            return []
+        known = self._reading.get(key) or self._waiting.get(key)
+        if known is not None and ttl and known.ttl and ttl < known.ttl:
             return []
         flow = self._reading.get(key)
         out: list[Verdict] = []
@@ -127,7 +137,7 @@ class FirstFlightReassembler:
                 if payload[:2] not in (b"\x16", b"\x16\x03") or key in self._done:
                     return []  # not the start of a TLS flow: never judged
                 out += self._make_room(key[0])
-                flow = _Flow(key, seq, now)
+                flow = _Flow(key, seq, now, ttl)
                 self._by_client.setdefault(key[0], OrderedDict())[key] = None
             flow.since = now  # the flight's clock starts at its first data
             self._reading[key] = flow

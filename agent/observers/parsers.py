@@ -42,6 +42,7 @@ class Segment(NamedTuple):
     ack: int
     payload: bytes
     flags: int = 0  # TCP flags (RFC 9293 §3.1); 0 for UDP
+    ttl: int = 0    # IPv4 time to live / IPv6 hop limit as the packet arrived
 
 
 def parse_frame(frame: bytes) -> Segment | None:
@@ -64,7 +65,7 @@ def parse_frame(frame: bytes) -> Segment | None:
         total = int.from_bytes(frame[offset + 2:offset + 4], "big")
         if ihl < 20 or int.from_bytes(frame[offset + 6:offset + 8], "big") & 0x1FFF:
             return None
-        proto = frame[offset + 9]
+        proto, ttl = frame[offset + 9], frame[offset + 8]
         src = socket.inet_ntop(socket.AF_INET, frame[offset + 12:offset + 16])
         dst = socket.inet_ntop(socket.AF_INET, frame[offset + 16:offset + 20])
         end = min(len(frame), offset + total) if total >= ihl else len(frame)
@@ -72,7 +73,7 @@ def parse_frame(frame: bytes) -> Segment | None:
     elif ethertype == 0x86DD:
         if len(frame) < offset + 40 or frame[offset] >> 4 != 6:
             return None
-        proto = frame[offset + 6]
+        proto, ttl = frame[offset + 6], frame[offset + 7]
         src = socket.inet_ntop(socket.AF_INET6, frame[offset + 8:offset + 24])
         dst = socket.inet_ntop(socket.AF_INET6, frame[offset + 24:offset + 40])
         end = min(len(frame), offset + 40 + int.from_bytes(frame[offset + 4:offset + 6], "big"))
@@ -89,13 +90,13 @@ def parse_frame(frame: bytes) -> Segment | None:
                        int.from_bytes(frame[offset + 2:offset + 4], "big"),
                        int.from_bytes(frame[offset + 4:offset + 8], "big"),
                        int.from_bytes(frame[offset + 8:offset + 12], "big"),
-                       frame[offset + data_offset:end], frame[offset + 13])
+                       frame[offset + data_offset:end], frame[offset + 13], ttl)
     if proto == 17:
         if end < offset + 8:
             return None
         return Segment(src, dst, "udp", int.from_bytes(frame[offset:offset + 2], "big"),
                        int.from_bytes(frame[offset + 2:offset + 4], "big"), 0, 0,
-                       frame[offset + 8:end])
+                       frame[offset + 8:end], 0, ttl)
     return None
 
 

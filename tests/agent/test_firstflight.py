@@ -335,3 +335,15 @@ def test_a_server_answer_ends_a_flight_that_is_still_unread_after_a_grace() -> N
     feed(r, [(0, hello)], key=late, base=ISN + 1)
     r.answered(late, 2.0)
     assert r.expire(3.0) == []
+
+
+def test_a_decoy_with_a_lower_ttl_than_the_syn_is_passed_over() -> None:
+    # zapret's "fake": a ClientHello naming another site with a TTL that expires before the
+    # server, sent first at the same sequence numbers, then the real one.
+    real = python_client_hello("www.instagram.com")
+    decoy = python_client_hello("www.example.org")
+    r = FirstFlightReassembler()
+    r.syn(KEY, ISN, 0.0, ttl=64)
+    assert r.segment(KEY, ISN + 1, ACK, decoy, 0.0, ttl=3) == []
+    [verdict] = r.segment(KEY, ISN + 1, ACK, real, 0.0, ttl=64)
+    assert (verdict.status, verdict.name) == (NAME, "www.instagram.com")

@@ -191,7 +191,14 @@ def test_http_host_follows_rfc_9112(request_bytes: bytes, expected: str | None) 
 
 
 def test_frame_parser_reads_the_tcp_flags() -> None:
-    syn = Ether() / IP(src="10.81.1.10", dst="198.51.100.10") / TCP(dport=443, flags="S")
-    data = Ether() / IP(src="10.81.1.10", dst="198.51.100.10") / TCP(dport=443, flags="PA") / b"x"
+    syn = Ether(dst="02:00:00:00:00:01") / IP(src="10.81.1.10", dst="198.51.100.10") / TCP(dport=443, flags="S")
+    data = Ether(dst="02:00:00:00:00:01") / IP(src="10.81.1.10", dst="198.51.100.10") / TCP(dport=443, flags="PA") / b"x"
     assert parse_frame(bytes(syn)).flags == 0x02
     assert parse_frame(bytes(data)).flags == 0x18
+
+
+@pytest.mark.parametrize("net", [IP(src="10.81.1.10", dst="198.51.100.10", ttl=3),
+                                 IPv6(src="fd81:1::10", dst="2001:db8::10", hlim=3)])
+def test_frame_parser_reads_the_ttl(net) -> None:
+    frame = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02") / net / TCP(dport=443)
+    assert parse_frame(bytes(frame)).ttl == 3
