@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Debian packages the tests (and a gateway) use; installed only when running as root and missing.
 DEBIAN_PACKAGES := postgresql nftables libnftables1 chromium iperf3 dnsmasq-base dnsperf \
-	conntrack firefox-esr iproute2 openssl chromium-l10n tcpdump wrk nginx-light
+	conntrack firefox-esr iproute2 openssl chromium-l10n tcpdump wrk nginx-light ethtool
 
 .PHONY: demo test bench venv system-deps node-deps migration clean
 

@@ -9,6 +9,9 @@ Table layout (names for service index i; the service ids themselves are in set c
   blocked4/blocked6  every source CIDR with any block (the union), for DNS redirect, QUIC, DoT, DoH
   doh4 / doh6        learned addresses of DNS-over-HTTPS servers (flags timeout)
   dns_redirect       port 53 with a short timeout that the running agent keeps renewing
+  flows4 / flows6    single TCP flows refused (client . port . server . port, flags timeout):
+                     TLS flows from a blocked segment whose first flight the observer could not
+                     read within its bounds (observers/firstflight.py; docs/agent.md)
   chain prerouting   nat: udp/tcp to a port in `dns_redirect` from `blocked*` -> redirect to the
                      DNS responder's port; when the agent dies the element expires within
                      REDIRECT_LEASE_SECONDS and DNS goes its usual way again (the address sets
@@ -65,10 +68,13 @@ class SetSpec:
     flags: tuple[str, ...]
     counter: bool = False
     comment: str = ""
+    size: int = 0
 
     def render(self) -> str:
         """The set's declaration inside `table { ... }`."""
         parts = [f"type {self.type};", f"flags {', '.join(self.flags)};"]
+        if self.size:
+            parts.append(f"size {self.size};")
         if self.counter:
             parts.append("counter;")
         if self.comment:
@@ -127,6 +133,10 @@ def _comment(text: str) -> str:
 
 # How long the DNS redirect outlives the last renewal by a running agent (see the module doc).
 REDIRECT_LEASE_SECONDS = 20.0
+# A refused flow stays refused this long: longer than a client keeps retrying one connection.
+REFUSED_FLOW_SECONDS = 120
+# At most this many refused flows at once per family; the kernel refuses more (the add fails).
+MAX_REFUSED_FLOWS = 65536
 
 
 def render_redirect_lease(table: str, seconds: float) -> str:
@@ -148,8 +158,18 @@ def build_ruleset(service_ids: Iterable[str], table: str = DEFAULT_TABLE,
         SetSpec("doh4", "ipv4_addr", ("timeout",), comment="DoH servers"),
         SetSpec("doh6", "ipv6_addr", ("timeout",), comment="DoH servers"),
         SetSpec("dns_redirect", "inet_service", ("timeout",), comment="renewed while alive"),
+        SetSpec("flows4", "ipv4_addr . inet_service . ipv4_addr . inet_service", ("timeout",),
+                comment="refused flows", size=MAX_REFUSED_FLOWS),
+        SetSpec("flows6", "ipv6_addr . inet_service . ipv6_addr . inet_service", ("timeout",),
+                comment="refused flows", size=MAX_REFUSED_FLOWS),
     ]
-    block_rules: list[str] = []
+    # First: a refused flow's next packet meets an exact reset from the kernel.
+    block_rules: list[str] = [
+        "meta l4proto tcp ip saddr . tcp sport . ip daddr . tcp dport @flows4 "
+        "reject with tcp reset",
+        "meta l4proto tcp ip6 saddr . tcp sport . ip6 daddr . tcp dport @flows6 "
+        "reject with tcp reset",
+    ]
     for sid in ids:
         names = set_names(index[sid])
         note = _comment(sid)
@@ -602,6 +622,20 @@ class NftablesEnforcer:
                 known = self._learned[set_name]
                 for key in fresh + refresh:
                     known[key] = now + timeout
+
+    def refuse_flow(self, client: str, client_port: int, server: str, server_port: int,
+                    seconds: int = REFUSED_FLOW_SECONDS) -> None:
+        """Reject (tcp reset) every further client->server packet of one TCP flow for a while."""
+        if self.ruleset is None:
+            return
+        try:
+            fam = ipaddress.ip_address(client).version
+            if ipaddress.ip_address(server).version != fam:
+                return
+        except ValueError:
+            return
+        elem = f"{client} . {int(client_port)} . {server} . {int(server_port)}"
+        self.run(f"add element inet {self.table} flows{fam} {{ {elem} timeout {int(seconds)}s }}\n")
 
     def addresses_of(self, service_ids: Iterable[str]) -> set[str]:
         """The addresses in the services' sets now.

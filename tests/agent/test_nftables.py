@@ -27,13 +27,13 @@ from tests.support.policies import SERVICES, make_policy, make_state
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 # -- the ruleset as data -------------------------------------------------------------------
 
-def test_ruleset_has_four_sets_per_service_and_the_five_shared_sets() -> None:
+def test_ruleset_has_four_sets_per_service_and_the_seven_shared_sets() -> None:
     rs = build_ruleset(SERVICES, lan_interfaces=["lan1", "lan2"], dns_port=5353)
     names = {s.name for s in rs.sets}
-    assert {"blocked4", "blocked6", "doh4", "doh6", "dns_redirect"} <= names
+    assert {"blocked4", "blocked6", "doh4", "doh6", "dns_redirect", "flows4", "flows6"} <= names
     for sid, i in rs.service_index.items():
         assert set(set_names(i).values()) <= names, sid
-    assert len(rs.sets) == 5 + 4 * len(SERVICES)
+    assert len(rs.sets) == 7 + 4 * len(SERVICES)
 
 
 def test_source_sets_are_intervals_with_timeouts_and_never_auto_merge() -> None:
@@ -59,6 +59,7 @@ def test_rendered_ruleset_replaces_the_table_in_one_batch() -> None:
     "udp dport { 443, 853 } reject with icmpx admin-prohibited",
     "tcp dport 853 reject with tcp reset",
     "meta l4proto tcp ip daddr @doh4 reject with tcp reset",
+    "meta l4proto tcp ip saddr . tcp sport . ip daddr . tcp dport @flows4 reject with tcp reset",
     'iifname { "lan1", "lan2" } ip saddr @blocked4 meta l4proto { tcp, udp } th dport @dns_redirect '
     "redirect to :5353",
     'iifname { "lan1", "lan2" } ip6 saddr @blocked6 jump blocked_traffic',

@@ -110,3 +110,57 @@ def test_name_of_a_service_from_an_unblocked_segment_is_learned_without_reset(
     assert sock.recv(100) == b"still here"
     sock.close()
     assert observer.stats["resets"] == 0
+
+
+def test_a_block_that_begins_widens_the_kernel_filters_to_split_client_hellos() -> None:
+    from tests.support.realparts import require
+    from agent.observers.capture import capture_filters
+    require(netns.available(), "root with ip(8) and nft(8) for network namespaces")
+    with GatewayLab() as lab:
+        lab.add_server_address(UNKNOWN4)
+        srv = TcpServer(lab.inet, UNKNOWN4, 443)
+        lab.on_close(srv.stop)
+        now = datetime.now(timezone.utc)
+        blocked = BlockState(now, (SegmentState(1, "lokaal-1", netns.SEG1_CIDRS,
+                                                {"twitter": now + timedelta(hours=1)}),), None)
+        free = BlockState(now, (SegmentState(1, "lokaal-1", netns.SEG1_CIDRS, {}),), None)
+        current = [free]
+        enforcer = NftablesEnforcer(lan_interfaces=["lan1", "lan2"], dns_port=5353)
+        observer = Observer(["lan1", "lan2"], enforcer, SERVICES, lambda: current[0])
+        with lab.gw.entered():
+            enforcer.start(make_policy())
+            enforcer.apply(free)
+            observer.start()
+        lab.on_close(observer.stop)
+        assert observer.filters == capture_filters()
+        # The bell: the state changes, the ticker installs the wider filters.
+        current[0] = blocked
+        with lab.gw.entered():
+            enforcer.apply(blocked)
+        observer.apply(blocked)
+        deadline = time.monotonic() + 5
+        while observer.filters != capture_filters(netns.SEG1_CIDRS):
+            assert time.monotonic() < deadline, "the filters were not widened"
+            time.sleep(0.02)
+        hello = scapy_client_hello("video.x.com", before=480)  # about 2 KB, name at its end
+        sock = lab.c1.socket()
+        sock.settimeout(3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.connect((UNKNOWN4, 443))
+        outcome = "open"
+        try:
+            for piece in (hello[:5], hello[5:]):
+                sock.sendall(piece)
+                time.sleep(0.05)
+            for _ in range(20):  # a client that keeps talking meets the reject rule
+                sock.sendall(b"more")
+                if not sock.recv(4096):
+                    outcome = "closed"
+                    break
+                time.sleep(0.05)
+        except ConnectionResetError:
+            outcome = "reset"
+        finally:
+            sock.close()
+        assert outcome == "reset"
+        assert UNKNOWN4 in enforcer.addresses_of(["twitter"])

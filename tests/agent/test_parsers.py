@@ -171,3 +171,34 @@ def test_frames_without_tcp_or_udp_give_none(frame: bytes) -> None:
 def test_frame_parser_never_crashes(data: bytes) -> None:
     seg = parse_frame(data)
     assert seg is None or isinstance(seg, Segment)
+
+
+@pytest.mark.parametrize("request_bytes,expected", [
+    (b"GET / HTTP/1.1\nHost: www.instagram.com\n\n", "www.instagram.com"),          # bare LF
+    (b"GET / HTTP/1.1\r\nUser-Agent: t\nHost: x.com\r\n\r\n", "x.com"),              # mixed
+    (b"GET http://www.instagram.com/ HTTP/1.1\r\nHost: x\r\n\r\n", "www.instagram.com"),
+    (b"GET HTTP://WWW.Instagram.com:8080/a?b HTTP/1.1\nHost: example.org\n\n",
+     "www.instagram.com"),
+    (b"GET http://user:pw@tiktok.com?x HTTP/1.1\r\nHost: example.org\r\n\r\n", "tiktok.com"),
+    (b"GET http://[2001:db8::1]/ HTTP/1.1\r\nHost: x.com\r\n\r\n", None),
+    (b"CONNECT www.tiktok.com:443 HTTP/1.1\r\nHost: example.org\r\n\r\n", "www.tiktok.com"),
+    (b"GET / HTTP/1.1\r\nUser-Agent: t\r\n\r\nHost: x.com\r\n", None),  # Host in the body
+    (b"GET / HTTP/1.1\r\nHost: x.com", "x.com"),                        # head still arriving
+    (b"GET /a b HTTP/1.1\r\nHost: x.com\r\n\r\n", None),                # not a request line
+])
+def test_http_host_follows_rfc_9112(request_bytes: bytes, expected: str | None) -> None:
+    assert parse_http_host(request_bytes) == expected
+
+
+def test_frame_parser_reads_the_tcp_flags() -> None:
+    syn = Ether(dst="02:00:00:00:00:01") / IP(src="10.81.1.10", dst="198.51.100.10") / TCP(dport=443, flags="S")
+    data = Ether(dst="02:00:00:00:00:01") / IP(src="10.81.1.10", dst="198.51.100.10") / TCP(dport=443, flags="PA") / b"x"
+    assert parse_frame(bytes(syn)).flags == 0x02
+    assert parse_frame(bytes(data)).flags == 0x18
+
+
+@pytest.mark.parametrize("net", [IP(src="10.81.1.10", dst="198.51.100.10", ttl=3),
+                                 IPv6(src="fd81:1::10", dst="2001:db8::10", hlim=3)])
+def test_frame_parser_reads_the_ttl(net) -> None:
+    frame = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:02") / net / TCP(dport=443)
+    assert parse_frame(bytes(frame)).ttl == 3
