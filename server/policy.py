@@ -22,6 +22,8 @@ import sqlite3
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from itertools import groupby
+from operator import itemgetter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
@@ -437,8 +439,10 @@ def _lesson_inputs(school_id: int, window: tuple[datetime, datetime], room_ids: 
     if with_groups:  # groups matter only to group exceptions
         query = query.add_columns(lesson_groups.c.group_id).outerjoin(
             lesson_groups, lesson_groups.c.lesson_id == Lesson.id)
-    # lesson id -> [start, end, rooms, groups]; a lesson has a row per room (and group).
-    found: dict[int, list[Any]] = {}
+    # A lesson has a row per room (and group); ordered, a lesson's rows come together and in one
+    # order, so that any two reads give equal inputs.
+    query = query.order_by(Lesson.id, lesson_rooms.c.room_id,
+                           *((lesson_groups.c.group_id,) if with_groups else ()))
     # On the session's connection (the session's own execute costs as much again in ORM work),
     # and the rows as the driver gives them: every column is an integer, which no result type
     # converts, and wrapping 3,000 rows in Row objects took a third of the read.
@@ -447,17 +451,24 @@ def _lesson_inputs(school_id: int, window: tuple[datetime, datetime], room_ids: 
         rows = result.cursor.fetchall()
     finally:
         result.close()
-    for row in rows:
-        entry = found.get(row[0])
-        if entry is None:
-            entry = found[row[0]] = [row[1], row[2], [row[3]], []]
-        elif row[3] not in entry[2]:
-            entry[2].append(row[3])
-        if with_groups and row[4] is not None and row[4] not in entry[3]:
-            entry[3].append(row[4])
-    return tuple(LessonInput(lesson_id, start, end, tuple(rooms), tuple(groups), False)
-                 for lesson_id, (start, end, rooms, groups) in sorted(found.items())
-                 if not here.isdisjoint(rooms))
+    lessons: list[LessonInput] = []
+    for lesson_id, members in groupby(rows, itemgetter(0)):
+        first = next(members)
+        more = list(members)
+        if not more:  # the common case: one room (and at most one group)
+            if first[3] not in here:
+                continue
+            groups = (first[4],) if with_groups and first[4] is not None else ()
+            lessons.append(LessonInput(lesson_id, first[1], first[2], (first[3],), groups))
+            continue
+        more.insert(0, first)
+        rooms = tuple(dict.fromkeys(row[3] for row in more))
+        if here.isdisjoint(rooms):
+            continue
+        groups = tuple(dict.fromkeys(row[4] for row in more if row[4] is not None)) \
+            if with_groups else ()
+        lessons.append(LessonInput(lesson_id, first[1], first[2], rooms, groups))
+    return tuple(lessons)
 
 
 def _lessons_again(reuse: PolicyInputs, school_id: int, window: tuple[datetime, datetime],
