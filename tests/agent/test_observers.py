@@ -15,7 +15,6 @@ from agent.observers.capture import Observer
 from agent.state import BlockState, SegmentState
 from tests.support import netns
 from tests.support.netns import FakeDnsServer, GatewayLab, TcpServer, dns_query, tcp_connect
-from tests.support.policies import SERVICES, make_policy
 from tests.support.clienthello import scapy_client_hello
 
 TW4, UNKNOWN4 = "198.51.100.10", "198.51.100.30"
@@ -34,16 +33,8 @@ def observed() -> Iterator[tuple[GatewayLab, NftablesEnforcer, Observer]]:
                 lab.on_close(srv.stop)
         upstream = FakeDnsServer(lab.inet, netns.INET_ADDR, {"x.com": [TW4]})
         lab.on_close(upstream.stop)
-        now = datetime.now(timezone.utc)
-        state = BlockState(now, (
-            SegmentState(1, "lokaal-1", netns.SEG1_CIDRS, {"twitter": now + timedelta(hours=1)}),
-            SegmentState(2, "lokaal-2", netns.SEG2_CIDRS, {})), None)
-        enforcer = NftablesEnforcer(lan_interfaces=["lan1", "lan2"], dns_port=5353)
-        observer = Observer(["lan1", "lan2"], enforcer, SERVICES, lambda: state)
-        with lab.gw.entered():
-            enforcer.start(make_policy())
-            enforcer.apply(state)
-            observer.start()
+        state = netns.twitter_lesson_on_lokaal_1(datetime.now(timezone.utc))
+        enforcer, observer = netns.start_observed_gateway(lab, lambda: state)
         lab.on_close(observer.stop)
         yield lab, enforcer, observer
 
@@ -125,12 +116,7 @@ def test_a_block_that_begins_widens_the_kernel_filters_to_split_client_hellos() 
                                                 {"twitter": now + timedelta(hours=1)}),), None)
         free = BlockState(now, (SegmentState(1, "lokaal-1", netns.SEG1_CIDRS, {}),), None)
         current = [free]
-        enforcer = NftablesEnforcer(lan_interfaces=["lan1", "lan2"], dns_port=5353)
-        observer = Observer(["lan1", "lan2"], enforcer, SERVICES, lambda: current[0])
-        with lab.gw.entered():
-            enforcer.start(make_policy())
-            enforcer.apply(free)
-            observer.start()
+        enforcer, observer = netns.start_observed_gateway(lab, lambda: current[0])
         lab.on_close(observer.stop)
         assert observer.filters == capture_filters()
         # The bell: the state changes, the ticker installs the wider filters.

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
@@ -154,12 +154,8 @@ def test_bench_observer_load_with_the_first_flight_filter(offloads: str) -> None
     handles, its CPU, kernel drops on its sockets, and the upload's rate."""
     if os.geteuid() != 0 or not shutil.which("iperf3"):
         pytest.skip("needs root and iperf3")
-    from agent.enforcers.nftables import NftablesEnforcer
-    from agent.observers.capture import Observer
-    from agent.state import BlockState, SegmentState
     from tests.support import netns
     from tests.support.netns import GatewayLab
-    from tests.support.policies import SERVICES, make_policy
 
     with GatewayLab() as lab:
         if offloads == "off":  # MSS-sized segments, as on a real link
@@ -169,16 +165,8 @@ def test_bench_observer_load_with_the_first_flight_filter(offloads: str) -> None
         lab.inet.popen(["iperf3", "-s", "-B", netns.INET_ADDR, "-p", "443"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        now = datetime.now(timezone.utc)
-        state = BlockState(now, (
-            SegmentState(1, "lokaal-1", netns.SEG1_CIDRS, {"twitter": now + timedelta(hours=1)}),
-            SegmentState(2, "lokaal-2", netns.SEG2_CIDRS, {})), None)
-        enforcer = NftablesEnforcer(lan_interfaces=["lan1", "lan2"], dns_port=5353)
-        observer = Observer(["lan1", "lan2"], enforcer, SERVICES, lambda: state)
-        with lab.gw.entered():
-            enforcer.start(make_policy())
-            enforcer.apply(state)
-            observer.start()
+        state = netns.twitter_lesson_on_lokaal_1(datetime.now(timezone.utc))
+        enforcer, observer = netns.start_observed_gateway(lab, lambda: state)
         try:
             rows: dict[str, dict[str, list[float]]] = {}
             for _ in range(ROUNDS):

@@ -542,3 +542,29 @@ def dns_query(ns: Netns, server: str, name: str, rdtype: str = "A", tcp: bool = 
         if tcp:
             return dns.query.tcp(query, server, port=port, timeout=timeout)
         return dns.query.udp(query, server, port=port, timeout=timeout)
+
+
+def twitter_lesson_on_lokaal_1(now: Any) -> Any:
+    """The BlockState of the lab's two segments: lokaal-1 in a lesson that blocks twitter for an
+    hour, lokaal-2 free."""
+    from datetime import timedelta
+
+    from agent.state import BlockState, SegmentState
+    return BlockState(now, (
+        SegmentState(1, "lokaal-1", SEG1_CIDRS, {"twitter": now + timedelta(hours=1)}),
+        SegmentState(2, "lokaal-2", SEG2_CIDRS, {})), None)
+
+
+def start_observed_gateway(lab: Lab, state_of: Callable[[], Any]) -> tuple[Any, Any]:
+    """The lab gateway's nftables enforcer and observer (the tests' catalog), started in its
+    namespace with the state `state_of()` gives; the caller stops them."""
+    from agent.enforcers.nftables import NftablesEnforcer
+    from agent.observers.capture import Observer
+    from tests.support.policies import SERVICES, make_policy
+    enforcer = NftablesEnforcer(lan_interfaces=["lan1", "lan2"], dns_port=5353)
+    observer = Observer(["lan1", "lan2"], enforcer, SERVICES, state_of)
+    with lab.gw.entered():
+        enforcer.start(make_policy())
+        enforcer.apply(state_of())
+        observer.start()
+    return enforcer, observer

@@ -248,12 +248,17 @@ def _lesson_elsewhere(app, slug: str, room_code: str, start, end) -> None:
         db.session.commit()
 
 
-def test_two_schools_with_one_network_each_get_their_own_answer_when_they_say_which(
-        app, client, enrolled):
-    enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
+def _two_schools(app, enrolled, here: str, there: str) -> None:
+    """Room 2.14 of school "test" on network `here`, room B1 of school "other" on `there`."""
+    enrolled("gw", cidrs=[here], rooms=["2.14"])
     _second_school(app)
     gateway_id, _token = new_gateway(app, "gw-other", slug="other")
-    add_segment_for(app, gateway_id, "b1", ["10.1.0.0/24"], ["B1"], slug="other")
+    add_segment_for(app, gateway_id, "b1", [there], ["B1"], slug="other")
+
+
+def test_two_schools_with_one_network_each_get_their_own_answer_when_they_say_which(
+        app, client, enrolled):
+    _two_schools(app, enrolled, "10.1.0.0/24", "10.1.0.0/24")
     start = now_utc() - minutes(10)
     add_lesson(app, "2.14", start, start + minutes(50))  # school "test" has a lesson now
     for query in ("", "?school=test", "?school=other"):
@@ -279,10 +284,7 @@ def test_two_schools_with_one_network_each_get_their_own_answer_when_they_say_wh
 
 def test_a_more_specific_network_of_the_named_school_wins_over_a_shared_wider_one(
         app, client, enrolled):
-    enrolled("gw", cidrs=["10.0.0.0/16"], rooms=["2.14"])
-    _second_school(app)
-    gateway_id, _token = new_gateway(app, "gw-other", slug="other")
-    add_segment_for(app, gateway_id, "b1", ["10.0.5.0/24"], ["B1"], slug="other")
+    _two_schools(app, enrolled, "10.0.0.0/16", "10.0.5.0/24")
     assert _status_of(client, "?school=test", "10.0.5.9")["rooms"] == ["2.14"]
     assert _status_of(client, "?school=other", "10.0.5.9")["rooms"] == ["B1"]
     assert _status_of(client, "", "10.0.5.9")["rooms"] == ["B1"]  # the most specific network
