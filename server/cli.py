@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 import os
 import signal
 import sys
@@ -241,18 +242,51 @@ def timetable_group() -> None:
     """Import lesson timetables."""
 
 
+def _day(value: str | None, option: str) -> date | None:
+    """A day given as YYYY-MM-DD or as Dutch DD-MM-YYYY."""
+    from .timetable.common import parse_day
+    if value is None:
+        return None
+    try:
+        return parse_day(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint=option) from None
+
+
 @timetable_group.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--school", "slug", required=True)
 @click.option("--format", "fmt", type=click.Choice(["ical", "zermelo", "untis", "csv"]),
               default=None, help="Default: guessed from the file name and contents.")
+@click.option("--source", "source_name", default=None, metavar="NAME",
+              help="The file source the lessons belong to (default: the format's name). "
+                   "A file replaces only its source's lessons.")
+@click.option("--from", "first", default=None, metavar="DATE",
+              help="First day the file speaks for (YYYY-MM-DD or DD-MM-YYYY, school time).")
+@click.option("--to", "last", default=None, metavar="DATE",
+              help="Last day the file speaks for (included).")
 @with_appcontext
-def timetable_import(path: Path, slug: str, fmt: str | None) -> None:
-    """Import a timetable file; print the changes as one JSON object. Atomic."""
+def timetable_import(path: Path, slug: str, fmt: str | None, source_name: str | None,
+                     first: str | None, last: str | None) -> None:
+    """Import a timetable file; print the changes as one JSON object. Atomic.
+
+    Lessons of the source in the window (--from/--to, else the file's own range, else the whole
+    weeks of its lessons) that the file no longer has are removed. A file whose events all lie
+    outside the window is refused (exit 1) and changes nothing.
+    """
     from .timetable import TimetableError, import_timetable
+    from .timetable.common import school_zone
+    from .timetable.sources import day_window
     school = _school(slug)
+    first_day, last_day = _day(first, "--from"), _day(last, "--to")
     try:
-        report = import_timetable(school, path, fmt, actor="cli")
+        window = None
+        if first_day or last_day:
+            if not (first_day and last_day):
+                raise click.UsageError("give --from and --to together")
+            window = day_window(first_day, last_day, school_zone(school.timezone))
+        report = import_timetable(school, path, fmt, actor="cli", window=window,
+                                  source_name=source_name)
     except TimetableError as err:
         db.session.rollback()
         raise click.ClickException(str(err)) from None

@@ -15,8 +15,7 @@ from datetime import date, time, tzinfo
 
 from .common import (MAX_GROUP, MAX_OCCURRENCES, MAX_ROOM, MAX_TEACHER, ParsedLesson,
                      ParsedTimetable, TimetableError, check_source_id, check_times, clean_names,
-                     clean_subject, local_to_utc, plural, split_names, stable_hash, unique_lessons,
-                     window_of)
+                     clean_subject, local_to_utc, plural, split_names, stable_hash, unique_lessons)
 
 SOURCE = "csv"
 _COLUMNS = {
@@ -84,7 +83,7 @@ def parse_csv(text: str, zone: tzinfo) -> ParsedTimetable:
     lessons, notes = unique_lessons(lessons, conflicts_are_errors=True)
     if ignored:
         notes.insert(0, f"ignored {plural(len(ignored), 'column')}: {', '.join(ignored)}")
-    return ParsedTimetable(SOURCE, lessons, window_of(lessons), notes)
+    return ParsedTimetable(SOURCE, lessons, None, notes)  # a CSV file declares no range
 
 
 def _header(row: list[str], number: int) -> tuple[dict[str, int], list[str]]:

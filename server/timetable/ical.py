@@ -120,8 +120,8 @@ def parse_ical(text: str, zone: tzinfo, *, window: tuple[datetime, datetime] | N
         notes.append(f"ignored {plural(broken_other, 'broken property', 'broken properties')} "
                      f"that lessons do not need")
 
-    lessons = _expand(calendar, zone, window_start, window_end, uid_lines, event_lines)
-    return ParsedTimetable(SOURCE, lessons, (window_start, window_end), notes)
+    lessons, outside = _expand(calendar, zone, window_start, window_end, uid_lines, event_lines)
+    return ParsedTimetable(SOURCE, lessons, (window_start, window_end), notes, outside=outside)
 
 
 def _merge(calendars: list[Any], notes: list[str]) -> Any:
@@ -280,12 +280,14 @@ def _check_rule(rule: Any, start: datetime, window_start: datetime, window_end: 
 
 
 def _expand(calendar: Any, zone: tzinfo, window_start: datetime, window_end: datetime,
-            uid_lines: dict[str, int], event_lines: list[int]) -> list[ParsedLesson]:
+            uid_lines: dict[str, int], event_lines: list[int]) -> tuple[list[ParsedLesson], int]:
+    """The occurrences inside the window, and the number of series with none there."""
     try:
         query = recurring_ical_events.of(calendar)
     except Exception as err:  # the library raises many kinds; find the event to blame
         raise _blame(calendar, err, uid_lines, event_lines) from None
     lessons: list[ParsedLesson] = []
+    outside = 0
     details: dict[int, tuple[Any, ...]] = {}
     deadline = time.monotonic() + MAX_EXPAND_SECONDS
     for series in query.series:
@@ -323,12 +325,14 @@ def _expand(calendar: Any, zone: tzinfo, window_start: datetime, window_end: dat
             lessons.append(ParsedLesson(check_source_id(source_id, place), start, end, rooms,
                                         groups, teachers, subject, cancelled, place))
             produced += 1
+        if not occurrences:
+            outside += 1
         if produced > MAX_PER_EVENT:
             place = _place(str(series.uid), uid_lines, event_lines, -1)
             raise TimetableError(f"{place}: more than {MAX_PER_EVENT} occurrences in the window")
         if len(lessons) > MAX_OCCURRENCES:
             raise TimetableError(f"the feed has more than {MAX_OCCURRENCES} lessons in the window")
-    return lessons
+    return lessons, outside
 
 
 def _instant(component: Any, zone: tzinfo) -> str | None:

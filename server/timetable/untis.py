@@ -60,7 +60,7 @@ def parse_untis(document: Any, zone: tzinfo) -> ParsedTimetable:
     for key, ids in sorted(unnamed.items()):
         notes.append(f"left out {plural(len(ids), 'element')} of '{key}' without a name "
                      f"(ids {', '.join(sorted(ids)[:10])}); add {_ELEMENTS[key]} to the file")
-    window = declared if declared is not None else window_of(lessons)
+    window = declared
     if declared is not None and lessons:
         first, last = window_of(lessons)  # type: ignore[misc]
         window = (min(first, declared[0]), max(last, declared[1]))
@@ -120,12 +120,18 @@ def _collect(document: Any) -> tuple[list[tuple[Any, str]], dict[str, dict[str, 
 
 
 def _declared_range(requests: list[Any], zone: tzinfo) -> tuple[datetime, datetime] | None:
-    """The local days startDate..endDate the getTimetable requests asked for, in UTC."""
+    """The local days startDate..endDate the getTimetable requests asked for, in UTC.
+
+    The dates are in `params` (the short form) or in `params.options` (the long form that
+    python-webuntis and most clients send, with `element` and the fields wanted).
+    """
     days: list[date] = []
     for request in requests:
         params = request.get("params") if isinstance(request, dict) else None
         if not isinstance(params, dict):
             return None
+        if "startDate" not in params and isinstance(params.get("options"), dict):
+            params = params["options"]
         try:
             days.append(_date(params.get("startDate"), "request startDate"))
             days.append(_date(params.get("endDate"), "request endDate"))

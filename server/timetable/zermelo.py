@@ -12,7 +12,7 @@ from typing import Any
 
 from .common import (MAX_GROUP, MAX_OCCURRENCES, MAX_ROOM, MAX_TEACHER, ParsedLesson,
                      ParsedTimetable, TimetableError, check_source_id, check_times, clean_names,
-                     clean_subject, plural, unique_lessons, window_of)
+                     clean_subject, plural, unique_lessons)
 
 SOURCE = "zermelo"
 
@@ -59,7 +59,7 @@ def parse_zermelo(document: Any) -> ParsedTimetable:
                         f"(valid: false)")
     if not records:
         notes.append("the file holds no appointments")
-    return ParsedTimetable(SOURCE, lessons, window_of(lessons), notes)
+    return ParsedTimetable(SOURCE, lessons, None, notes)  # a saved response declares no range
 
 
 def _lesson(record: dict[str, Any], place: str) -> ParsedLesson:
