@@ -132,3 +132,17 @@ def test_cli_imports_a_messy_feed_without_a_traceback(app: Flask, importer: Impo
     assert "Traceback" not in result.output
     assert "skipped event UID x@t" in result.stderr and "skipped event UID y@t" in result.stderr
     assert [l.source_id for l in importer.lessons()] == ["good@test", "z@t"]
+
+
+@pytest.mark.parametrize(("day", "start", "end"), [
+    ("2026-11-03", "08:30", "09:20"),
+    ("3-11-2026", "8:30", "9:20"),
+    ("03-11-2026", "08:30", "09:20"),
+    ("03-11-2026 00:00", "08:30", "09:20"),
+    ("03/11/2026", "03-11-2026 08:30", "03-11-2026 09:20"),
+    ("3.11.2026", "08.30", "09.20"),
+])
+def test_csv_reads_dutch_excel_dates(importer: Importer, day: str, start: str, end: str) -> None:
+    importer.run(f"datum;begin;eind;lokaal\n{day};{start};{end};B204\n", "excel.csv")
+    [lesson] = importer.lessons()
+    assert (lesson.start, lesson.end) == (local(2026, 11, 3, 8, 30), local(2026, 11, 3, 9, 20))
