@@ -91,7 +91,7 @@ def parse_timetable(data: bytes, filename: str, fmt: str | None, timezone_name: 
         return parse_csv(text, zone)
     document = _load_json(text)
     if fmt == "zermelo":
-        return parse_zermelo(document)
+        return parse_zermelo(document, zone)
     return parse_untis(document, zone)
 
 
