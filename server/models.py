@@ -254,8 +254,10 @@ class TimetableSource(db.Model):
 
     A source owns the lessons whose `lessons.source` is its name (same school); an import or sync
     replaces only those, and only inside the window the source declares
-    (server/timetable/sources.py). Credentials are sealed with the server's secret and never
-    leave the server again: listing sources does not even load them (deferred).
+    (server/timetable/sources.py). `credentials` is there for the secrets of synced sources (an
+    API token, a WebUntis secret): deferred, so listing sources does not load them, and never
+    shown by the dashboard, the API or the audit log. File sources have none; the live sync that
+    writes them is not built yet.
     """
 
     __tablename__ = "timetable_sources"
@@ -269,7 +271,7 @@ class TimetableSource(db.Model):
     format: Mapped[str | None] = mapped_column(String(16))
     address: Mapped[str | None] = mapped_column(String(2000))  # URL; a file's last name
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # e.g. untis_school, user
-    credentials: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))  # sealed
+    credentials: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
     every_minutes: Mapped[int | None] = mapped_column(Integer)  # None: only when asked
     # The window a sync asks for and replaces, in days around the sync's "now".
     days_back: Mapped[int] = mapped_column(Integer, default=7)
