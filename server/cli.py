@@ -296,6 +296,32 @@ def timetable_import(path: Path, slug: str, fmt: str | None, source_name: str | 
     click.echo(json.dumps(report.counts()))
 
 
+@timetable_group.group("source")
+def timetable_source_group() -> None:
+    """Timetable sources: each owns the lessons it brought."""
+
+
+@timetable_source_group.command("list")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def timetable_source_list(slug: str) -> None:
+    """List the school's sources as JSON lines (never their credentials)."""
+    from .models import TimetableSource
+    school = _school(slug)
+    for source in db.session.scalars(select(TimetableSource).where(
+            TimetableSource.school_id == school.id).order_by(TimetableSource.name)):
+        report = source.last_report or {}
+        click.echo(json.dumps({
+            "name": source.name, "kind": source.kind, "format": source.format,
+            "address": source.address, "every_minutes": source.every_minutes,
+            "last_attempt": source.last_attempt_at.isoformat() if source.last_attempt_at
+            else None,
+            "last_success": source.last_success_at.isoformat() if source.last_success_at
+            else None,
+            "last_error": source.last_error, "last_counts": report.get("counts"),
+            "window": report.get("window")}))
+
+
 @click.command("demo")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)

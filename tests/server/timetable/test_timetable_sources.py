@@ -201,3 +201,21 @@ def test_cli_refuses_bad_windows_in_words(app: Flask, importer: Importer, tmp_pa
 
 def test_local_helper_is_school_time() -> None:
     assert local(2026, 11, 2, 8, 30) == datetime(2026, 11, 2, 7, 30, tzinfo=timezone.utc)
+
+
+def test_cli_source_list_shows_each_source_without_credentials(app: Flask, importer: Importer
+                                                               ) -> None:
+    importer.run(_csv(WEEK), "week.csv", source="havo")
+    with app.app_context():
+        source = db.session.scalar(select(TimetableSource).where(TimetableSource.name == "havo"))
+        source.credentials = b"sealed-token-bytes"
+        db.session.commit()
+    result = app.test_cli_runner().invoke(args=["timetable", "source", "list", "--school",
+                                                "test"])
+    assert result.exit_code == 0, result.output
+    [line] = result.stdout.strip().splitlines()
+    shown = json.loads(line)
+    assert (shown["name"], shown["kind"], shown["format"], shown["address"]) == (
+        "havo", "file", "csv", "week.csv")
+    assert shown["last_counts"]["created"] == 5
+    assert "sealed-token-bytes" not in result.output and "credentials" not in shown
