@@ -53,6 +53,11 @@ def parse_untis(document: Any, zone: tzinfo) -> ParsedTimetable:
             skipped_types += 1
             continue
         lessons.append(_lesson(period, place, names, zone, unnamed))
+    if lessons and unnamed.get("ro") and not any(lesson.rooms for lesson in lessons):
+        # Lessons without rooms block nothing: importing them would look like success.
+        raise TimetableError(f"the periods name their rooms by id only (ids "
+                             f"{', '.join(sorted(unnamed['ro'])[:10])}) and the file has no "
+                             f"getRooms answer to name them; save getRooms with getTimetable")
     lessons, notes = unique_lessons(lessons, conflicts_are_errors=False)
     if skipped_types:
         notes.append(f"ignored {plural(skipped_types, 'period')} that are not lessons "

@@ -219,3 +219,11 @@ def test_cli_source_list_shows_each_source_without_credentials(app: Flask, impor
         "havo", "file", "csv", "week.csv")
     assert shown["last_counts"]["created"] == 5
     assert "sealed-token-bytes" not in result.output and "credentials" not in shown
+
+
+def test_untis_periods_with_room_ids_only_are_refused_in_words(importer: Importer) -> None:
+    periods = [{"id": 7, "date": 20261102, "startTime": 830, "endTime": 920,
+                "ro": [{"id": 41}], "kl": [{"id": 2}], "su": [{"id": 4}]}]
+    with pytest.raises(TimetableError, match=r"name their rooms by id only \(ids 41\)"):
+        importer.run(json.dumps({"jsonrpc": "2.0", "id": "1", "result": periods}), "u.json")
+    assert importer.lessons() == []
