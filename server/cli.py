@@ -301,19 +301,114 @@ def timetable_source_group() -> None:
     """Timetable sources: each owns the lessons it brought."""
 
 
+@timetable_source_group.command("add")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@click.option("--kind", type=click.Choice(["ical-url"]), required=True,
+              help="ical-url: an iCalendar (webcal) link. Zermelo and WebUntis sync are not "
+                   "built yet: import their exports.")
+@click.option("--url", required=True, help="The feed's address (webcal:// is read as https://).")
+@click.option("--every", "every", type=click.IntRange(5, 24 * 60), default=15, show_default=True,
+              metavar="MINUTES", help="How often the worker will sync it.")
+@with_appcontext
+def timetable_source_add(name: str, slug: str, kind: str, url: str, every: int) -> None:
+    """Add a timetable source that is synced from its address."""
+    from . import audit
+    from .models import TimetableSource
+    from .timetable import TimetableError
+    from .timetable.sources import check_source_name, find_source, shown_address
+    school = _school(slug)
+    if url.lower().startswith("webcal://"):
+        url = "https://" + url[len("webcal://"):]
+    try:
+        name = check_source_name(name)
+        if not url.lower().startswith(("http://", "https://")) or len(url) > 2000:
+            raise TimetableError("--url must be an http(s) or webcal address of at most 2000 "
+                                 "characters")
+        if find_source(db.session, school, name) is not None:
+            raise TimetableError(f"the school already has a source {name!r}")
+    except TimetableError as err:
+        raise click.ClickException(str(err)) from None
+    source = TimetableSource(school_id=school.id, name=name, kind=kind, format="ical",
+                             address=url, options={}, every_minutes=every, days_back=7,
+                             days_ahead=56)
+    db.session.add(source)
+    db.session.flush()
+    # The link often carries a token: the audit log gets the host only.
+    audit.record("timetable.source_add", school_id=school.id, actor="cli",
+                 object_type="timetable_source", object_id=name, kind=kind,
+                 address=shown_address(source))
+    db.session.commit()
+    click.echo(f"added source {name!r} ({kind}, every {every} minutes); "
+               f"`lesfocus timetable sync --school {slug} --source {name}` syncs it now")
+
+
+@timetable_group.command("sync")
+@click.option("--school", "slug", required=True)
+@click.option("--source", "source_name", default=None, metavar="NAME",
+              help="Only this source (default: every source with an address).")
+@with_appcontext
+def timetable_sync(slug: str, source_name: str | None) -> None:
+    """Sync sources from their addresses now; print one JSON summary per source.
+
+    A source that fails keeps its last good lessons; the command then exits 1.
+    """
+    from .models import TimetableSource, utcnow
+    from .timetable import TimetableError
+    from .timetable.sync import record_failure, sync_source
+    school = _school(slug)
+    query = select(TimetableSource).where(TimetableSource.school_id == school.id,
+                                          TimetableSource.kind != "file")
+    if source_name is not None:
+        query = query.where(TimetableSource.name == source_name.strip().lower())
+    names = [source.name for source in db.session.scalars(query.order_by(TimetableSource.name))]
+    if not names:
+        called = f" called {source_name!r}" if source_name else ""
+        raise click.ClickException(f"no source to sync{called} (file sources are imported, "
+                                   f"not synced)")
+    failed = False
+    for name in names:
+        source = db.session.scalar(select(TimetableSource).where(
+            TimetableSource.school_id == school.id, TimetableSource.name == name))
+        now = utcnow()
+        try:
+            report = sync_source(db.session, school, source, now=now)
+        except TimetableError as err:
+            db.session.rollback()
+            source = db.session.scalar(select(TimetableSource).where(
+                TimetableSource.school_id == school.id, TimetableSource.name == name))
+            record_failure(source, str(err), now)
+            db.session.commit()
+            click.echo(f"{name}: {err}", err=True)
+            failed = True
+            continue
+        db.session.commit()
+        counts = report.counts() if report else {"created": 0, "updated": 0, "cancelled": 0,
+                                                  "removed": 0, "lessons": None}
+        if report:
+            for note in report.notes:
+                click.echo(f"{name}: {note}", err=True)
+        else:
+            click.echo(f"{name}: not modified since the last sync", err=True)
+        click.echo(json.dumps({"source": name, **counts}))
+    if failed:
+        sys.exit(1)
+
+
 @timetable_source_group.command("list")
 @click.option("--school", "slug", required=True)
 @with_appcontext
 def timetable_source_list(slug: str) -> None:
-    """List the school's sources as JSON lines (never their credentials)."""
+    """List the school's sources as JSON lines (never their credentials or link tokens)."""
     from .models import TimetableSource
+    from .timetable.sources import shown_address
     school = _school(slug)
     for source in db.session.scalars(select(TimetableSource).where(
             TimetableSource.school_id == school.id).order_by(TimetableSource.name)):
         report = source.last_report or {}
         click.echo(json.dumps({
             "name": source.name, "kind": source.kind, "format": source.format,
-            "address": source.address, "every_minutes": source.every_minutes,
+            "address": shown_address(source), "every_minutes": source.every_minutes,
             "last_attempt": source.last_attempt_at.isoformat() if source.last_attempt_at
             else None,
             "last_success": source.last_success_at.isoformat() if source.last_success_at

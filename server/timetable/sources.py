@@ -107,8 +107,8 @@ def apply_to_source(session: Session, school: School, source: TimetableSource,
         lessons = inside
     if outside and not lessons:
         raise TimetableError(f"all {plural(outside, 'event')} of the file lie outside the window "
-                             f"{describe_window(window)}; nothing was imported or removed (give "
-                             f"--from/--to to import another range)")
+                             f"{describe_window(window)}; nothing was imported or removed (for a "
+                             f"file, give --from/--to to import another range)")
     if outside:
         notes.append(f"left out {plural(outside, 'event')} outside the window "
                      f"{describe_window(window)}")
@@ -134,5 +134,15 @@ def find_source(session: Session, school: School, name: str) -> TimetableSource 
         TimetableSource.school_id == school.id, TimetableSource.name == name.strip().lower()))
 
 
+def shown_address(source: TimetableSource) -> str | None:
+    """The address as the CLI, dashboard and audit log may show it: a file's name, or a URL's
+    scheme and host only (feed links carry their token in the path or query)."""
+    if source.address is None or source.kind == "file":
+        return source.address
+    scheme, _, rest = source.address.partition("://")
+    host = rest.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"{scheme}://{host}/..."
+
+
 __all__ = ["apply_to_source", "check_source_name", "day_window", "file_source", "find_source",
-           "weeks_of", "window_for"]
+           "shown_address", "weeks_of", "window_for"]
