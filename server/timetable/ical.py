@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import icalendar
@@ -87,10 +87,15 @@ def parse_ical(text: str, zone: tzinfo, *, window: tuple[datetime, datetime] | N
         calendars = icalendar.Calendar.from_ical(text, multiple=True)
     except (ValueError, KeyError, IndexError, TypeError, RecursionError) as err:
         raise TimetableError(f"not a valid iCalendar file: {_short(err)}") from None
+    except AttributeError as err:  # icalendar 7.3 on a VTIMEZONE with two TZID lines
+        raise TimetableError(f"not a valid iCalendar file (a VTIMEZONE with a repeated "
+                             f"property?): {_short(err)}") from None
     notes: list[str] = []
     calendar = _merge(calendars, notes)
     skips = _Skips()
     all_day = 0
+    all_day_uids: set[str] = set()
+    all_day_overrides: list[tuple[str, Any]] = []
     broken_other = 0
     steps = 0
     events = list(calendar.walk("VEVENT"))
@@ -110,13 +115,20 @@ def parse_ical(text: str, zone: tzinfo, *, window: tuple[datetime, datetime] | N
             _check_singletons(event, _SINGLE, place)
             if "DTSTART" not in event:
                 raise TimetableError(f"{place}: the event has no DTSTART")
+            for name in ("DTSTART", "RECURRENCE-ID"):
+                # A value such as "T080000" parses as a time of day (or a PERIOD): no instant.
+                if name in event and not isinstance(getattr(event[name], "dt", None), date):
+                    raise TimetableError(f"{place}: {name} is not a date or date-time")
             _localize_floating(event, zone, notes, place)
             if not isinstance(event["DTSTART"].dt, datetime):
                 if "RECURRENCE-ID" not in event:
                     all_day += 1
+                    all_day_uids.add(uid)
                     skips.drop(event)
-                # An all-day override of a timed series stays: it replaces that instance, which
-                # is then no lesson (it must not come back at its old hour).
+                else:
+                    # An all-day override of a timed series stays: it replaces that instance,
+                    # which is then no lesson (it must not come back at its old hour).
+                    all_day_overrides.append((uid, event))
                 continue
             steps += _check_event(event, window_start, window_end, place)
         except TimetableError as err:
@@ -125,6 +137,9 @@ def parse_ical(text: str, zone: tzinfo, *, window: tuple[datetime, datetime] | N
         if steps > MAX_RULE_STEPS:
             raise TimetableError(f"{place}: the recurrence rules reach too far back (more than "
                                  f"{MAX_RULE_STEPS} repetitions before the window ends)")
+    for uid, override in all_day_overrides:
+        if uid in all_day_uids:  # an override of an all-day series is all-day too
+            skips.drop(override)
     skips.apply(calendar)
     if all_day:
         # The library would return them as dates; a day-long block is not a lesson.
@@ -349,11 +364,16 @@ def _check_rule(rule: Any, start: datetime, window_start: datetime, window_end: 
     if freq not in _STEP:
         raise TimetableError(f"{place}: RRULE has no valid FREQ")
     try:
-        interval = max(1, int((rule.get("INTERVAL") or [1])[0]))
+        interval = int((rule.get("INTERVAL") or [1])[0])
         count = int(rule["COUNT"][0]) if "COUNT" in rule else None
     except (TypeError, ValueError):
         raise TimetableError(f"{place}: RRULE INTERVAL or COUNT is not a number") from None
+    if interval < 1:
+        # dateutil never leaves a rule with INTERVAL=0 (RFC 5545: a positive integer).
+        raise TimetableError(f"{place}: RRULE INTERVAL must be a positive number, not {interval}")
     until = (rule.get("UNTIL") or [None])[0]
+    if until is not None and not isinstance(until, date):
+        raise TimetableError(f"{place}: RRULE UNTIL is not a date or date-time")
     if until is not None and not isinstance(until, datetime):
         until = datetime.combine(until, datetime.min.time(), tzinfo=timezone.utc) \
             + timedelta(days=1)

@@ -102,6 +102,11 @@ CASES: list[tuple[str, str, bytes | str, str | None, str]] = [
      None, "not a valid iCalendar file"),
     ("ical: unclosed calendar", "feed.ics", "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\n", None,
      "not a valid iCalendar file"),
+    ("ical: VTIMEZONE with two TZIDs", "feed.ics",
+     "BEGIN:VCALENDAR\r\nBEGIN:VTIMEZONE\r\nTZID:Europe/Amsterdam\r\nTZID:Europe/Paris\r\n"
+     "BEGIN:STANDARD\r\nDTSTART:19701025T030000\r\nTZOFFSETFROM:+0200\r\nTZOFFSETTO:+0100\r\n"
+     "END:STANDARD\r\nEND:VTIMEZONE\r\nEND:VCALENDAR\r\n", None,
+     "not a valid iCalendar file (a VTIMEZONE with a repeated property?)"),
     ("ical: no events", "feed.ics", "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n", None,
      "no VEVENT"),
     ("ical: event without UID", "feed.ics", _ics("DTSTAMP:20260901T000000Z", *TIMES), None,
