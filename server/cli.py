@@ -239,7 +239,7 @@ def gateway_add(name: str, slug: str) -> None:
 
 @click.group("timetable")
 def timetable_group() -> None:
-    """Import lesson timetables."""
+    """Import timetable files and sync timetable sources."""
 
 
 def _day(value: str | None, option: str) -> date | None:
