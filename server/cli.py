@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 import os
 import signal
 import sys
@@ -238,7 +239,18 @@ def gateway_add(name: str, slug: str) -> None:
 
 @click.group("timetable")
 def timetable_group() -> None:
-    """Import lesson timetables."""
+    """Import timetable files and sync timetable sources."""
+
+
+def _day(value: str | None, option: str) -> date | None:
+    """A day given as YYYY-MM-DD or as Dutch DD-MM-YYYY."""
+    from .timetable.common import parse_day
+    if value is None:
+        return None
+    try:
+        return parse_day(value)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint=option) from None
 
 
 @timetable_group.command("import")
@@ -246,13 +258,35 @@ def timetable_group() -> None:
 @click.option("--school", "slug", required=True)
 @click.option("--format", "fmt", type=click.Choice(["ical", "zermelo", "untis", "csv"]),
               default=None, help="Default: guessed from the file name and contents.")
+@click.option("--source", "source_name", default=None, metavar="NAME",
+              help="The file source the lessons belong to (default: the format's name). "
+                   "A file replaces only its source's lessons.")
+@click.option("--from", "first", default=None, metavar="DATE",
+              help="First day the file speaks for (YYYY-MM-DD or DD-MM-YYYY, school time).")
+@click.option("--to", "last", default=None, metavar="DATE",
+              help="Last day the file speaks for (included).")
 @with_appcontext
-def timetable_import(path: Path, slug: str, fmt: str | None) -> None:
-    """Import a timetable file; print the changes as one JSON object. Atomic."""
+def timetable_import(path: Path, slug: str, fmt: str | None, source_name: str | None,
+                     first: str | None, last: str | None) -> None:
+    """Import a timetable file; print the changes as one JSON object. Atomic.
+
+    Lessons of the source in the window (--from/--to, else the file's own range, else the whole
+    weeks of its lessons) that the file no longer has are removed. A file whose events all lie
+    outside the window is refused (exit 1) and changes nothing.
+    """
     from .timetable import TimetableError, import_timetable
+    from .timetable.common import school_zone
+    from .timetable.sources import day_window
     school = _school(slug)
+    first_day, last_day = _day(first, "--from"), _day(last, "--to")
     try:
-        report = import_timetable(school, path, fmt, actor="cli")
+        window = None
+        if first_day or last_day:
+            if not (first_day and last_day):
+                raise click.UsageError("give --from and --to together")
+            window = day_window(first_day, last_day, school_zone(school.timezone))
+        report = import_timetable(school, path, fmt, actor="cli", window=window,
+                                  source_name=source_name)
     except TimetableError as err:
         db.session.rollback()
         raise click.ClickException(str(err)) from None
@@ -260,6 +294,127 @@ def timetable_import(path: Path, slug: str, fmt: str | None) -> None:
     for note in report.notes:
         click.echo(note, err=True)
     click.echo(json.dumps(report.counts()))
+
+
+@timetable_group.group("source")
+def timetable_source_group() -> None:
+    """Timetable sources: each owns the lessons it brought."""
+
+
+@timetable_source_group.command("add")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@click.option("--kind", type=click.Choice(["ical-url"]), required=True,
+              help="ical-url: an iCalendar (webcal) link. Zermelo and WebUntis sync are not "
+                   "built yet: import their exports.")
+@click.option("--url", required=True, help="The feed's address (webcal:// is read as https://).")
+@click.option("--every", "every", type=click.IntRange(5, 24 * 60), default=15, show_default=True,
+              metavar="MINUTES", help="How often the worker will sync it.")
+@with_appcontext
+def timetable_source_add(name: str, slug: str, kind: str, url: str, every: int) -> None:
+    """Add a timetable source that is synced from its address."""
+    from . import audit
+    from .models import TimetableSource
+    from .timetable import TimetableError
+    from .timetable.sources import check_source_name, find_source, shown_address
+    school = _school(slug)
+    if url.lower().startswith("webcal://"):
+        url = "https://" + url[len("webcal://"):]
+    try:
+        name = check_source_name(name)
+        if not url.lower().startswith(("http://", "https://")) or len(url) > 2000:
+            raise TimetableError("--url must be an http(s) or webcal address of at most 2000 "
+                                 "characters")
+        if find_source(db.session, school, name) is not None:
+            raise TimetableError(f"the school already has a source {name!r}")
+    except TimetableError as err:
+        raise click.ClickException(str(err)) from None
+    source = TimetableSource(school_id=school.id, name=name, kind=kind, format="ical",
+                             address=url, options={}, every_minutes=every, days_back=7,
+                             days_ahead=56)
+    db.session.add(source)
+    db.session.flush()
+    # The link often carries a token: the audit log gets the host only.
+    audit.record("timetable.source_add", school_id=school.id, actor="cli",
+                 object_type="timetable_source", object_id=name, kind=kind,
+                 address=shown_address(source))
+    db.session.commit()
+    click.echo(f"added source {name!r} ({kind}, every {every} minutes); "
+               f"`lesfocus timetable sync --school {slug} --source {name}` syncs it now")
+
+
+@timetable_group.command("sync")
+@click.option("--school", "slug", required=True)
+@click.option("--source", "source_name", default=None, metavar="NAME",
+              help="Only this source (default: every source with an address).")
+@with_appcontext
+def timetable_sync(slug: str, source_name: str | None) -> None:
+    """Sync sources from their addresses now; print one JSON summary per source.
+
+    A source that fails keeps its last good lessons; the command then exits 1.
+    """
+    from .models import TimetableSource, utcnow
+    from .timetable import TimetableError
+    from .timetable.sync import record_failure, sync_source
+    school = _school(slug)
+    query = select(TimetableSource).where(TimetableSource.school_id == school.id,
+                                          TimetableSource.kind != "file")
+    if source_name is not None:
+        query = query.where(TimetableSource.name == source_name.strip().lower())
+    names = [source.name for source in db.session.scalars(query.order_by(TimetableSource.name))]
+    if not names:
+        called = f" called {source_name!r}" if source_name else ""
+        raise click.ClickException(f"no source to sync{called} (file sources are imported, "
+                                   f"not synced)")
+    failed = False
+    for name in names:
+        source = db.session.scalar(select(TimetableSource).where(
+            TimetableSource.school_id == school.id, TimetableSource.name == name))
+        now = utcnow()
+        try:
+            report = sync_source(db.session, school, source, now=now)
+        except TimetableError as err:
+            db.session.rollback()
+            source = db.session.scalar(select(TimetableSource).where(
+                TimetableSource.school_id == school.id, TimetableSource.name == name))
+            record_failure(source, str(err), now)
+            db.session.commit()
+            click.echo(f"{name}: {err}", err=True)
+            failed = True
+            continue
+        db.session.commit()
+        counts = report.counts() if report else {"created": 0, "updated": 0, "cancelled": 0,
+                                                  "removed": 0, "lessons": None}
+        if report:
+            for note in report.notes:
+                click.echo(f"{name}: {note}", err=True)
+        else:
+            click.echo(f"{name}: not modified since the last sync", err=True)
+        click.echo(json.dumps({"source": name, **counts}))
+    if failed:
+        sys.exit(1)
+
+
+@timetable_source_group.command("list")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def timetable_source_list(slug: str) -> None:
+    """List the school's sources as JSON lines (never their credentials or link tokens)."""
+    from .models import TimetableSource
+    from .timetable.sources import shown_address
+    school = _school(slug)
+    for source in db.session.scalars(select(TimetableSource).where(
+            TimetableSource.school_id == school.id).order_by(TimetableSource.name)):
+        report = source.last_report or {}
+        click.echo(json.dumps({
+            "name": source.name, "kind": source.kind, "format": source.format,
+            "address": shown_address(source), "every_minutes": source.every_minutes,
+            "last_attempt": source.last_attempt_at.isoformat() if source.last_attempt_at
+            else None,
+            "last_success": source.last_success_at.isoformat() if source.last_success_at
+            else None,
+            "last_error": source.last_error, "last_counts": report.get("counts"),
+            "window": report.get("window")}))
 
 
 @click.command("demo")

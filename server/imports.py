@@ -36,13 +36,18 @@ FINISHED = ("done", "failed")
 
 
 def queue_import(school: School, data: bytes, filename: str, fmt: str | None, *,
-                 actor: Person, now: datetime | None = None) -> ImportJob:
+                 actor: Person, now: datetime | None = None,
+                 source_name: str | None = None) -> ImportJob:
     """Queue an uploaded timetable for the worker, in the caller's session (the caller commits).
 
-    Only what needs no parsing is checked here (format name, size); the importer checks the rest.
+    Only what needs no parsing is checked here (format name, size, source name); the importer
+    checks the rest. `source_name`: the file source it goes into (default: the format's name).
     """
     if fmt is not None and fmt not in FORMATS:
         raise TimetableError(f"unknown format {fmt!r:.40} (known: {', '.join(FORMATS)})")
+    if source_name is not None:
+        from .timetable.sources import check_source_name
+        source_name = check_source_name(source_name)
     if not data:
         raise TimetableError("the file is empty")
     if len(data) > MAX_FILE_BYTES:
@@ -50,7 +55,8 @@ def queue_import(school: School, data: bytes, filename: str, fmt: str | None, *,
                              f"allowed")
     job = ImportJob(school_id=school.id, requested_by_id=actor.id,
                     requested_by_label=(actor.username or actor.label)[:200],
-                    filename=filename[:200], format=fmt, size=len(data), data=data,
+                    filename=filename[:200], format=fmt, source_name=source_name,
+                    size=len(data), data=data,
                     state="queued", attempts=0, created_at=now or utcnow())
     db.session.add(job)
     db.session.flush()
@@ -115,7 +121,8 @@ def run_import(job_id: int, now: datetime) -> str:
     try:
         assert school is not None  # the job goes with its school (ON DELETE CASCADE)
         report = import_timetable_bytes(school, job.data or b"", job.filename, job.format,
-                                        actor=actor or job.requested_by_label, now=now)
+                                        actor=actor or job.requested_by_label, now=now,
+                                        source_name=job.source_name)
         job.state, job.finished_at, job.data = "done", now, None
         job.report = {"counts": report.counts(), "notes": list(report.notes)}
         db.session.commit()

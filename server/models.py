@@ -233,7 +233,8 @@ class Lesson(db.Model):
     end: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     subject: Mapped[str] = mapped_column(String(100), default="")
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
-    source: Mapped[str] = mapped_column(String(32))  # ical, zermelo, untis, csv, demo, manual
+    # The name of the TimetableSource that brought it, or one of UNSOURCED_LESSONS.
+    source: Mapped[str] = mapped_column(String(32))
     source_id: Mapped[str] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -241,6 +242,49 @@ class Lesson(db.Model):
     rooms: Mapped[list[Room]] = relationship(secondary=lesson_rooms, order_by="Room.code")
     groups: Mapped[list[Group]] = relationship(secondary=lesson_groups, order_by="Group.name")
     teachers: Mapped[list[Person]] = relationship(secondary=lesson_teachers)
+
+
+TIMETABLE_SOURCE_KINDS = ("file", "ical-url", "zermelo", "webuntis")
+# `lessons.source` values that belong to no timetable source (server/demo.py, tests, scripts).
+UNSOURCED_LESSONS = ("demo", "manual")
+
+
+class TimetableSource(db.Model):
+    """Where a school's lessons come from: a file import or a feed synced on a schedule.
+
+    A source owns the lessons whose `lessons.source` is its name (same school); an import or sync
+    replaces only those, and only inside the window the source declares
+    (server/timetable/sources.py). `credentials` is there for the secrets of synced sources (an
+    API token, a WebUntis secret): deferred, so listing sources does not load them, and never
+    shown by the dashboard, the API or the audit log. File sources have none; the live sync that
+    writes them is not built yet.
+    """
+
+    __tablename__ = "timetable_sources"
+    __table_args__ = (UniqueConstraint("school_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    # The value of `lessons.source` for the source's lessons, hence its width.
+    name: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))  # one of TIMETABLE_SOURCE_KINDS
+    # The file format last imported (file), or the feed's format; None: recognised each time.
+    format: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(2000))  # URL; a file's last name
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # e.g. untis_school, user
+    credentials: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))
+    every_minutes: Mapped[int | None] = mapped_column(Integer)  # None: only when asked
+    # The window a sync asks for and replaces, in days around the sync's "now".
+    days_back: Mapped[int] = mapped_column(Integer, default=7)
+    days_ahead: Mapped[int] = mapped_column(Integer, default=56)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_report: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # counts, notes, window
+    # What the next sync sends back to the feed (ETag, Last-Modified).
+    sync_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    school: Mapped[School] = relationship()
 
 
 class Service(db.Model):
@@ -365,6 +409,8 @@ class ImportJob(db.Model):
     requested_by_label: Mapped[str] = mapped_column(String(200))
     filename: Mapped[str] = mapped_column(String(200))
     format: Mapped[str | None] = mapped_column(String(16))  # None: recognised from the file
+    # The file source it goes into; None: the source named after the file's format.
+    source_name: Mapped[str | None] = mapped_column(String(32))
     size: Mapped[int] = mapped_column(Integer)
     # Deferred: listing jobs must not load the files.
     data: Mapped[bytes | None] = deferred(mapped_column(LargeBinary))

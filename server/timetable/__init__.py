@@ -1,9 +1,10 @@
 """Timetable import (SPEC §4 `lesfocus timetable import`): one parser per format, one writer.
 
 A file is parsed and checked completely before anything is written; the writes then happen in the
-caller's session, which commits (or rolls back on TimetableError). The change feed
-(`server/changes.py`) wakes waiting agents after that commit; the writes are bulk statements, so
-`import_timetable_bytes` declares whose they are (`changes.bulk_writes_for`).
+caller's session, which commits (or rolls back on TimetableError). A file goes into a timetable
+source of kind `file` (server/timetable/sources.py), which owns the lessons it brought. The change
+feed (`server/changes.py`) wakes waiting agents after that commit; the writes are bulk
+statements, so `apply_to_source` declares whose they are (`changes.bulk_writes_for`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 
 from ..extensions import db
 from ..models import Person, School
-from .apply import apply_timetable, describe_window
+from .apply import describe_window
 from .common import MAX_FILE_BYTES, ImportReport, ParsedTimetable, TimetableError, decode_utf8, \
     school_zone
 from .csv import parse_csv
+from .sources import apply_to_source, file_source
 from .ical import looks_like_ical, parse_ical
 from .untis import looks_like_untis, parse_untis
 from .zermelo import appointments_of, parse_zermelo
@@ -32,7 +34,7 @@ __all__ = ["FORMATS", "ImportReport", "TimetableError", "detect_format", "import
 
 def import_timetable(school: School, path: Path, fmt: str | None, *, actor: Person | str,
                      window: tuple[datetime, datetime] | None = None,
-                     now: datetime | None = None) -> ImportReport:
+                     now: datetime | None = None, source_name: str | None = None) -> ImportReport:
     """Import the timetable file at `path` into the caller's session (the caller commits)."""
     try:
         size = path.stat().st_size
@@ -42,25 +44,31 @@ def import_timetable(school: School, path: Path, fmt: str | None, *, actor: Pers
         data = path.read_bytes()
     except OSError as err:
         raise TimetableError(f"cannot read {path.name}: {err.strerror or err}") from None
-    return import_timetable_bytes(school, data, path.name, fmt, actor=actor, window=window, now=now)
+    return import_timetable_bytes(school, data, path.name, fmt, actor=actor, window=window,
+                                  now=now, source_name=source_name)
 
 
 def import_timetable_bytes(school: School, data: bytes, filename: str, fmt: str | None, *,
                            actor: Person | str,
                            window: tuple[datetime, datetime] | None = None,
-                           now: datetime | None = None) -> ImportReport:
-    """Import an uploaded timetable into the caller's session and record one audit event.
+                           now: datetime | None = None,
+                           source_name: str | None = None) -> ImportReport:
+    """Import an uploaded timetable into a file source and record one audit event.
 
-    `window` (iCalendar only) replaces the default expansion window around `now`.
+    `window` (from `--from/--to`) is the range the import replaces, and for iCalendar also the
+    range expanded; without it the file's own range counts (server/timetable/sources.py).
+    `source_name` defaults to the file's format, so files of one format replace each other.
     """
-    from .. import audit, changes
+    from .. import audit
     parsed = parse_timetable(data, filename, fmt, school.timezone, window=window, now=now)
-    # The one hook for bulk writes: without it the feed would put them down to every school.
-    with changes.bulk_writes_for(db.session, school.id):
-        report = apply_timetable(db.session, school, parsed)
+    source = file_source(db.session, school,
+                         parsed.source if source_name is None else source_name, parsed.source)
+    source.address = filename[:200]
+    report = apply_to_source(db.session, school, source, parsed, school_zone(school.timezone),
+                             requested=window, now=now)
     audit.record("timetable.import", school_id=school.id, actor=actor, object_type="timetable",
-                 object_id=parsed.source, file=filename[:200], format=parsed.source,
-                 window=describe_window(parsed.window), **report.counts())
+                 object_id=source.name, file=filename[:200], format=parsed.source,
+                 source=source.name, window=describe_window(report.window), **report.counts())
     return report
 
 
@@ -83,7 +91,7 @@ def parse_timetable(data: bytes, filename: str, fmt: str | None, timezone_name: 
         return parse_csv(text, zone)
     document = _load_json(text)
     if fmt == "zermelo":
-        return parse_zermelo(document)
+        return parse_zermelo(document, zone)
     return parse_untis(document, zone)
 
 

@@ -95,8 +95,12 @@ class _NameMap:
         return found
 
 
-def apply_timetable(session: Session, school: School, parsed: ParsedTimetable) -> ImportReport:
-    """Make the school's lessons of `parsed.source` match the file inside its window."""
+def apply_timetable(session: Session, school: School, parsed: ParsedTimetable, *,
+                    source_name: str) -> ImportReport:
+    """Make the school's lessons of source `source_name` match `parsed` inside `parsed.window`.
+
+    Called through server/timetable/sources.py `apply_to_source`, which decides the window.
+    """
     report = ImportReport(notes=list(parsed.notes))
     lessons = parsed.lessons
     report.lessons = sum(1 for lesson in lessons if not lesson.cancelled)
@@ -118,7 +122,7 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable) -
                         ("teachers", (n for l in lessons for n in l.teachers))):
         maps[kind].create_missing(names, report)
 
-    existing = _load_existing(session, school.id, parsed)
+    existing = _load_existing(session, school.id, parsed, source_name)
     wanted_ids = {lesson.source_id for lesson in lessons}
 
     inserts: list[dict[str, Any]] = []
@@ -132,7 +136,7 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable) -
         if old is None:
             inserts.append({"school_id": school.id, "start": lesson.start, "end": lesson.end,
                             "subject": lesson.subject, "cancelled": lesson.cancelled,
-                            "source": parsed.source, "source_id": lesson.source_id,
+                            "source": source_name, "source_id": lesson.source_id,
                             "updated_at": now})
             for kind in links:
                 if links[kind]:
@@ -210,7 +214,7 @@ def _insert_lessons(session: Session, rows: list[dict[str, Any]]) -> dict[str, i
             if source_id in wanted}
 
 
-def _load_existing(session: Session, school_id: int, parsed: ParsedTimetable
+def _load_existing(session: Session, school_id: int, parsed: ParsedTimetable, source_name: str
                    ) -> dict[str, dict[str, Any]]:
     """The source's lessons that start in the window or carry an id the file mentions."""
     assert parsed.window is not None
@@ -228,7 +232,7 @@ def _load_existing(session: Session, school_id: int, parsed: ParsedTimetable
                           .scalar_subquery())
     columns = (lessons.c.id, lessons.c.source_id, lessons.c.start, lessons.c.end,
                lessons.c.subject, lessons.c.cancelled, *aggregates)
-    of_source = (lessons.c.school_id == school_id, lessons.c.source == parsed.source)
+    of_source = (lessons.c.school_id == school_id, lessons.c.source == source_name)
 
     rows: dict[str, dict[str, Any]] = {}
     parse_ids: dict[str | None, frozenset[int]] = {None: frozenset()}

@@ -39,6 +39,9 @@ class ImportReport:
     removed: int = 0
     lessons: int = 0
     notes: list[str] = field(default_factory=list)
+    # Not part of the printed counts: the window that was replaced, events left out of it.
+    window: tuple[datetime, datetime] | None = None
+    outside: int = 0
 
     def counts(self) -> dict[str, int]:
         """The five figures of SPEC §4, in its order."""
@@ -67,10 +70,12 @@ class ParsedTimetable:
 
     source: str
     lessons: list[ParsedLesson]
-    # Lessons of the source starting inside [window_start, window_end) that the file does not
-    # mention are removed. None when the file holds no lessons and declares no range.
+    # The range the file declares (an iCalendar expansion window, a WebUntis request), or None;
+    # server/timetable/sources.py decides the window an import replaces from it.
     window: tuple[datetime, datetime] | None
     notes: list[str] = field(default_factory=list)
+    # Events the parser saw that have no occurrence inside its declared window.
+    outside: int = 0
 
 
 def school_zone(name: str) -> tzinfo:
@@ -144,6 +149,30 @@ def check_times(start: datetime, end: datetime, place: str) -> None:
                              f"({start.isoformat()})")
     if start < EARLIEST or end > LATEST:
         raise TimetableError(f"{place}: the date {start.date().isoformat()} is outside 2000-2100")
+
+
+_ISO_DAY = re.compile(r"^(\d{4})-(\d{1,2})-(\d{1,2})$")
+_DUTCH_DAY = re.compile(r"^(\d{1,2})[-/.](\d{1,2})[-/.](\d{4})$")
+
+
+def parse_day(value: str) -> date:
+    """A day written `2026-12-01` or the Dutch way (`1-12-2026`, `01/12/2026`, `1.12.2026`).
+
+    Day-first only: a Dutch spreadsheet never writes the month first, and guessing would turn
+    3 December into 12 March.
+    """
+    text = value.strip()
+    iso, dutch = _ISO_DAY.match(text), _DUTCH_DAY.match(text)
+    if iso:
+        year, month, day = int(iso[1]), int(iso[2]), int(iso[3])
+    elif dutch:
+        day, month, year = int(dutch[1]), int(dutch[2]), int(dutch[3])
+    else:
+        raise ValueError(f"{text[:40]!r} is not a date (YYYY-MM-DD or DD-MM-YYYY)")
+    try:
+        return date(year, month, day)
+    except ValueError:
+        raise ValueError(f"{text[:40]!r} is not a valid date") from None
 
 
 def local_to_utc(day: date, at: time, zone: tzinfo) -> datetime:

@@ -1,7 +1,8 @@
 """CSV timetables: one lesson per row, with a header naming the columns (see docs/timetables.md).
 
-Columns (case ignored; Dutch names accepted): date (`YYYY-MM-DD`), start and end (`HH:MM`,
-school-local time), room, and optionally group, teacher, subject, id, cancelled. Several rooms,
+Columns (case ignored; Dutch names accepted): date (`YYYY-MM-DD`, or day first as Dutch Excel
+writes it: `1-12-2026`, `01-12-2026 00:00`), start and end (`HH:MM`, school-local time, also with
+the date in front: `01-12-2026 08:30`), room, and optionally group, teacher, subject, id, cancelled. Several rooms,
 groups or teachers in one cell are separated by `;` or `,`. The delimiter is `,`, `;` or a tab,
 chosen from the header line.
 """
@@ -15,8 +16,8 @@ from datetime import date, time, tzinfo
 
 from .common import (MAX_GROUP, MAX_OCCURRENCES, MAX_ROOM, MAX_TEACHER, ParsedLesson,
                      ParsedTimetable, TimetableError, check_source_id, check_times, clean_names,
-                     clean_subject, local_to_utc, plural, split_names, stable_hash, unique_lessons,
-                     window_of)
+                     clean_subject, local_to_utc, parse_day, plural, split_names, stable_hash,
+                     unique_lessons)
 
 SOURCE = "csv"
 _COLUMNS = {
@@ -33,7 +34,8 @@ _COLUMNS = {
     "uitval": "cancelled",
 }
 _REQUIRED = ("date", "start", "end", "room")
-_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+# A cell holding a date and a time, as Excel writes date-time cells ("01-12-2026 08:30").
+_DATE_AND_TIME = re.compile(r"^(\S+)[ T]+(\d{1,2}[:.]\d{2}(?::\d{2})?)$")
 _TIME = re.compile(r"^(\d{1,2})[:.](\d{2})(?::(\d{2}))?$")
 _TRUE = {"1", "true", "yes", "y", "ja", "j", "x", "cancelled", "vervallen"}
 _FALSE = {"", "0", "false", "no", "n", "nee"}
@@ -84,7 +86,7 @@ def parse_csv(text: str, zone: tzinfo) -> ParsedTimetable:
     lessons, notes = unique_lessons(lessons, conflicts_are_errors=True)
     if ignored:
         notes.insert(0, f"ignored {plural(len(ignored), 'column')}: {', '.join(ignored)}")
-    return ParsedTimetable(SOURCE, lessons, window_of(lessons), notes)
+    return ParsedTimetable(SOURCE, lessons, None, notes)  # a CSV file declares no range
 
 
 def _header(row: list[str], number: int) -> tuple[dict[str, int], list[str]]:
@@ -119,18 +121,13 @@ def _cell(row: list[str], columns: dict[str, int], key: str, place: str) -> str:
 
 def _lesson(row: list[str], columns: dict[str, int], place: str, zone: tzinfo) -> ParsedLesson:
     raw_date = _cell(row, columns, "date", place)
-    match = _DATE.match(raw_date)
-    if not match:
-        raise TimetableError(f"{place}: date {raw_date[:40]!r} is not YYYY-MM-DD")
-    try:
-        day = date(int(match[1]), int(match[2]), int(match[3]))
-    except ValueError:
-        raise TimetableError(f"{place}: {raw_date} is not a valid date") from None
-    raw_start = _cell(row, columns, "start", place)
-    raw_end = _cell(row, columns, "end", place)
-    start_local = _time(raw_start, "start", place)
+    with_time = _DATE_AND_TIME.match(raw_date)
+    day = _day(with_time[1] if with_time else raw_date, "date", raw_date, place)
+    start_local = _time(_on_day(_cell(row, columns, "start", place), day, "start", place),
+                        "start", place)
     start = local_to_utc(day, start_local, zone)
-    end = local_to_utc(day, _time(raw_end, "end", place), zone)
+    end = local_to_utc(day, _time(_on_day(_cell(row, columns, "end", place), day, "end", place),
+                                  "end", place), zone)
     check_times(start, end, place)
     rooms = clean_names(split_names(_cell(row, columns, "room", place)), "room", MAX_ROOM, place)
     groups = clean_names(split_names(_cell(row, columns, "group", place)), "group", MAX_GROUP,
@@ -151,6 +148,25 @@ def _lesson(row: list[str], columns: dict[str, int], place: str, zone: tzinfo) -
                                        ",".join(sorted(g.casefold() for g in groups)))
     return ParsedLesson(check_source_id(source_id, place), start, end, rooms, groups, teachers,
                         subject, flag in _TRUE, place)
+
+
+def _day(text: str, key: str, shown: str, place: str) -> date:
+    try:
+        return parse_day(text)
+    except ValueError as err:
+        reason = str(err).split(" is ", 1)[-1]
+        raise TimetableError(f"{place}: {key} {shown[:40]!r} is {reason}") from None
+
+
+def _on_day(value: str, day: date, key: str, place: str) -> str:
+    """The time of a start/end cell that may carry the date in front; that date must be `day`."""
+    match = _DATE_AND_TIME.match(value)
+    if not match:
+        return value
+    if _day(match[1], key, value, place) != day:
+        raise TimetableError(f"{place}: {key} {value[:40]!r} is on another day than the date "
+                             f"{day.isoformat()}")
+    return match[2]
 
 
 def _time(value: str, key: str, place: str) -> time:

@@ -53,6 +53,11 @@ def parse_untis(document: Any, zone: tzinfo) -> ParsedTimetable:
             skipped_types += 1
             continue
         lessons.append(_lesson(period, place, names, zone, unnamed))
+    if lessons and unnamed.get("ro") and not any(lesson.rooms for lesson in lessons):
+        # Lessons without rooms block nothing: importing them would look like success.
+        raise TimetableError(f"the periods name their rooms by id only (ids "
+                             f"{', '.join(sorted(unnamed['ro'])[:10])}) and the file has no "
+                             f"getRooms answer to name them; save getRooms with getTimetable")
     lessons, notes = unique_lessons(lessons, conflicts_are_errors=False)
     if skipped_types:
         notes.append(f"ignored {plural(skipped_types, 'period')} that are not lessons "
@@ -60,7 +65,7 @@ def parse_untis(document: Any, zone: tzinfo) -> ParsedTimetable:
     for key, ids in sorted(unnamed.items()):
         notes.append(f"left out {plural(len(ids), 'element')} of '{key}' without a name "
                      f"(ids {', '.join(sorted(ids)[:10])}); add {_ELEMENTS[key]} to the file")
-    window = declared if declared is not None else window_of(lessons)
+    window = declared
     if declared is not None and lessons:
         first, last = window_of(lessons)  # type: ignore[misc]
         window = (min(first, declared[0]), max(last, declared[1]))
@@ -120,12 +125,18 @@ def _collect(document: Any) -> tuple[list[tuple[Any, str]], dict[str, dict[str, 
 
 
 def _declared_range(requests: list[Any], zone: tzinfo) -> tuple[datetime, datetime] | None:
-    """The local days startDate..endDate the getTimetable requests asked for, in UTC."""
+    """The local days startDate..endDate the getTimetable requests asked for, in UTC.
+
+    The dates are in `params` (the short form) or in `params.options` (the long form that
+    python-webuntis and most clients send, with `element` and the fields wanted).
+    """
     days: list[date] = []
     for request in requests:
         params = request.get("params") if isinstance(request, dict) else None
         if not isinstance(params, dict):
             return None
+        if "startDate" not in params and isinstance(params.get("options"), dict):
+            params = params["options"]
         try:
             days.append(_date(params.get("startDate"), "request startDate"))
             days.append(_date(params.get("endDate"), "request endDate"))

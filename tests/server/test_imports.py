@@ -151,3 +151,19 @@ def test_a_file_that_stops_the_worker_every_time_is_given_up(app: Flask) -> None
         job = db.session.get(ImportJob, job_id)
         assert (job.state, job.error, job.attempts) == ("failed", None, MAX_ATTEMPTS)
         assert _stored_bytes(job_id) is None
+
+
+def test_a_queued_import_goes_into_the_source_it_names(app: Flask) -> None:
+    with app.app_context():
+        person = _it_admin()
+        job = queue_import(person.school, GOOD, "gebouw-a.csv", None, actor=person, now=T0,
+                           source_name="Gebouw-A")
+        db.session.commit()
+        assert job.source_name == "gebouw-a"
+        assert run_next_import(lambda: T0) is True
+        assert len(db.session.scalars(select(Lesson).where(Lesson.source == "gebouw-a"))
+                   .all()) == 2
+        person = _it_admin()  # the worker ended the session
+        with pytest.raises(TimetableError, match="reserved"):
+            queue_import(person.school, GOOD, "x.csv", None, actor=person, now=T0,
+                         source_name="demo")

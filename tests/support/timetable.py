@@ -43,15 +43,24 @@ class Importer:
 
     def run(self, data: bytes | str, filename: str, fmt: str | None = None, *,
             window: tuple[datetime, datetime] | None = AUTUMN_2026,
-            now: datetime | None = None) -> ImportReport:
+            now: datetime | None = None, source: str | None = None) -> ImportReport:
         """Import and commit; a TimetableError rolls back and propagates."""
         if isinstance(data, str):
             data = data.encode()
+        from server.timetable import detect_format
+        try:
+            detected = fmt or detect_format(data, filename)
+        except Exception:  # noqa: BLE001 - the import itself reports it
+            detected = None
+        if window is AUTUMN_2026 and detected != "ical":
+            # The default is the iCal fixtures' expansion window; other files speak for the
+            # range of their own lessons unless a test asks for a window.
+            window = None
         with self.app.app_context():
             school = db.session.scalar(select(School).where(School.slug == "test"))
             try:
                 report = import_timetable_bytes(school, data, filename, fmt, actor="test",
-                                                window=window, now=now)
+                                                window=window, now=now, source_name=source)
             except Exception:
                 db.session.rollback()
                 raise
