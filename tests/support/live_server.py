@@ -178,6 +178,20 @@ class LiveServer:
             lesson_id = lesson.id
         return lesson_id
 
+    def end_lesson(self, source_id: str, at: datetime) -> None:
+        """Cut the lesson `source_id` short: it ends at `at` (aware)."""
+        from sqlalchemy import select
+
+        from server.extensions import db
+        from server.models import Lesson
+
+        with self.app.app_context():
+            lesson = db.session.scalar(select(Lesson).where(Lesson.school_id == self.school_id,
+                                                            Lesson.source_id == source_id))
+            assert lesson is not None, source_id
+            lesson.end = at.astimezone(timezone.utc)
+            db.session.commit()
+
     def grant(self, room: str, services: list[str] | None, start: datetime,
               end: datetime, url: str | None = None) -> int:
         """A room exception granted by the leader through the API (of the process at `url`, by

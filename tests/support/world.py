@@ -227,6 +227,12 @@ class World:
             self.wait_for_current_policy()
         return start, end
 
+    def end_last_lesson(self) -> datetime:
+        """Cut the last lesson short: it ends at the next whole second; that moment."""
+        end = (utcnow() + timedelta(seconds=1)).replace(microsecond=0)
+        self.server.end_lesson(f"e2e-{self.lessons}", end)
+        return end
+
     # -- what a client sees -----------------------------------------------------------------
     def client(self, n: int = 1) -> Any:
         return self.lab.c1 if n == 1 else self.lab.c2
