@@ -36,6 +36,13 @@ class EnforcerError(AgentError):
 
 
 class ServerError(AgentError):
-    """The server could not be reached or answered something unusable."""
+    """The server could not be reached or answered something unusable.
+
+    `retry_after`: the seconds the server asked the agent to wait (Retry-After on a 429 or 503),
+    or None."""
 
     exit_code = 5
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

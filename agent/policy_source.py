@@ -298,6 +298,21 @@ def http_request(method: str, url: str, body: Any = None, headers: dict[str, str
         raise ServerError(f"{method} {url}: {getattr(err, 'reason', err)}") from None
 
 
+# The longest Retry-After the agent honours: a server that asks for more is retried after this.
+MAX_RETRY_AFTER_SECONDS = 300
+
+
+def retry_after(response: Response) -> float | None:
+    """The seconds a 429 or 503 answer asks the agent to wait (Retry-After in seconds, RFC 9110
+    §10.2.3), at most MAX_RETRY_AFTER_SECONDS; None when it asks nothing readable."""
+    if response.status not in (429, 503):
+        return None
+    raw = response.headers.get("retry-after", "").strip()
+    if not raw.isdigit():
+        return None  # the HTTP-date form is not used by lesfocus; the usual back-off applies
+    return float(min(int(raw), MAX_RETRY_AFTER_SECONDS))
+
+
 def _error_text(response: Response) -> str:
     try:
         data = json.loads(response.body)
@@ -366,7 +381,8 @@ class ServerClient:
         if response.status == 304:
             return None
         if response.status != 200:
-            raise ServerError(f"policy request answered {_error_text(response)}")
+            raise ServerError(f"policy request answered {_error_text(response)}",
+                              retry_after=retry_after(response))
         try:
             data = json.loads(response.body)
         except ValueError:
@@ -380,7 +396,8 @@ class ServerClient:
         response = self.request("POST", f"{self.enrollment.server_url}/api/v1/gateways/self/"
                                 "heartbeat", payload, headers=self._headers())
         if response.status >= 300:
-            raise ServerError(f"heartbeat answered {_error_text(response)}")
+            raise ServerError(f"heartbeat answered {_error_text(response)}",
+                              retry_after=retry_after(response))
 
 
 class PolicySource:
@@ -451,6 +468,10 @@ class PolicySource:
                 self.last_error = str(err)
                 # Full jitter (AWS architecture blog): hundreds of gateways must not retry in step.
                 delay = random.uniform(backoff / 2, backoff)
+                # A busy server's Retry-After (it spreads its own values) is a lower bound.
+                wanted = getattr(err, "retry_after", None)
+                if wanted is not None:
+                    delay = max(delay, wanted)
                 log.warning("%s; keeping policy %s, retrying in %.1f s", err,
                             self.policy.version if self.policy else "(none)", delay)
                 backoff = min(backoff * 2, max_backoff)

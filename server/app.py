@@ -52,6 +52,16 @@ def _sqlite_file(url: str) -> None:
             _private_file(path)
 
 
+def _pool_options(url: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The connection pool's bounds (LESFOCUS_DB_POOL_*); an in-memory SQLite database keeps the
+    single connection SQLAlchemy gives it."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        return {}
+    return {"pool_size": settings["DB_POOL_SIZE"], "max_overflow": settings["DB_POOL_OVERFLOW"],
+            "pool_timeout": settings["DB_POOL_TIMEOUT"]}
+
+
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Create the lesfocus server: defaults, then `LESFOCUS_*` variables, then `config`."""
     settings = load_settings(config)
@@ -64,6 +74,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config["SQLALCHEMY_DATABASE_URI"] = (
         settings["DATABASE_URL"] or f"sqlite:///{instance / 'lesfocus.sqlite3'}")
     _sqlite_file(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _pool_options(
+        app.config["SQLALCHEMY_DATABASE_URI"], settings))
     app.config["MAX_CONTENT_LENGTH"] = settings["MAX_CONTENT_LENGTH"]
     app.config["JSON_SORT_KEYS"] = False
     app.config["SESSION_COOKIE_HTTPONLY"] = True

@@ -30,6 +30,13 @@ DEFAULTS: dict[str, Any] = {
     # no X-Forwarded-* header. TRUST_PROXY is the older on/off form and counts as 1.
     "TRUSTED_PROXIES": 0,
     "TRUST_PROXY": False,
+    # Database connections one process keeps (and may open beyond that under load), and how long
+    # a request waits for one before it is answered 503 with Retry-After instead of waiting on.
+    # Under the gevent worker thousands of requests share these; a long poll holds none while it
+    # waits (server/api/gateways.py).
+    "DB_POOL_SIZE": 10,
+    "DB_POOL_OVERFLOW": 10,
+    "DB_POOL_TIMEOUT": 10,
 }
 
 _INT_SETTINGS = {k for k, v in DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool)}

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import time
 from typing import Any, NoReturn
 
 from flask import Flask, Response, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from flask_babel import gettext
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
 
@@ -47,6 +52,44 @@ def _wants_json() -> bool:
         "text/html"]
 
 
+# A request that found no free database connection (or no database) is told to come back after a
+# random pause in this range, so agents that were refused together do not return together.
+RETRY_AFTER_SECONDS = (5, 20)
+# Under overload thousands of requests are refused a second: one log line per interval says so.
+_LOG_EVERY_SECONDS = 10.0
+_log_state = {"last": float("-inf"), "quiet": 0}
+
+
+def _database_unavailable(app: Flask, err: Exception) -> Any:
+    """503 with Retry-After for a request the database could not serve now: the pool had no free
+    connection within LESFOCUS_DB_POOL_TIMEOUT, or the database could not be reached. Nothing was
+    written (the request's transaction never committed)."""
+    # The class and the driver's first line only: SQLAlchemy's message carries the statement and
+    # its parameters, which may hold personal data.
+    now = time.monotonic()
+    if now - _log_state["last"] >= _LOG_EVERY_SECONDS:
+        original = getattr(err, "orig", None) or err
+        first_line = (str(original).strip().splitlines() or [""])[0][:200]
+        app.logger.warning("database unavailable on %s %s: %s: %s (answered 503; %d more since "
+                           "the last such line)", request.method, request.path,
+                           type(err).__name__, first_line, _log_state["quiet"])
+        _log_state.update(last=now, quiet=0)
+    else:
+        _log_state["quiet"] += 1
+    retry_after = str(random.randint(*RETRY_AFTER_SECONDS))
+    headers = {"Retry-After": retry_after}
+    if _wants_json():
+        return json_error(503, "the database is busy or cannot be reached; nothing was changed. "
+                          f"Try again in {retry_after} s", headers=headers)
+    try:
+        error = ServiceUnavailable(gettext(
+            "The server is very busy right now and nothing was changed. Try again in a few "
+            "seconds."))
+        return render_template("error.html", status=503, error=error), 503, headers
+    except Exception:  # noqa: BLE001 - the error page must never fail in turn
+        return "Service Unavailable", 503, headers
+
+
 def init_app(app: Flask) -> None:
     """Answer errors as JSON for the API (and JSON clients), as HTML for browsers."""
 
@@ -68,6 +111,11 @@ def init_app(app: Flask) -> None:
             return render_template("error.html", status=status, error=err), status, headers
         except Exception:  # noqa: BLE001 - the error page must never fail in turn
             return err
+
+    @app.errorhandler(PoolTimeout)
+    @app.errorhandler(OperationalError)
+    def _database_error(err: Exception) -> Any:
+        return _database_unavailable(app, err)
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Any:

@@ -98,6 +98,10 @@ NL: dict[str, str | tuple[str, str]] = {
     "Not found": "Niet gevonden",
     "Bad request": "Ongeldig verzoek",
     "Too many requests": "Te veel verzoeken",
+    "Busy": "Druk",
+    "The server is very busy right now and nothing was changed. Try again in a few seconds.":
+        "De server is nu erg druk en er is niets veranderd. Probeer het over een paar seconden "
+        "opnieuw.",
     "Back to the start page": "Terug naar de startpagina",
     "Sign in": "Inloggen",
     "Username": "Gebruikersnaam",

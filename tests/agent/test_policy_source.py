@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.errors import ConfigError, PolicyError, ServerError
 from agent.policy_source import (
     ENROLLMENT_FILE, KEY_FILE, Enrollment, PolicySource, PolicyStore, Response, ServerClient,
-    atomic_write, enroll, load_enrollment, public_jwk, verify_policy)
+    atomic_write, enroll, load_enrollment, public_jwk, retry_after, verify_policy)
 
 NOW = 1_800_000_000  # 2027-01-15, a fixed clock
 GATEWAY = "5f0c7a52-1d0e-4c6b-9a55-000000000001"
@@ -288,6 +288,45 @@ def test_sync_keeps_the_last_valid_policy_through_outages_and_garbage(tmp_path: 
     etags = [headers.get("If-None-Match") for *_, headers in server.requests]
     assert etags[:5] == [None, None, None, None, '"v-abc"']
     assert all(headers["Authorization"].startswith("Bearer ") for *_, headers in server.requests)
+
+
+@pytest.mark.parametrize("status, header, wanted", [
+    (503, "17", 17.0), (429, "3", 3.0), (503, "86400", 300.0), (503, "0", 0.0),
+    (503, "Wed, 21 Oct 2026 07:28:00 GMT", None), (503, "-5", None), (503, "", None),
+    (500, "17", None), (200, "17", None),
+])
+def test_retry_after_is_read_from_busy_answers_only(status: int, header: str,
+                                                    wanted: float | None) -> None:
+    assert retry_after(Response(status, {"retry-after": header}, b"")) == wanted
+
+
+class RecordingStop(threading.Event):
+    """A stop event that records how long the loop asked to wait, and returns at once."""
+
+    def __init__(self, stop_after: int) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+        self.stop_after = stop_after
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(float(timeout or 0))
+        if len(self.waits) >= self.stop_after:
+            self.set()
+        return self.is_set()
+
+
+def test_a_busy_server_is_asked_again_no_sooner_than_its_retry_after(tmp_path: Path) -> None:
+    busy = Response(503, {"retry-after": "12"}, json.dumps(
+        {"error": "Service Unavailable", "message": "the database is busy"}).encode())
+    server = FakeServer(busy, Response(502, {}, b"bad gateway"), busy)
+    client = ServerClient(enrollment(), Ed25519PrivateKey.generate(), request=server)
+    source = PolicySource(tmp_path, enrollment(), client=client, clock=lambda: NOW)
+    stop = RecordingStop(stop_after=3)
+    source.run(lambda policy: None, stop, initial_backoff=0.5, max_backoff=4)
+    # The server's 12 s twice (above the agent's own back-off); in between the usual jitter.
+    assert stop.waits[0] == 12 and stop.waits[2] == 12
+    assert 0.5 <= stop.waits[1] <= 1.0
+    assert "503 Service Unavailable: the database is busy" in (source.last_error or "")
 
 
 # --- format 2.0 ----------------------------------------------------------------------------------

@@ -350,6 +350,7 @@ class LongPolls:
         self.early = 0
         self.answered: dict[str, tuple[int, float]] = {}
         self.errors: list[str] = []
+        self.statuses: dict[int, int] = {}  # answers other than 200 and 304, by status
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -404,6 +405,14 @@ class LongPolls:
                 self.versions[gateway_id] = headers["etag"].strip('"')
             elif status == 304 and time.monotonic() - began < LONG_POLL_WAIT * 5 / 6 - 1:
                 self.early += 1
+            elif status != 304:
+                # A refusal counts as an error; like agent/policy_source.py the poll then waits
+                # at least the server's Retry-After (else a second) before it asks again.
+                self.errors.append(f"HTTP {status}")
+                self.statuses[status] = self.statuses.get(status, 0) + 1
+                wanted = headers.get("retry-after", "")
+                await asyncio.sleep(min(int(wanted), 300) if wanted.isdigit() else 1)
+                continue
             self.answered[gateway_id] = (status, time.monotonic())
 
     async def start_polls(self) -> None:
@@ -538,7 +547,9 @@ def measure(label: str, tmp: Path, database_url: str) -> list[str]:
             f"{wakes[-1] * 1000:.0f} ms (n={len(wakes)}, target p95 <= 1000)",
             f"  long polls answered before their wait without a change: {polls.early} "
             f"(want 0); poll errors: {len(polls.errors)}"
-            + (f" (first: {polls.errors[0]})" if polls.errors else ""),
+            + (f" (first: {polls.errors[0]}; by status: "
+               f"{', '.join(f'{k}: {v}' for k, v in sorted(polls.statuses.items())) or 'none'})"
+               if polls.errors else ""),
         ]
         target = (min(r["req_s"] for r in steady) >= 1000
                   and max(r["p99"] for r in steady) <= 100)
@@ -548,6 +559,9 @@ def measure(label: str, tmp: Path, database_url: str) -> list[str]:
         if polls is not None:
             polls.stop()
         server.stop()
+    served = (tmp / "serve.log").read_text(errors="replace")
+    lines.append(f"  server log: {served.count('unhandled error')} unhandled errors (500), "
+                 f"{served.count('database unavailable')} lines on database refusals (503)")
     return lines
 
 
