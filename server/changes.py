@@ -14,7 +14,9 @@ Nothing at a call site says that a policy changed. SQLAlchemy session events do 
 - For a change of lessons only (a lesson moved, cancelled, added, deleted, given other rooms),
   the flush also notes the rooms it touched, before and after. The feed keeps them per timetable
   generation (`timetable_rooms`), so the policy cache reads only those rooms' lessons again.
-  Anything else (segments, rooms, groups, bulk statements, other processes' SQLite writes)
+  The timetable importer's bulk statements on lessons count the same way: it declares the
+  rooms it touched (`bulk_writes_for(..., lesson_rooms_declared=True)`, `declare_lesson_rooms`).
+  Anything else (segments, rooms, groups, other bulk statements, other processes' SQLite writes)
   counts as "every room".
 
 Publishing bumps a generation counter per school and wakes the threads waiting on it
@@ -80,6 +82,12 @@ _PENDING_TIMETABLE = "lesfocus.changes.pending_timetable"
 # Of those, school -> the rooms whose lessons changed (None: more than lessons, or not known).
 _PENDING_ROOMS = "lesfocus.changes.pending_rooms"
 _BULK_SCHOOL = "lesfocus.changes.bulk_school"
+_BULK_ROOMS_DECLARED = "lesfocus.changes.bulk_rooms_declared"
+# school -> rooms named by `declare_lesson_rooms` (joined with the noted rooms at commit).
+_DECLARED_ROOMS = "lesfocus.changes.declared_rooms"
+# school -> True: a bulk lesson statement ran under `lesson_rooms_declared` (its rooms are the
+# declared ones; without a declaration they are every room).
+_UNDECLARED_LESSONS = "lesfocus.changes.undeclared_lessons"
 _EXTENSION = "lesfocus.changes"
 
 SchoolSet = frozenset[int | str]
@@ -95,6 +103,10 @@ _WATCHED_TABLES: frozenset[str] = frozenset(
                      Group.__table__, Segment.__table__, SegmentCidr.__table__,
                      Gateway.__table__, School.__table__, Service.__table__, lesson_rooms,
                      lesson_groups, lesson_teachers, segment_rooms))  # type: ignore[attr-defined]
+# Of those, the lesson tables: bulk statements on them may have their rooms declared.
+_LESSON_TABLES: frozenset[str] = frozenset(
+    t.name for t in (Lesson.__table__, lesson_rooms, lesson_groups,  # type: ignore[attr-defined]
+                     lesson_teachers))
 
 
 # --- the feed of one app ----------------------------------------------------------------------
@@ -252,14 +264,31 @@ def wake_waiters() -> None:
 
 
 @contextmanager
-def bulk_writes_for(session: Session, school_id: int) -> Iterator[None]:
-    """Put bulk statements run in `session` meanwhile down to `school_id` (not every school)."""
-    previous = session.info.get(_BULK_SCHOOL)
+def bulk_writes_for(session: Session, school_id: int, *,
+                    lesson_rooms_declared: bool = False) -> Iterator[None]:
+    """Put bulk statements run in `session` meanwhile down to `school_id` (not every school).
+
+    With `lesson_rooms_declared`, bulk statements on the lesson tables (lessons and their rooms,
+    groups and teachers) do not count as "every room": the caller names the rooms whose lessons
+    it changed with `declare_lesson_rooms` (the rooms a lesson was in and is in now). Until it
+    does, the change still counts as every room of the school, so a caller that forgets makes
+    policies compile in full, never stale.
+    """
+    previous = session.info.get(_BULK_SCHOOL), session.info.get(_BULK_ROOMS_DECLARED)
     session.info[_BULK_SCHOOL] = school_id
+    session.info[_BULK_ROOMS_DECLARED] = lesson_rooms_declared
     try:
         yield
     finally:
-        session.info[_BULK_SCHOOL] = previous
+        session.info[_BULK_SCHOOL], session.info[_BULK_ROOMS_DECLARED] = previous
+
+
+def declare_lesson_rooms(session: Session, school_id: int, rooms: Iterable[int]) -> None:
+    """Say that `session`'s bulk statements on the lesson tables changed only the lessons of
+    `rooms` (see `bulk_writes_for`); other writes in the transaction still count as they do.
+    Declaring makes nothing pending: a school without such statements publishes nothing."""
+    declared: set[int] = session.info.setdefault(_DECLARED_ROOMS, {}).setdefault(school_id, set())
+    declared.update(rooms)
 
 
 _FEEDS: weakref.WeakSet[ChangeFeed] = weakref.WeakSet()
@@ -390,8 +419,14 @@ def _do_orm_execute(state: Any) -> None:
     _pending(session).update(schools)
     if table.name != ExceptionGrant.__table__.name:  # type: ignore[attr-defined]
         _pending_timetable(session).update(schools)
+        declared = (session.info.get(_BULK_ROOMS_DECLARED) and table.name in _LESSON_TABLES
+                    and schools == {session.info.get(_BULK_SCHOOL)})
         for school in schools:
-            _note_rooms(session, school, None)
+            if declared:
+                # Its rooms come from declare_lesson_rooms; until then it counts as every room.
+                session.info.setdefault(_UNDECLARED_LESSONS, set()).add(school)
+            else:
+                _note_rooms(session, school, None)
 
 
 def _listed(schools: set[int | str]) -> str:
@@ -441,7 +476,17 @@ def _current_feed() -> ChangeFeed | None:
     return current_app.extensions.get(_EXTENSION)
 
 
+def _settle_declarations(session: Session) -> None:
+    """Put the rooms of bulk lesson statements (see `bulk_writes_for`) with the noted rooms: the
+    declared ones, or every room of a school whose caller declared none."""
+    undeclared = session.info.pop(_UNDECLARED_LESSONS, set())
+    declared = session.info.pop(_DECLARED_ROOMS, {})
+    for school in undeclared:
+        _note_rooms(session, school, declared.get(school))
+
+
 def _before_commit(session: Session) -> None:
+    _settle_declarations(session)
     feed = _current_feed()
     if feed is None or not feed.postgres:
         return
@@ -457,6 +502,7 @@ def _before_commit(session: Session) -> None:
 
 
 def _after_commit(session: Session) -> None:
+    _settle_declarations(session)  # done in before_commit already, unless flushed after it
     schools = session.info.pop(_PENDING, None)
     timetable = session.info.pop(_PENDING_TIMETABLE, set())
     rooms = _frozen(session.info.pop(_PENDING_ROOMS, None))
@@ -471,6 +517,8 @@ def _after_transaction_end(session: Session, transaction: Any) -> None:
         session.info.pop(_PENDING, None)
         session.info.pop(_PENDING_TIMETABLE, None)
         session.info.pop(_PENDING_ROOMS, None)
+        session.info.pop(_UNDECLARED_LESSONS, None)
+        session.info.pop(_DECLARED_ROOMS, None)
 
 
 _registered = False

@@ -134,6 +134,7 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable, *
         links = {kind: maps[kind].ids(getattr(lesson, kind)) for kind, _, _ in _LINKS}
         old = existing.get(lesson.source_id)
         if old is None:
+            report.rooms_touched.update(links["rooms"])
             inserts.append({"school_id": school.id, "start": lesson.start, "end": lesson.end,
                             "subject": lesson.subject, "cancelled": lesson.cancelled,
                             "source": source_name, "source_id": lesson.source_id,
@@ -151,6 +152,7 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable, *
         links_changed = [kind for kind in links if links[kind] != old[kind]]
         if not row_changed and not links_changed:
             continue
+        report.rooms_touched.update(old["rooms"], links["rooms"])
         if row_changed:
             updates.append({"_id": old["id"], "start": lesson.start, "end": lesson.end,
                             "subject": lesson.subject, "cancelled": lesson.cancelled,
@@ -170,6 +172,9 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable, *
     removed = [row["id"] for source_id, row in existing.items()
                if source_id not in wanted_ids and window_start <= row["start"] < window_end]
     report.removed = len(removed)
+    for source_id, row in existing.items():
+        if source_id not in wanted_ids and window_start <= row["start"] < window_end:
+            report.rooms_touched.update(row["rooms"])
 
     for chunk in _chunks(removed):
         # lesson_rooms/groups/teachers and lesson-scoped exceptions go by ON DELETE CASCADE.

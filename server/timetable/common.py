@@ -42,6 +42,9 @@ class ImportReport:
     # Not part of the printed counts: the window that was replaced, events left out of it.
     window: tuple[datetime, datetime] | None = None
     outside: int = 0
+    # The rooms whose lessons the import wrote: the rooms each changed lesson was in and is in
+    # now (the change feed's word to the policy cache, server/changes.py).
+    rooms_touched: set[int] = field(default_factory=set)
 
     def counts(self) -> dict[str, int]:
         """The five figures of SPEC §4, in its order."""

@@ -114,9 +114,11 @@ def apply_to_source(session: Session, school: School, source: TimetableSource,
                      f"{describe_window(window)}")
     scoped = ParsedTimetable(parsed.source, lessons, window, notes)
     # The one hook for bulk writes: without it the change feed would put them down to every
-    # school; with it, the commit wakes the school's gateways.
-    with changes.bulk_writes_for(session, school.id):
+    # school and every room; with it, the commit wakes the school's gateways, and their policies
+    # read again only the lessons of the rooms the import touched.
+    with changes.bulk_writes_for(session, school.id, lesson_rooms_declared=True):
         report = apply_timetable(session, school, scoped, source_name=source.name)
+        changes.declare_lesson_rooms(session, school.id, report.rooms_touched)
     report.window = window
     report.outside = outside
     at = now or utcnow()

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -23,7 +24,10 @@ from tests.support.api import school_id as school_id_of
 from server import changes
 from server.extensions import db
 from server.grants import grant_exception, revoke_exception
-from server.models import ExceptionGrant, Gateway, Lesson, Person, Room, Segment, utcnow
+from server.models import (ExceptionGrant, Gateway, Lesson, Person, Room, School, Segment,
+                           lesson_rooms, utcnow)
+from server.timetable.common import ParsedLesson, ParsedTimetable
+from server.timetable.sources import apply_to_source, file_source
 from lesfocus_policy import Policy
 from server.policy import compile_policy, gateway_policy, load_policy_inputs
 from server.policy_cache import cached_policy
@@ -48,9 +52,15 @@ def _room_ids() -> dict[str, int]:
 
 
 @pytest.fixture
-def board(app: Flask) -> Board:
+def board(app: Flask, monkeypatch: pytest.MonkeyPatch) -> Board:
     """A gateway with segments A, B, C+D and E, lessons over three days (some in two rooms,
-    one with room X outside the gateway), and a room exception for X."""
+    one with room X outside the gateway), and a room exception for X.
+
+    On SQLite the feed also reads a change marker every RECHECK_SECONDS, for other processes'
+    writes; it cannot tell this process's own commits from theirs and says "every room" for them
+    a second time. These tests are about what this process's own writes say, so the marker is
+    read once, at the start (a slow machine would otherwise cross a recheck mid-test)."""
+    monkeypatch.setattr(changes, "RECHECK_SECONDS", 1e9)
     now = now_utc()
     gateway_id, _token = new_gateway(app, "gw")
     for name, rooms in (("a", ["A"]), ("b", ["B"]), ("cd", ["C", "D"]), ("e", ["E"])):
@@ -290,6 +300,90 @@ def test_the_feed_says_every_room_for_writes_that_are_more_than_lessons(board: B
         def bulk() -> None:
             db.session.execute(Lesson.__table__.update().values(subject="bulk"))
         assert _rooms_touched(board, bulk) is None
+
+
+def _import(board: Board, lessons: list[tuple[str, int, tuple[str, ...], bool]]) -> None:
+    """Import (source "rooster") lessons given as (id, minutes from the board's hour, rooms,
+    cancelled), into a window of the board's next three days, as the importer writes them."""
+    school = db.session.get(School, board.school_id)
+    hour = board.now.replace(minute=0, second=0, microsecond=0)
+    parsed = ParsedTimetable("csv", [
+        ParsedLesson(source_id=source_id, start=hour + timedelta(minutes=at),
+                     end=hour + timedelta(minutes=at + 45), rooms=rooms, groups=(),
+                     teachers=(), subject="ne", cancelled=cancelled, place=f"line {n + 2}")
+        for n, (source_id, at, rooms, cancelled) in enumerate(lessons)],
+        (hour, hour + timedelta(days=3)))
+    source = file_source(db.session, school, "rooster", "csv")
+    apply_to_source(db.session, school, source, parsed, ZoneInfo(school.timezone))
+
+
+def test_an_import_names_the_rooms_whose_lessons_it_wrote(board: Board) -> None:
+    r = board.rooms
+    with board.app.app_context():
+        first = [("l1", 60, ("A",), False), ("l2", 120, ("B",), False),
+                 ("l3", 180, ("C",), False), ("l4", 240, ("E",), False)]
+        assert _rooms_touched(board, lambda: _import(board, first)) == {
+            r["A"], r["B"], r["C"], r["E"]}
+        # l1 moves, l2 goes from B to D, l3 is cancelled, l4 is gone, l5 is new in X.
+        second = [("l1", 70, ("A",), False), ("l2", 120, ("D",), False),
+                  ("l3", 180, ("C",), True), ("l5", 300, ("X",), False)]
+        assert _rooms_touched(board, lambda: _import(board, second)) == {
+            r["A"], r["B"], r["C"], r["D"], r["E"], r["X"]}
+        # The same file again writes nothing, and publishes nothing.
+        before = changes.timetable_generation(board.school_id)
+        _import(board, second)
+        db.session.commit()
+        assert changes.timetable_generation(board.school_id) == before
+        # An import that creates a room says "every room" (rooms are more than lessons).
+        new_room = [*second, ("l6", 360, ("Z9",), False)]
+        assert _rooms_touched(board, lambda: _import(board, new_room)) is None
+
+
+def test_after_imports_the_cached_policy_is_what_a_full_compile_gives(board: Board) -> None:
+    rng = random.Random(8)
+    with board.app.app_context():
+        cached = cached_policy(board.gateway_id, board.school_id)
+        ids = [f"i{n}" for n in range(12)]
+        for step in range(8):
+            lessons = [(source_id, rng.randrange(0, 3 * 1440, 5),
+                        tuple(rng.sample(ROOMS, rng.choice((1, 2)))), rng.random() < 0.2)
+                       for source_id in rng.sample(ids, rng.randrange(4, 12))]
+            _import(board, lessons)
+            db.session.commit()
+            before, cached = cached, cached_policy(board.gateway_id, board.school_id)
+            assert cached.version == _full(board).version, step
+            if cached.inputs.window == before.inputs.window:
+                assert cached.inputs.segments is before.inputs.segments, step
+            db.session.remove()
+
+
+def test_a_bulk_lesson_write_whose_rooms_were_not_declared_counts_as_every_room(
+        board: Board) -> None:
+    with board.app.app_context():
+        def undeclared() -> None:
+            with changes.bulk_writes_for(db.session, board.school_id,
+                                         lesson_rooms_declared=True):
+                db.session.execute(Lesson.__table__.update().values(subject="bulk"))
+        assert _rooms_touched(board, undeclared) is None
+
+        def declared() -> None:
+            with changes.bulk_writes_for(db.session, board.school_id,
+                                         lesson_rooms_declared=True):
+                db.session.execute(Lesson.__table__.update().where(
+                    Lesson.id.in_(select(lesson_rooms.c.lesson_id).where(
+                        lesson_rooms.c.room_id == board.rooms["B"]))).values(subject="b"))
+                changes.declare_lesson_rooms(db.session, board.school_id, {board.rooms["B"]})
+        assert _rooms_touched(board, declared) == {board.rooms["B"]}
+
+        def rolled_back() -> None:
+            declared()
+            db.session.rollback()
+            lesson = _lessons(board)[0]
+            lesson.subject = "na"  # an ORM write: its own rooms only
+            return None
+        rooms = {room.id for room in _lessons(board)[0].rooms}
+        db.session.remove()
+        assert _rooms_touched(board, rolled_back) == rooms
 
 
 def test_the_rooms_travel_in_the_notification_and_are_left_out_when_they_do_not_fit() -> None:
