@@ -5,6 +5,11 @@ is checked on every request (server/auth.py). What is kept here is only what tha
 from `gateways`: the gateway's public key and school. Kept how, and how long:
 
 - A miss reads the row and keeps it, at most MAX_ENTRIES gateways (the least recently used go).
+  Misses that come together are read together: the first waits GATHER_SECONDS for others, then
+  reads all their rows in one query per RECHECK_BATCH while they wait for it. After a restart, or
+  when entries grew old while no agent asked (the recheck runs only while requests come), 5,000
+  re-polls then cost ten queries, not 5,000 that queue for the pool's connections (bench_api
+  saw them wait past the pool's timeout while lesson-status kept the process busy).
 - This process's own commits drop the entry of every gateway whose row they changed (a new key
   at re-enrolment, a removal, anything but the heartbeat's fields) or, for bulk statements on
   `gateways`, every entry.
@@ -40,6 +45,9 @@ RECHECK_SECONDS = 5.0
 MAX_AGE_SECONDS = 10.0
 MAX_ENTRIES = 50_000
 RECHECK_BATCH = 500
+GATHER_SECONDS = 0.005
+# How long a miss waits for the read of the batch it joined before it reads its row itself.
+BATCH_WAIT_SECONDS = 30.0
 
 # Written by every heartbeat; they change nothing an agent's token is checked against.
 HEARTBEAT_FIELDS = frozenset({"last_contact_at", "policy_version_applied", "policy_applied_at",
@@ -59,6 +67,16 @@ class AgentKey:
     key: Ed25519PublicKey
 
 
+class _Batch:
+    """Gateways whose rows one read fetches for every request that asked meanwhile."""
+
+    def __init__(self) -> None:
+        self.ids: set[str] = set()
+        self.done = threading.Event()
+        self.found: dict[str, AgentKey | None] = {}
+        self.error: BaseException | None = None
+
+
 class AgentKeyCache:
     """The kept keys of one app (tests build several apps in one process)."""
 
@@ -71,6 +89,7 @@ class AgentKeyCache:
         self.rechecked_at = clock()
         # Moves with every forget: a row read before a forget is not kept after it.
         self.forgets = 0
+        self.batch: _Batch | None = None  # open for misses to join, until its read starts
 
     def lookup(self, gateway_id: str) -> AgentKey | None:
         """The gateway's key, from memory when confirmed recently; None when not enrolled."""
@@ -82,27 +101,79 @@ class AgentKeyCache:
             if found is not None and now - found[1] < MAX_AGE_SECONDS:
                 self.entries.move_to_end(gateway_id)
                 return found[0]
-        return self.read(gateway_id)
+        return self._read_together(gateway_id)
+
+    def _read_together(self, gateway_id: str) -> AgentKey | None:
+        """The gateway's key as its row has it now, read with the other misses of the moment."""
+        with self.lock:
+            batch = self.batch
+            leading = batch is None
+            if batch is None:
+                batch = self.batch = _Batch()
+            batch.ids.add(gateway_id)
+        if not leading:
+            if not batch.done.wait(BATCH_WAIT_SECONDS):
+                return self.read(gateway_id)
+            if batch.error is not None:
+                raise batch.error  # the pool's timeout, say: the same answer for all of them
+            return batch.found.get(gateway_id)
+        try:
+            self._gather()
+            with self.lock:
+                self.batch = None  # from now on misses start the next batch
+                forgets = self.forgets
+            read_at = self.clock()
+            batch.found = self._read_rows(sorted(batch.ids))
+            self._keep(batch.found, read_at, forgets)
+        except BaseException as err:
+            batch.error = err
+            raise
+        finally:
+            with self.lock:
+                if self.batch is batch:
+                    self.batch = None
+            batch.done.set()
+        return batch.found.get(gateway_id)
+
+    def _gather(self) -> None:
+        """The first miss's pause for others to join (a greenlet's sleep under serve)."""
+        time.sleep(GATHER_SECONDS)
+
+    def _read_rows(self, gateway_ids: list[str]) -> dict[str, AgentKey | None]:
+        """The keys of `gateway_ids` as their rows have them (None: not enrolled)."""
+        found: dict[str, AgentKey | None] = dict.fromkeys(gateway_ids)
+        for start in range(0, len(gateway_ids), RECHECK_BATCH):
+            for gateway_id, school_id, pem in db.session.execute(
+                    select(Gateway.id, Gateway.school_id, Gateway.public_key_pem)
+                    .where(Gateway.id.in_(gateway_ids[start:start + RECHECK_BATCH]))):
+                if pem:
+                    found[gateway_id] = AgentKey(gateway_id, school_id, pem,
+                                                 load_public_key(pem))
+        return found
+
+    def _keep(self, found: dict[str, AgentKey | None], read_at: float, forgets: int) -> None:
+        """Keep what a read found, unless a forget came after the read began; drop the gone."""
+        with self.lock:
+            kept = self.forgets == forgets
+            if any(agent is None for agent in found.values()):
+                self.forgets += 1  # as forget() does: a read still running keeps nothing
+            for gateway_id, agent in found.items():
+                if agent is None:
+                    self.entries.pop(gateway_id, None)
+                elif kept:
+                    self.entries[gateway_id] = (agent, read_at)
+                    self.entries.move_to_end(gateway_id)
+            while len(self.entries) > MAX_ENTRIES:
+                self.entries.popitem(last=False)
 
     def read(self, gateway_id: str) -> AgentKey | None:
         """The gateway's key as its row has it now (and keep it); None when not enrolled."""
         with self.lock:
             forgets = self.forgets
         read_at = self.clock()
-        row = db.session.execute(select(Gateway.school_id, Gateway.public_key_pem)
-                                 .where(Gateway.id == gateway_id)).first()
-        if row is None or not row.public_key_pem:
-            self.forget([gateway_id])
-            return None
-        agent = AgentKey(gateway_id, row.school_id, row.public_key_pem,
-                         load_public_key(row.public_key_pem))
-        with self.lock:
-            if self.forgets == forgets:
-                self.entries[gateway_id] = (agent, read_at)
-                self.entries.move_to_end(gateway_id)
-                while len(self.entries) > MAX_ENTRIES:
-                    self.entries.popitem(last=False)
-        return agent
+        found = self._read_rows([gateway_id])
+        self._keep(found, read_at, forgets)
+        return found[gateway_id]
 
     def forget(self, gateway_ids: list[str] | None = None) -> None:
         """Drop the entries of `gateway_ids` (None: all of them)."""

@@ -8,13 +8,17 @@ runs on a clock the test moves, so the bound is checked without waiting for it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 from sqlalchemy import delete, event
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from server import agent_keys
 from server.agent_keys import MAX_AGE_SECONDS, RECHECK_SECONDS, keys_of
@@ -169,3 +173,74 @@ def test_the_cache_keeps_at_most_max_entries(app: Flask, monkeypatch) -> None:
     assert list(keys_of(app).entries) == [a.gateway_id for a in agents[1:]]
     # The one that went is read again when it comes back.
     assert _poll(app, agents[0]) == 200
+
+
+AGENTS_AT_ONCE = 8
+
+
+def _many_agents(app: Flask) -> list[Agent]:
+    agents = [_enrol(app, new_gateway(app, f"gw-many-{n}")[0]) for n in range(AGENTS_AT_ONCE)]
+    keys_of(app).forget()  # as after a restart: nothing kept
+    return agents
+
+
+def _all_at_once(app: Flask, agents: list[Agent], monkeypatch) -> tuple[list[int], list[int]]:
+    """Every agent polls at once; the first miss waits until all have joined its read (so the
+    test does not depend on how fast threads start). The polls' statuses, and the sizes of the
+    gateway reads."""
+    cache = keys_of(app)
+    reads: list[int] = []
+    real_read_rows = cache._read_rows
+
+    def gather() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with cache.lock:
+                if cache.batch is not None and len(cache.batch.ids) >= len(agents):
+                    return
+            time.sleep(0.005)
+
+    def read_rows(ids: list[str]) -> Any:
+        reads.append(len(ids))
+        return real_read_rows(ids)
+
+    monkeypatch.setattr(cache, "_gather", gather)
+    monkeypatch.setattr(cache, "_read_rows", read_rows)
+    with ThreadPoolExecutor(len(agents)) as pool:
+        statuses = list(pool.map(lambda a: _poll(app, a), agents))
+    return statuses, reads
+
+
+def test_misses_that_come_together_are_read_in_one_query(app: Flask, monkeypatch) -> None:
+    agents = _many_agents(app)
+    statuses, reads = _all_at_once(app, agents, monkeypatch)
+    assert statuses == [200] * AGENTS_AT_ONCE
+    assert reads == [AGENTS_AT_ONCE]
+    assert set(keys_of(app).entries) == {a.gateway_id for a in agents}
+
+
+def test_when_the_joint_read_fails_every_request_it_served_is_told_to_come_back(
+        app: Flask, monkeypatch) -> None:
+    agents = _many_agents(app)
+    cache = keys_of(app)
+
+    def no_connection(ids: list[str]) -> Any:
+        raise PoolTimeout("QueuePool limit of size 10 overflow 10 reached")
+
+    monkeypatch.setattr(cache, "_read_rows", no_connection)
+    statuses, _ = _all_at_once(app, agents, monkeypatch)
+    assert statuses == [503] * AGENTS_AT_ONCE
+    assert not cache.entries and cache.batch is None
+    monkeypatch.undo()
+    assert _poll(app, agents[0]) == 200  # the next miss starts a new read
+
+
+def test_a_joint_read_keeps_the_enrolled_and_drops_the_removed(app: Flask, monkeypatch) -> None:
+    agents = _many_agents(app)
+    with app.app_context():
+        db.session.execute(delete(Gateway).where(Gateway.id == agents[0].gateway_id))
+        db.session.commit()
+    statuses, reads = _all_at_once(app, agents, monkeypatch)
+    assert statuses == [401] + [200] * (AGENTS_AT_ONCE - 1)
+    assert reads == [AGENTS_AT_ONCE]
+    assert set(keys_of(app).entries) == {a.gateway_id for a in agents[1:]}
