@@ -117,7 +117,11 @@ class ChangeFeed:
     def __init__(self, app: Flask) -> None:
         self.app = app
         self.token = uuid.uuid4().hex[:12]  # tells this feed's own notifications apart
-        self.condition = threading.Condition()
+        # Any change; and per school, for the long polls: a change of one school wakes only the
+        # agents waiting on that school, not all 5,000 of a board (all share one lock).
+        self.lock = threading.RLock()
+        self.condition = threading.Condition(self.lock)
+        self.school_conditions: dict[int, threading.Condition] = {}
         self.counts: dict[int, int] = defaultdict(int)
         self.every = 0  # bumps of every school at once
         # The same, for changes that were more than exceptions: the policy cache may reuse a
@@ -167,14 +171,31 @@ class ChangeFeed:
         `wake_waiters` called) or `timeout` passes; False only when the time ran out."""
         self.source.before_read(school_id)
         with self.source.waiting(school_id), self.condition:
-            return self.condition.wait_for(
+            waiting = self.school_conditions.get(school_id)
+            if waiting is None:
+                waiting = self.school_conditions[school_id] = threading.Condition(self.lock)
+            return waiting.wait_for(
                 lambda: (self.counts[school_id] + self.every != seen
                          or (cancel is not None and cancel.is_set())), timeout=timeout)
 
-    def wake_waiters(self) -> None:
-        """Make every waiter look at its conditions again (one of them was cancelled)."""
+    def _notify(self, schools: Iterable[int] | None) -> None:
+        """Wake the waiters of `schools` (None: of every school) and of any change; the lock is
+        held."""
+        if schools is None:
+            for waiting in self.school_conditions.values():
+                waiting.notify_all()
+        else:
+            for school_id in schools:
+                waiting = self.school_conditions.get(school_id)
+                if waiting is not None:
+                    waiting.notify_all()
+        self.condition.notify_all()
+
+    def wake_waiters(self, school_id: int | None = None) -> None:
+        """Make the waiters of `school_id` (None: every waiter) look at their conditions again
+        (one of them was cancelled)."""
         with self.condition:
-            self.condition.notify_all()
+            self._notify(None if school_id is None else [school_id])
 
     def publish(self, schools: Iterable[int | str],
                 timetable: Iterable[int | str] | None = None,
@@ -209,7 +230,8 @@ class ChangeFeed:
                         log.pop(value - ROOM_LOG_LENGTH, None)
             if more:
                 self.timetable_total += 1
-            self.condition.notify_all()
+            self._notify(None if EVERY_SCHOOL in changed
+                         else [int(school_id) for school_id in changed])
 
     def stop(self) -> None:
         """Stop the feed's thread, if it runs (it starts again when needed)."""
@@ -258,9 +280,10 @@ def wait_for_change(school_id: int, seen: int, timeout: float,
     return feed_of(current_app).wait_for_change(school_id, seen, timeout, cancel)
 
 
-def wake_waiters() -> None:
-    """Make the current app's waiters look again whether they were cancelled."""
-    feed_of(current_app).wake_waiters()
+def wake_waiters(school_id: int | None = None) -> None:
+    """Make the current app's waiters (of `school_id`; None: all) look again whether they were
+    cancelled."""
+    feed_of(current_app).wake_waiters(school_id)
 
 
 @contextmanager

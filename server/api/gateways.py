@@ -153,7 +153,7 @@ class LongPolls:
         self.waiting: dict[str, threading.Event] = {}
         self.stopping = threading.Event()  # the server stops: answer at once, wait no more
 
-    def claim(self, gateway_id: str) -> threading.Event:
+    def claim(self, gateway_id: str, school_id: int) -> threading.Event:
         """Become the gateway's waiting poll; the previous one's event is set and it is woken."""
         mine = threading.Event()
         with self.lock:
@@ -161,7 +161,7 @@ class LongPolls:
             self.waiting[gateway_id] = mine
         if previous is not None:
             previous.set()
-            changes.wake_waiters()
+            changes.wake_waiters(school_id)
         return mine
 
     def release(self, gateway_id: str, mine: threading.Event) -> None:
@@ -226,7 +226,7 @@ def self_policy() -> Response:
     db.session.remove()  # hold no pooled connection while the agent waits
     deadline = time.monotonic() + _spread(wait)
     polls = _long_polls()
-    replaced = polls.claim(gateway_id)
+    replaced = polls.claim(gateway_id, school_id)
     try:
         while True:
             remaining = deadline - time.monotonic()

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -207,6 +208,51 @@ def test_a_write_bumps_only_its_own_school_and_a_service_every_school(world: Wor
         _service_domains(world)
         db.session.commit()
         assert changes.generation(world.other_school_id) > other
+
+
+class CountingReads(dict):
+    """The feed's counters, counting how often a waiter's condition read one school's."""
+
+    def __init__(self, counts: dict[int, int], watched: int) -> None:
+        super().__init__(counts)
+        self.watched = watched
+        self.reads = 0
+
+    def __missing__(self, key: int) -> int:
+        return 0
+
+    def __getitem__(self, key: int) -> int:
+        if key == self.watched:
+            self.reads += 1
+        return super().__getitem__(key)
+
+
+def test_a_change_wakes_the_waiters_of_its_school_and_not_those_of_the_others(
+        world: World) -> None:
+    feed = changes.feed_of(world.app)
+    with world.app.app_context():
+        seen = changes.generation(world.other_school_id)
+    counting = CountingReads(feed.counts, world.other_school_id)
+    feed.counts = counting  # type: ignore[assignment]
+    woke: list[bool] = []
+    waiter = threading.Thread(target=lambda: woke.append(
+        feed.wait_for_change(world.other_school_id, seen, timeout=30)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while world.other_school_id not in feed.school_conditions and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.1)  # it has read its condition once and waits
+    reads = counting.reads
+    for _ in range(20):
+        feed.publish({world.school_id})
+    time.sleep(0.2)
+    assert counting.reads == reads  # never woken by the other school's changes
+    feed.wake_waiters(world.school_id)  # a replaced poll of the other school: not woken either
+    time.sleep(0.1)
+    assert counting.reads == reads and waiter.is_alive()
+    feed.publish({changes.EVERY_SCHOOL})  # a service changed: every school's waiters wake
+    waiter.join(10)
+    assert woke == [True]
 
 
 def test_heartbeat_sign_in_and_reading_the_audit_log_bump_nothing(
