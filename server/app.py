@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine, make_url
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import errors, models  # noqa: F401  (models: the metadata migrations compare with)
+from .bounds import IdConverter
 from .config import default_instance_path, load_settings
 from .extensions import db, migrate
 from .tokens import load_or_create_signing_key
@@ -69,6 +70,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     instance.mkdir(parents=True, exist_ok=True)
 
     app = Flask(__name__, instance_path=str(instance), instance_relative_config=False)
+    # Before any route is added: `<int:...>` ids stop at the database's integer range.
+    app.url_map.converters["int"] = IdConverter
     app.config.update({f"LESFOCUS_{k}": v for k, v in settings.items()})
     app.config["SECRET_KEY"] = settings["SECRET_KEY"] or _secret_key(instance)
     app.config["SQLALCHEMY_DATABASE_URI"] = (

@@ -8,9 +8,9 @@ from typing import Any, NoReturn
 
 from flask import Flask, Response, jsonify, render_template, request
 from flask_babel import gettext
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
 from werkzeug.http import HTTP_STATUS_CODES
 
 
@@ -116,6 +116,19 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _database_error(err: Exception) -> Any:
         return _database_unavailable(app, err)
+
+    @app.errorhandler(DataError)
+    def _value_refused(err: DataError) -> Any:
+        # The last guard: input checks refuse such values naming the field before this. The
+        # database's own words are not shown (they quote the value and the column type).
+        app.logger.warning("the database refused a value on %s %s: %s", request.method,
+                           request.path, type(getattr(err, "orig", err)).__name__)
+        message = ("a value in this request does not fit its field (too long, or out of range); "
+                   "nothing was changed")
+        if _wants_json():
+            return json_error(400, message)
+        return _http_error(BadRequest(gettext(
+            "A value you entered is too long or out of range; nothing was changed.")))
 
     @app.errorhandler(Exception)
     def _unexpected(err: Exception) -> Any:

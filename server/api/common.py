@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Response, current_app, request
 
+from ..bounds import MAX_ID, describe_years, year_in_range
 from ..errors import ApiError, abort_json
 from ..extensions import db
 from ..models import School
@@ -32,9 +33,38 @@ def json_body(*, optional: bool = False, scale: int = 1) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as err:
         abort_json(400, f"the body is not valid JSON: {err}")
+    except RecursionError:
+        abort_json(400, f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep")
     if not isinstance(body, dict):
         abort_json(400, "the JSON body must be an object")
+    _check_json(body, "", 0)
     return body
+
+
+# No request of the API needs more; json.loads itself gives up near Python's recursion limit.
+MAX_JSON_DEPTH = 32
+
+
+def _check_json(value: Any, where: str, depth: int) -> None:
+    """Refuse bodies nested deeper than MAX_JSON_DEPTH, and strings that are not Unicode text
+    (JSON's \\ud800 escapes make lone surrogates, which no database or page can hold)."""
+    if depth > MAX_JSON_DEPTH:
+        abort_json(400, f"the JSON body is nested more than {MAX_JSON_DEPTH} levels deep",
+                   field=where or None)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            abort_json(400, f"{where or 'the body'} is not valid Unicode text (it holds a lone "
+                       "surrogate, such as \\ud800)", field=where or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{where}.{key}" if where else str(key)
+            _check_json(key, name, depth + 1)
+            _check_json(item, name, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{where}[{index}]", depth + 1)
 
 
 def _missing(name: str) -> ApiError:
@@ -69,6 +99,8 @@ def get_int(body: dict[str, Any], name: str, *, required: bool = True, minimum: 
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         abort_json(400, f"{name} must be a whole number", field=name)
+    if maximum is None:
+        maximum = MAX_ID  # no field of the API holds more (ids are database integers)
     if minimum is not None and value < minimum:
         abort_json(400, f"{name} must be at least {minimum}", field=name)
     if maximum is not None and value > maximum:
@@ -112,6 +144,8 @@ def parse_datetime(text: Any, name: str, *, tz: str = "UTC") -> datetime:
         value = datetime.fromisoformat(cleaned)
     except ValueError:
         abort_json(400, f"{name} is not an ISO-8601 date-time: {text!r}", field=name)
+    if not year_in_range(value):
+        abort_json(400, f"{name} must lie {describe_years()}: {text!r}", field=name)
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(tz))
     return value.astimezone(timezone.utc)

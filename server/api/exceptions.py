@@ -7,6 +7,7 @@ from typing import Any
 from flask import Response, g, jsonify, request
 from sqlalchemy import or_, select
 
+from ..bounds import parse_id
 from ..auth import require_user
 from ..errors import abort_json
 from ..extensions import db
@@ -44,9 +45,10 @@ def list_exceptions() -> Response:
                                 ExceptionGrant.revoked_at > now))
     lesson_id = request.args.get("lesson")
     if lesson_id:
-        if not lesson_id.isdigit():
+        wanted = parse_id(lesson_id)
+        if wanted is None:
             abort_json(400, "lesson must be a lesson id", field="lesson")
-        query = query.where(ExceptionGrant.lesson_id == int(lesson_id))
+        query = query.where(ExceptionGrant.lesson_id == wanted)
     if request.args.get("from"):
         query = query.where(ExceptionGrant.end > parse_datetime(request.args["from"], "from"))
     if request.args.get("to"):

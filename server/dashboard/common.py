@@ -15,6 +15,7 @@ from flask import Flask, abort, g, redirect, request, session, url_for
 from flask_babel import format_date, format_datetime, gettext
 from sqlalchemy import select
 
+from ..bounds import DATE_YEARS, MAX_ID, year_in_range
 from ..extensions import db
 from ..models import Person, School, Service
 from . import LANGUAGES, bp
@@ -54,6 +55,10 @@ def current_user() -> Person:
 def school_object_or_404(model: type[T], object_id: Any,
                          description: str | None = None) -> T:
     """The signed-in user's school's object with `object_id`; 404 for none or another school's."""
+    if (object_id is None or isinstance(object_id, bool)
+            or (isinstance(object_id, int) and not 1 <= object_id <= MAX_ID)
+            or (isinstance(object_id, str) and len(object_id) > 64)):
+        abort(404, description=description)  # no row has such an id (gateway ids are UUIDs)
     obj = db.session.get(model, object_id)
     if obj is None or getattr(obj, "school_id", None) != current_user().school_id:
         abort(404, description=description)
@@ -102,6 +107,9 @@ def parse_local_datetime(text: str, school: School) -> datetime:
         naive = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(gettext("Enter a date and time such as 2026-11-23 09:00.")) from None
+    if not year_in_range(naive):
+        raise ValueError(gettext("Enter a date between the years %(first)d and %(last)d.",
+                                 first=DATE_YEARS[0], last=DATE_YEARS[1]))
     if naive.tzinfo is not None:
         return naive.astimezone(timezone.utc)
     return naive.replace(tzinfo=school_zone(school)).astimezone(timezone.utc)

@@ -10,6 +10,7 @@ from flask_babel import gettext
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
+from ..bounds import parse_id
 from ..extensions import db
 from ..models import AuditEvent, ExceptionGrant, Group, Room, utcnow
 from . import bp
@@ -108,10 +109,8 @@ def leader_grant() -> Response | tuple[str, int]:
 
 
 def _int(value: object) -> int:
-    try:
-        return int(str(value))
-    except ValueError:
-        return 0
+    """A form's id, or 0 (no object has it) when it is not one."""
+    return parse_id(str(value)) or 0
 
 
 def _parse_day(text: str | None, zone: ZoneInfo, end_of_day: bool) -> datetime | None:
@@ -136,7 +135,7 @@ def audit_log() -> str:
     action = (request.args.get("action") or "").strip()
     since = _parse_day(request.args.get("since"), zone, end_of_day=False)
     until = _parse_day(request.args.get("until"), zone, end_of_day=True)
-    page = max(1, request.args.get("page", 1, type=int) or 1)
+    page = min(max(1, parse_id(request.args.get("page", "1")) or 1), 100_000)
     query = select(AuditEvent).where(AuditEvent.school_id == school.id)
     if actor:
         query = query.where(AuditEvent.actor_label == actor)

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
 
+from ..bounds import parse_id
 from ..extensions import db
 from ..models import ExceptionGrant, Lesson, Person, lesson_teachers, utcnow
 from . import bp
@@ -77,12 +78,12 @@ def grant() -> Response | tuple[str, int]:
     """Allow social media (all services or some) for the rest of a lesson or for N minutes."""
     from ..grants import GrantError, GrantForbidden, grant_exception
     user = current_user()
-    lesson = school_object_or_404(Lesson, request.form.get("lesson_id", type=int) or 0,
+    lesson = school_object_or_404(Lesson, parse_id(request.form.get("lesson_id")) or 0,
                                   gettext("No such lesson."))
     duration = request.form.get("duration", "rest")
     if duration == "rest":
         minutes = None
-    elif duration.isdigit() and int(duration) in DURATIONS:
+    elif duration.isascii() and duration.isdigit() and int(duration) in DURATIONS:
         minutes = int(duration)
     else:
         return _render_now(gettext("Choose the rest of the lesson, 10, 15 or 30 minutes."), 400)

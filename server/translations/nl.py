@@ -99,6 +99,10 @@ NL: dict[str, str | tuple[str, str]] = {
     "Bad request": "Ongeldig verzoek",
     "Too many requests": "Te veel verzoeken",
     "Busy": "Druk",
+    "Enter a date between the years %(first)d and %(last)d.":
+        "Vul een datum in tussen de jaren %(first)d en %(last)d.",
+    "A value you entered is too long or out of range; nothing was changed.":
+        "Een waarde die je invulde is te lang of valt buiten het bereik; er is niets veranderd.",
     "The server is very busy right now and nothing was changed. Try again in a few seconds.":
         "De server is nu erg druk en er is niets veranderd. Probeer het over een paar seconden "
         "opnieuw.",
