@@ -39,3 +39,9 @@ class ServerError(AgentError):
     """The server could not be reached or answered something unusable."""
 
     exit_code = 5
+
+
+class NotRunningError(AgentError):
+    """`status`: the agent has written no status lately (stopped, never started, or stuck)."""
+
+    exit_code = 6
