@@ -131,14 +131,19 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _seconds_since(now: datetime, stamp: str | None) -> int | None:
-    if not stamp:
+def _parse_time(stamp: Any) -> datetime | None:
+    if not isinstance(stamp, str) or not stamp:
         return None
     try:
         then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return int((now - then).total_seconds())
+    return then if then.tzinfo is not None else None
+
+
+def _seconds_since(now: datetime, stamp: str | None) -> int | None:
+    then = _parse_time(stamp)
+    return None if then is None else int((now - then).total_seconds())
 
 
 def status_report(state_dir: Path, now: datetime) -> dict[str, Any]:
@@ -150,9 +155,11 @@ def status_report(state_dir: Path, now: datetime) -> dict[str, Any]:
     status_path = state_dir / STATUS_FILE
     try:
         running = json.loads(status_path.read_text())
-        written = datetime.fromtimestamp(status_path.stat().st_mtime, timezone.utc)
         if not isinstance(running, dict):
             raise ValueError("not an object")
+        # The agent's own clock says when; the file's time for agents that did not write it.
+        written = _parse_time(running.get("written_at")) or datetime.fromtimestamp(
+            status_path.stat().st_mtime, timezone.utc)
     except (OSError, ValueError):
         running, written = None, None
     status_age = None if written is None else int((now - written).total_seconds())

@@ -61,15 +61,13 @@ def state_dir(tmp_path: Path) -> Path:
 
 
 def _running_agent_status(state: Path, written: datetime | None = None) -> Path:
-    """status.json as a running agent writes it (modified at `written`, default now)."""
+    """status.json as a running agent writes it (at `written`, default now)."""
     path = state / "status.json"
     path.write_text(json.dumps({
         "pid": 4242, "backend": "dry-run", "started_at": z(NOW - timedelta(hours=1)),
         "policy_version": "v1", "applied_at": z(NOW - timedelta(minutes=1)),
         "next_change": z(NOW + timedelta(minutes=40)), "last_contact": z(NOW - timedelta(seconds=30)),
-        "last_error": None}))
-    if written is not None:
-        os.utime(path, (written.timestamp(), written.timestamp()))
+        "last_error": None, "written_at": z(written or datetime.now(timezone.utc))}))
     return path
 
 
