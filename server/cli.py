@@ -424,17 +424,23 @@ def services_group() -> None:
 
 def _sync_services(catalog_path: Path | None, actor: str) -> None:
     """Bring the catalog in, in one transaction, and print one line per school."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from .catalog import CatalogError, SchoolSync, read_catalog, sync_catalog
     try:
         result = sync_catalog(read_catalog(catalog_path), actor=actor)
+        db.session.commit()
     except CatalogError as err:
         db.session.rollback()
         raise click.ClickException(f"service catalog not brought in, nothing changed: {err}"
                                    ) from None
-    except Exception:
+    except SQLAlchemyError as err:
+        from .imports import describe_database_error
         db.session.rollback()
-        raise
-    db.session.commit()
+        raise click.ClickException(
+            "service catalog not brought in, nothing changed: the database refused it "
+            f"({describe_database_error(err)}); is its schema current (`lesfocus db upgrade`)?"
+        ) from None
     for school in result.schools:
         click.echo(school.summary)
     if not result.schools:
