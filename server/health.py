@@ -64,9 +64,17 @@ def _signing_key_check(app: Flask) -> str:
 def check_readiness(app: Flask, now: datetime) -> Readiness:
     """Run the readiness checks at `now` (inside an app context)."""
     checks = {"database": "ok", "signing_key": _signing_key_check(app), "worker": "ok"}
+    query = select(WorkerHeartbeat.beat_at).where(WorkerHeartbeat.name == WORKER)
     try:
-        beat = db.session.scalar(select(WorkerHeartbeat.beat_at).where(
-            WorkerHeartbeat.name == WORKER))
+        try:
+            beat = db.session.scalar(query)
+        except SQLAlchemyError as err:
+            if not getattr(err, "connection_invalidated", False):
+                raise
+            # A pooled connection the database closed (it restarted): the pool drops it, and
+            # one more try on a fresh connection says whether the database answers now.
+            db.session.rollback()
+            beat = db.session.scalar(query)
     except SQLAlchemyError as err:
         db.session.rollback()
         log.warning("readyz: the database cannot be reached: %s", describe_database_error(err))

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
 from sqlalchemy.engine import make_url
 
@@ -129,3 +130,24 @@ def test_the_active_worker_writes_its_heartbeat_with_its_clock(app: Flask,
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert beat == NOW
+
+
+# PostgreSQL only: a server that ends its sessions, as a restart does.
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_readyz_is_ready_again_at_once_after_the_database_closed_its_connections(
+        app: Flask, client, database_url: str) -> None:
+    _beat(app, datetime.now(timezone.utc))
+    assert client.get("/readyz").status_code == 200  # a pooled connection now exists
+    with app.app_context():
+        name = make_url(database_url).database
+        admin = sa.create_engine(database_url.rsplit("/", 1)[0] + "/postgres",
+                                 isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            ended = conn.execute(sa.text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name}).scalar()
+        admin.dispose()
+    assert ended >= 1
+    answer = client.get("/readyz")
+    assert answer.status_code == 200, answer.get_json()
