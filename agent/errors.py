@@ -29,6 +29,12 @@ class PolicyError(AgentError):
     exit_code = 3
 
 
+class NotRunningError(AgentError):
+    """`status`: the agent has written no status lately (stopped, never started, or stuck)."""
+
+    exit_code = 6
+
+
 class EnforcerError(AgentError):
     """The kernel refused the enforcer's transaction, or the backend cannot start."""
 
@@ -39,9 +45,3 @@ class ServerError(AgentError):
     """The server could not be reached or answered something unusable."""
 
     exit_code = 5
-
-
-class NotRunningError(AgentError):
-    """`status`: the agent has written no status lately (stopped, never started, or stuck)."""
-
-    exit_code = 6
