@@ -1,7 +1,7 @@
 """`lesfocus-agent`: enroll, run and status (SPEC §4, "Agent CLI").
 
 `main()` is the boundary where the agent's named errors are printed once and become exit codes
-(ConfigError 2, PolicyError 3, EnforcerError 4, ServerError 5).
+(ConfigError 2, PolicyError 3, EnforcerError 4, ServerError 5, NotRunningError 6).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from lesfocus_policy import blocked_at
 
 from .config import default_state_dir, make_config
-from .errors import AgentError, ConfigError, EnforcerError, PolicyError
+from .errors import AgentError, ConfigError, EnforcerError, NotRunningError, PolicyError
 from .policy_source import (
     PolicySource, PolicyStore, ServerClient, enroll, load_enrollment, load_or_create_agent_key,
     verify_policy)
@@ -120,18 +120,57 @@ def _age(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{int(seconds)} s"
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    """Print what the stored policy blocks now, per segment, and the policy's age and validity."""
-    state_dir = _state_dir(args.state_dir)
-    enrollment = load_enrollment(state_dir)
-    now = datetime.now(timezone.utc)
-    report: dict[str, Any] = {"now": now.isoformat(), "gateway_id": enrollment.gateway_id,
-                              "server": enrollment.server_url, "policy": None, "segments": []}
+# The running agent rewrites status.json at least every 5 s (runner.MAX_SLEEP); older than this,
+# it has stopped or hangs.
+STATUS_STALE_SECONDS = 60
+# Bumped only when a field of `lesfocus-agent status --json` changes meaning or goes away.
+STATUS_FORMAT = 1
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_time(stamp: Any) -> datetime | None:
+    if not isinstance(stamp, str) or not stamp:
+        return None
     try:
-        running = json.loads((state_dir / STATUS_FILE).read_text())
+        then = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return then if then.tzinfo is not None else None
+
+
+def _seconds_since(now: datetime, stamp: str | None) -> int | None:
+    then = _parse_time(stamp)
+    return None if then is None else int((now - then).total_seconds())
+
+
+def status_report(state_dir: Path, now: datetime) -> dict[str, Any]:
+    """What `status` shows, as the documented JSON object (docs/agent.md), at `now`.
+
+    Reads only the state directory. ConfigError when it holds no enrolment.
+    """
+    enrollment = load_enrollment(state_dir)
+    status_path = state_dir / STATUS_FILE
+    try:
+        running = json.loads(status_path.read_text())
+        if not isinstance(running, dict):
+            raise ValueError("not an object")
+        # The agent's own clock says when; the file's time for agents that did not write it.
+        written = _parse_time(running.get("written_at")) or datetime.fromtimestamp(
+            status_path.stat().st_mtime, timezone.utc)
     except (OSError, ValueError):
-        running = None
-    report["agent"] = running
+        running, written = None, None
+    status_age = None if written is None else int((now - written).total_seconds())
+    agent: dict[str, Any] = {
+        "running": status_age is not None and status_age <= STATUS_STALE_SECONDS,
+        "status_written_at": _iso(written), "status_age_seconds": status_age}
+    for key in ("pid", "backend", "started_at", "policy_version", "applied_at", "last_contact",
+                "last_error"):
+        agent[key] = (running or {}).get(key)
+    agent["last_contact_age_seconds"] = _seconds_since(now, agent["last_contact"])
+
     token = PolicyStore(state_dir).load()
     problem = "no policy stored yet" if token is None else None
     policy = None
@@ -140,56 +179,86 @@ def cmd_status(args: argparse.Namespace) -> int:
             policy = verify_policy(token, enrollment, now=now.timestamp())
         except PolicyError as err:
             problem = str(err)
+    report: dict[str, Any] = {
+        "format": STATUS_FORMAT, "now": now.isoformat(), "gateway_id": enrollment.gateway_id,
+        "server": enrollment.server_url, "ok": False, "problems": [], "agent": agent,
+        "policy": {"valid": policy is not None, "problem": problem, "version": None,
+                   "issued_at": None, "expires_at": None, "age_seconds": None,
+                   "expires_in_seconds": None},
+        "next_change": None, "segments": []}
     if policy is not None:
         state = blocked_at(policy, now, sorted(policy.services))
-        report["policy"] = {"version": policy.version, "valid": True,
-                            "issued_at": policy.issued_at.isoformat(),
-                            "expires_at": policy.expires_at.isoformat(),
-                            "age_seconds": int((now - policy.issued_at).total_seconds())}
-        report["next_change"] = state.next_change.isoformat() if state.next_change else None
+        report["policy"].update({
+            "version": policy.version, "issued_at": policy.issued_at.isoformat(),
+            "expires_at": policy.expires_at.isoformat(),
+            "age_seconds": int((now - policy.issued_at).total_seconds()),
+            "expires_in_seconds": int((policy.expires_at - now).total_seconds())})
+        report["next_change"] = _iso(state.next_change)
         report["segments"] = [
             {"id": s.segment_id, "name": s.name, "cidrs": list(s.cidrs),
-             "in_lesson": s.in_lesson,
-             "lesson_until": s.lesson_until.isoformat() if s.lesson_until else None,
+             "in_lesson": s.in_lesson, "lesson_until": _iso(s.lesson_until),
              "blocked": {k: v.isoformat() for k, v in sorted(s.blocked.items())},
              # The other services of the policy, each with the instant it is next blocked.
              "allowed": {k: v.isoformat() if v else None for k, v in sorted(s.allowed.items())}}
             for s in state.segments]
     else:
-        report["policy"] = {"valid": False, "problem": problem}
+        report["problems"].append(f"no valid policy: {problem}")
+    if running is None:
+        report["problems"].append("the agent has written no status file (not running yet?)")
+    elif not agent["running"]:
+        report["problems"].append(f"the agent's status is {status_age} s old (stopped or stuck?)")
+    report["ok"] = not report["problems"]
+    return report
+
+
+def _print_status(report: dict[str, Any]) -> None:
+    agent, policy = report["agent"], report["policy"]
+    print(f"gateway {report['gateway_id']} (server {report['server']})")
+    if agent["status_written_at"] is None:
+        print("agent: no status file (not running yet?)")
+    else:
+        print(f"agent: {'running' if agent['running'] else 'NOT RUNNING'}, pid {agent['pid']}, "
+              f"backend {agent['backend']}, status written {_age(agent['status_age_seconds'])} "
+              f"ago, last contact {agent['last_contact'] or 'never'}"
+              + (f", last error: {agent['last_error']}" if agent["last_error"] else ""))
+    if not policy["valid"]:
+        print(f"policy: NOT VALID ({policy['problem']}); nothing is enforced from it")
+        return
+    print(f"policy {policy['version'][:16]}: valid, issued {_age(policy['age_seconds'])}"
+          f" ago, expires {policy['expires_at'][:16].replace('T', ' ')}Z")
+    for s in report["segments"]:
+        blocked = ", ".join(f"{k} until {v[11:16]}Z" for k, v in s["blocked"].items())
+        line = f"  segment {s['id']} {s['name']} ({', '.join(s['cidrs'])}): "
+        if s["in_lesson"]:
+            allowed = ", ".join(
+                k + (f" until {v[11:16]}Z" if v and v < s["lesson_until"] else "")
+                for k, v in s["allowed"].items())
+            line += (f"lesson until {s['lesson_until'][11:16]}Z; "
+                     f"{'blocked ' + blocked if blocked else 'nothing blocked'}"
+                     + (f"; allowed {allowed}" if allowed else ""))
+        else:
+            line += blocked or "nothing blocked"
+        print(line)
+    if report["next_change"]:
+        print(f"next change: {report['next_change']}")
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print what the stored policy blocks now, per segment, and the policy's age and validity.
+
+    Exit 0 when a valid policy is stored and the agent runs, 3 without a valid policy, 6 when
+    the agent is not running (no status file, or none written for STATUS_STALE_SECONDS).
+    """
+    state_dir = _state_dir(args.state_dir)
+    report = status_report(state_dir, datetime.now(timezone.utc))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
-        print(f"gateway {enrollment.gateway_id} (server {enrollment.server_url})")
-        if running:
-            print(f"agent: pid {running.get('pid')}, backend {running.get('backend')}, "
-                  f"last contact {running.get('last_contact') or 'never'}"
-                  + (f", last error: {running['last_error']}" if running.get("last_error") else ""))
-        else:
-            print("agent: no status file (not running yet?)")
-        if policy is None:
-            print(f"policy: NOT VALID ({problem}); nothing is enforced from it")
-        else:
-            age = _age(report["policy"]["age_seconds"])
-            print(f"policy {policy.version[:16]}: valid, issued {age}"
-                  f" ago, expires {policy.expires_at:%Y-%m-%d %H:%M}Z")
-            for s in report["segments"]:
-                blocked = ", ".join(f"{k} until {v[11:16]}Z" for k, v in s["blocked"].items())
-                line = f"  segment {s['id']} {s['name']} ({', '.join(s['cidrs'])}): "
-                if s["in_lesson"]:
-                    allowed = ", ".join(
-                        k + (f" until {v[11:16]}Z" if v and v < s["lesson_until"] else "")
-                        for k, v in s["allowed"].items())
-                    line += (f"lesson until {s['lesson_until'][11:16]}Z; "
-                             f"{'blocked ' + blocked if blocked else 'nothing blocked'}"
-                             + (f"; allowed {allowed}" if allowed else ""))
-                else:
-                    line += blocked or "nothing blocked"
-                print(line)
-            if report.get("next_change"):
-                print(f"next change: {report['next_change']}")
-    if policy is None:
-        raise PolicyError(f"no valid policy in {state_dir}: {problem}")
+        _print_status(report)
+    if not report["policy"]["valid"]:
+        raise PolicyError(f"no valid policy in {state_dir}: {report['policy']['problem']}")
+    if not report["agent"]["running"]:
+        raise NotRunningError(report["problems"][0])
     return 0
 
 

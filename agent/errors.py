@@ -29,6 +29,12 @@ class PolicyError(AgentError):
     exit_code = 3
 
 
+class NotRunningError(AgentError):
+    """`status`: the agent has written no status lately (stopped, never started, or stuck)."""
+
+    exit_code = 6
+
+
 class EnforcerError(AgentError):
     """The kernel refused the enforcer's transaction, or the backend cannot start."""
 

@@ -102,6 +102,7 @@ class AgentStatus:
     next_change: str | None = None
     last_contact: str | None = None
     last_error: str | None = None
+    written_at: str | None = None  # by the agent's clock: `status` tells a stopped agent by it
 
 
 class Agent:
@@ -211,6 +212,7 @@ class Agent:
                                     _z(datetime.fromtimestamp(self.source.last_contact,
                                                               timezone.utc)))
         self.status.last_error = self.source.last_error
+        self.status.written_at = _z(self.clock())
         try:
             atomic_write(self.state_dir / STATUS_FILE,
                          json.dumps(self.status.__dict__, indent=2).encode(), mode=0o644)

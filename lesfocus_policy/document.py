@@ -53,6 +53,13 @@ ISO_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?\.)*"
                      r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _MAX_MASK_SERVICES = 62  # masks stay within JSON's safe integers
+# The most services one policy can name (the server's catalog sync refuses more).
+MAX_SERVICES = _MAX_MASK_SERVICES
+
+
+def is_domain_name(name: str) -> bool:
+    """True when `name` is a domain as policies carry it: lower case, no trailing dot."""
+    return bool(_DOMAIN.match(name))
 
 
 class UnsupportedFormat(ValueError):

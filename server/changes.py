@@ -53,6 +53,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import Table, event, func, inspect, select, text
+from sqlalchemy import true as sa_true
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, UOWTransaction
 
@@ -686,6 +687,8 @@ def read_marker(connection: Connection, school_id: int) -> tuple[Any, ...]:
         tuple(of(func.count(Gateway.id), func.max(Gateway.created_at),
                  where=Gateway.school_id == school_id)),
         repr(tuple(of(School.blocked_services, School.timezone, where=School.id == school_id))),
+        # The services every school shares (a `lesfocus services sync` in another process).
+        tuple(of(func.count(Service.id), func.max(Service.updated_at), where=sa_true())),
     )
 
 

@@ -417,6 +417,76 @@ def timetable_source_list(slug: str) -> None:
             "window": report.get("window")}))
 
 
+@click.group("services")
+def services_group() -> None:
+    """The social-media service catalog that every school shares."""
+
+
+def _sync_services(catalog_path: Path | None, actor: str) -> None:
+    """Bring the catalog in, in one transaction, and print one line per school."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from .catalog import CatalogError, SchoolSync, read_catalog, sync_catalog
+    try:
+        result = sync_catalog(read_catalog(catalog_path), actor=actor)
+        db.session.commit()
+    except CatalogError as err:
+        db.session.rollback()
+        raise click.ClickException(f"service catalog not brought in, nothing changed: {err}"
+                                   ) from None
+    except SQLAlchemyError as err:
+        from .imports import describe_database_error
+        db.session.rollback()
+        raise click.ClickException(
+            "service catalog not brought in, nothing changed: the database refused it "
+            f"({describe_database_error(err)}); is its schema current (`lesfocus db upgrade`)?"
+        ) from None
+    for school in result.schools:
+        click.echo(school.summary)
+    if not result.schools:
+        click.echo("nog geen scholen; diensten: "
+                   + SchoolSync("", "", result.changes, ()).describe())
+
+
+@services_group.command("sync")
+@click.option("--catalog", "catalog_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="A catalog file in the format of the shipped one (default: the "
+                                 "catalog this release ships, server/data/social-services.json).")
+@with_appcontext
+def services_sync(catalog_path: Path | None) -> None:
+    """Bring the catalog's new services and domains into every school; print what changed.
+
+    Keeps each school's choice of blocked services and domains added or removed by hand; audited
+    per school; gateways get new policies. Running it again changes nothing. `lesfocus db
+    upgrade` runs it after the migrations. On a malformed catalog it exits 1 and changes nothing.
+    """
+    _sync_services(catalog_path, "cli")
+
+
+def _db_group() -> click.Group:
+    """Flask-Migrate's `db` commands, with `db upgrade` bringing the service catalog in after
+    the migrations (a copy: Flask-Migrate's own group object is left as it is)."""
+    from flask_migrate.cli import db as migrate_db
+    # Its callback and options too: they set what the subcommands read (the folder, -x).
+    group = click.Group("db", help=migrate_db.help, commands=dict(migrate_db.commands),
+                        callback=migrate_db.callback, params=list(migrate_db.params))
+    migrate_upgrade = migrate_db.commands["upgrade"]
+
+    @click.pass_context
+    def upgrade(ctx: click.Context, **options: object) -> None:
+        ctx.invoke(migrate_upgrade, **options)
+        if options.get("sql"):
+            return  # offline mode printed SQL; there is no database to write to
+        _sync_services(None, "db upgrade")
+
+    group.add_command(click.Command(
+        "upgrade", callback=with_appcontext(upgrade), params=list(migrate_upgrade.params),
+        help=(migrate_upgrade.help or "").rstrip()
+        + "\n\nThen brings the shipped service catalog into every school "
+          "(`lesfocus services sync`)."))
+    return group
+
+
 @click.command("demo")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
@@ -460,6 +530,8 @@ def register_commands(app: Flask) -> None:
     for command in (serve_command, worker_command, school_group, user_group, segment_group,
                     gateway_group, timetable_group, demo_command):
         app.cli.add_command(command)
+    app.cli.add_command(services_group)
+    app.cli.add_command(_db_group())  # replaces Flask-Migrate's `db` (same commands)
 
 
 cli = FlaskGroup(create_app=_create_app, add_default_commands=False, add_version_option=False,

@@ -26,6 +26,9 @@ DEFAULTS: dict[str, Any] = {
     "COUNTER_RETENTION_DAYS": 90,
     "IMPORT_RETENTION_DAYS": 30,  # finished dashboard imports (their reports) in server/imports.py
     "DEFAULT_LOCALE": "nl",
+    # /readyz counts the worker as gone when its heartbeat (every 5 s) is older than this; an
+    # import or a job holds the worker's one writer lock, so a big one delays the next beat.
+    "WORKER_STALE_SECONDS": 120,
     # How many reverse proxies stand in front of the server (docs/deploy-server.md); 0 trusts
     # no X-Forwarded-* header. TRUST_PROXY is the older on/off form and counts as 1.
     "TRUSTED_PROXIES": 0,

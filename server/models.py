@@ -288,13 +288,24 @@ class TimetableSource(db.Model):
 
 
 class Service(db.Model):
-    """A social-media service and the domains (suffix match) that belong to it."""
+    """A social-media service and the domains (suffix match) that belong to it.
+
+    Services are shared by every school (which of them a school blocks is its own setting).
+    `shipped_domains` is what the shipped catalog listed for the service when it was last
+    brought in (server/catalog.py): a shipped domain missing from `domains` was removed on
+    purpose and is not brought back; a domain in `domains` that was never shipped was added
+    locally and is kept. None: not known (a service of a release before the catalog sync, or one
+    that is not in the catalog at all).
+    """
 
     __tablename__ = "services"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     name: Mapped[str] = mapped_column(String(100))
     group: Mapped[str] = mapped_column(String(40), default="social_network")
     domains: Mapped[list[str]] = mapped_column(JSON, default=list)
+    shipped_domains: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    # Moves with every write: the SQLite change marker sees another process's catalog sync.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
 class ExceptionGrant(db.Model):
@@ -421,3 +432,14 @@ class ImportJob(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # counts and notes when done
     error: Mapped[str | None] = mapped_column(Text)  # the importer's message when failed
+
+
+class WorkerHeartbeat(db.Model):
+    """When the active `lesfocus worker` last showed it runs (server/worker.py; read by /readyz).
+
+    One row per role (`worker`); it holds no data about people or devices.
+    """
+
+    __tablename__ = "worker_heartbeats"
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from .extensions import db
-from .models import Reminder, School, Service
+from .models import Reminder, School
 
 DATA_DIR = Path(__file__).parent / "data"
 
@@ -27,20 +27,11 @@ def default_reminders() -> list[dict[str, Any]]:
     return json.loads((DATA_DIR / "reminders.json").read_text())["reminders"]
 
 
-def seed_services() -> int:
-    """Insert or update the service catalog; return how many services were added."""
-    existing = {s.id: s for s in db.session.scalars(select(Service))}
-    added = 0
-    for entry in service_catalog():
-        service = existing.get(entry["id"])
-        if service is None:
-            db.session.add(Service(id=entry["id"], name=entry["name"], group=entry["group"],
-                                   domains=sorted(entry["domains"])))
-            added += 1
-        else:
-            service.name, service.group = entry["name"], entry["group"]
-            service.domains = sorted(entry["domains"])
-    return added
+def seed_services(actor: str = "system") -> int:
+    """Bring the shipped service catalog in (server/catalog.py); return how many services
+    were added. Existing schools' views of what changed are audited."""
+    from .catalog import read_catalog, sync_catalog
+    return len(sync_catalog(read_catalog(), actor=actor).changes.new_services)
 
 
 def seed_reminders(school: School) -> int:

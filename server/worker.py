@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from .extensions import db
+from .health import record_worker_heartbeat
 from .imports import describe_database_error, run_next_import
 from .models import utcnow
 from .scheduler import start_scheduler
@@ -217,12 +218,26 @@ def run_worker(app: Flask, stop: threading.Event, *, lock: LeaderLock | None = N
         log.info("worker stopped")
 
 
+def _beat(app: Flask, exclusive: threading.Lock, clock: Callable[[], datetime]) -> None:
+    """Write the heartbeat /readyz reads; a failure is logged (the next beat tries again)."""
+    with exclusive, app.app_context():
+        try:
+            record_worker_heartbeat(clock())
+            db.session.commit()
+        except SQLAlchemyError as err:
+            db.session.rollback()
+            log.warning("worker heartbeat not written: %s", describe_database_error(err))
+        finally:
+            db.session.remove()
+
+
 def _work_while_active(app: Flask, stop: threading.Event, lock: LeaderLock,
                        clock: Callable[[], datetime], heartbeat_seconds: float,
                        poll_seconds: float) -> None:
     # One writer at a time inside the worker: an import and a scheduled job never overlap.
     exclusive = threading.Lock()
     scheduler = start_scheduler(app, exclusive)
+    _beat(app, exclusive, clock)
     checked = time.monotonic()
     try:
         while not stop.is_set():
@@ -231,6 +246,7 @@ def _work_while_active(app: Flask, stop: threading.Event, lock: LeaderLock,
                     log.warning("worker lost its lock (its database connection ended); "
                                 "standing down")
                     return
+                _beat(app, exclusive, clock)
                 checked = time.monotonic()
             try:
                 with exclusive, app.app_context():

@@ -56,7 +56,19 @@ def state_dir(tmp_path: Path) -> Path:
         "server_url": "http://127.0.0.1:9", "gateway_id": GATEWAY,
         "server_keys": [public_jwk(SERVER_KEY.public_key())]}))
     PolicyStore(state).save(policy_token(LESSON_NOW))
+    _running_agent_status(state)
     return state
+
+
+def _running_agent_status(state: Path, written: datetime | None = None) -> Path:
+    """status.json as a running agent writes it (at `written`, default now)."""
+    path = state / "status.json"
+    path.write_text(json.dumps({
+        "pid": 4242, "backend": "dry-run", "started_at": z(NOW - timedelta(hours=1)),
+        "policy_version": "v1", "applied_at": z(NOW - timedelta(minutes=1)),
+        "next_change": z(NOW + timedelta(minutes=40)), "last_contact": z(NOW - timedelta(seconds=30)),
+        "last_error": None, "written_at": z(written or datetime.now(timezone.utc))}))
+    return path
 
 
 def test_status_shows_what_is_blocked_per_segment_and_the_policy_age(
@@ -74,6 +86,74 @@ def test_status_json_is_one_object(state_dir: Path, capsys: pytest.CaptureFixtur
     report = json.loads(capsys.readouterr().out)
     assert report["policy"]["valid"] is True
     assert [sorted(s["blocked"]) for s in report["segments"]] == [["tiktok", "youtube"], []]
+
+
+# The fields docs/agent.md documents for `status --json`: present in every answer.
+STATUS_FIELDS = {"format", "now", "gateway_id", "server", "ok", "problems", "agent", "policy",
+                 "next_change", "segments"}
+AGENT_FIELDS = {"running", "status_written_at", "status_age_seconds", "pid", "backend",
+                "started_at", "policy_version", "applied_at", "last_contact",
+                "last_contact_age_seconds", "last_error"}
+POLICY_FIELDS = {"valid", "problem", "version", "issued_at", "expires_at", "age_seconds",
+                 "expires_in_seconds"}
+
+
+def _status_json(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict, str]:
+    code = main(["status", "--json", "--state-dir", str(state_dir)])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def test_status_json_has_the_documented_fields_with_the_agent_and_policy_facts(
+        state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, report, err = _status_json(state_dir, capsys)
+    assert (code, err) == (0, "")
+    assert set(report) == STATUS_FIELDS and report["format"] == 1
+    assert set(report["agent"]) == AGENT_FIELDS and set(report["policy"]) == POLICY_FIELDS
+    assert report["ok"] is True and report["problems"] == []
+    agent, policy = report["agent"], report["policy"]
+    assert agent["running"] is True and agent["pid"] == 4242 and agent["backend"] == "dry-run"
+    assert 0 <= agent["status_age_seconds"] < 30  # the fixture wrote it just now
+    # The policy and the last contact are of NOW, when the module was imported (a while ago in
+    # a long run): ages counted from the report's own `now`.
+    read_at = datetime.fromisoformat(report["now"])
+
+    def since(at: datetime) -> int:
+        return int((read_at - at).total_seconds())
+
+    assert agent["last_contact_age_seconds"] == since(NOW - timedelta(seconds=30))
+    assert policy["version"] == "v1" and policy["problem"] is None
+    assert policy["age_seconds"] == since(NOW - timedelta(seconds=5))
+    assert policy["expires_in_seconds"] == -since(NOW + timedelta(days=7))
+
+
+@pytest.mark.parametrize("case, code, problem", [
+    ("no status file", 6, "no status file"),
+    ("stale status file", 6, "s old (stopped or stuck?)"),
+    ("expired policy", 3, "no valid policy"),
+    ("no policy", 3, "no policy stored yet"),
+    ("expired policy and no status file", 3, "no valid policy"),
+])
+def test_status_exit_code_and_json_say_what_monitoring_should_alert_on(
+        state_dir: Path, capsys: pytest.CaptureFixture[str], case: str, code: int,
+        problem: str) -> None:
+    if "no status file" in case:
+        (state_dir / "status.json").unlink()
+    if case == "stale status file":
+        _running_agent_status(state_dir, written=NOW - timedelta(minutes=5))
+    if "expired" in case:
+        (state_dir / "policy.jws").write_text(
+            policy_token(LESSON_NOW, exp=NOW - timedelta(seconds=1)))
+    if case == "no policy":
+        (state_dir / "policy.jws").unlink()
+    got, report, err = _status_json(state_dir, capsys)
+    assert got == code, err
+    assert set(report) == STATUS_FIELDS and set(report["agent"]) == AGENT_FIELDS
+    assert set(report["policy"]) == POLICY_FIELDS
+    assert report["ok"] is False and any(problem in p for p in report["problems"])
+    assert err.count("lesfocus-agent: ") == 1
+    assert report["agent"]["running"] is (case == "expired policy" or case == "no policy")
+    assert report["policy"]["valid"] is (case in ("no status file", "stale status file"))
 
 
 @pytest.mark.parametrize("stored, problem", [
@@ -114,6 +194,7 @@ def test_errors_print_once_and_map_to_exit_codes(
 
 def test_run_with_the_dry_run_backend_logs_the_transactions_and_the_change_then_stops_on_sigterm(
         state_dir: Path) -> None:
+    (state_dir / "status.json").unlink()  # the agent's own one says it has started
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--state-dir", str(state_dir),
          "--backend", "dry-run", "--upstream-dns", "127.0.0.1"],
