@@ -32,6 +32,9 @@ DEFAULTS: dict[str, Any] = {
     # How many reverse proxies stand in front of the server (docs/deploy-server.md); 0 trusts
     # no X-Forwarded-* header. TRUST_PROXY is the older on/off form and counts as 1.
     "TRUSTED_PROXIES": 0,
+    # Origins besides the shipped extension's that may read lesson-status (comma-separated), for
+    # a school that builds and signs the extension itself: chrome-extension://<its ID>.
+    "EXTENSION_ORIGINS": "",
     "TRUST_PROXY": False,
     # Database connections one process keeps (and may open beyond that under load), and how long
     # a request waits for one before it is answered 503 with Retry-After instead of waiting on.

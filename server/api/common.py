@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -226,5 +227,40 @@ CORS_HEADERS = (("Access-Control-Allow-Origin", "*"),
 def add_cors(response: Response) -> Response:
     """Allow any origin to read this public, read-only answer (the extension fetches it)."""
     for name, value in CORS_HEADERS:
+        response.headers[name] = value
+    return response
+
+
+# The shipped extension's origin in Chromium and Edge: its ID follows from the manifest's `key`
+# (tests/server/api/test_public_api.py recomputes it). Firefox gives every install its own random
+# moz-extension://<UUID> origin, so those are recognised by their form; no web page can send an
+# Origin of either scheme. LESFOCUS_EXTENSION_ORIGINS adds a school's own build.
+SHIPPED_EXTENSION_ORIGINS = frozenset({"chrome-extension://gakiipjkpedkfbmonjbfkdjfigbnpnbj"})
+_FIREFOX_ORIGIN = re.compile(r"moz-extension://[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                             r"[0-9a-f]{12}")
+
+
+def extension_origin_allowed(origin: str | None, extra: str = "") -> bool:
+    """Whether `origin` is the lesfocus extension's (shipped, any Firefox install, or listed)."""
+    if not origin:
+        return False
+    if origin in SHIPPED_EXTENSION_ORIGINS or _FIREFOX_ORIGIN.fullmatch(origin):
+        return True
+    return origin in {item.strip().rstrip("/") for item in extra.split(",") if item.strip()}
+
+
+def extension_cors_headers(origin: str | None, extra: str = "") -> list[tuple[str, str]]:
+    """The CORS headers of an answer only the extension may read (lesson-status: whether this
+    device is in a lesson, and its rooms): `Vary: Origin` always, the rest for its origin only."""
+    if not extension_origin_allowed(origin, extra):
+        return [("Vary", "Origin")]
+    return [("Access-Control-Allow-Origin", str(origin)), ("Vary", "Origin"),
+            *(header for header in CORS_HEADERS if header[0] != "Access-Control-Allow-Origin")]
+
+
+def add_extension_cors(response: Response) -> Response:
+    """`extension_cors_headers` for this request's Origin."""
+    extra = str(current_app.config.get("LESFOCUS_EXTENSION_ORIGINS") or "")
+    for name, value in extension_cors_headers(request.headers.get("Origin"), extra):
         response.headers[name] = value
     return response

@@ -37,7 +37,7 @@ from ..errors import abort_json
 from ..extensions import db
 from ..models import Room, School, Segment, SegmentCidr, segment_rooms, utcnow
 from . import bp
-from .common import CORS_HEADERS, iso
+from .common import extension_cors_headers, iso
 
 # How old the index of networks may get without a word from the change feed: on PostgreSQL the
 # feed tells every process, on SQLite another process's change is seen by polling.
@@ -292,8 +292,7 @@ class FastPath:
     """
 
     PATH = "/api/v1/lesson-status"
-    HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
-               *CORS_HEADERS]
+    HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store")]
 
     def __init__(self, app: Flask, wsgi_app: Any) -> None:
         self.app = app
@@ -316,5 +315,7 @@ class FastPath:
                 body = answer_for(self.app, environ.get("REMOTE_ADDR") or "", school_id)
         except Exception:  # noqa: BLE001 - the view answers, with the API's error handling
             return self.wsgi_app(environ, start_response)
-        start_response("200 OK", [*self.HEADERS, ("Content-Length", str(len(body)))])
+        cors = extension_cors_headers(environ.get("HTTP_ORIGIN"),
+                                      str(self.app.config.get("LESFOCUS_EXTENSION_ORIGINS") or ""))
+        start_response("200 OK", [*self.HEADERS, *cors, ("Content-Length", str(len(body)))])
         return [body]

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+
 import pytest
 from tests.support.api import (add_lesson, add_person, add_segment_for, bearer, minutes,
                                new_gateway, now_utc)
 from sqlalchemy import select
 
+from server.api.common import SHIPPED_EXTENSION_ORIGINS
+from server.config import PACKAGE_ROOT
 from server.extensions import db
 from server.models import Lesson, Reminder, Room, School
 
@@ -46,8 +52,8 @@ def test_reminders_answer_304_for_their_etag_and_change_it_after_an_edit(app, cl
     assert changed.headers["ETag"] != etag
 
 
-@pytest.mark.parametrize("path", ["/api/v1/reminders?audience=student", "/api/v1/lesson-status"])
-def test_public_endpoints_allow_any_origin_and_answer_preflight(client, path):
+def test_the_reminders_allow_any_origin_and_answer_preflight(client):
+    path = "/api/v1/reminders?audience=student"
     response = client.get(path, headers={"Origin": "chrome-extension://abc"})
     assert response.headers["Access-Control-Allow-Origin"] == "*"
     preflight = client.options(path, headers={"Origin": "chrome-extension://abc",
@@ -55,6 +61,58 @@ def test_public_endpoints_allow_any_origin_and_answer_preflight(client, path):
     assert preflight.status_code == 200
     assert preflight.headers["Access-Control-Allow-Origin"] == "*"
     assert "GET" in preflight.headers["Access-Control-Allow-Methods"]
+
+
+SHIPPED = "chrome-extension://gakiipjkpedkfbmonjbfkdjfigbnpnbj"
+FIREFOX = "moz-extension://3f2a9c1e-7b4d-4e8a-9c0f-1a2b3c4d5e6f"
+NOT_THE_EXTENSION = [
+    "https://evil.example", "http://lesfocus.test", "null", "chrome-extension://abc",
+    "chrome-extension://gakiipjkpedkfbmonjbfkdjfigbnpnbk", SHIPPED + ".evil.example",
+    SHIPPED + "/", "moz-extension://not-a-uuid", FIREFOX.upper(), FIREFOX + ".evil.example",
+    "moz-extension://3f2a9c1e-7b4d-4e8a-9c0f-1a2b3c4d5e6", "https://" + SHIPPED[19:],
+]
+
+
+@pytest.mark.parametrize("query", ["", "?school=test"])  # the fast path and the Flask view
+def test_lesson_status_is_readable_by_the_extension_only(client, query):
+    path = f"/api/v1/lesson-status{query}"
+    for origin in (SHIPPED, FIREFOX):
+        answer = client.get(path, headers={"Origin": origin})
+        assert answer.status_code == 200
+        assert answer.headers["Access-Control-Allow-Origin"] == origin
+        assert answer.headers["Vary"] == "Origin"
+        preflight = client.options(path, headers={"Origin": origin,
+                                                  "Access-Control-Request-Method": "GET",
+                                                  "Access-Control-Request-Headers":
+                                                  "if-none-match"})
+        assert preflight.headers["Access-Control-Allow-Origin"] == origin
+        assert "If-None-Match" in preflight.headers["Access-Control-Allow-Headers"]
+    for origin in NOT_THE_EXTENSION:
+        answer = client.get(path, headers={"Origin": origin})
+        assert answer.status_code == 200  # answered, but a browser keeps it from that page
+        assert "Access-Control-Allow-Origin" not in answer.headers, origin
+        assert answer.headers["Vary"] == "Origin"
+        preflight = client.options(path, headers={"Origin": origin,
+                                                  "Access-Control-Request-Method": "GET"})
+        assert "Access-Control-Allow-Origin" not in preflight.headers, origin
+    assert "Access-Control-Allow-Origin" not in client.get(path).headers
+
+
+def test_a_schools_own_build_of_the_extension_can_be_allowed(make_app):
+    own = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
+    client = make_app(EXTENSION_ORIGINS=f" {own}/ , chrome-extension://second").test_client()
+    for path in ("/api/v1/lesson-status", "/api/v1/lesson-status?school=test"):
+        assert client.get(path, headers={"Origin": own}).headers[
+            "Access-Control-Allow-Origin"] == own
+        assert "Access-Control-Allow-Origin" not in client.get(
+            path, headers={"Origin": "chrome-extension://third"}).headers
+
+
+def test_the_shipped_origin_is_the_id_chromium_derives_from_the_manifest_key():
+    manifest = json.loads((PACKAGE_ROOT / "extension" / "manifest.json").read_text())
+    digest = hashlib.sha256(base64.b64decode(manifest["key"])).hexdigest()[:32]
+    extension_id = "".join(chr(ord("a") + int(digit, 16)) for digit in digest)
+    assert SHIPPED_EXTENSION_ORIGINS == {f"chrome-extension://{extension_id}"} == {SHIPPED}
 
 
 def test_staff_endpoints_do_not_allow_other_origins(client):
@@ -205,7 +263,8 @@ def test_the_plain_lesson_status_request_and_the_flask_view_answer_alike(app, cl
     assert plain.get_json() == viewed.get_json() and plain.get_json()["in_lesson"] is True
     for response in (plain, viewed):
         assert response.headers["Cache-Control"] == "no-store"
-        assert response.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Access-Control-Allow-Origin" not in response.headers  # no Origin: no CORS
+        assert response.headers["Vary"] == "Origin"
         assert response.mimetype == "application/json"
     assert client.get("/api/v1/lesson-status?school=nope").status_code == 404
     assert client.post("/api/v1/lesson-status").status_code == 405
