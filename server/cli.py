@@ -150,6 +150,7 @@ def user_add(username: str, slug: str, roles: tuple[str, ...], teacher_code: str
     """Create a login (or give one to a teacher known from the timetable)."""
     from . import audit
     from .passwords import hash_password
+    from .people import username_taken, valid_username
     school = _school(slug)
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -159,8 +160,12 @@ def user_add(username: str, slug: str, roles: tuple[str, ...], teacher_code: str
         password_hash = hash_password(password)
     except ValueError as err:
         raise click.ClickException(str(err)) from None
-    if db.session.scalar(select(Person).where(Person.username == username)) is not None:
-        raise click.ClickException(f"username {username!r} is taken")
+    if not valid_username(username):
+        raise click.ClickException(f"username {username!r}: use 2 to 150 letters, digits or "
+                                   ". _ @ -")
+    if username_taken(username):
+        raise click.ClickException(f"username {username!r} is taken (usernames are the same "
+                                   "in any case)")
     person = None
     if teacher_code:
         person = db.session.scalar(select(Person).where(

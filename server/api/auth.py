@@ -6,12 +6,10 @@ from datetime import datetime, timezone
 from typing import Any
 
 from flask import current_app, jsonify, request
-from sqlalchemy import select
 
 from ..errors import ApiError
-from ..extensions import db
-from ..models import Person
 from ..passwords import verify_password
+from ..people import find_by_username
 from ..throttle import count_attempt, forget_failures, seconds_until
 from ..tokens import issue_api_token
 from . import bp
@@ -34,7 +32,7 @@ def issue_token() -> Any:
         wait = seconds_until(locked)
         raise ApiError(429, f"too many failed logins; try again in {wait} s",
                        headers={"Retry-After": str(wait)})
-    person = db.session.scalar(select(Person).where(Person.username == username))
+    person = find_by_username(username)
     if not verify_password(person.password_hash if person else None, password) \
             or person is None or not person.active:
         raise ApiError(401, "wrong username or password")  # the counted attempt stays a failure

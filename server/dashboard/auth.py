@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import abort, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext
-from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
 from ..extensions import db
 from ..models import Person, utcnow
 from ..passwords import verify_password
+from ..people import find_by_username
 from ..throttle import count_attempt, forget_failures, throttle_key
 from . import LANGUAGES, bp
 from .common import client_address, login_required, safe_next, session_marker
@@ -62,8 +62,7 @@ def login() -> Response | tuple[str, int] | str:
                         minutes=minutes)
         return render_template("login.html", next=next_url, username=username,
                                error=error), 429
-    person = db.session.scalar(select(Person).where(func.lower(Person.username) == key)) \
-        if key else None
+    person = find_by_username(username) if key else None
     ok = verify_password(person.password_hash if person else None, password)
     if not ok or person is None or not person.active:
         # The attempt count_attempt wrote stays, as a failure.

@@ -18,6 +18,7 @@ from ..extensions import db
 from ..models import (ARTICLES, LANGUAGES, ROLES, Gateway, GatewayCounter, ImportJob, Person,
                       Reminder, Room, Segment, Service, utcnow)
 from ..passwords import MIN_LENGTH, hash_password
+from ..people import username_taken, valid_username
 from . import bp
 from .common import current_user, login_required, school_object_or_404, service_names
 from .state import gateway_health, room_states
@@ -359,13 +360,10 @@ def _person_form_errors(form: dict[str, Any], person: Person | None,
     errors: dict[str, str] = {}
     username = form["username"]
     if username:
-        if not re.fullmatch(r"[A-Za-z0-9._@-]{2,150}", username):
+        if not valid_username(username):
             errors["username"] = gettext("Use 2 to 150 letters, digits or . _ @ -")
-        else:
-            other = db.session.scalar(select(Person).where(
-                func.lower(Person.username) == username.lower()))
-            if other is not None and other is not person:
-                errors["username"] = gettext("This username is taken.")
+        elif username_taken(username, person):
+            errors["username"] = gettext("This username is taken.")
     code = form["teacher_code"]
     if code:
         other = db.session.scalar(select(Person).where(Person.school_id == school_id,

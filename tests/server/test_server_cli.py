@@ -6,6 +6,7 @@ from server.extensions import db
 from server.gateways import hash_token
 from server.models import EnrollmentToken, Gateway, Person, Reminder, School, Segment
 from server.passwords import verify_password
+from tests.support.dashboard import sign_in
 
 
 def test_school_add_seeds_reminders(app, runner):
@@ -38,6 +39,44 @@ def test_user_add_with_password_stdin_and_repeated_roles(app, runner):
         assert person.teacher_code == "JANS"
         assert verify_password(person.password_hash, "een-lang-wachtwoord")
         assert not verify_password(person.password_hash, "een-ander-wachtwoord")
+
+
+def _add_user(runner, username: str):
+    return runner.invoke(args=["user", "add", username, "--school", "test", "--role", "teacher",
+                               "--password-stdin"], input="een-lang-wachtwoord\n")
+
+
+def test_usernames_are_one_name_in_any_case_for_the_cli_the_api_and_the_dashboard(app, runner):
+    assert _add_user(runner, "JJansen").exit_code == 0
+    for again in ("jjansen", "JJANSEN", "jJansen"):
+        result = _add_user(runner, again)
+        assert result.exit_code != 0 and "is taken" in result.output, again
+    for odd in ("j", "j jansen", "jansen!", "ja\u0301nsen", "x" * 151):
+        result = _add_user(runner, odd)
+        assert result.exit_code != 0 and "2 to 150" in result.output, odd
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Person)) == 1
+    client = app.test_client()
+    for typed in ("jjansen", "JJANSEN", " JJansen "):
+        answer = client.post("/api/v1/auth/token", json={"username": typed,
+                                                         "password": "een-lang-wachtwoord"})
+        assert answer.status_code == 200, (typed, answer.get_json())
+        sign_in(app.test_client(), typed, "een-lang-wachtwoord")  # asserts the redirect
+
+
+def test_two_old_names_differing_in_case_sign_in_only_exactly(app, runner):
+    # Made by an older release, whose CLI compared exactly.
+    assert _add_user(runner, "devries").exit_code == 0
+    with app.app_context():
+        person = db.session.scalar(select(Person).where(Person.username == "devries"))
+        db.session.add(Person(school_id=person.school_id, username="DeVries", roles=["teacher"],
+                              password_hash=person.password_hash, display_name="D"))
+        db.session.commit()
+    client = app.test_client()
+    for typed, status in (("devries", 200), ("DeVries", 200), ("DEVRIES", 401)):
+        answer = client.post("/api/v1/auth/token", json={"username": typed,
+                                                         "password": "een-lang-wachtwoord"})
+        assert answer.status_code == status, typed
 
 
 def test_user_add_refuses_short_password(app, runner):
