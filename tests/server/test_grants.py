@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from server.extensions import db
 from server.grants import (GrantError, GrantForbidden, active_exceptions, cap_exception_to_lesson,
@@ -225,6 +225,23 @@ def test_teacher_revokes_exception_of_own_lesson_granted_by_leader(app, world):
         assert active_exceptions(world["school"], NOW + timedelta(minutes=6)) == []
         assert [g.id for g in active_exceptions(world["school"], NOW + timedelta(minutes=4))] == [
             grant.id]
+
+
+def test_of_two_revocations_at_once_the_second_is_told_and_writes_nothing(app, world):
+    with app.app_context():
+        grant = grant_as(world, "jans")
+        db.session.commit()
+        assert grant.revoked_at is None  # loaded here: what this request sees
+        # Meanwhile another request (another process) revokes it and commits.
+        with db.engine.begin() as other:
+            other.execute(update(ExceptionGrant).where(ExceptionGrant.id == grant.id).values(
+                revoked_at=NOW, revoked_by_id=world["leader"]))
+        assert grant.revoked_at is None  # still the stale view of this session
+        with pytest.raises(GrantError, match="revoked already"):
+            revoke_exception(get(Person, world["jans"]), grant, now=NOW)
+        db.session.commit()
+        assert get(ExceptionGrant, grant.id).revoked_by_id == world["leader"]
+        assert counts() == (1, 1)  # the grant's audit event; no second revocation
 
 
 def test_leader_revokes_any_exception(app, world):
