@@ -17,7 +17,7 @@ from server import changes
 from server.dashboard.state import ServiceLine, ServiceState, service_lines
 from server.extensions import db
 from server.gateways import issue_enrollment_token
-from server.models import AuditEvent, ExceptionGrant, Gateway, Lesson, School, utcnow
+from server.models import AuditEvent, ExceptionGrant, Gateway, Lesson, Person, School, utcnow
 from server.tokens import public_jwk
 from lesfocus_policy import status_of
 from server.policy import compile_policy, load_policy_inputs
@@ -302,3 +302,215 @@ def test_times_are_shown_in_the_schools_timezone(app: Flask, world) -> None:
     sign_in(client, "docent")
     for path in ("/nu", "/week"):
         assert f"{local}–" in client.get(path).get_data(as_text=True), path
+
+
+# --- messages from the state after the action, "+5 min", "Stoppen", planning (issue 14) ---------
+
+def _flash(page: str) -> str:
+    match = re.search(r'<p class="flash flash-(?:success|error)" role="status">([^<]*)</p>', page)
+    assert match, "no message on the page"
+    return match.group(1).replace("&#39;", "'")
+
+
+def _post(client, path: str, next_path: str = "/nu", **data):
+    token = csrf_token(client, next_path)
+    return client.post(path, data={**data, "csrf_token": token, "next": next_path},
+                       follow_redirects=True)
+
+
+def _lesson_end(app: Flask, lesson_id: int) -> datetime:
+    with app.app_context():
+        return db.session.get(Lesson, lesson_id).end
+
+
+def test_grant_message_says_per_service_what_is_allowed_and_blocked_until_when(
+        app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    token = csrf_token(client, "/nu")
+    page = client.post("/nu/grant", data={"lesson_id": world.own_lesson, "duration": "15",
+                                          "services": ["youtube"], "csrf_token": token},
+                       follow_redirects=True).get_data(as_text=True)
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    end = _lesson_end(app, world.own_lesson)
+    # Not "blocked until <YouTube's end>": the other services stay blocked until the lesson ends.
+    assert _flash(page) == (f"Uitzondering toegekend. Nu: Alle behalve YouTube geblokkeerd tot "
+                            f"{_local(end)}; YouTube toegestaan tot {_local(grant.end)}.")
+
+
+def _school_wide(app: Flask, world, minutes: int = 120) -> int:
+    with app.app_context():
+        lesson = db.session.get(Lesson, world.own_lesson)
+        grant = ExceptionGrant(school_id=lesson.school_id, scope="school", services=None,
+                               start=utcnow() - timedelta(minutes=1),
+                               end=utcnow() + timedelta(minutes=minutes), reason="open dag",
+                               granted_by_id=world.people["leiding"])
+        db.session.add(grant)
+        db.session.commit()
+        return grant.id
+
+
+def test_stopping_an_exception_while_a_school_wide_one_keeps_media_open_says_so(
+        app: Flask, world) -> None:
+    school_wide = _school_wide(app, world)
+    client = app.test_client()
+    sign_in(client, "docent")
+    _grant(client, world.own_lesson, "rest", ["youtube"])
+    (own,) = _exceptions_of(app, world.own_lesson)
+    page = client.get("/nu").get_data(as_text=True)
+    assert "Weer blokkeren" not in page and ">Stoppen<" in page
+    message = _flash(_post(client, f"/exceptions/{own.id}/revoke").get_data(as_text=True))
+    with app.app_context():
+        assert db.session.get(ExceptionGrant, school_wide).revoked_at is None
+    # Allowed for the rest of the lesson (the reader says "until" within the lesson).
+    end = _lesson_end(app, world.own_lesson)
+    assert message.startswith("Uitzondering gestopt. Nu: Alle sociale media toegestaan tot "
+                              f"{_local(end)}.")
+    assert "Nog van kracht: de uitzondering voor hele school." in message
+    assert "geblokkeerd" not in message
+
+
+def test_stopping_the_only_exception_says_everything_is_blocked_until_the_lesson_ends(
+        app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    _grant(client, world.own_lesson, "10")
+    (own,) = _exceptions_of(app, world.own_lesson)
+    message = _flash(_post(client, f"/exceptions/{own.id}/revoke").get_data(as_text=True))
+    end = _lesson_end(app, world.own_lesson)
+    assert message == f"Uitzondering gestopt. Nu: Alle sociale media geblokkeerd tot {_local(end)}."
+
+
+def test_plus_five_minutes_extends_a_running_exception_up_to_the_lesson_end(
+        app: Flask, world) -> None:
+    with app.app_context():
+        # The colleague's lesson shares the segment (and blocks YouTube after their exception).
+        db.session.get(Lesson, world.other_lesson).cancelled = True
+        db.session.commit()
+    client = app.test_client()
+    sign_in(client, "docent")
+    end = _lesson_end(app, world.own_lesson)  # 40 minutes from now
+    _grant(client, world.own_lesson, "30", ["youtube"])
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    first_end = grant.end
+    assert ">+5 min<" in client.get("/nu").get_data(as_text=True)
+    message = _flash(_post(client, f"/exceptions/{grant.id}/extend").get_data(as_text=True))
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    assert grant.end == first_end + timedelta(minutes=5)
+    assert message.startswith(f"Uitzondering verlengd tot {_local(grant.end)}. Nu: ")
+    assert f"YouTube toegestaan tot {_local(grant.end)}" in message
+    # The next one would pass the lesson's end: capped there, and said so.
+    message = _flash(_post(client, f"/exceptions/{grant.id}/extend").get_data(as_text=True))
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    assert grant.end == end
+    assert message.startswith(f"Uitzondering verlengd tot {_local(end)}, het einde van de les.")
+    page = client.get("/nu").get_data(as_text=True)
+    assert ">+5 min<" not in page  # nothing left to add
+    # A stale page's "+5 min" changes nothing and says why.
+    message = _flash(_post(client, f"/exceptions/{grant.id}/extend").get_data(as_text=True))
+    assert message == "Deze uitzondering loopt al tot het einde van de les."
+    with app.app_context():
+        events = db.session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "exception.extend")).all()
+        assert [e.details["end"] for e in events] == [
+            (first_end + timedelta(minutes=5)).isoformat(), end.isoformat()]
+        gateway = db.session.get(Gateway, world.gateway)
+        policy = compile_policy(load_policy_inputs(gateway, utcnow()))
+        allowed = status_of(policy, world.segment, first_end + timedelta(minutes=2)).blocked
+        assert "youtube" not in allowed  # the gateway lets it through past the first end
+
+
+def test_stopped_or_foreign_exceptions_cannot_be_extended_or_stopped_again(
+        app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    _grant(client, world.own_lesson, "10")
+    (own,) = _exceptions_of(app, world.own_lesson)
+    _post(client, f"/exceptions/{own.id}/revoke")
+    for action in ("extend", "revoke"):
+        page = _post(client, f"/exceptions/{own.id}/{action}").get_data(as_text=True)
+        assert _flash(page) == "Deze uitzondering is al gestopt.", action
+    (own,) = _exceptions_of(app, world.own_lesson)
+    assert own.end <= _lesson_end(app, world.own_lesson)
+    # A colleague's exception: refused; an id of no exception (or another school's): not found.
+    token = csrf_token(client, "/nu")
+    response = client.post(f"/exceptions/{world.exception}/extend", data={"csrf_token": token})
+    assert response.status_code == 403
+    assert client.post("/exceptions/999999/extend",
+                       data={"csrf_token": token}).status_code == 404
+    with app.app_context():
+        assert db.session.scalar(select(AuditEvent).where(
+            AuditEvent.action == "exception.extend")) is None
+
+
+def _later_lesson(app: Flask, world, hours_from_now: float = 1, teacher: str = "docent",
+                  cancelled: bool = False) -> int:
+    with app.app_context():
+        own = db.session.get(Lesson, world.own_lesson)
+        start = utcnow().replace(microsecond=0) + timedelta(hours=hours_from_now)
+        lesson = Lesson(school_id=own.school_id, start=start, end=start + timedelta(minutes=50),
+                        subject="later", source="manual", source_id=f"later-{hours_from_now}",
+                        rooms=list(own.rooms), groups=list(own.groups), cancelled=cancelled,
+                        teachers=[db.session.get(Person, world.people[teacher])])
+        db.session.add(lesson)
+        db.session.commit()
+        return lesson.id
+
+
+def _same_week(moment: datetime) -> bool:
+    now = utcnow().astimezone(ZONE)
+    return moment.astimezone(ZONE).isocalendar()[:2] == now.isocalendar()[:2]
+
+
+def test_a_later_lesson_of_this_week_gets_an_exception_planned_from_the_week_view(
+        app: Flask, world) -> None:
+    lesson_id = _later_lesson(app, world)
+    with app.app_context():
+        lesson = db.session.get(Lesson, lesson_id)
+        start, end = lesson.start, lesson.end
+    if not _same_week(start):
+        pytest.skip("the hour after now is in next week (Sunday night)")
+    client = app.test_client()
+    sign_in(client, "docent")
+    page = client.get("/week").get_data(as_text=True)
+    assert "Uitzondering plannen" in page and f'value="{lesson_id}"' in page
+    response = _post(client, "/week/plan", "/week", lesson_id=lesson_id, duration="15",
+                     services=["youtube"])
+    (planned,) = _exceptions_of(app, lesson_id)
+    # From the lesson's start (not from now), 15 minutes.
+    assert (planned.start, planned.end) == (start, start + timedelta(minutes=15))
+    message = _flash(response.get_data(as_text=True))
+    assert message.startswith("Uitzondering gepland voor later, ")
+    assert (f"Vanaf {_local(start)}: Alle behalve YouTube geblokkeerd tot {_local(end)}; "
+            f"YouTube toegestaan tot {_local(planned.end)}.") in message
+    # "Rest of the lesson" ends with that lesson; the week view lists it with "Annuleren".
+    _post(client, "/week/plan", "/week", lesson_id=lesson_id, duration="rest")
+    ends = sorted(e.end for e in _exceptions_of(app, lesson_id))
+    assert ends[-1] == end
+    page = client.get("/week").get_data(as_text=True)
+    assert ">Annuleren<" in page and "Weer blokkeren" not in page
+    message = _flash(_post(client, f"/exceptions/{planned.id}/revoke", "/week")
+                     .get_data(as_text=True))
+    assert message.startswith("Geplande uitzondering geannuleerd. Vanaf ")
+
+
+@pytest.mark.parametrize("case, status, text", [
+    ("next week", 400, "Alleen voor latere lessen van deze week"),
+    ("cancelled", 400, "Deze les is voorbij of uitgevallen."),
+    ("colleague", 403, "lessen die je zelf geeft"),
+    ("bad duration", 400, "Kies de rest van de les, 10, 15 of 30 minuten."),
+])
+def test_planning_refusals_say_why_and_write_nothing(app: Flask, world, case, status,
+                                                     text) -> None:
+    hours = 24 * 8 if case == "next week" else 1
+    lesson_id = _later_lesson(app, world, hours_from_now=hours, cancelled=case == "cancelled",
+                              teacher="collega" if case == "colleague" else "docent")
+    client = app.test_client()
+    sign_in(client, "docent")
+    token = csrf_token(client, "/week")
+    response = client.post("/week/plan", data={
+        "lesson_id": lesson_id, "duration": "45" if case == "bad duration" else "10",
+        "csrf_token": token})
+    assert response.status_code == status
+    assert text in response.get_data(as_text=True)
+    assert _exceptions_of(app, lesson_id) == []
