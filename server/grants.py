@@ -239,6 +239,65 @@ def extend_exception(actor: Person, exception: ExceptionGrant, *, minutes: int =
     return exception
 
 
+def overlapping_exceptions(school_id: int, *, scope: str, room_id: int | None = None,
+                           group_id: int | None = None, start: datetime,
+                           end: datetime) -> list[ExceptionGrant]:
+    """Exceptions of the same scope and target not revoked whose time overlaps or touches
+    [`start`, `end`] (a new one there would duplicate or continue them), by start."""
+    query = select(ExceptionGrant).where(
+        ExceptionGrant.school_id == school_id, ExceptionGrant.scope == scope,
+        ExceptionGrant.revoked_at.is_(None), ExceptionGrant.start <= end,
+        ExceptionGrant.end >= start)
+    if scope == "room":
+        query = query.where(ExceptionGrant.room_id == room_id)
+    elif scope == "group":
+        query = query.where(ExceptionGrant.group_id == group_id)
+    elif scope == "lesson":
+        raise ValueError("lesson exceptions are capped to their lesson; use the lesson's list")
+    return list(db.session.scalars(query.order_by(ExceptionGrant.start, ExceptionGrant.id)))
+
+
+def covers_services(exception: ExceptionGrant, services: list[str] | None) -> bool:
+    """True when `exception` allows at least `services` (None: all), so extending it suffices."""
+    if exception.services is None:
+        return True
+    return services is not None and set(services) <= set(exception.services)
+
+
+def widen_exception(actor: Person, exception: ExceptionGrant, *, start: datetime, end: datetime,
+                    now: datetime | None = None) -> ExceptionGrant:
+    """Let a leader's exception also cover [`start`, `end`] instead of adding a duplicate.
+
+    The end moves later (never earlier); a planned exception's start moves earlier (not before
+    now). Leaders only; audited as exception.extend; flushed, not committed.
+    """
+    now = _now(now)
+    _check_actor_for(actor, exception)
+    if not actor.has_role("leader"):
+        raise GrantForbidden("only school leaders may widen an exception")
+    if exception.scope == "lesson":
+        raise GrantError("exception", "a lesson's exception is extended with +5 min")
+    _check_in_force(exception, now)
+    start, end = _whole_seconds(start), _whole_seconds(end)
+    if end <= start:
+        raise GrantError("end", "the exception must end after it starts")
+    if start > exception.end or end < exception.start:
+        raise GrantError("start", "the times do not overlap or touch the exception")
+    previous_start, previous_end = exception.start, exception.end
+    if exception.start > now:
+        exception.start = max(min(exception.start, start), _whole_seconds(now))
+    exception.end = max(exception.end, end)
+    db.session.flush()
+    event = audit.record("exception.extend", school_id=exception.school_id, actor=actor,
+                         object_type="exception", object_id=exception.id, scope=exception.scope,
+                         previous_start=previous_start.isoformat(),
+                         previous_end=previous_end.isoformat(),
+                         start=exception.start.isoformat(), end=exception.end.isoformat())
+    event.at = now
+    db.session.flush()
+    return exception
+
+
 def week_bounds(now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """Monday 00:00 of the week of `now` in `zone`, and the Monday after (aware datetimes)."""
     today = now.astimezone(zone).date()

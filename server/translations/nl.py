@@ -366,6 +366,37 @@ NL: dict[str, str | tuple[str, str]] = {
         "Alleen voor latere lessen van deze week kun je een uitzondering plannen.",
     "Exception planned for %(subject)s, %(time)s.":
         "Uitzondering gepland voor %(subject)s, %(time)s.",
+    # The leader's exception: in words first, then confirmed (issue 14).
+    "Choose at least one service.": "Kies minstens één dienst.",
+    "Choose all social media or some services.":
+        "Kies alle sociale media of alleen sommige diensten.",
+    "today %(span)s": "vandaag %(span)s",
+    "tomorrow %(span)s": "morgen %(span)s",
+    "All social media": "Alle sociale media",
+    "in the whole school": "in de hele school",
+    "in room %(code)s": "in lokaal %(code)s",
+    "for group %(name)s": "voor groep %(name)s",
+    "%(what)s allowed %(where)s, %(when)s": "%(what)s toegestaan %(where)s, %(when)s",
+    "Check what the exception will do and confirm it again.":
+        "Bekijk wat de uitzondering doet en bevestig opnieuw.",
+    "That exception cannot be extended (any more); check the overview.":
+        "Die uitzondering kan niet (meer) verlengd worden; bekijk het overzicht.",
+    "Exception extended: %(effect)s.": "Uitzondering verlengd: %(effect)s.",
+    "Exception granted: %(effect)s.": "Uitzondering toegekend: %(effect)s.",
+    "This opens social media in every lesson of the school. Grant it only when that is what "
+    "you mean.":
+        "Dit opent sociale media in elke les van de school. Ken haar alleen toe als je dat "
+        "echt bedoelt.",
+    "It overlaps with:": "Dit overlapt met:",
+    "Extend this one instead": "Liever deze verlengen",
+    "Grant a new exception anyway": "Toch een nieuwe uitzondering toekennen",
+    "Yes, grant for the whole school": "Ja, toekennen voor de hele school",
+    "Change": "Wijzigen",
+    "— choose —": "— kies —",
+    "Only these services:": "Alleen deze diensten:",
+    "Review": "Bekijken",
+    "You chose all social media and some services: choose one of the two.":
+        "Je koos alle sociale media én enkele diensten: kies een van de twee.",
 }
 
 

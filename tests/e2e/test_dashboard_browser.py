@@ -251,9 +251,26 @@ def test_leader_creates_a_school_wide_exception(site: Site, browser: Any) -> Non
     page = browser.new_page()
     _sign_in(page, site, "demo.leiding")
     assert page.url.endswith("/leiding")
+    from zoneinfo import ZoneInfo
+
+    from server.models import utcnow
+    # Nothing is chosen beforehand: scope, services and times are the leader's own choice.
+    assert page.get_by_label("Bereik", exact=True).input_value() == ""
+    assert page.get_by_label("Begin").input_value() == ""
     page.get_by_label("Bereik", exact=True).select_option("school")
+    page.get_by_label("Alle sociale media").check()
+    now = utcnow().astimezone(ZoneInfo("Europe/Amsterdam"))
+    page.get_by_label("Begin").fill(now.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_label("Einde").fill((now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
     page.get_by_label("Reden (optioneel)").fill("Open dag (browsertest)")
-    page.get_by_role("button", name="Uitzondering toekennen").click()
+    page.get_by_role("button", name="Bekijken").click()
+    page.wait_for_load_state()
+    # Step two: the effect in words, and a confirmation the server asks for.
+    effect = page.locator("#preview .effect").inner_text()
+    assert effect.startswith("Alle sociale media toegestaan in de hele school, "), effect
+    assert page.locator("ul.exceptions li").filter(has_text="Open dag (browsertest)").count() == 0
+    _shoot(page, "leader-exception-preview")
+    page.get_by_role("button", name="Ja, toekennen voor de hele school").click()
     page.wait_for_load_state()
     item = page.locator("ul.exceptions li").filter(has_text="Open dag (browsertest)")
     assert item.count() == 1 and "hele school" in item.inner_text()

@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 
 from server.extensions import db
 from server.grants import (GrantError, GrantForbidden, active_exceptions, cap_exception_to_lesson,
-                           extend_exception, grant_exception, plan_exception, revoke_exception,
-                           week_bounds)
+                           extend_exception, grant_exception, overlapping_exceptions,
+                           plan_exception, revoke_exception, week_bounds, widen_exception)
 from server.models import AuditEvent, ExceptionGrant, Group, Lesson, Person, Room, School
 
 NOW = datetime(2026, 11, 23, 9, 40, tzinfo=timezone.utc)
@@ -362,3 +362,27 @@ def test_planning_a_lesson_of_next_week_is_refused(app, world):
         with pytest.raises(GrantError, match="this week") as caught:
             plan_exception(get(Person, world["jans"]), lesson, zone=AMSTERDAM, now=NOW)
         assert caught.value.field == "lesson_id" and counts() == before
+
+
+def test_a_leader_widens_a_planned_exception_instead_of_adding_a_duplicate(app, world):
+    with app.app_context():
+        leader = get(Person, world["leader"])
+        later = NOW + timedelta(hours=2)
+        grant = grant_as(world, "leader", scope="school", start=later,
+                         end=later + timedelta(hours=1))
+        found = overlapping_exceptions(world["school"], scope="school", start=NOW,
+                                       end=later + timedelta(minutes=30))
+        assert found == [grant]
+        assert overlapping_exceptions(world["school"], scope="room", room_id=world["room"],
+                                      start=NOW, end=later) == []
+        # Starts earlier (but not before now) and ends later; never shorter.
+        widen_exception(leader, grant, start=NOW - timedelta(hours=1),
+                        end=later + timedelta(minutes=30), now=NOW)
+        assert (grant.start, grant.end) == (NOW, later + timedelta(hours=1))
+        with pytest.raises(GrantForbidden):
+            widen_exception(get(Person, world["jans"]), grant, start=NOW,
+                            end=later + timedelta(hours=3), now=NOW)
+        with pytest.raises(GrantError):  # neither overlapping nor touching
+            widen_exception(leader, grant, start=later + timedelta(hours=5),
+                            end=later + timedelta(hours=6), now=NOW)
+        assert grant.end == later + timedelta(hours=1)
