@@ -395,6 +395,12 @@ NL: dict[str, str | tuple[str, str]] = {
     "— choose —": "— kies —",
     "Only these services:": "Alleen deze diensten:",
     "Review": "Bekijken",
+    "LESFOCUS_PUBLIC_URL is not set on the server, so this command uses the address of this page. "
+    "Set it to the address the gateways reach the server on (such as "
+    "https://lesfocus.school.example) and make a new token.":
+        "LESFOCUS_PUBLIC_URL is niet ingesteld op de server, dus dit commando gebruikt het adres "
+        "van deze pagina. Stel het in op het adres waarop de gateways de server bereiken (zoals "
+        "https://lesfocus.school.example) en maak een nieuw token.",
     "You chose all social media and some services: choose one of the two.":
         "Je koos alle sociale media én enkele diensten: kies een van de twee.",
 }

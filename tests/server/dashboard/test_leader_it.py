@@ -324,15 +324,33 @@ def test_new_gateway_shows_a_one_time_enrolment_command_that_is_stored_hashed(ap
     response = client.post("/it/gateways", data={"name": "gw-2",
                                                  "csrf_token": csrf_token(client, "/it/gateways")})
     page = response.get_data(as_text=True)
-    match = re.search(r"lesfocus-agent enroll --server http://lesfocus.test --token (lfe_[\w-]+)",
-                      page)
+    # The agent as docs/agent.md installs it, enrolling at LESFOCUS_PUBLIC_URL.
+    match = re.search(r"sudo -u lesfocus-agent /opt/lesfocus/.venv/bin/lesfocus-agent enroll "
+                      r"--server http://lesfocus.test --token (lfe_[\w-]+)", page)
     assert response.status_code == 200 and match
+    assert "LESFOCUS_PUBLIC_URL is niet ingesteld" not in page
     with app.app_context():
         gateway = db.session.scalar(select(Gateway).where(Gateway.name == "gw-2"))
         token = db.session.scalar(select(EnrollmentToken).where(
             EnrollmentToken.gateway_id == gateway.id))
         assert token.token_hash == hash_token(match.group(1))
     assert match.group(1) not in client.get("/it/gateways").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("public_url, expected", [
+    ("https://lesfocus.school.example/", "--server https://lesfocus.school.example --token"),
+    (None, "--server http://localhost --token"),
+])
+def test_new_enrolment_token_command_uses_the_public_url_or_says_it_is_missing(
+        app: Flask, world, monkeypatch, public_url, expected) -> None:
+    monkeypatch.setitem(app.config, "LESFOCUS_PUBLIC_URL", public_url)
+    client = _signed_in(app, "ict")
+    response = client.post(f"/it/gateways/{world.gateway}/token",
+                           data={"csrf_token": csrf_token(client, "/it/gateways")})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert "/opt/lesfocus/.venv/bin/lesfocus-agent enroll " + expected in page
+    assert ("LESFOCUS_PUBLIC_URL is niet ingesteld" in page) == (public_url is None)
 
 
 def test_gateway_page_shows_counters_per_service(app: Flask, world) -> None:
