@@ -43,6 +43,8 @@ def test_impossible_addresses_are_said_too(host: str, port: int, words: str) -> 
     assert words in (listen_problem(host, port) or "")
 
 
+# Nothing here reads the database.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_serve_on_a_taken_port_exits_before_starting_the_server(app, runner, monkeypatch,
                                                                 taken_port: int) -> None:
     import server.serving
@@ -54,6 +56,8 @@ def test_serve_on_a_taken_port_exits_before_starting_the_server(app, runner, mon
     assert "serving on" not in result.output
 
 
+# Nothing here reads the database.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_demo_on_a_taken_port_exits_before_printing_the_url_or_building(
         app, runner, monkeypatch, taken_port: int) -> None:
     import server.demo
