@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_babel import gettext
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -90,8 +90,10 @@ def state_message(action: str, lesson: Lesson | None, at: datetime, now: datetim
     that another exception keeps open; `ended`: the exception just stopped, so that the other
     exceptions still in force are named; `day_named`: `action` names the day already.
     """
-    if lesson is None:
-        return action
+    from ..policy import policy_window
+    _, window_end = policy_window(now, int(current_app.config["LESFOCUS_POLICY_HORIZON_DAYS"]))
+    if lesson is None or at >= window_end:
+        return action  # beyond the policy's horizon the gateway knows nothing yet to read back
     text = state_text(room_states(list(lesson.rooms), at), service_names())
     if not text:
         return action

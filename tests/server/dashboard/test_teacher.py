@@ -475,6 +475,10 @@ def test_a_later_lesson_of_this_week_gets_an_exception_planned_from_the_week_vie
     assert ">Annuleren<" in page and "Weer blokkeren" not in page
     message = _post(client, f"/exceptions/{planned.id}/revoke", "/week")
     assert message.startswith("Geplande uitzondering geannuleerd. Vanaf ")
+    # Beyond the policy's horizon the gateway's policy says nothing yet: no state is claimed.
+    app.config["LESFOCUS_POLICY_HORIZON_DAYS"] = 0
+    message = _post(client, "/week/plan", "/week", lesson_id=lesson_id, duration="10")
+    assert message.startswith("Uitzondering gepland voor later, ") and "Vanaf" not in message
 
 
 # The rules refuse before anything is written: the database does not matter.
