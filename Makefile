@@ -24,9 +24,10 @@ node-deps:
 	@if [ -f tests/extension/package.json ]; then \
 		npm install --silent --no-audit --no-fund --prefix tests/extension; fi
 
-## make demo: a SQLite demo school served on http://127.0.0.1:5000
+## make demo: a SQLite demo school served on http://127.0.0.1:5000 (another port: make demo PORT=5001)
+PORT ?= 5000
 demo: venv
-	$(VENV)/bin/lesfocus demo
+	$(VENV)/bin/lesfocus demo --port $(PORT)
 
 ## make test: everything the tests need, then every test
 test: venv system-deps node-deps

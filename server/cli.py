@@ -46,6 +46,15 @@ def _say_instance_folder() -> None:
                    "(retention) and dashboard imports run in `lesfocus worker`", err=True)
 
 
+def _exit_if_cannot_listen(host: str, port: int, how_to_choose: str = "--port") -> None:
+    # Before any URL is printed or process started: a taken port is one clear line and exit 1.
+    from .serving import listen_problem
+    problem = listen_problem(host, port, how_to_choose)
+    if problem is not None:
+        click.echo(problem, err=True)
+        raise SystemExit(1)
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
@@ -62,6 +71,7 @@ def serve_command(host: str, port: int, connections: int, threads: int | None) -
     from .serving import exec_server
     if connections < 1:
         raise click.BadParameter("must be at least 1", param_hint="--connections")
+    _exit_if_cannot_listen(host, port)
     if threads is not None:
         click.echo(f"lesfocus: --threads is ignored (serving up to {connections} connections "
                    "with greenlets; see --connections)", err=True)
@@ -504,6 +514,8 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     from flask_migrate import upgrade
 
     from .demo import build_demo
+    if not no_serve:
+        _exit_if_cannot_listen(host, port, "--port (make demo PORT=5001)")
     upgrade()
     info = build_demo()
     db.session.commit()

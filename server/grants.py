@@ -10,7 +10,8 @@ something the rule does not allow, so they should hear it rather than get less s
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select, update
 
@@ -20,6 +21,8 @@ from .models import (EXCEPTION_SCOPES, ExceptionGrant, Group, Lesson, Person, Ro
                      Service)
 
 REASON_MAX = 200
+# What "+5 min" adds to a running exception.
+EXTEND_MINUTES = 5
 
 
 class GrantError(ValueError):
@@ -179,6 +182,148 @@ def grant_exception(actor: Person, *, scope: str, lesson: Lesson | None = None,
     return grant
 
 
+def _check_actor_for(actor: Person, exception: ExceptionGrant) -> None:
+    if not actor.active:
+        raise GrantForbidden("this account is disabled")
+    if exception.school_id != actor.school_id:
+        raise GrantForbidden("that exception belongs to another school")
+    if not actor.has_role("leader", "teacher"):
+        raise GrantForbidden("only teachers and school leaders may change exceptions")
+
+
+def _check_in_force(exception: ExceptionGrant, now: datetime) -> None:
+    # Revoked or over: the form that asked was made before that happened (a stale page).
+    if exception.revoked_at is not None:
+        raise GrantError("exception", "the exception was revoked already")
+    if exception.end <= now:
+        raise GrantError("exception", "the exception is over already")
+
+
+def exception_started(exception: ExceptionGrant, now: datetime) -> bool:
+    """True when `exception` has begun at `now`: revoking it stops it rather than cancels it."""
+    return exception.start <= now
+
+
+def extend_exception(actor: Person, exception: ExceptionGrant, *, minutes: int = EXTEND_MINUTES,
+                     now: datetime | None = None) -> ExceptionGrant:
+    """Move the end of an exception `minutes` later as `actor`; audited, flushed, not committed.
+
+    A lesson's exception ends at the latest when the lesson ends (as when it was granted): the
+    new end is capped there, and GrantError("minutes") when it ends there already. A teacher may
+    extend only exceptions for lessons they teach (what they could grant); a leader any.
+    """
+    now = _now(now)
+    _check_actor_for(actor, exception)
+    lesson = exception.lesson if exception.scope == "lesson" else None
+    if not actor.has_role("leader") and (lesson is None or not _is_teacher_of(actor, lesson)):
+        raise GrantForbidden("a teacher may extend only exceptions for lessons they teach")
+    _check_in_force(exception, now)
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or not 0 < minutes <= 24 * 60:
+        raise GrantError("minutes", "minutes must be a whole number from 1 to 1440")
+    end = exception.end + timedelta(minutes=minutes)
+    if lesson is not None:
+        if lesson.cancelled:
+            raise GrantError("lesson_id", "the lesson is cancelled; it blocks nothing")
+        end = cap_exception_to_lesson(exception.start, end, lesson)
+    end = _whole_seconds(end)
+    if end <= exception.end:
+        raise GrantError("minutes", "the exception lasts until the end of the lesson already")
+    previous = exception.end
+    exception.end = end
+    db.session.flush()
+    event = audit.record("exception.extend", school_id=exception.school_id, actor=actor,
+                         object_type="exception", object_id=exception.id, scope=exception.scope,
+                         previous_end=previous.isoformat(), end=end.isoformat())
+    event.at = now
+    db.session.flush()
+    return exception
+
+
+def overlapping_exceptions(school_id: int, *, scope: str, room_id: int | None = None,
+                           group_id: int | None = None, start: datetime,
+                           end: datetime) -> list[ExceptionGrant]:
+    """Exceptions of the same scope and target not revoked whose time overlaps or touches
+    [`start`, `end`] (a new one there would duplicate or continue them), by start."""
+    query = select(ExceptionGrant).where(
+        ExceptionGrant.school_id == school_id, ExceptionGrant.scope == scope,
+        ExceptionGrant.revoked_at.is_(None), ExceptionGrant.start <= end,
+        ExceptionGrant.end >= start)
+    if scope == "room":
+        query = query.where(ExceptionGrant.room_id == room_id)
+    elif scope == "group":
+        query = query.where(ExceptionGrant.group_id == group_id)
+    elif scope == "lesson":
+        raise ValueError("lesson exceptions are capped to their lesson; use the lesson's list")
+    return list(db.session.scalars(query.order_by(ExceptionGrant.start, ExceptionGrant.id)))
+
+
+def covers_services(exception: ExceptionGrant, services: list[str] | None) -> bool:
+    """True when `exception` allows at least `services` (None: all), so extending it suffices."""
+    if exception.services is None:
+        return True
+    return services is not None and set(services) <= set(exception.services)
+
+
+def widen_exception(actor: Person, exception: ExceptionGrant, *, start: datetime, end: datetime,
+                    now: datetime | None = None) -> ExceptionGrant:
+    """Let a leader's exception also cover [`start`, `end`] instead of adding a duplicate.
+
+    The end moves later (never earlier); a planned exception's start moves earlier (not before
+    now). Leaders only; audited as exception.extend; flushed, not committed.
+    """
+    now = _now(now)
+    _check_actor_for(actor, exception)
+    if not actor.has_role("leader"):
+        raise GrantForbidden("only school leaders may widen an exception")
+    if exception.scope == "lesson":
+        raise GrantError("exception", "a lesson's exception is extended with +5 min")
+    _check_in_force(exception, now)
+    start, end = _whole_seconds(start), _whole_seconds(end)
+    if end <= start:
+        raise GrantError("end", "the exception must end after it starts")
+    if start > exception.end or end < exception.start:
+        raise GrantError("start", "the times do not overlap or touch the exception")
+    previous_start, previous_end = exception.start, exception.end
+    if exception.start > now:
+        exception.start = max(min(exception.start, start), _whole_seconds(now))
+    exception.end = max(exception.end, end)
+    db.session.flush()
+    event = audit.record("exception.extend", school_id=exception.school_id, actor=actor,
+                         object_type="exception", object_id=exception.id, scope=exception.scope,
+                         previous_start=previous_start.isoformat(),
+                         previous_end=previous_end.isoformat(),
+                         start=exception.start.isoformat(), end=exception.end.isoformat())
+    event.at = now
+    db.session.flush()
+    return exception
+
+
+def week_bounds(now: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """Monday 00:00 of the week of `now` in `zone`, and the Monday after (aware datetimes)."""
+    today = now.astimezone(zone).date()
+    monday = today - timedelta(days=today.weekday())
+    start = datetime.combine(monday, time.min, zone)
+    return start, datetime.combine(monday + timedelta(days=7), time.min, zone)
+
+
+def plan_exception(actor: Person, lesson: Lesson, *, zone: ZoneInfo,
+                   services: list[str] | None = None, minutes: int | None = None,
+                   reason: str = "", now: datetime | None = None) -> ExceptionGrant:
+    """Grant an exception for a later lesson of this week (in the school's `zone`), from its start.
+
+    The rules of `grant_exception` hold (own lessons only, `minutes` counted from the lesson's
+    start and capped at its end); GrantError("lesson_id") for a lesson of another week.
+    """
+    now = _now(now)
+    if lesson.school_id != actor.school_id:
+        raise GrantForbidden("that lesson belongs to another school")
+    _, week_end = week_bounds(now, zone)
+    if lesson.start >= week_end:
+        raise GrantError("lesson_id", "only lessons of this week can be planned")
+    return grant_exception(actor, scope="lesson", lesson=lesson, services=services,
+                           start=max(now, lesson.start), minutes=minutes, reason=reason, now=now)
+
+
 def revoke_exception(actor: Person, exception: ExceptionGrant, *, reason: str = "",
                      now: datetime | None = None) -> ExceptionGrant:
     """Revoke an exception as `actor`; audited, flushed, not committed.
@@ -187,22 +332,14 @@ def revoke_exception(actor: Person, exception: ExceptionGrant, *, reason: str = 
     those they granted. GrantError when it is already revoked or over.
     """
     now = _now(now)
-    if not actor.active:
-        raise GrantForbidden("this account is disabled")
-    if exception.school_id != actor.school_id:
-        raise GrantForbidden("that exception belongs to another school")
+    _check_actor_for(actor, exception)
     if not actor.has_role("leader"):
-        if not actor.has_role("teacher"):
-            raise GrantForbidden("only teachers and school leaders may revoke exceptions")
         own_lesson = (exception.scope == "lesson" and exception.lesson is not None
                       and _is_teacher_of(actor, exception.lesson))
         if not own_lesson and exception.granted_by_id != actor.id:
             raise GrantForbidden("a teacher may revoke only exceptions for their own lessons "
                                  "or granted by themselves")
-    if exception.revoked_at is not None:
-        raise GrantError("exception", "the exception was revoked already")
-    if exception.end <= now:
-        raise GrantError("exception", "the exception is over already")
+    _check_in_force(exception, now)
     reason = _check_reason(reason)
     # One statement that revokes only what nobody revoked meanwhile: of two revocations at once
     # (two teachers' taps, two processes) the second finds no row and is told so, instead of

@@ -318,6 +318,42 @@ def serving_command(host: str, port: int, connections: int) -> list[str]:
             "--connections", str(connections)]
 
 
+def listen_problem(host: str, port: int, how_to_choose: str = "--port") -> str | None:
+    """Why the server could not listen on `host`:`port` (one line, Dutch / English), or None.
+
+    Checked by binding a socket the way gunicorn does (SO_REUSEADDR, so a port in TIME_WAIT is
+    free) and closing it again, before anything is printed or started: without it a taken port
+    showed as gunicorn's "Can't connect" after the dashboard's URL had been printed.
+    """
+    if not 0 <= port <= 65535:
+        return (f"lesfocus: poort {port} bestaat niet / port {port} does not exist (1-65535); "
+                f"kies een andere met {how_to_choose} / choose another with {how_to_choose}")
+    if port == 0:
+        return None  # the kernel picks a free one
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        return (f"lesfocus: onbekend adres {host!r} / unknown address {host!r} ({err}); "
+                f"kies een ander met --host / choose another with --host")
+    probe = socket.socket(family, kind, proto)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(address)
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            return (f"lesfocus: poort {port} is al in gebruik op {shown} / port {port} is "
+                    f"already in use on {shown}; kies een andere met {how_to_choose} / choose "
+                    f"another with {how_to_choose}")
+        return (f"lesfocus: kan niet luisteren op {shown} / cannot listen on {shown} "
+                f"({err.strerror}); kies een andere poort met {how_to_choose} / choose another "
+                f"port with {how_to_choose}")
+    finally:
+        probe.close()
+    return None
+
+
 def exec_server(host: str, port: int, connections: int) -> None:
     """Replace this process by a fresh interpreter serving the app (monkey-patched first)."""
     sys.stdout.flush()

@@ -216,9 +216,12 @@ def _audit_value(value: Any) -> str:
 def init_app(app: Flask) -> None:
     """Template filters and globals used by every page; the session login for API reads."""
     from ..auth import register_user_loader
+    from ..grants import EXTEND_MINUTES
+    from .state import line_text
     register_user_loader(session_person_for_reading)
     app.jinja_env.filters.update(hm=_hm, hms=_hms, day=_day, dayname=_dayname,
                                  short_dt=_short_dt, iso=_iso, audit_value=_audit_value)
+    app.jinja_env.globals.update(service_line_text=line_text, extend_minutes=EXTEND_MINUTES)
 
     @app.context_processor
     def _globals() -> dict[str, Any]:

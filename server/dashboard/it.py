@@ -141,9 +141,20 @@ def it_segment_delete(segment_id: int) -> Response:
 
 # --- gateways --------------------------------------------------------------------------------
 
+# Where docs/agent.md installs the agent, and the user it runs as.
+AGENT_ENROL = "sudo -u lesfocus-agent /opt/lesfocus/.venv/bin/lesfocus-agent enroll"
+
+
 def _enrol_command(token: str) -> str:
-    base = current_app.config.get("LESFOCUS_PUBLIC_URL") or request.host_url.rstrip("/")
-    return f"lesfocus-agent enroll --server {base} --token {token}"
+    """The command IT runs on the gateway: the agent as docs/agent.md installs it, enrolling at
+    the server's public URL (LESFOCUS_PUBLIC_URL, the audience of agent tokens).
+
+    Without LESFOCUS_PUBLIC_URL the URL this page came in on stands in (what the server then
+    accepts as audience too); the page says so, since behind a proxy that is often not the
+    address, or the scheme, the gateways use.
+    """
+    base = (current_app.config.get("LESFOCUS_PUBLIC_URL") or request.host_url).rstrip("/")
+    return f"{AGENT_ENROL} --server {base} --token {token}"
 
 
 @bp.route("/it/gateways", methods=["GET", "POST"])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from flask import flash, redirect, render_template, request, url_for
-from flask_babel import gettext
+from flask import current_app, flash, redirect, render_template, request, url_for
+from flask_babel import format_datetime, gettext
 from sqlalchemy import func, select
 from werkzeug.wrappers import Response
 
@@ -14,15 +17,32 @@ from ..bounds import parse_id
 from ..extensions import db
 from ..models import AuditEvent, ExceptionGrant, Group, Room, utcnow
 from . import bp
-from .common import (current_user, local_input_value, login_required, parse_local_datetime,
+from .common import (_hm, _short_dt, current_user, login_required, parse_local_datetime,
                      school_services, school_zone, service_names)
 
 AUDIT_PAGE_SIZE = 50
 LEADER_SCOPES = ("school", "room", "group")
 
 
+EMPTY_FORM: dict[str, str | list[str]] = {
+    "scope": "", "room": "", "group": "", "which": "", "services": [], "start": "", "end": "",
+    "reason": ""}
+
+
+@dataclass
+class Preview:
+    """What a leader's exception would do, in words, before it is granted (the second step)."""
+
+    effect: str
+    token: str  # binds the confirmation to exactly these values (see `_confirm_token`)
+    overlaps: list[ExceptionGrant] = field(default_factory=list)
+    extendable: set[int] = field(default_factory=set)
+    school_wide: bool = False
+
+
 def _render_overview(form: dict[str, str | list[str]] | None = None,
-                     errors: dict[str, str] | None = None, status: int = 200) -> tuple[str, int]:
+                     errors: dict[str, str] | None = None, status: int = 200,
+                     preview: Preview | None = None) -> tuple[str, int]:
     user = current_user()
     school = user.school
     now = utcnow()
@@ -33,11 +53,8 @@ def _render_overview(form: dict[str, str | list[str]] | None = None,
         .order_by(ExceptionGrant.start, ExceptionGrant.id)).all()
     active = [e for e in current if e.start <= now]
     planned = [e for e in current if e.start > now]
-    if form is None:
-        start = now.astimezone(school_zone(school)).replace(second=0, microsecond=0)
-        form = {"scope": "school", "start": local_input_value(start, school),
-                "end": local_input_value(start + timedelta(hours=2), school), "reason": "",
-                "services": []}
+    # Nothing chosen beforehand: a leader decides scope, services and times themselves.
+    form = dict(EMPTY_FORM) if form is None else form
     rooms = db.session.scalars(select(Room).where(Room.school_id == school.id)
                                .order_by(Room.code)).all()
     groups = db.session.scalars(select(Group).where(Group.school_id == school.id)
@@ -45,7 +62,7 @@ def _render_overview(form: dict[str, str | list[str]] | None = None,
     return render_template("leader/overview.html", active=active, planned=planned, form=form,
                            errors=errors or {}, rooms=rooms, groups=groups,
                            services=school_services(school), names=service_names(),
-                           scopes=LEADER_SCOPES, now=now), status
+                           scopes=LEADER_SCOPES, now=now, preview=preview), status
 
 
 @bp.get("/leiding")
@@ -55,21 +72,78 @@ def leader_overview() -> tuple[str, int]:
     return _render_overview()
 
 
+def _when_text(start: datetime, end: datetime, now: datetime, zone: ZoneInfo) -> str:
+    """"vandaag 09:41–11:41", "morgen …", "wo 2 dec 09:00–11:00", or two moments for days."""
+    first, last = start.astimezone(zone), end.astimezone(zone)
+    today = now.astimezone(zone).date()
+    if first.date() != last.date() and not (last.date() == first.date() + timedelta(days=1)
+                                            and last.time() == time.min):
+        return f"{_short_dt(start)} – {_short_dt(end)}"
+    span = f"{_hm(start)}–{_hm(end)}"
+    if first.date() == today:
+        return gettext("today %(span)s", span=span)
+    if first.date() == today + timedelta(days=1):
+        return gettext("tomorrow %(span)s", span=span)
+    return f"{format_datetime(start, 'EEE d MMM')} {span}"
+
+
+def effect_text(scope: str, room: Room | None, group: Group | None,
+                services: list[str] | None, start: datetime, end: datetime,
+                now: datetime, zone: ZoneInfo) -> str:
+    """What an exception does, as a sentence: "All social media allowed in the whole school,
+    today 09:41–11:41"."""
+    names = service_names()
+    what = (gettext("All social media") if services is None
+            else ", ".join(sorted(names.get(s, s) for s in services)))
+    where = {"school": gettext("in the whole school"),
+             "room": gettext("in room %(code)s", code=room.code if room else "?"),
+             "group": gettext("for group %(name)s", name=group.name if group else "?")}[scope]
+    return gettext("%(what)s allowed %(where)s, %(when)s", what=what, where=where,
+                   when=_when_text(start, end, now, zone))
+
+
+def _confirm_token(values: tuple[object, ...]) -> str:
+    # Binds "Toekennen" to the values the leader saw in words: a changed or hand-made form
+    # is shown again rather than granted.
+    key = str(current_app.config["SECRET_KEY"]).encode()
+    return hmac.new(key, repr(values).encode(), hashlib.sha256).hexdigest()[:32]
+
+
 @bp.post("/leiding/uitzonderingen")
 @login_required("leader")
 def leader_grant() -> Response | tuple[str, int]:
-    """Grant an exception for the school, a room or a group, with a start and an end."""
-    from ..grants import GrantError, GrantForbidden, grant_exception
+    """Grant an exception for the school, a room or a group, with a start and an end.
+
+    Two steps, both checked here: "Bekijken" shows the effect in words and any overlapping
+    exception; only "Toekennen" (or "Verlengen") from that preview, with its token, writes.
+    """
+    from ..grants import (GrantError, GrantForbidden, covers_services, grant_exception,
+                          overlapping_exceptions, widen_exception)
     user = current_user()
     school = user.school
     form: dict[str, str | list[str]] = {
         key: (request.form.get(key) or "").strip()
-        for key in ("scope", "start", "end", "reason", "room", "group")}
+        for key in ("scope", "start", "end", "reason", "room", "group", "which")}
     form["services"] = request.form.getlist("services")
+    step = request.form.get("step") or "preview"
     errors: dict[str, str] = {}
     scope = str(form["scope"])
     if scope not in LEADER_SCOPES:
         errors["scope"] = gettext("Choose the school, a room or a group.")
+    services: list[str] | None = None
+    if not form["which"] and form["services"]:
+        form["which"] = "some"  # ticking a service is a choice too
+    if form["which"] == "all":
+        services = None
+        if form["services"]:
+            errors["services"] = gettext("You chose all social media and some services: "
+                                         "choose one of the two.")
+    elif form["which"] == "some":
+        services = sorted(set(form["services"]))
+        if not services:
+            errors["services"] = gettext("Choose at least one service.")
+    else:
+        errors["services"] = gettext("Choose all social media or some services.")
     times: dict[str, datetime] = {}
     for key in ("start", "end"):
         try:
@@ -89,22 +163,75 @@ def leader_grant() -> Response | tuple[str, int]:
             errors["group"] = gettext("Choose a group.")
     if errors:
         return _render_overview(form, errors, 400)
+    now = utcnow()
+    reason = str(form["reason"])
+    # Checked by the grant rules themselves (then rolled back), so the preview shows only what
+    # "Toekennen" will do.
     try:
-        grant_exception(user, scope=scope, room=room, group=group,
-                        services=list(form["services"]) or None, start=times["start"],
-                        end=times["end"], reason=str(form["reason"]), now=utcnow())
+        trial = grant_exception(user, scope=scope, room=room, group=group, services=services,
+                                start=times["start"], end=times["end"], reason=reason, now=now)
+        start, end = trial.start, trial.end
     except GrantForbidden:
         db.session.rollback()
         return _render_overview(form, {"form": gettext("You may not grant this exception.")}, 403)
     except GrantError as err:
         db.session.rollback()
-        field = getattr(err, "field", None) or "form"
+        field_name = getattr(err, "field", None) or "form"
         texts = {"end": gettext("The end must be after the start and still to come."),
                  "services": gettext("Choose services that the school blocks."),
                  "reason": gettext("The reason is too long (at most 200 characters).")}
-        return _render_overview(form, {field: texts.get(field, str(err))}, 400)
+        return _render_overview(form, {field_name: texts.get(field_name, str(err))}, 400)
+    db.session.rollback()
+    room = db.session.get(Room, room.id) if room is not None else None
+    group = db.session.get(Group, group.id) if group is not None else None
+    overlaps = overlapping_exceptions(school.id, scope=scope, room_id=room.id if room else None,
+                                      group_id=group.id if group else None, start=start, end=end)
+    zone = school_zone(school)
+    preview = Preview(
+        effect=effect_text(scope, room, group, services, start, end, now, zone),
+        # The overlaps seen are part of it: one added meanwhile is shown before anything is
+        # granted.
+        token=_confirm_token((scope, room.id if room else None, group.id if group else None,
+                              services, start.isoformat(), end.isoformat(), reason,
+                              [(e.id, e.start.isoformat(), e.end.isoformat())
+                               for e in overlaps])),
+        overlaps=overlaps, extendable={e.id for e in overlaps if covers_services(e, services)},
+        school_wide=scope == "school")
+    if step == "preview":
+        return _render_overview(form, status=200, preview=preview)
+    if step not in ("confirm", "extend") or not hmac.compare_digest(
+            request.form.get("token", ""), preview.token):
+        return _render_overview(form, {"form": gettext(
+            "Check what the exception will do and confirm it again.")}, 400, preview)
+    if step == "extend":
+        target = next((e for e in overlaps if str(e.id) == request.form.get("extend_id")
+                       and e.id in preview.extendable), None)
+        if target is None:
+            return _render_overview(form, {"form": gettext(
+                "That exception cannot be extended (any more); check the overview.")}, 400,
+                preview)
+        try:
+            widen_exception(user, target, start=start, end=end, now=now)
+        except (GrantError, GrantForbidden):
+            db.session.rollback()
+            return _render_overview(form, {"form": gettext(
+                "That exception cannot be extended (any more); check the overview.")}, 400,
+                preview)
+        db.session.commit()
+        flash(gettext("Exception extended: %(effect)s.", effect=effect_text(
+            target.scope, target.room, target.group, target.services, target.start, target.end,
+            now, zone)), "success")
+        return redirect(url_for("dashboard.leader_overview"))
+    try:
+        grant_exception(user, scope=scope, room=room, group=group, services=services,
+                        start=times["start"], end=times["end"], reason=reason, now=now)
+    except (GrantError, GrantForbidden):
+        # The trial passed a moment ago: only a change in between (a room removed) gets here.
+        db.session.rollback()
+        return _render_overview(form, {"form": gettext(
+            "Check what the exception will do and confirm it again.")}, 400)
     db.session.commit()
-    flash(gettext("Exception granted."), "success")
+    flash(gettext("Exception granted: %(effect)s.", effect=preview.effect), "success")
     return redirect(url_for("dashboard.leader_overview"))
 
 

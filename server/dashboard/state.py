@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
+from flask_babel import format_datetime, gettext
 from lesfocus_policy import Policy, status_of
 
 from ..models import ExceptionGrant, Gateway, Lesson, Room
@@ -215,3 +216,53 @@ def exceptions_covering(lesson: Lesson, now: datetime) -> list[ExceptionGrant]:
     from ..grants import active_exceptions
     found = [e for e in active_exceptions(lesson.school_id, now) if exception_covers(e, lesson)]
     return sorted(found, key=lambda e: (e.end, e.id))
+
+
+# --- the state in words (the "Nu" page's lines and the messages after an action) ---------------
+
+def _time(moment: datetime | None) -> str | None:
+    return format_datetime(moment, "HH:mm") if moment else None
+
+
+def line_text(line: ServiceLine, names: dict[str, str]) -> str:
+    """One `ServiceLine` in words: "All except YouTube blocked until 10:10" (translated)."""
+    who = ", ".join(sorted(names.get(s, s) for s in line.services))
+    time = _time(line.until)
+    if line.blocked:
+        if line.everything:
+            return (gettext("All social media blocked until %(time)s", time=time) if time
+                    else gettext("All social media blocked"))
+        if line.inverse:
+            return (gettext("All except %(names)s blocked until %(time)s", names=who, time=time)
+                    if time else gettext("All except %(names)s blocked", names=who))
+        return (gettext("%(names)s blocked until %(time)s", names=who, time=time) if time
+                else gettext("%(names)s blocked", names=who))
+    if line.everything:
+        return (gettext("All social media allowed until %(time)s", time=time) if time
+                else gettext("All social media allowed"))
+    if line.inverse:
+        return (gettext("All except %(names)s allowed until %(time)s", names=who, time=time)
+                if time else gettext("All except %(names)s allowed", names=who))
+    return (gettext("%(names)s allowed until %(time)s", names=who, time=time) if time
+            else gettext("%(names)s allowed", names=who))
+
+
+def state_text(states: list[RoomState], names: dict[str, str]) -> str:
+    """The rooms' states in one sentence, per service blocked or allowed and until when.
+
+    What a message after a grant, an extension or a revocation says: read from the policy
+    after the change, so it cannot claim a block that another exception keeps open.
+    """
+    parts = []
+    for state in states:
+        if not state.has_network:
+            text = gettext("Room %(code)s has no network segment: lesfocus blocks nothing there.",
+                           code=state.room.code)
+        else:
+            text = "; ".join(line_text(line, names) for line in state.lines)
+            if not text:
+                continue
+            if len(states) > 1:
+                text = gettext("Room %(code)s: %(state)s", code=state.room.code, state=text)
+        parts.append(text.rstrip("."))
+    return "; ".join(parts) + "." if parts else ""

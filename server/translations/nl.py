@@ -56,11 +56,8 @@ NL: dict[str, str | tuple[str, str]] = {
     "Choose the rest of the lesson, 10, 15 or 30 minutes.":
         "Kies de rest van de les, 10, 15 of 30 minuten.",
     "You may not grant this exception.": "Je mag deze uitzondering niet toekennen.",
-    "Social media allowed.": "Sociale media toegestaan.",
     "No such exception.": "Deze uitzondering bestaat niet.",
     "You may not revoke this exception.": "Je mag deze uitzondering niet intrekken.",
-    "Exception ended: social media is blocked again.":
-        "Uitzondering beëindigd: sociale media zijn weer geblokkeerd.",
     "The date must look like 2026-11-23.": "De datum moet eruitzien als 2026-11-23.",
     "all social media": "alle sociale media",
     "whole school": "hele school",
@@ -79,7 +76,6 @@ NL: dict[str, str | tuple[str, str]] = {
     "room %(code)s": "lokaal %(code)s",
     "group %(name)s": "groep %(name)s",
     "lesson": "les",
-    "Block again": "Weer blokkeren",
     "Skip to content": "Naar de inhoud",
     "Sign out": "Uitloggen",
     "Main": "Hoofdmenu",
@@ -352,6 +348,69 @@ NL: dict[str, str | tuple[str, str]] = {
         "Kijk of `lesfocus worker` op de server draait.",
     "Refresh": "Verversen",
     "Import another file": "Nog een bestand importeren",
+    # Messages after a grant, "+5 min", "Stop" or a cancellation: the state after it (issue 14).
+    "Room %(code)s: %(state)s": "Lokaal %(code)s: %(state)s",
+    "%(action)s Now: %(state)s": "%(action)s Nu: %(state)s",
+    "%(action)s From %(time)s: %(state)s": "%(action)s Vanaf %(time)s: %(state)s",
+    "Still in force: the exception for %(scopes)s.":
+        "Nog van kracht: de uitzondering voor %(scopes)s.",
+    "Exception stopped.": "Uitzondering gestopt.",
+    "Planned exception cancelled.": "Geplande uitzondering geannuleerd.",
+    "Exception extended to %(time)s.": "Uitzondering verlengd tot %(time)s.",
+    "Exception extended to %(time)s, the end of the lesson.":
+        "Uitzondering verlengd tot %(time)s, het einde van de les.",
+    "This exception lasts until the end of the lesson already.":
+        "Deze uitzondering loopt al tot het einde van de les.",
+    "This exception was stopped already.": "Deze uitzondering is al gestopt.",
+    "This exception is over already.": "Deze uitzondering is al voorbij.",
+    "You may not change this exception.": "Je mag deze uitzondering niet wijzigen.",
+    "Stop": "Stoppen",
+    "Cancel": "Annuleren",
+    "+%(n)d min": "+%(n)d min",
+    "Plan an exception": "Uitzondering plannen",
+    "Whole lesson": "Hele les",
+    "First %(n)d min": "Eerste %(n)d min",
+    "Only later lessons of this week can get a planned exception.":
+        "Alleen voor latere lessen van deze week kun je een uitzondering plannen.",
+    "Exception planned for %(subject)s, %(time)s.":
+        "Uitzondering gepland voor %(subject)s, %(time)s.",
+    # The leader's exception: in words first, then confirmed (issue 14).
+    "Choose at least one service.": "Kies minstens één dienst.",
+    "Choose all social media or some services.":
+        "Kies alle sociale media of alleen sommige diensten.",
+    "today %(span)s": "vandaag %(span)s",
+    "tomorrow %(span)s": "morgen %(span)s",
+    "All social media": "Alle sociale media",
+    "in the whole school": "in de hele school",
+    "in room %(code)s": "in lokaal %(code)s",
+    "for group %(name)s": "voor groep %(name)s",
+    "%(what)s allowed %(where)s, %(when)s": "%(what)s toegestaan %(where)s, %(when)s",
+    "Check what the exception will do and confirm it again.":
+        "Bekijk wat de uitzondering doet en bevestig opnieuw.",
+    "That exception cannot be extended (any more); check the overview.":
+        "Die uitzondering kan niet (meer) verlengd worden; bekijk het overzicht.",
+    "Exception extended: %(effect)s.": "Uitzondering verlengd: %(effect)s.",
+    "Exception granted: %(effect)s.": "Uitzondering toegekend: %(effect)s.",
+    "This opens social media in every lesson of the school. Grant it only when that is what "
+    "you mean.":
+        "Dit opent sociale media in elke les van de school. Ken haar alleen toe als je dat "
+        "echt bedoelt.",
+    "It overlaps with:": "Dit overlapt met:",
+    "Extend this one instead": "Liever deze verlengen",
+    "Grant a new exception anyway": "Toch een nieuwe uitzondering toekennen",
+    "Yes, grant for the whole school": "Ja, toekennen voor de hele school",
+    "Change": "Wijzigen",
+    "— choose —": "— kies —",
+    "Only these services:": "Alleen deze diensten:",
+    "Review": "Bekijken",
+    "LESFOCUS_PUBLIC_URL is not set on the server, so this command uses the address of this page. "
+    "Set it to the address the gateways reach the server on (such as "
+    "https://lesfocus.school.example) and make a new token.":
+        "LESFOCUS_PUBLIC_URL is niet ingesteld op de server, dus dit commando gebruikt het adres "
+        "van deze pagina. Stel het in op het adres waarop de gateways de server bereiken (zoals "
+        "https://lesfocus.school.example) en maak een nieuw token.",
+    "You chose all social media and some services: choose one of the two.":
+        "Je koos alle sociale media én enkele diensten: kies een van de twee.",
 }
 
 

@@ -153,16 +153,46 @@ def _shoot(page: Any, name: str) -> None:
     page.set_viewport_size(DESKTOP)
 
 
+# The parts of "Nu" a teacher needs at the start of a lesson: all on a phone's first screen.
+FIRST_SCREEN = """() => {
+  const parts = {lesson: '#lesson-title', state: '.lesson .state',
+                 rest: 'button[value=rest]', m10: 'button[value="10"]', m30: 'button[value="30"]'};
+  const out = {scrollY: window.scrollY, height: window.innerHeight};
+  for (const [name, sel] of Object.entries(parts)) {
+    const r = document.querySelector(sel).getBoundingClientRect();
+    out[name] = [Math.round(r.top), Math.round(r.bottom)];
+  }
+  return out;
+}"""
+
+
+def _assert_first_screen(page: Any, name: str) -> None:
+    """At 390×844, unscrolled: lesson, state and the duration buttons are in view (and a PNG)."""
+    page.set_viewport_size(PHONE)
+    page.evaluate("window.scrollTo(0, 0)")
+    boxes = page.evaluate(FIRST_SCREEN)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}-phone-first-screen.png"))
+    page.set_viewport_size(DESKTOP)
+    outside = {part: box for part, box in boxes.items() if isinstance(box, list)
+               and not (0 <= box[0] and box[1] <= boxes["height"])}
+    assert boxes["scrollY"] == 0 and not outside, boxes
+
+
 def test_teacher_grants_only_youtube_for_15_minutes_sees_the_countdown_and_revokes(
         site: Site, browser: Any) -> None:
     page = browser.new_page()
     _sign_in(page, site, "demo.jans")
     assert page.url.endswith("/nu")
+    _assert_first_screen(page, "teacher-now")
     page.locator("label.chip", has_text="YouTube").click()  # the chip: tap one
     assert page.get_by_role("checkbox", name="YouTube").is_checked()
     page.get_by_role("button", name="15 min").click()  # the duration: tap two
     page.wait_for_load_state()
-    assert page.get_by_role("status").filter(has_text="Sociale media toegestaan.").count() == 1
+    # The message says what holds now, per service (read from the policy after the grant).
+    message = page.locator("p.flash").inner_text()
+    assert message.startswith("Uitzondering toegekend. Nu: "), message
+    assert "Alle behalve YouTube geblokkeerd tot" in message and "YouTube toegestaan tot" in message
     countdown = page.locator("time.countdown").first
     first = countdown.inner_text()
     assert re.fullmatch(r"1[45]:\d\d", first), first
@@ -170,12 +200,33 @@ def test_teacher_grants_only_youtube_for_15_minutes_sees_the_countdown_and_revok
     assert countdown.inner_text() != first  # it ticks
     section = page.locator("ul.exceptions li").first
     assert "YouTube" in section.inner_text()
+    _assert_first_screen(page, "teacher-now-with-exception")
     _shoot(page, "teacher-now-with-exception")
-    section.get_by_role("button", name="Weer blokkeren").click()
+    section.get_by_role("button", name="+5 min").click()
     page.wait_for_load_state()
-    assert "Uitzondering beëindigd" in page.content()
+    assert page.locator("p.flash").inner_text().startswith("Uitzondering verlengd tot ")
+    assert re.fullmatch(r"(19|20):\d\d", page.locator("time.countdown").first.inner_text())
+    page.locator("ul.exceptions li").first.get_by_role("button", name="Stoppen").click()
+    page.wait_for_load_state()
+    assert page.locator("p.flash").inner_text().startswith("Uitzondering gestopt. Nu: ")
     assert page.locator("time.countdown").count() == 0
     _shoot(page, "teacher-now")
+    # A later lesson of this week, from the week view (when one is left this week).
+    page.goto(site.url + "/week")
+    plan = page.locator("details.plan").first
+    if plan.count():
+        plan.locator("summary").click()
+        plan.locator("label.chip", has_text="YouTube").click()
+        plan.get_by_role("button", name="Eerste 10 min").click()
+        page.wait_for_load_state()
+        message = page.locator("p.flash").inner_text()
+        assert message.startswith("Uitzondering gepland voor "), message
+        assert "YouTube toegestaan tot" in message, message
+        _shoot(page, "teacher-week-planned")
+        page.locator("div.planned").first.get_by_role("button", name="Annuleren").click()
+        page.wait_for_load_state()
+        message = page.locator("p.flash").inner_text()
+        assert message.startswith("Geplande uitzondering geannuleerd."), message
 
 
 def test_teacher_cannot_grant_for_another_teachers_lesson(site: Site, browser: Any) -> None:
@@ -200,14 +251,31 @@ def test_leader_creates_a_school_wide_exception(site: Site, browser: Any) -> Non
     page = browser.new_page()
     _sign_in(page, site, "demo.leiding")
     assert page.url.endswith("/leiding")
+    from zoneinfo import ZoneInfo
+
+    from server.models import utcnow
+    # Nothing is chosen beforehand: scope, services and times are the leader's own choice.
+    assert page.get_by_label("Bereik", exact=True).input_value() == ""
+    assert page.get_by_label("Begin").input_value() == ""
     page.get_by_label("Bereik", exact=True).select_option("school")
+    page.get_by_label("Alle sociale media").check()
+    now = utcnow().astimezone(ZoneInfo("Europe/Amsterdam"))
+    page.get_by_label("Begin").fill(now.strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_label("Einde").fill((now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
     page.get_by_label("Reden (optioneel)").fill("Open dag (browsertest)")
-    page.get_by_role("button", name="Uitzondering toekennen").click()
+    page.get_by_role("button", name="Bekijken").click()
+    page.wait_for_load_state()
+    # Step two: the effect in words, and a confirmation the server asks for.
+    effect = page.locator("#preview .effect").inner_text()
+    assert effect.startswith("Alle sociale media toegestaan in de hele school, "), effect
+    assert page.locator("ul.exceptions li").filter(has_text="Open dag (browsertest)").count() == 0
+    _shoot(page, "leader-exception-preview")
+    page.get_by_role("button", name="Ja, toekennen voor de hele school").click()
     page.wait_for_load_state()
     item = page.locator("ul.exceptions li").filter(has_text="Open dag (browsertest)")
     assert item.count() == 1 and "hele school" in item.inner_text()
     _shoot(page, "leader-exceptions")
-    item.get_by_role("button", name="Weer blokkeren").click()  # leave the school as it was
+    item.get_by_role("button", name="Stoppen").click()  # leave the school as it was
     page.wait_for_load_state()
     assert page.locator("ul.exceptions li").filter(has_text="Open dag (browsertest)").count() == 0
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import func, select, update
 
 from server.extensions import db
 from server.grants import (GrantError, GrantForbidden, active_exceptions, cap_exception_to_lesson,
-                           grant_exception, revoke_exception)
+                           extend_exception, grant_exception, overlapping_exceptions,
+                           plan_exception, revoke_exception, week_bounds, widen_exception)
 from server.models import AuditEvent, ExceptionGrant, Group, Lesson, Person, Room, School
 
 NOW = datetime(2026, 11, 23, 9, 40, tzinfo=timezone.utc)
@@ -289,3 +291,115 @@ def test_revoking_a_revoked_or_ended_exception_is_refused(app, world, when, firs
         assert caught.value.field == "exception"
         db.session.commit()
         assert counts() == before
+
+
+# --- "+5 min" and planning a later lesson of this week (issue 14) -----------------------------
+
+def test_extending_moves_the_end_and_is_capped_at_the_lessons_end(app, world):
+    with app.app_context():
+        jans = get(Person, world["jans"])
+        grant = grant_as(world, "jans", minutes=26)  # 09:40 -> 10:06, the lesson ends 10:10
+        extend_exception(jans, grant, now=NOW + timedelta(minutes=1))
+        assert grant.end == LESSON_END  # 10:11 capped to 10:10
+        event = db.session.scalar(select(AuditEvent).where(
+            AuditEvent.action == "exception.extend"))
+        assert event.details == {"scope": "lesson", "end": LESSON_END.isoformat(),
+                                 "previous_end": (NOW + timedelta(minutes=26)).isoformat()}
+        assert event.at == NOW + timedelta(minutes=1)
+        before = counts()
+        with pytest.raises(GrantError, match="end of the lesson already") as caught:
+            extend_exception(jans, grant, now=NOW + timedelta(minutes=2))
+        assert caught.value.field == "minutes"
+        assert counts() == before and grant.end == LESSON_END
+
+
+def test_a_leaders_school_wide_exception_extends_without_a_lesson_cap(app, world):
+    with app.app_context():
+        grant = grant_as(world, "leader", scope="school", minutes=60)
+        extend_exception(get(Person, world["leader"]), grant, minutes=30, now=NOW)
+        assert grant.end == NOW + timedelta(minutes=90)
+
+
+@pytest.mark.parametrize("who", ["bakk", "ict"])
+def test_only_the_lessons_teacher_or_a_leader_may_extend(app, world, who):
+    with app.app_context():
+        grant = grant_as(world, "jans", minutes=10)
+        db.session.commit()
+        with pytest.raises(GrantForbidden):
+            extend_exception(get(Person, world[who]), grant, now=NOW)
+        assert get(ExceptionGrant, grant.id).end == NOW + timedelta(minutes=10)
+        extend_exception(get(Person, world["leader"]), grant, now=NOW)
+        assert grant.end == NOW + timedelta(minutes=15)
+
+
+@pytest.mark.parametrize("minutes", [0, -5, 1441, True, "5"])
+def test_extending_by_a_bad_number_of_minutes_is_refused(app, world, minutes):
+    with app.app_context():
+        grant = grant_as(world, "jans", minutes=10)
+        with pytest.raises(GrantError) as caught:
+            extend_exception(get(Person, world["jans"]), grant, minutes=minutes, now=NOW)
+        assert caught.value.field == "minutes"
+
+
+AMSTERDAM = ZoneInfo("Europe/Amsterdam")
+
+
+def test_week_bounds_are_monday_to_monday_in_the_schools_timezone():
+    # Sunday 23:30 UTC is already Monday 00:30 in Amsterdam: the next week.
+    start, end = week_bounds(datetime(2026, 11, 29, 23, 30, tzinfo=timezone.utc), AMSTERDAM)
+    assert (start.isoformat(), end.isoformat()) == ("2026-11-30T00:00:00+01:00",
+                                                    "2026-12-07T00:00:00+01:00")
+
+
+def _later(world, days: int) -> Lesson:
+    start = LESSON_START + timedelta(days=days)
+    lesson = Lesson(school_id=world["school"], start=start, end=start + timedelta(minutes=50),
+                    subject="later", source="manual", source_id=f"later-{days}",
+                    teachers=[get(Person, world["jans"])])
+    db.session.add(lesson)
+    db.session.flush()
+    return lesson
+
+
+def test_planning_a_later_lesson_starts_at_its_start_and_stays_within_it(app, world):
+    with app.app_context():
+        lesson = _later(world, days=4)  # Friday of the same week (NOW is a Monday)
+        jans = get(Person, world["jans"])
+        grant = plan_exception(jans, lesson, zone=AMSTERDAM, minutes=90, now=NOW)
+        assert (grant.start, grant.end) == (lesson.start, lesson.end)
+        grant = plan_exception(jans, lesson, zone=AMSTERDAM, minutes=10, services=["youtube"],
+                               now=NOW)
+        assert grant.end == lesson.start + timedelta(minutes=10)
+
+
+def test_planning_a_lesson_of_next_week_is_refused(app, world):
+    with app.app_context():
+        lesson = _later(world, days=7)
+        before = counts()
+        with pytest.raises(GrantError, match="this week") as caught:
+            plan_exception(get(Person, world["jans"]), lesson, zone=AMSTERDAM, now=NOW)
+        assert caught.value.field == "lesson_id" and counts() == before
+
+
+def test_a_leader_widens_a_planned_exception_instead_of_adding_a_duplicate(app, world):
+    with app.app_context():
+        leader = get(Person, world["leader"])
+        later = NOW + timedelta(hours=2)
+        grant = grant_as(world, "leader", scope="school", start=later,
+                         end=later + timedelta(hours=1))
+        found = overlapping_exceptions(world["school"], scope="school", start=NOW,
+                                       end=later + timedelta(minutes=30))
+        assert found == [grant]
+        assert overlapping_exceptions(world["school"], scope="room", room_id=world["room"],
+                                      start=NOW, end=later) == []
+        # Starts earlier (but not before now) and ends later; never shorter.
+        widen_exception(leader, grant, start=NOW - timedelta(hours=1),
+                        end=later + timedelta(minutes=30), now=NOW)
+        assert (grant.start, grant.end) == (NOW, later + timedelta(hours=1))
+        with pytest.raises(GrantForbidden):
+            widen_exception(get(Person, world["jans"]), grant, start=NOW,
+                            end=later + timedelta(hours=3), now=NOW)
+        with pytest.raises(GrantError):  # neither overlapping nor touching
+            widen_exception(leader, grant, start=later + timedelta(hours=5),
+                            end=later + timedelta(hours=6), now=NOW)
+        assert grant.end == later + timedelta(hours=1)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import re
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
@@ -16,7 +17,13 @@ from server.dashboard.common import local_input_value
 from server.extensions import db
 from server.gateways import hash_token
 from server.models import (AuditEvent, EnrollmentToken, ExceptionGrant, Gateway, Lesson, Person,
-                           Reminder, School, Segment, utcnow)
+                           Reminder, Room, School, Segment, utcnow)
+
+ZONE = ZoneInfo("Europe/Amsterdam")  # the test school's timezone
+
+
+def _local(moment) -> str:
+    return moment.astimezone(ZONE).strftime("%H:%M")
 
 
 def _signed_in(app: Flask, username: str):
@@ -33,23 +40,177 @@ def _leader_form(app: Flask, **fields: str) -> dict[str, str]:
     with app.app_context():
         school = _school(app)
         now = utcnow()
-        form = {"scope": "school", "start": local_input_value(now, school),
+        form = {"scope": "school", "which": "all", "start": local_input_value(now, school),
                 "end": local_input_value(now + timedelta(hours=3), school), "reason": "open dag"}
     form.update(fields)
     return form
 
 
+TOKEN_RE = re.compile(r'name="token" value="([^"]+)"')
+
+
+def _preview(client, form: dict) -> tuple[str, str]:
+    """Step one: the page with the exception in words, and the token that confirms it."""
+    response = client.post("/leiding/uitzonderingen",
+                           data={**form, "csrf_token": csrf_token(client, "/leiding")})
+    assert response.status_code == 200, response.get_data(as_text=True)[-2000:]
+    page = response.get_data(as_text=True)
+    return page, TOKEN_RE.search(page).group(1)
+
+
+def _confirm(client, form: dict, token: str, **extra: str):
+    return client.post("/leiding/uitzonderingen",
+                       data={**form, "step": "confirm", "token": token, **extra,
+                             "csrf_token": csrf_token(client, "/leiding")})
+
+
 def test_leader_grants_a_school_wide_exception_shown_as_active(app: Flask, world) -> None:
     client = _signed_in(app, "leiding")
     form = _leader_form(app)
-    response = client.post("/leiding/uitzonderingen",
-                           data={**form, "csrf_token": csrf_token(client, "/leiding")})
+    _page, token = _preview(client, form)
+    response = _confirm(client, form, token)
     assert response.status_code == 302
     with app.app_context():
         grant = db.session.scalar(select(ExceptionGrant).where(ExceptionGrant.scope == "school"))
         assert grant is not None and grant.services is None and grant.reason == "open dag"
     page = client.get("/leiding").get_data(as_text=True)
     assert "hele school" in page and "open dag" in page and "data-end" in page
+
+
+def _tomorrow(app: Flask, start: str, end: str, **fields: str) -> dict[str, str]:
+    with app.app_context():
+        day = (utcnow().astimezone(ZONE) + timedelta(days=1)).date().isoformat()
+    return _leader_form(app, start=f"{day}T{start}", end=f"{day}T{end}", **fields)
+
+
+def _school_exceptions(app: Flask) -> list[ExceptionGrant]:
+    with app.app_context():
+        return list(db.session.scalars(select(ExceptionGrant).where(
+            ExceptionGrant.scope != "lesson").order_by(ExceptionGrant.id)))
+
+
+# Form handling only: the database does not matter.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_new_exception_form_starts_with_nothing_chosen(app: Flask, world) -> None:
+    client = _signed_in(app, "leiding")
+    page = client.get("/leiding").get_data(as_text=True)
+    form = page[page.index('id="new-exception"'):]
+    assert re.search(r'<option value="" selected>— kies —</option>', form)
+    assert not re.search(r'<option value="(school|room|group)" selected', form)
+    assert 'name="which" value="all" checked' not in form and " checked>" not in form
+    assert re.search(r'name="start" type="datetime-local" value=""', form)
+    assert re.search(r'name="end" type="datetime-local" value=""', form)
+    # Nothing chosen is refused at the fields, and nothing is written.
+    response = client.post("/leiding/uitzonderingen", data={
+        "scope": "", "start": "", "end": "", "csrf_token": csrf_token(client, "/leiding")})
+    text = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "Kies de school, een lokaal of een groep." in text
+    assert "Kies alle sociale media of alleen sommige diensten." in text
+    assert _school_exceptions(app) == []
+    response = client.post("/leiding/uitzonderingen", data={
+        **_leader_form(app), "services": ["youtube"], "csrf_token": csrf_token(client, "/leiding")})
+    assert response.status_code == 400
+    assert "kies een van de twee" in response.get_data(as_text=True)
+
+
+def test_school_wide_grant_is_said_in_words_and_needs_the_second_step(app: Flask, world) -> None:
+    client = _signed_in(app, "leiding")
+    form = _tomorrow(app, "09:00", "11:00")
+    page, token = _preview(client, form)
+    assert "Alle sociale media toegestaan in de hele school, morgen 09:00–11:00" in page
+    assert "Ja, toekennen voor de hele school" in page
+    assert _school_exceptions(app) == []  # the preview writes nothing
+    # Without the preview's token (a one-tap form, a script, a stale page): shown again.
+    for bad in ("", "0" * 32):
+        response = _confirm(client, form, bad)
+        assert response.status_code == 400
+        assert "Bekijk wat de uitzondering doet en bevestig opnieuw." in response.get_data(
+            as_text=True)
+    # The token is for what was shown: a later end is not granted with it.
+    response = _confirm(client, {**form, "end": form["end"].replace("11:00", "12:00")}, token)
+    assert response.status_code == 400 and _school_exceptions(app) == []
+    response = _confirm(client, form, token)
+    assert response.status_code == 302
+    (grant,) = _school_exceptions(app)
+    assert grant.services is None
+    page = client.get("/leiding").get_data(as_text=True)
+    assert ("Uitzondering toegekend: Alle sociale media toegestaan in de hele school, morgen "
+            "09:00–11:00.") in page
+
+
+def _existing(app: Flask, world, start: str, end: str, services=None) -> int:
+    from server.dashboard.common import parse_local_datetime
+    form = _tomorrow(app, start, end)
+    with app.app_context():
+        school = _school(app)
+        grant = ExceptionGrant(school_id=school.id, scope="school", services=services,
+                               start=parse_local_datetime(form["start"], school),
+                               end=parse_local_datetime(form["end"], school), reason="",
+                               granted_by_id=world.people["leiding"])
+        db.session.add(grant)
+        db.session.commit()
+        return grant.id
+
+
+def test_an_overlap_is_shown_and_only_one_that_covers_the_services_can_be_extended(
+        app: Flask, world) -> None:
+    youtube_only = _existing(app, world, "09:00", "10:00", services=["youtube"])
+    elsewhen = _existing(app, world, "14:00", "15:00")
+    with app.app_context():
+        other = School(slug="andere", name="Andere school")
+        db.session.add(other)
+        db.session.flush()
+        foreign = ExceptionGrant(school_id=other.id, scope="school", services=None,
+                                 start=utcnow(), end=utcnow() + timedelta(days=2), reason="")
+        db.session.add(foreign)
+        db.session.commit()
+        foreign_id = foreign.id
+    client = _signed_in(app, "leiding")
+    form = _tomorrow(app, "09:30", "11:00")
+    page, token = _preview(client, form)
+    # Shown, but YouTube alone does not cover "all social media": no "extend" for it.
+    assert "Dit overlapt met:" in page and "Liever deze verlengen" not in page
+    before = [(e.id, e.start, e.end) for e in _school_exceptions(app)]
+    for target in (youtube_only, elsewhen, foreign_id, "x"):
+        response = _confirm(client, form, token, step="extend", extend_id=str(target))
+        assert response.status_code == 400, target
+        assert "kan niet (meer) verlengd worden" in response.get_data(as_text=True)
+    assert [(e.id, e.start, e.end) for e in _school_exceptions(app)] == before
+    # One added since the preview: the old token no longer confirms; the new preview shows it.
+    existing = _existing(app, world, "09:00", "10:00")
+    response = _confirm(client, form, token)
+    assert response.status_code == 400 and len(_school_exceptions(app)) == len(before) + 1
+    page, token = _preview(client, form)
+    assert "Liever deze verlengen" in page and "Toch een nieuwe uitzondering toekennen" in page
+    response = _confirm(client, form, token, step="extend", extend_id=str(existing))
+    assert response.status_code == 302
+    grant = next(e for e in _school_exceptions(app) if e.id == existing)
+    assert _local(grant.start) == "09:00" and _local(grant.end) == "11:00"
+    assert len(_school_exceptions(app)) == len(before) + 1  # extended, not duplicated
+    with app.app_context():
+        event = db.session.scalar(select(AuditEvent).where(
+            AuditEvent.action == "exception.extend"))
+        assert event.object_id == str(existing)
+    assert "Uitzondering verlengd: Alle sociale media toegestaan in de hele school, morgen " \
+           "09:00–11:00." in client.get("/leiding").get_data(as_text=True)
+
+
+# Form handling only: the database does not matter.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_room_exception_names_the_room_and_only_some_services(app: Flask, world) -> None:
+    client = _signed_in(app, "leiding")
+    with app.app_context():
+        room = db.session.scalar(select(Room).where(Room.code == "2.14"))
+        room_id = str(room.id)
+    form = _tomorrow(app, "13:00", "14:30", scope="room", room=room_id, which="some",
+                     services=["youtube", "tiktok"])
+    page, token = _preview(client, form)
+    assert "TikTok, YouTube toegestaan in lokaal 2.14, morgen 13:00–14:30" in page
+    assert "Ja, toekennen voor de hele school" not in page
+    assert _confirm(client, form, token).status_code == 302
+    (grant,) = _school_exceptions(app)
+    assert grant.scope == "room" and grant.services == ["tiktok", "youtube"]
 
 
 @pytest.mark.parametrize("fields, field, message", [
@@ -160,15 +321,34 @@ def test_new_gateway_shows_a_one_time_enrolment_command_that_is_stored_hashed(ap
     response = client.post("/it/gateways", data={"name": "gw-2",
                                                  "csrf_token": csrf_token(client, "/it/gateways")})
     page = response.get_data(as_text=True)
-    match = re.search(r"lesfocus-agent enroll --server http://lesfocus.test --token (lfe_[\w-]+)",
-                      page)
+    # The agent as docs/agent.md installs it, enrolling at LESFOCUS_PUBLIC_URL.
+    match = re.search(r"sudo -u lesfocus-agent /opt/lesfocus/.venv/bin/lesfocus-agent enroll "
+                      r"--server http://lesfocus.test --token (lfe_[\w-]+)", page)
     assert response.status_code == 200 and match
+    assert "LESFOCUS_PUBLIC_URL is niet ingesteld" not in page
     with app.app_context():
         gateway = db.session.scalar(select(Gateway).where(Gateway.name == "gw-2"))
         token = db.session.scalar(select(EnrollmentToken).where(
             EnrollmentToken.gateway_id == gateway.id))
         assert token.token_hash == hash_token(match.group(1))
     assert match.group(1) not in client.get("/it/gateways").get_data(as_text=True)
+
+
+# Form handling only: the database does not matter.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_new_enrolment_token_command_uses_the_public_url_or_says_it_is_missing(
+        app: Flask, world, monkeypatch) -> None:
+    client = _signed_in(app, "ict")
+    token = csrf_token(client, "/it/gateways")
+    for public_url, expected in [
+            ("https://lesfocus.school.example/", "--server https://lesfocus.school.example --token"),
+            (None, "--server http://localhost --token")]:
+        monkeypatch.setitem(app.config, "LESFOCUS_PUBLIC_URL", public_url)
+        response = client.post(f"/it/gateways/{world.gateway}/token", data={"csrf_token": token})
+        page = response.get_data(as_text=True)
+        assert response.status_code == 200
+        assert "/opt/lesfocus/.venv/bin/lesfocus-agent enroll " + expected in page
+        assert ("LESFOCUS_PUBLIC_URL is niet ingesteld" in page) == (public_url is None)
 
 
 def test_gateway_page_shows_counters_per_service(app: Flask, world) -> None:

@@ -17,7 +17,7 @@ from server import changes
 from server.dashboard.state import ServiceLine, ServiceState, service_lines
 from server.extensions import db
 from server.gateways import issue_enrollment_token
-from server.models import AuditEvent, ExceptionGrant, Gateway, Lesson, School, utcnow
+from server.models import AuditEvent, ExceptionGrant, Gateway, Lesson, Person, School, utcnow
 from server.tokens import public_jwk
 from lesfocus_policy import status_of
 from server.policy import compile_policy, load_policy_inputs
@@ -302,3 +302,220 @@ def test_times_are_shown_in_the_schools_timezone(app: Flask, world) -> None:
     sign_in(client, "docent")
     for path in ("/nu", "/week"):
         assert f"{local}–" in client.get(path).get_data(as_text=True), path
+
+
+# --- messages from the state after the action, "+5 min", "Stoppen", planning (issue 14) ---------
+
+def _flash(page: str) -> str:
+    match = re.search(r'<p class="flash flash-(?:success|error)" role="status">([^<]*)</p>', page)
+    assert match, "no message on the page"
+    return match.group(1).replace("&#39;", "'")
+
+
+def _post(client, path: str, next_path: str = "/nu", **data) -> str:
+    """POST a dashboard form (the session's CSRF token, read once) and the message it left."""
+    if not hasattr(client, "csrf"):
+        client.csrf = csrf_token(client, next_path)
+    response = client.post(path, data={**data, "csrf_token": client.csrf, "next": next_path},
+                           follow_redirects=True)
+    return _flash(response.get_data(as_text=True))
+
+
+def _lesson_end(app: Flask, lesson_id: int) -> datetime:
+    with app.app_context():
+        return db.session.get(Lesson, lesson_id).end
+
+
+def test_grant_and_stop_messages_say_per_service_what_holds_and_until_when(
+        app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    message = _post(client, "/nu/grant", lesson_id=world.own_lesson, duration="15",
+                    services=["youtube"])
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    end = _lesson_end(app, world.own_lesson)
+    # Not "blocked until <YouTube's end>": the other services stay blocked until the lesson ends.
+    assert message == (f"Uitzondering toegekend. Nu: Alle behalve YouTube geblokkeerd tot "
+                       f"{_local(end)}; YouTube toegestaan tot {_local(grant.end)}.")
+    message = _post(client, f"/exceptions/{grant.id}/revoke")
+    assert message == f"Uitzondering gestopt. Nu: Alle sociale media geblokkeerd tot {_local(end)}."
+
+
+def _school_wide(app: Flask, world, minutes: int = 120) -> int:
+    with app.app_context():
+        lesson = db.session.get(Lesson, world.own_lesson)
+        grant = ExceptionGrant(school_id=lesson.school_id, scope="school", services=None,
+                               start=utcnow() - timedelta(minutes=1),
+                               end=utcnow() + timedelta(minutes=minutes), reason="open dag",
+                               granted_by_id=world.people["leiding"])
+        db.session.add(grant)
+        db.session.commit()
+        return grant.id
+
+
+def test_stopping_an_exception_while_a_school_wide_one_keeps_media_open_says_so(
+        app: Flask, world) -> None:
+    school_wide = _school_wide(app, world)
+    client = app.test_client()
+    sign_in(client, "docent")
+    _post(client, "/nu/grant", lesson_id=world.own_lesson, duration="rest", services=["youtube"])
+    (own,) = _exceptions_of(app, world.own_lesson)
+    page = client.get("/nu").get_data(as_text=True)
+    assert "Weer blokkeren" not in page and ">Stoppen<" in page
+    message = _post(client, f"/exceptions/{own.id}/revoke")
+    with app.app_context():
+        assert db.session.get(ExceptionGrant, school_wide).revoked_at is None
+    # Allowed for the rest of the lesson (the reader says "until" within the lesson).
+    end = _lesson_end(app, world.own_lesson)
+    assert message.startswith("Uitzondering gestopt. Nu: Alle sociale media toegestaan tot "
+                              f"{_local(end)}.")
+    assert "Nog van kracht: de uitzondering voor hele school." in message
+    assert "geblokkeerd" not in message
+
+
+def test_plus_five_minutes_extends_a_running_exception_up_to_the_lesson_end(
+        app: Flask, world) -> None:
+    with app.app_context():
+        # The colleague's lesson shares the segment (and blocks YouTube after their exception).
+        db.session.get(Lesson, world.other_lesson).cancelled = True
+        db.session.commit()
+    client = app.test_client()
+    sign_in(client, "docent")
+    end = _lesson_end(app, world.own_lesson)  # 40 minutes from now
+    _post(client, "/nu/grant", lesson_id=world.own_lesson, duration="30", services=["youtube"])
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    first_end = grant.end
+    assert ">+5 min<" in client.get("/nu").get_data(as_text=True)
+    message = _post(client, f"/exceptions/{grant.id}/extend")
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    assert grant.end == first_end + timedelta(minutes=5)
+    assert message.startswith(f"Uitzondering verlengd tot {_local(grant.end)}. Nu: ")
+    assert f"YouTube toegestaan tot {_local(grant.end)}" in message
+    # The next one would pass the lesson's end: capped there, and said so.
+    message = _post(client, f"/exceptions/{grant.id}/extend")
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    assert grant.end == end
+    assert message.startswith(f"Uitzondering verlengd tot {_local(end)}, het einde van de les.")
+    assert ">+5 min<" not in client.get("/nu").get_data(as_text=True)  # nothing left to add
+    # A stale page's "+5 min" changes nothing and says why.
+    assert (_post(client, f"/exceptions/{grant.id}/extend")
+            == "Deze uitzondering loopt al tot het einde van de les.")
+    with app.app_context():
+        events = db.session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "exception.extend")).all()
+        assert [e.details["end"] for e in events] == [
+            (first_end + timedelta(minutes=5)).isoformat(), end.isoformat()]
+        gateway = db.session.get(Gateway, world.gateway)
+        policy = compile_policy(load_policy_inputs(gateway, utcnow()))
+        blocked = status_of(policy, world.segment, first_end + timedelta(minutes=2)).blocked
+        assert "youtube" not in blocked  # the gateway lets it through past the first end
+    # Stopped: a stale "+5 min" or "Stoppen" says so and changes nothing.
+    _post(client, f"/exceptions/{grant.id}/revoke")
+    for action in ("extend", "revoke"):
+        assert (_post(client, f"/exceptions/{grant.id}/{action}")
+                == "Deze uitzondering is al gestopt."), action
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    assert grant.end == end
+    # A colleague's exception: refused; an id of no exception (or another school's): not found.
+    response = client.post(f"/exceptions/{world.exception}/extend",
+                           data={"csrf_token": client.csrf})
+    assert response.status_code == 403
+    assert client.post("/exceptions/999999/extend",
+                       data={"csrf_token": client.csrf}).status_code == 404
+    with app.app_context():
+        assert db.session.get(ExceptionGrant, world.exception).end - utcnow() < timedelta(
+            minutes=21)
+
+
+def _later_lesson(app: Flask, world, hours_from_now: float = 1, teacher: str = "docent",
+                  cancelled: bool = False) -> int:
+    with app.app_context():
+        own = db.session.get(Lesson, world.own_lesson)
+        start = utcnow().replace(microsecond=0) + timedelta(hours=hours_from_now)
+        lesson = Lesson(school_id=own.school_id, start=start, end=start + timedelta(minutes=50),
+                        subject="later", source="manual",
+                        source_id=f"later-{hours_from_now}-{teacher}-{cancelled}",
+                        rooms=list(own.rooms), groups=list(own.groups), cancelled=cancelled,
+                        teachers=[db.session.get(Person, world.people[teacher])])
+        db.session.add(lesson)
+        db.session.commit()
+        return lesson.id
+
+
+def _same_week(moment: datetime) -> bool:
+    now = utcnow().astimezone(ZONE)
+    return moment.astimezone(ZONE).isocalendar()[:2] == now.isocalendar()[:2]
+
+
+def test_a_later_lesson_of_this_week_gets_an_exception_planned_from_the_week_view(
+        app: Flask, world) -> None:
+    lesson_id = _later_lesson(app, world)
+    with app.app_context():
+        lesson = db.session.get(Lesson, lesson_id)
+        start, end = lesson.start, lesson.end
+    if not _same_week(start):
+        pytest.skip("the hour after now is in next week (Sunday night)")
+    client = app.test_client()
+    sign_in(client, "docent")
+    page = client.get("/week").get_data(as_text=True)
+    assert "Uitzondering plannen" in page and f'value="{lesson_id}"' in page
+    message = _post(client, "/week/plan", "/week", lesson_id=lesson_id, duration="15",
+                    services=["youtube"])
+    (planned,) = _exceptions_of(app, lesson_id)
+    # From the lesson's start (not from now), 15 minutes.
+    assert (planned.start, planned.end) == (start, start + timedelta(minutes=15))
+    assert message.startswith("Uitzondering gepland voor later, ")
+    assert (f"Vanaf {_local(start)}: Alle behalve YouTube geblokkeerd tot {_local(end)}; "
+            f"YouTube toegestaan tot {_local(planned.end)}.") in message
+    # "Rest of the lesson" ends with that lesson; the week view lists it with "Annuleren".
+    _post(client, "/week/plan", "/week", lesson_id=lesson_id, duration="rest")
+    ends = sorted(e.end for e in _exceptions_of(app, lesson_id))
+    assert ends[-1] == end
+    page = client.get("/week").get_data(as_text=True)
+    assert ">Annuleren<" in page and "Weer blokkeren" not in page
+    message = _post(client, f"/exceptions/{planned.id}/revoke", "/week")
+    assert message.startswith("Geplande uitzondering geannuleerd. Vanaf ")
+    # Beyond the policy's horizon the gateway's policy says nothing yet: no state is claimed.
+    app.config["LESFOCUS_POLICY_HORIZON_DAYS"] = 0
+    message = _post(client, "/week/plan", "/week", lesson_id=lesson_id, duration="10")
+    assert message.startswith("Uitzondering gepland voor later, ") and "Vanaf" not in message
+
+
+# The rules refuse before anything is written: the database does not matter.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_planning_refusals_say_why_and_write_nothing(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    token = csrf_token(client, "/week")
+    for case, status, text in [
+            ("next week", 400, "Alleen voor latere lessen van deze week"),
+            ("cancelled", 400, "Deze les is voorbij of uitgevallen."),
+            ("colleague", 403, "lessen die je zelf geeft"),
+            ("bad duration", 400, "Kies de rest van de les, 10, 15 of 30 minuten.")]:
+        lesson_id = _later_lesson(app, world, hours_from_now=24 * 8 if case == "next week" else 1,
+                                  cancelled=case == "cancelled",
+                                  teacher="collega" if case == "colleague" else "docent")
+        response = client.post("/week/plan", data={
+            "lesson_id": lesson_id, "duration": "45" if case == "bad duration" else "10",
+            "csrf_token": token})
+        assert response.status_code == status, case
+        assert text in response.get_data(as_text=True), case
+        assert _exceptions_of(app, lesson_id) == [], case
+
+
+# Which words a message uses does not depend on the database.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_the_messages_and_buttons_are_english_in_the_english_interface(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    client.post("/language", data={"lang": "en", "csrf_token": csrf_token(client, "/nu")})
+    message = _post(client, "/nu/grant", lesson_id=world.own_lesson, duration="10",
+                    services=["youtube"])
+    end = _lesson_end(app, world.own_lesson)
+    assert message.startswith(
+        f"Exception granted. Now: All except YouTube blocked until {_local(end)}; ")
+    page = client.get("/nu").get_data(as_text=True)
+    assert ">+5 min<" in page and ">Stop<" in page
+    (grant,) = _exceptions_of(app, world.own_lesson)
+    message = _post(client, f"/exceptions/{grant.id}/revoke")
+    assert message == f"Exception stopped. Now: All social media blocked until {_local(end)}."
