@@ -281,7 +281,8 @@ WRITES = {
     "grant": "after a grant (exceptions read again)",
     "lesson": "after a lesson moved (its room read again)",
     "hour": "after the hour moved (the new hour read)",
-    "import": "after an import (everything read again)",
+    "import": "after an import (its rooms read again)",
+    "bulk": "after a bulk write (everything read again)",
 }
 
 
@@ -290,11 +291,14 @@ def _rounds(app, gateway_id: str, now: datetime, write: str
     """ROUNDS rounds of PER_ROUND compiles through the served policy cache, each after `write`
     (see WRITES): a new grant, a lesson moved by a minute through the ORM (as the dashboard or
     a sync of one changed lesson writes it), the clock an hour on (12 hours from Monday 08:00
-    each round, so that the window keeps most of the week's lessons), or a lesson moved by a bulk
-    statement (as the timetable importer writes: the change feed cannot say which rooms).
+    each round, so that the window keeps most of the week's lessons), a lesson moved by a bulk
+    statement as the timetable importer writes it (it declares the rooms it touched,
+    server/timetable/sources.py), or the same bulk statement undeclared (the change feed cannot
+    say which rooms: as an import that also creates a room or group).
     Returns (the rounds' samples, segments, signed bytes)."""
     import time_machine
 
+    from server import changes
     from server.extensions import db
     from server.models import ExceptionGrant, Gateway, Lesson
     from server.policy_cache import cached_policy
@@ -325,6 +329,14 @@ def _rounds(app, gateway_id: str, now: datetime, write: str
                 elif write == "lesson":
                     lesson.end = lesson.end + timedelta(minutes=rng.choice((-1, 1)))
                 elif write == "import":
+                    rooms = [room.id for room in lesson.rooms]
+                    with changes.bulk_writes_for(db.session, school_id,
+                                                 lesson_rooms_declared=True):
+                        db.session.execute(sa.update(Lesson).where(Lesson.id == lesson.id)
+                                           .values(end=lesson.end + timedelta(
+                                               minutes=rng.choice((-1, 1)))))
+                        changes.declare_lesson_rooms(db.session, school_id, rooms)
+                elif write == "bulk":
                     db.session.execute(sa.update(Lesson).where(Lesson.id == lesson.id).values(
                         end=lesson.end + timedelta(minutes=rng.choice((-1, 1)))))
                 else:
