@@ -15,9 +15,11 @@ from flask import current_app, g, request
 
 from . import agent_keys
 from .agent_keys import AgentKey
+from .bounds import parse_id
 from .errors import ApiError
 from .extensions import db
 from .models import Gateway, Person
+from .passwords import password_marker
 from .tokens import TokenError, unverified_subject, verify_agent_token, verify_api_token
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -121,9 +123,13 @@ def _person_from_api_token(token: str) -> Person:
         claims = verify_api_token(key, token)
     except TokenError as err:
         raise _unauthorized(f"API token refused: {err}") from None
-    person = db.session.get(Person, int(claims["sub"]))
+    person_id = parse_id(str(claims["sub"]))
+    person = None if person_id is None else db.session.get(Person, person_id)
     if person is None or not person.active or person.school_id != claims.get("sch"):
         raise _unauthorized("API token refused: the account no longer exists or is disabled")
+    if claims.get("pwd") != password_marker(person.password_hash):
+        raise _unauthorized("API token refused: the password changed since it was issued; "
+                            "sign in again")
     return person
 
 

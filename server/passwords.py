@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -32,3 +34,9 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
 
 
 _DUMMY_HASH = _hasher.hash("lesfocus-dummy-password")
+
+
+def password_marker(password_hash: str | None) -> str:
+    """A short digest of a password hash, kept in sessions and API tokens: a new password makes
+    every session and token issued before it invalid."""
+    return hashlib.sha256((password_hash or "").encode()).hexdigest()[:16]

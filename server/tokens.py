@@ -249,12 +249,13 @@ API_TOKEN_TYPE = "at+jwt"
 
 
 def issue_api_token(key: SigningKey, *, person_id: int, school_id: int, minutes: int,
-                    issuer: str, now: float | None = None) -> tuple[str, int]:
-    """Issue an API token for a person; returns (token, expiry as Unix time)."""
+                    issuer: str, password: str, now: float | None = None) -> tuple[str, int]:
+    """Issue an API token for a person; returns (token, expiry as Unix time). `password` is the
+    person's password marker (server/passwords.py): a new password refuses the token."""
     issued = int(time.time() if now is None else now)
     expires = issued + minutes * 60
     claims = {"iss": issuer, "aud": API_TOKEN_AUDIENCE, "sub": str(person_id), "sch": school_id,
-              "iat": issued, "exp": expires, "jti": secrets.token_urlsafe(12)}
+              "iat": issued, "exp": expires, "jti": secrets.token_urlsafe(12), "pwd": password}
     token = jwt.encode(claims, key.private, algorithm=ALGORITHM,
                        headers={"kid": key.kid, "typ": API_TOKEN_TYPE})
     return token, expires
@@ -267,7 +268,7 @@ def verify_api_token(key: SigningKey, token: str, now: float | None = None) -> d
         if header.get("typ") != API_TOKEN_TYPE:
             raise TokenError("not an API token")
         claims = decode_at(token, key.public, audience=API_TOKEN_AUDIENCE, now=now,
-                           require=("exp", "iat", "sub", "aud"))
+                           require=("exp", "iat", "sub", "aud", "pwd"))
     except jwt.InvalidTokenError as err:
         raise TokenError(str(err) or type(err).__name__) from None
     if not str(claims["sub"]).isdigit():

@@ -8,7 +8,7 @@ from typing import Any
 from flask import current_app, jsonify, request
 
 from ..errors import ApiError
-from ..passwords import verify_password
+from ..passwords import password_marker, verify_password
 from ..people import find_by_username
 from ..throttle import count_attempt, forget_failures, seconds_until
 from ..tokens import issue_api_token
@@ -41,7 +41,7 @@ def issue_token() -> Any:
     token, expires = issue_api_token(current_app.extensions["lesfocus.signing_key"],
                                      person_id=person.id, school_id=person.school_id,
                                      minutes=int(current_app.config["LESFOCUS_API_TOKEN_MINUTES"]),
-                                     issuer=issuer)
+                                     issuer=issuer, password=password_marker(person.password_hash))
     return jsonify({"token": token, "token_type": "Bearer",
                     "expires_at": iso(datetime.fromtimestamp(expires, timezone.utc)),
                     "person": {"id": person.id, "username": person.username,

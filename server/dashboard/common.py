@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from datetime import date, datetime, timezone
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from ..bounds import DATE_YEARS, MAX_ID, year_in_range
 from ..extensions import db
 from ..models import Person, School, Service
+from ..passwords import password_marker
 from . import LANGUAGES, bp
 
 T = TypeVar("T")
@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def session_marker(person: Person) -> str:
     """A short digest of the password hash: a new password signs out every other session."""
-    return hashlib.sha256((person.password_hash or "").encode()).hexdigest()[:16]
+    return password_marker(person.password_hash)
 
 
 @bp.before_app_request

@@ -19,7 +19,7 @@ from server.extensions import db
 from server.gateways import create_gateway, issue_enrollment_token
 from server.models import Group, Lesson, Person, Room, School
 from server.network import add_segment
-from server.passwords import hash_password
+from server.passwords import hash_password, password_marker
 from server.tokens import issue_api_token
 
 PASSWORD = "correct horse battery"
@@ -71,7 +71,8 @@ def bearer(client: FlaskClient, username: str) -> dict[str, str]:
         person = db.session.scalar(select(Person).where(Person.username == username))
         token, _ = issue_api_token(app.extensions["lesfocus.signing_key"], person_id=person.id,
                                    school_id=person.school_id, minutes=15,
-                                   issuer="http://lesfocus.test")
+                                   issuer="http://lesfocus.test",
+                                   password=password_marker(person.password_hash))
     return {"Authorization": f"Bearer {token}"}
 
 

@@ -72,12 +72,30 @@ def test_policy_jws_is_not_accepted_as_an_api_token(app, client, staff):
     assert response.status_code == 401
 
 
+def test_a_new_password_refuses_the_api_tokens_issued_before_it(app, client, staff):
+    from server.models import Person
+    from server.passwords import hash_password
+    headers = login(client, "jans")
+    assert client.get("/api/v1/rooms", headers=headers).status_code == 200
+    with app.app_context():
+        person = db.session.scalar(select(Person).where(Person.username == "jans"))
+        person.password_hash = hash_password("een-nieuw-wachtwoord")
+        db.session.commit()
+    refused = client.get("/api/v1/rooms", headers=headers)
+    assert refused.status_code == 401
+    assert "password changed" in refused.get_json()["message"]
+    fresh = client.post("/api/v1/auth/token", json={"username": "jans",
+                                                    "password": "een-nieuw-wachtwoord"})
+    assert client.get("/api/v1/rooms", headers={
+        "Authorization": f"Bearer {fresh.get_json()['token']}"}).status_code == 200
+
+
 def test_expired_api_token_is_refused(app, client, staff):
     from server.tokens import issue_api_token
     with app.app_context():
         token, _ = issue_api_token(app.extensions["lesfocus.signing_key"], person_id=1,
                                    school_id=school_id(app), minutes=1, issuer="x",
-                                   now=time.time() - 3600)
+                                   password="", now=time.time() - 3600)
     assert client.get("/api/v1/rooms", headers={"Authorization": f"Bearer {token}"}
                       ).status_code == 401
 
