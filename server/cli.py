@@ -369,8 +369,7 @@ def timetable_sync(slug: str, source_name: str | None) -> None:
     A source that fails keeps its last good lessons; the command then exits 1.
     """
     from .models import TimetableSource, utcnow
-    from .timetable import TimetableError
-    from .timetable.sync import record_failure, sync_source
+    from .timetable.sync import sync_named
     school = _school(slug)
     query = select(TimetableSource).where(TimetableSource.school_id == school.id,
                                           TimetableSource.kind != "file")
@@ -383,21 +382,11 @@ def timetable_sync(slug: str, source_name: str | None) -> None:
                                    f"not synced)")
     failed = False
     for name in names:
-        source = db.session.scalar(select(TimetableSource).where(
-            TimetableSource.school_id == school.id, TimetableSource.name == name))
-        now = utcnow()
-        try:
-            report = sync_source(db.session, school, source, now=now)
-        except TimetableError as err:
-            db.session.rollback()
-            source = db.session.scalar(select(TimetableSource).where(
-                TimetableSource.school_id == school.id, TimetableSource.name == name))
-            record_failure(source, str(err), now)
-            db.session.commit()
-            click.echo(f"{name}: {err}", err=True)
+        report, error = sync_named(db.session, school, name, now=utcnow())
+        if error is not None:
+            click.echo(f"{name}: {error}", err=True)
             failed = True
             continue
-        db.session.commit()
         counts = report.counts() if report else {"created": 0, "updated": 0, "cancelled": 0,
                                                   "removed": 0, "lessons": None}
         if report:

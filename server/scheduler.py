@@ -1,4 +1,4 @@
-"""Scheduled jobs (retention): what they do and when; `lesfocus worker` runs them (worker.py).
+"""Scheduled jobs (retention, timetable syncs): what they do and when; `lesfocus worker` runs them (worker.py).
 
 Only the active worker starts the scheduler, so each job runs in one process. A job is a plain
 function of the app; `scheduled_jobs` lists them all with their explicit ids and triggers, so a
@@ -57,9 +57,17 @@ def _retention(app: Flask) -> dict[str, int]:
                            app.config["LESFOCUS_IMPORT_RETENTION_DAYS"])
 
 
+def _timetable_sync(app: Flask) -> dict[str, int]:
+    from .timetable.sync import sync_due
+    return sync_due(db.session)
+
+
 def scheduled_jobs(app: Flask) -> list[ScheduledJob]:
     """Every job the worker schedules."""
-    return [ScheduledJob("retention", _retention, "interval", {"hours": 6}, run_at_start=True)]
+    return [ScheduledJob("retention", _retention, "interval", {"hours": 6}, run_at_start=True),
+            # Each linked timetable source at its own `every_minutes` (server/timetable/sync.py).
+            ScheduledJob("timetable-sync", _timetable_sync, "interval", {"minutes": 1},
+                         run_at_start=True)]
 
 
 def start_scheduler(app: Flask, exclusive: threading.Lock) -> BackgroundScheduler:

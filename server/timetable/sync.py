@@ -8,7 +8,9 @@ section 13): a `304 Not Modified` changes nothing. Timeouts, a size limit and at
 redirects bound what a feed can cost; TLS certificates are verified (the default context).
 Failures are recorded on the source in words and leave its last good lessons in force.
 
-Zermelo and WebUntis servers are not synced yet: their sources can be stored, not fetched.
+`lesfocus worker` syncs every linked source every `every_minutes` (`sync_due`, one job each
+minute); `lesfocus timetable sync` does it now. Zermelo and WebUntis servers are not synced yet:
+their sources can be stored, not fetched.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..models import School, TimetableSource, utcnow
@@ -127,4 +130,58 @@ def record_failure(source: TimetableSource, message: str, now: datetime) -> None
     source.last_error = message[:2000]
 
 
-__all__ = ["Fetched", "fetch_feed", "record_failure", "sync_source", "sync_window"]
+def sync_named(session: Session, school: School, name: str, *, now: datetime | None = None,
+               fetch: Callable[[str, dict[str, str] | None], Fetched] = fetch_feed
+               ) -> tuple[ImportReport | None, str | None]:
+    """Sync the school's source `name` and commit: (report or None when unchanged, None), or
+    (None, the error in words) with the failure recorded on the source and committed, its
+    lessons as they were. The one path of `lesfocus timetable sync` and the worker's job."""
+    at = now or utcnow()
+    source = _source(session, school, name)
+    try:
+        report = sync_source(session, school, source, now=at, fetch=fetch)
+    except TimetableError as err:
+        session.rollback()
+        record_failure(_source(session, school, name), str(err), at)
+        session.commit()
+        return None, str(err)
+    session.commit()
+    return report, None
+
+
+def _source(session: Session, school: School, name: str) -> TimetableSource:
+    return session.scalars(select(TimetableSource).where(
+        TimetableSource.school_id == school.id, TimetableSource.name == name)).one()
+
+
+def due_sources(session: Session, now: datetime) -> list[tuple[int, str]]:
+    """(school id, name) of the linked sources whose `every_minutes` have passed since their
+    last attempt (or that were never tried), oldest attempt first."""
+    due = []
+    for school_id, name, every, last in session.execute(
+            select(TimetableSource.school_id, TimetableSource.name, TimetableSource.every_minutes,
+                   TimetableSource.last_attempt_at)
+            .where(TimetableSource.kind != "file", TimetableSource.address.is_not(None),
+                   TimetableSource.every_minutes.is_not(None))):
+        if last is None or last + timedelta(minutes=every) <= now:
+            due.append((last or datetime.min.replace(tzinfo=now.tzinfo), school_id, name))
+    return [(school_id, name) for _, school_id, name in sorted(due)]
+
+
+def sync_due(session: Session, *, now: datetime | None = None,
+             fetch: Callable[[str, dict[str, str] | None], Fetched] = fetch_feed
+             ) -> dict[str, int]:
+    """Sync every due source (the worker's job, every minute); counts of what happened."""
+    at = now or utcnow()
+    counts = {"synced": 0, "unchanged": 0, "failed": 0}
+    for school_id, name in due_sources(session, at):
+        school = session.get(School, school_id)
+        if school is None:
+            continue
+        report, error = sync_named(session, school, name, now=at, fetch=fetch)
+        counts["failed" if error else "synced" if report else "unchanged"] += 1
+    return counts
+
+
+__all__ = ["Fetched", "due_sources", "fetch_feed", "record_failure", "sync_due", "sync_named",
+           "sync_source", "sync_window"]

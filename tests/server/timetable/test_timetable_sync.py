@@ -195,3 +195,43 @@ def test_cli_source_add_refuses_bad_input(app: Flask, args: list[str], message: 
     result = app.test_cli_runner().invoke(args=["timetable", "source", "add", "x", "--school",
                                                 "test", *args])
     assert result.exit_code != 0 and message in result.output
+
+
+def test_the_worker_syncs_each_source_when_its_minutes_have_passed(app: Flask,
+                                                                  feed: FeedServer) -> None:
+    from server.scheduler import scheduled_jobs
+    from server.timetable.sync import due_sources, sync_due
+    assert "timetable-sync" in {job.id for job in scheduled_jobs(app)}
+    _add_source(app, feed.url)  # every 15 minutes
+    with app.app_context():
+        assert sync_due(db.session, now=NOW) == {"synced": 1, "unchanged": 0, "failed": 0}
+        assert _lesson_ids(app) == {"a@t", "b@t"}
+        # Not due again until 15 minutes after the last attempt.
+        assert due_sources(db.session, NOW + timedelta(minutes=14)) == []
+        assert sync_due(db.session, now=NOW + timedelta(minutes=14))["synced"] == 0
+        assert len(feed.requests) == 1
+        # The feed drops b@t: the next due sync removes it, as a deleted lesson must stop blocking.
+        feed.body, feed.etag = _feed(("a@t", 2)), '"v2"'
+        later = NOW + timedelta(minutes=15)
+        assert sync_due(db.session, now=later) == {"synced": 1, "unchanged": 0, "failed": 0}
+        assert _lesson_ids(app) == {"a@t"}
+        # A feed that fails is recorded in words, keeps its lessons and is tried again on time.
+        feed.mode = "500"
+        failed_at = later + timedelta(minutes=15)
+        assert sync_due(db.session, now=failed_at) == {"synced": 0, "unchanged": 0, "failed": 1}
+        source = db.session.scalar(select(TimetableSource).where(TimetableSource.name
+                                                                 == "rooster"))
+        assert "500" in (source.last_error or "") and source.last_attempt_at == failed_at
+        assert _lesson_ids(app) == {"a@t"}
+        feed.mode = "ok"
+        assert sync_due(db.session, now=failed_at + timedelta(minutes=15)) == {
+            "synced": 0, "unchanged": 1, "failed": 0}  # 304: the ETag is still v2
+        db.session.refresh(source)
+        assert source.last_error is None
+
+
+def _lesson_ids(app: Flask) -> set[str]:
+    from server.models import Lesson
+    with app.app_context():
+        return set(db.session.scalars(select(Lesson.source_id).where(
+            Lesson.source == "rooster")))
