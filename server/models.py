@@ -443,3 +443,20 @@ class WorkerHeartbeat(db.Model):
     __tablename__ = "worker_heartbeats"
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     beat_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class DashboardSession(db.Model):
+    """A signed-in dashboard session (issue 13, item 8): signing out deletes it, so a copied
+    cookie is worthless afterwards, and one idle for longer than LESFOCUS_DASHBOARD_IDLE_MINUTES
+    ends (a classroom PC a teacher walked away from).
+
+    `id` is the SHA-256 of the random token the session cookie carries: the table alone lets no
+    one sign in. Nothing about the device (no address, no browser) is kept.
+    """
+
+    __tablename__ = "dashboard_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="CASCADE"),
+                                           index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

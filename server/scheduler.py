@@ -19,15 +19,18 @@ from flask import Flask
 from sqlalchemy import delete
 
 from .extensions import db
-from .models import AuditEvent, GatewayCounter, ImportJob, utcnow
+from .models import AuditEvent, DashboardSession, GatewayCounter, ImportJob, utcnow
 
 log = logging.getLogger("lesfocus.worker")
 
 
-def apply_retention(audit_days: int, counter_days: int,
-                    import_days: int = 30) -> dict[str, int]:
-    """Delete audit events, counters and finished imports past their limits; return the counts."""
+def apply_retention(audit_days: int, counter_days: int, import_days: int = 30,
+                    session_idle_minutes: int = 30) -> dict[str, int]:
+    """Delete audit events, counters, finished imports and idle dashboard sessions past their
+    limits; return the counts."""
     now = utcnow()
+    sessions = db.session.execute(delete(DashboardSession).where(
+        DashboardSession.last_seen_at < now - timedelta(minutes=session_idle_minutes)))
     audit = db.session.execute(
         delete(AuditEvent).where(AuditEvent.at < now - timedelta(days=audit_days)))
     counters = db.session.execute(
@@ -37,7 +40,7 @@ def apply_retention(audit_days: int, counter_days: int,
                                 ImportJob.finished_at < now - timedelta(days=import_days)))
     db.session.commit()
     return {"audit_events": audit.rowcount or 0, "counters": counters.rowcount or 0,
-            "import_jobs": imports.rowcount or 0}
+            "import_jobs": imports.rowcount or 0, "dashboard_sessions": sessions.rowcount or 0}
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class ScheduledJob:
 def _retention(app: Flask) -> dict[str, int]:
     return apply_retention(app.config["LESFOCUS_AUDIT_RETENTION_DAYS"],
                            app.config["LESFOCUS_COUNTER_RETENTION_DAYS"],
-                           app.config["LESFOCUS_IMPORT_RETENTION_DAYS"])
+                           app.config["LESFOCUS_IMPORT_RETENTION_DAYS"],
+                           app.config["LESFOCUS_DASHBOARD_IDLE_MINUTES"])
 
 
 def _timetable_sync(app: Flask) -> dict[str, int]:

@@ -12,7 +12,8 @@ from ..passwords import verify_password
 from ..people import find_by_username
 from ..throttle import count_attempt, forget_failures, throttle_key
 from . import LANGUAGES, bp
-from .common import client_address, login_required, safe_next, session_marker
+from .common import (client_address, end_session, login_required, safe_next, session_marker,
+                     start_session)
 
 
 def home_endpoint(person: Person) -> str:
@@ -74,6 +75,8 @@ def login() -> Response | tuple[str, int] | str:
     session.clear()
     session["person_id"] = person.id
     session["auth"] = session_marker(person)
+    session["sid"] = start_session(person)
+    db.session.commit()
     if lang in LANGUAGES:
         session["lang"] = lang
     return redirect(safe_next(next_url, url_for(home_endpoint(person))))
@@ -83,6 +86,8 @@ def login() -> Response | tuple[str, int] | str:
 def logout() -> Response:
     """Sign out (a POST with the CSRF token, so no other site can sign anyone out)."""
     lang = session.get("lang")
+    end_session(session.get("sid"))  # a copy of the cookie is worthless from now on
+    db.session.commit()
     session.clear()
     if lang in LANGUAGES:
         session["lang"] = lang

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+import secrets
 from collections.abc import Callable
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import wraps
 from typing import Any, TypeVar
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from flask import Flask, abort, g, redirect, request, session, url_for
+from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
 from flask_babel import format_date, format_datetime, gettext
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from ..bounds import DATE_YEARS, MAX_ID, year_in_range
 from ..extensions import db
-from ..models import Person, School, Service
+from ..models import DashboardSession, Person, School, Service, utcnow
 from ..passwords import password_marker
 from . import LANGUAGES, bp
 
@@ -29,18 +31,62 @@ def session_marker(person: Person) -> str:
     return password_marker(person.password_hash)
 
 
+# How often a session's last use is written at most (one write a minute per signed-in person).
+SESSION_TOUCH_SECONDS = 60
+
+
+def _session_row_id(token: object) -> str | None:
+    if not isinstance(token, str) or not 20 <= len(token) <= 100:
+        return None
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def start_session(person: Person) -> str:
+    """A new dashboard session of `person` (a row; the caller commits); the cookie's token."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    db.session.add(DashboardSession(id=_session_row_id(token), person_id=person.id,
+                                    created_at=now, last_seen_at=now))
+    return token
+
+
+def end_session(token: object) -> None:
+    """Sign the session with `token` out everywhere (its row goes; the caller commits)."""
+    row_id = _session_row_id(token)
+    if row_id is not None:
+        db.session.execute(delete(DashboardSession).where(DashboardSession.id == row_id))
+
+
+def _signed_out() -> None:
+    for key in ("person_id", "auth", "sid"):
+        session.pop(key, None)
+
+
 @bp.before_app_request
 def _load_user() -> None:
     g.dashboard_user = None
     person_id = session.get("person_id")
     if person_id is None:
         return
-    person = db.session.get(Person, person_id)
-    if (person is None or not person.active or not person.username
-            or session.get("auth") != session_marker(person)):
-        session.pop("person_id", None)
-        session.pop("auth", None)
+    person = db.session.get(Person, person_id) if isinstance(person_id, int) else None
+    row_id = _session_row_id(session.get("sid"))
+    row = None if row_id is None else db.session.get(DashboardSession, row_id)
+    if (person is None or not person.active or not person.username or row is None
+            or row.person_id != person.id or session.get("auth") != session_marker(person)):
+        _signed_out()  # signed out elsewhere, a new password, or a cookie from before
         return
+    now = utcnow()
+    idle = timedelta(minutes=current_app.config["LESFOCUS_DASHBOARD_IDLE_MINUTES"])
+    if now - row.last_seen_at > idle:
+        db.session.delete(row)
+        db.session.commit()
+        _signed_out()
+        flash(gettext("You were signed out after %(minutes)d minutes without activity.",
+                      minutes=int(idle.total_seconds() // 60)), "info")
+        return
+    if (now - row.last_seen_at).total_seconds() >= SESSION_TOUCH_SECONDS:
+        row.last_seen_at = now
+        db.session.commit()
     g.dashboard_user = person
 
 

@@ -95,6 +95,8 @@ NL: dict[str, str | tuple[str, str]] = {
     "Bad request": "Ongeldig verzoek",
     "Too many requests": "Te veel verzoeken",
     "Busy": "Druk",
+    "You were signed out after %(minutes)d minutes without activity.":
+        "Je bent afgemeld na %(minutes)d minuten zonder activiteit.",
     "Enter a date between the years %(first)d and %(last)d.":
         "Vul een datum in tussen de jaren %(first)d en %(last)d.",
     "A value you entered is too long or out of range; nothing was changed.":

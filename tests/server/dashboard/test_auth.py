@@ -10,7 +10,7 @@ from flask import Flask
 from tests.support.dashboard import PASSWORD, csrf_token, sign_in
 from server.dashboard.common import safe_next
 from server.extensions import db
-from server.models import LoginFailure, Person, utcnow
+from server.models import DashboardSession, LoginFailure, Person, utcnow
 from server.throttle import MAX_FAILURES_PER_USER, THROTTLE_WINDOW, throttled_until
 
 
@@ -105,6 +105,65 @@ def test_sign_out_ends_the_session(app: Flask, world) -> None:
     token = csrf_token(client, "/nu")
     response = client.post("/logout", data={"csrf_token": token})
     assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert client.get("/nu").status_code == 302
+
+
+def _session_cookie(client) -> str:
+    cookie = client.get_cookie("session")
+    assert cookie is not None
+    return cookie.value
+
+
+def test_a_copied_session_cookie_is_worthless_after_sign_out(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    copy = app.test_client()  # another browser, given the same cookie
+    copy.set_cookie("session", _session_cookie(client))
+    assert copy.get("/nu").status_code == 200
+    client.post("/logout", data={"csrf_token": csrf_token(client, "/nu")})
+    assert copy.get("/nu").status_code == 302  # the row is gone: the copy is signed out too
+    with app.app_context():
+        assert db.session.query(DashboardSession).count() == 0
+
+
+def test_signing_out_on_one_device_leaves_the_other_signed_in(app: Flask, world) -> None:
+    phone, desktop = app.test_client(), app.test_client()
+    sign_in(phone, "docent")
+    sign_in(desktop, "docent")
+    phone.post("/logout", data={"csrf_token": csrf_token(phone, "/nu")})
+    assert phone.get("/nu").status_code == 302
+    assert desktop.get("/nu").status_code == 200
+
+
+def test_an_idle_session_ends_and_says_so(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    idle = app.config["LESFOCUS_DASHBOARD_IDLE_MINUTES"]
+    with app.app_context():
+        row = db.session.query(DashboardSession).one()
+        # Used a minute ago: still signed in, and the last use is written again.
+        row.last_seen_at = utcnow() - timedelta(minutes=1)
+        db.session.commit()
+    assert client.get("/nu").status_code == 200
+    with app.app_context():
+        row = db.session.query(DashboardSession).one()
+        assert utcnow() - row.last_seen_at < timedelta(minutes=1)
+        row.last_seen_at = utcnow() - timedelta(minutes=idle, seconds=5)
+        db.session.commit()
+    answer = client.get("/nu")
+    assert answer.status_code == 302 and answer.headers["Location"].startswith("/login")
+    page = client.get("/login").get_data(as_text=True)
+    assert f"Je bent afgemeld na {idle} minuten zonder activiteit" in page
+    with app.app_context():
+        assert db.session.query(DashboardSession).count() == 0
+
+
+def test_a_session_cookie_without_a_session_row_is_signed_out(app: Flask, world) -> None:
+    client = app.test_client()
+    sign_in(client, "docent")
+    with app.app_context():
+        db.session.query(DashboardSession).delete()  # as after an upgrade from release 1
+        db.session.commit()
     assert client.get("/nu").status_code == 302
 
 
