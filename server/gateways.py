@@ -7,7 +7,7 @@ import secrets
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from . import audit
 from .extensions import db
@@ -36,10 +36,16 @@ def create_gateway(school: School, name: str, *, actor: Person | str) -> Gateway
 
 
 def issue_enrollment_token(gateway: Gateway, *, actor: Person | str) -> str:
-    """Create a one-time enrolment token for `gateway` and return it (stored only hashed)."""
+    """Create a one-time enrolment token for `gateway` and return it (stored only hashed).
+
+    The gateway's older unused tokens end now: only the newest one given out can enrol
+    (issue 13, item 6), so a token copied from an old page or message is worthless."""
     token = "lfe_" + secrets.token_urlsafe(32)
     hours = current_app.config["LESFOCUS_ENROLLMENT_TOKEN_HOURS"]
     now = utcnow()
+    db.session.execute(update(EnrollmentToken).where(
+        EnrollmentToken.gateway_id == gateway.id, EnrollmentToken.used_at.is_(None),
+        EnrollmentToken.expires_at > now).values(expires_at=now))
     db.session.add(EnrollmentToken(gateway_id=gateway.id, token_hash=hash_token(token),
                                    created_at=now, expires_at=now + timedelta(hours=hours)))
     audit.record("gateway.enrollment_token", school_id=gateway.school_id, actor=actor,

@@ -72,7 +72,8 @@ def enroll() -> Any:
         abort_json(403, "this enrolment token was used already; ask IT for a new one",
                    field="token")
     if row.expires_at <= now:
-        abort_json(403, "this enrolment token has expired; ask IT for a new one", field="token")
+        abort_json(403, "this enrolment token has expired or a newer one was issued; ask IT "
+                   "for a new one", field="token")
     # Claim the token with a conditional UPDATE, so two concurrent enrolments cannot both use it.
     claimed = db.session.execute(
         update(EnrollmentToken)

@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 
 from server.app import create_app
 from server.extensions import db
+from server.gateways import issue_enrollment_token
 from server.models import AuditEvent, EnrollmentToken, Gateway, GatewayCounter
 from server.tokens import public_jwk, public_key_pem
 
@@ -62,6 +63,22 @@ def test_enrolment_token_works_only_once(app, client):
         stored = db.session.scalar(select(Gateway.public_key_pem))
     assert stored == public_key_pem(first)  # the second key was not written
     assert count_rows(app, AuditEvent) == audit_rows
+
+
+def test_a_new_enrolment_token_retires_the_older_unused_ones(app, client):
+    gateway_id, older = new_gateway(app, "gw")
+    with app.app_context():
+        newer = issue_enrollment_token(db.session.get(Gateway, gateway_id), actor="test")
+        db.session.commit()
+    key = Ed25519PrivateKey.generate().public_key()
+    refused = client.post("/api/v1/gateways/enroll",
+                          json={"token": older, "public_key": public_jwk(key)})
+    assert refused.status_code == 403 and refused.get_json()["field"] == "token"
+    assert "newer one was issued" in refused.get_json()["message"]
+    with app.app_context():
+        assert db.session.scalar(select(Gateway.public_key_pem)) is None
+    assert client.post("/api/v1/gateways/enroll",
+                       json={"token": newer, "public_key": public_jwk(key)}).status_code == 201
 
 
 def test_expired_enrolment_token_is_refused_and_nothing_is_written(app, client):
