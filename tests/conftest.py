@@ -52,6 +52,30 @@ def _migrate(url: str, instance: str) -> None:
         db.engine.dispose()
 
 
+# `make test` runs the suite on several pytest-xdist workers (scripts/run-tests says why). A
+# worker takes a whole test file at a time, so module-scoped fixtures (a lab of namespaces, a
+# Chromium) are built once, and tests that read what an earlier test of their file left (the
+# leak table of tests/e2e/test_agent_e2e.py) run after it in the same process. The extension
+# tests go to one worker together: they load the same extension (one fixed ID), and one of them
+# writes a managed policy for that ID into Chromium's machine-wide policy folder.
+_ONE_WORKER_FOLDERS = ("tests/extension/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    """`--dist loadfile` with the folders above as one unit each."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            folder = next((f for f in _ONE_WORKER_FOLDERS if nodeid.startswith(f)), None)
+            return folder or super()._split_scope(nodeid)
+
+    return FileScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A SQLite file migrated to the current schema, made once per session."""
