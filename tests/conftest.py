@@ -35,6 +35,25 @@ settings.load_profile("lesfocus-clock-shift" if os.environ.get("LESFOCUS_TEST_CL
                       else "lesfocus")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashes() -> Iterator[None]:
+    """Argon2id at its lowest cost in this process: tests sign in and guess passwords thousands
+    of times, and the shipped cost (RFC 9106's second choice, 64 MiB and 3 passes) took a third
+    of a CPU second per check on the 2-core machines that run `make test`. What a test asserts
+    (which password is right, what is refused and counted) does not depend on the cost; the
+    shipped cost is asserted by tests/server/test_passwords.py, in a process of its own."""
+    from argon2 import PasswordHasher
+
+    from server import passwords
+
+    with pytest.MonkeyPatch.context() as patch:
+        cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+        patch.setattr(passwords, "_hasher", cheap)
+        # Unknown users are checked against this hash: the same cost as a real check.
+        patch.setattr(passwords, "_DUMMY_HASH", cheap.hash("lesfocus-dummy-password"))
+        yield
+
+
 def _postgres_url() -> str:
     url = os.environ.get("LESFOCUS_TEST_POSTGRES_URL")
     require(bool(url), "PostgreSQL (LESFOCUS_TEST_POSTGRES_URL)")
