@@ -15,6 +15,7 @@ by threads in the main process (it is rare: truncated answers and some stub reso
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
 import multiprocessing
@@ -199,6 +200,21 @@ def _bind(host: str, port: int, kind: int, reuseport: bool) -> socket.socket:
             pass
     sock.bind((host, port))
     return sock
+
+
+def _bind_udp_and_tcp(host: str, port: int,
+                      reuseport: bool) -> tuple[socket.socket, socket.socket]:
+    """A UDP and a TCP socket on one port. Port 0 picks one: the port the kernel gives UDP may be
+    taken for TCP, and then another is tried."""
+    for _ in range(50 if port == 0 else 1):
+        udp = _bind(host, port, socket.SOCK_DGRAM, reuseport)
+        try:
+            return udp, _bind(host, udp.getsockname()[1], socket.SOCK_STREAM, False)
+        except OSError as err:
+            udp.close()
+            if port != 0 or err.errno != errno.EADDRINUSE:
+                raise
+    raise OSError(errno.EADDRINUSE, f"no port on {host} was free for both UDP and TCP")
 
 
 class UdpWorker:
@@ -457,10 +473,9 @@ class DnsResponder:
         """Bind UDP and TCP on every listen address and start the workers."""
         reuse = self.workers > 1
         for host, port in self.listen:
-            udp = _bind(host, port, socket.SOCK_DGRAM, reuse)
-            port = udp.getsockname()[1]  # port 0 picks one; TCP takes the same
+            udp, tcp = _bind_udp_and_tcp(host, port, reuse)
+            port = udp.getsockname()[1]
             self._udp.append(udp)
-            tcp = _bind(host, port, socket.SOCK_STREAM, False)
             tcp.listen(128)
             self._tcp.append(tcp)
             self.bound.append((host, port))

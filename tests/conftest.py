@@ -35,6 +35,25 @@ settings.load_profile("lesfocus-clock-shift" if os.environ.get("LESFOCUS_TEST_CL
                       else "lesfocus")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashes() -> Iterator[None]:
+    """Argon2id at its lowest cost in this process: tests sign in and guess passwords thousands
+    of times, and the shipped cost (RFC 9106's second choice, 64 MiB and 3 passes) took a third
+    of a CPU second per check on the 2-core machines that run `make test`. What a test asserts
+    (which password is right, what is refused and counted) does not depend on the cost; the
+    shipped cost is asserted by tests/server/test_passwords.py, in a process of its own."""
+    from argon2 import PasswordHasher
+
+    from server import passwords
+
+    with pytest.MonkeyPatch.context() as patch:
+        cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+        patch.setattr(passwords, "_hasher", cheap)
+        # Unknown users are checked against this hash: the same cost as a real check.
+        patch.setattr(passwords, "_DUMMY_HASH", cheap.hash("lesfocus-dummy-password"))
+        yield
+
+
 def _postgres_url() -> str:
     url = os.environ.get("LESFOCUS_TEST_POSTGRES_URL")
     require(bool(url), "PostgreSQL (LESFOCUS_TEST_POSTGRES_URL)")
@@ -50,6 +69,30 @@ def _migrate(url: str, instance: str) -> None:
         upgrade()
         db.session.remove()
         db.engine.dispose()
+
+
+# `make test` runs the suite on several pytest-xdist workers (scripts/run-tests says why). A
+# worker takes a whole test file at a time, so module-scoped fixtures (a lab of namespaces, a
+# Chromium) are built once, and tests that read what an earlier test of their file left (the
+# leak table of tests/e2e/test_agent_e2e.py) run after it in the same process. The extension
+# tests go to one worker together: they load the same extension (one fixed ID), and one of them
+# writes a managed policy for that ID into Chromium's machine-wide policy folder.
+_ONE_WORKER_FOLDERS = ("tests/extension/",)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    """`--dist loadfile` with the folders above as one unit each."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FileScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            folder = next((f for f in _ONE_WORKER_FOLDERS if nodeid.startswith(f)), None)
+            return folder or super()._split_scope(nodeid)
+
+    return FileScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -54,7 +54,8 @@ def test_dns_answer_on_an_unredirected_segment_teaches_the_gateway(
 
 
 @pytest.mark.parametrize("port,payload", [
-    (443, scapy_client_hello("video.x.com")),
+    # Named: a ClientHello's random bytes differ per process (the xdist workers' ids must not).
+    pytest.param(443, scapy_client_hello("video.x.com"), id="443-client-hello-video.x.com"),
     (80, b"GET / HTTP/1.1\r\nHost: x.com\r\nUser-Agent: t\r\n\r\n"),
 ])
 def test_name_of_a_blocked_service_on_an_unknown_address_resets_the_flow(

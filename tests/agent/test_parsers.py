@@ -64,9 +64,12 @@ def test_sni_is_found_in_the_first_segment_of_a_split_client_hello() -> None:
 
 
 @pytest.mark.parametrize("data", [
-    b"", b"\x16\x03\x01", scapy_client_hello(None), b"GET / HTTP/1.1\r\n\r\n",
-    bytes(TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[
-        ServerName(servername=b"bad host\x00")])])])),
+    # The ClientHellos are named: their random bytes differ per process (the xdist workers' ids
+    # must not).
+    b"", b"\x16\x03\x01", pytest.param(scapy_client_hello(None), id="client-hello-without-sni"),
+    b"GET / HTTP/1.1\r\n\r\n",
+    pytest.param(bytes(TLS(msg=[TLSClientHello(ext=[TLS_Ext_ServerName(servernames=[
+        ServerName(servername=b"bad host\x00")])])])), id="client-hello-naming-bad-host"),
 ])
 def test_no_sni_gives_none(data: bytes) -> None:
     assert parse_client_hello(data) is None

@@ -25,6 +25,7 @@ touched.
 from __future__ import annotations
 
 import ctypes
+import errno
 import multiprocessing
 import os
 import secrets
@@ -422,12 +423,22 @@ class FakeDnsServer:
         self.queries: list[tuple[str, int]] = []
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         make = ns.socket if ns is not None else socket.socket
-        self.udp = make(family, socket.SOCK_DGRAM)
-        self.udp.bind((host, port))
-        self.port = self.udp.getsockname()[1]
-        self.tcp = make(family, socket.SOCK_STREAM)
-        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.tcp.bind((host, self.port))
+        # Port 0 picks one for both: the port the kernel gives UDP may be taken for TCP (by
+        # another test's connection), and then another is tried.
+        for attempt in range(50 if port == 0 else 1):
+            self.udp = make(family, socket.SOCK_DGRAM)
+            self.udp.bind((host, port))
+            self.port = self.udp.getsockname()[1]
+            self.tcp = make(family, socket.SOCK_STREAM)
+            self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                self.tcp.bind((host, self.port))
+                break
+            except OSError as err:
+                self.udp.close()
+                self.tcp.close()
+                if port != 0 or err.errno != errno.EADDRINUSE or attempt == 49:
+                    raise
         self.tcp.listen(16)
         self.udp.settimeout(0.2)
         self.tcp.settimeout(0.2)
