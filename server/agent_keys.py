@@ -28,7 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,13 +142,9 @@ class AgentKeyCache:
     def _read_rows(self, gateway_ids: list[str]) -> dict[str, AgentKey | None]:
         """The keys of `gateway_ids` as their rows have them (None: not enrolled)."""
         found: dict[str, AgentKey | None] = dict.fromkeys(gateway_ids)
-        for start in range(0, len(gateway_ids), RECHECK_BATCH):
-            for gateway_id, school_id, pem in db.session.execute(
-                    select(Gateway.id, Gateway.school_id, Gateway.public_key_pem)
-                    .where(Gateway.id.in_(gateway_ids[start:start + RECHECK_BATCH]))):
-                if pem:
-                    found[gateway_id] = AgentKey(gateway_id, school_id, pem,
-                                                 load_public_key(pem))
+        for gateway_id, school_id, pem in _key_rows(gateway_ids):
+            if pem:
+                found[gateway_id] = AgentKey(gateway_id, school_id, pem, load_public_key(pem))
         return found
 
     def _keep(self, found: dict[str, AgentKey | None], read_at: float, forgets: int) -> None:
@@ -195,13 +191,8 @@ class AgentKeyCache:
                 return
             with self.lock:
                 kept = dict(self.entries)
-            rows: dict[str, tuple[int, str | None]] = {}
-            ids = list(kept)
-            for start in range(0, len(ids), RECHECK_BATCH):
-                rows.update((gateway_id, (school_id, pem)) for gateway_id, school_id, pem in
-                            db.session.execute(
-                                select(Gateway.id, Gateway.school_id, Gateway.public_key_pem)
-                                .where(Gateway.id.in_(ids[start:start + RECHECK_BATCH]))))
+            rows = {gateway_id: (school_id, pem)
+                    for gateway_id, school_id, pem in _key_rows(list(kept))}
             with self.lock:
                 self.rechecked_at = started
                 for gateway_id, (agent, _) in kept.items():
@@ -215,6 +206,15 @@ class AgentKeyCache:
                         del self.entries[gateway_id]
         finally:
             self.rechecking.release()
+
+
+def _key_rows(gateway_ids: list[str]) -> Iterator[tuple[str, int, str | None]]:
+    """(id, school, public key) of those of `gateway_ids` that exist, one query per
+    RECHECK_BATCH ids (a miss's read and the recheck alike)."""
+    for start in range(0, len(gateway_ids), RECHECK_BATCH):
+        yield from db.session.execute(
+            select(Gateway.id, Gateway.school_id, Gateway.public_key_pem)
+            .where(Gateway.id.in_(gateway_ids[start:start + RECHECK_BATCH])))
 
 
 def keys_of(app: Flask) -> AgentKeyCache:
