@@ -17,6 +17,7 @@ from . import errors, models  # noqa: F401  (models: the metadata migrations com
 from .bounds import IdConverter
 from .config import default_instance_path, load_settings
 from .extensions import db, migrate
+from .sealed import load_or_create_sealer
 from .tokens import load_or_create_signing_key
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -91,6 +92,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     signing_key_file = Path(settings["SIGNING_KEY_FILE"] or instance / "policy-signing-key.pem")
     app.extensions["lesfocus.signing_key"] = load_or_create_signing_key(signing_key_file)
+    sealing_key_file = Path(settings["SEALING_KEY_FILE"] or instance / "sealing-keys")
+    app.extensions["lesfocus.sealer"] = load_or_create_sealer(sealing_key_file)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)

@@ -14,6 +14,8 @@ DEFAULTS: dict[str, Any] = {
     "DATABASE_URL": None,  # default: sqlite:///<instance>/lesfocus.sqlite3
     "SECRET_KEY": None,  # default: a random key kept in the instance folder
     "SIGNING_KEY_FILE": None,  # default: <instance>/policy-signing-key.pem
+    # Keys that seal stored credentials (server/sealed.py); every process must read the same file.
+    "SEALING_KEY_FILE": None,  # default: <instance>/sealing-keys
     "PUBLIC_URL": None,  # the server's base URL as agents see it (JWT audience)
     "POLICY_HORIZON_DAYS": 7,
     "POLICY_LONG_POLL_MAX": 60,
