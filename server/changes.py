@@ -32,10 +32,14 @@ change like this:
   (https://www.postgresql.org/docs/current/sql-notify.html). One thread per app listens on its own
   psycopg connection (`LISTEN lesfocus_policy`) and turns notifications into the same wake-up.
   After it (re)connects it wakes everything, since notifications sent meanwhile were missed.
-- SQLite (no LISTEN/NOTIFY; the SQLite-only path): a fingerprint of what a school's policies are
-  compiled from ("change marker") is read at most every RECHECK_SECONDS per school, when someone
-  asks for the school's generation and, while agents wait, by one watcher thread. A moved marker
-  counts as a change. Direct edits the marker does not cover are seen only by their own process.
+- SQLite (no LISTEN/NOTIFY): `before_commit` writes the same payload as a row of the change log
+  (`change_log`, server/models.py ChangeLogEntry) inside the transaction, so it is there if and
+  only if the transaction commits. Each process reads the rows after the last one it saw, in one
+  indexed query for every school, at most every RECHECK_SECONDS: when someone asks for a
+  generation and, while agents wait, in one watcher thread. Its own rows it skips, as the
+  listener skips its own notifications. A reader that finds rows missing (the log keeps its last
+  CHANGE_LOG_KEEP) counts every school as changed. Writes that bypass the session (SQL typed into
+  a shell) are seen by no other process, on either database.
 """
 
 from __future__ import annotations
@@ -52,14 +56,14 @@ from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import Table, event, func, inspect, select, text
-from sqlalchemy import true as sa_true
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy import Table, delete, event, func, insert, inspect, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, UOWTransaction
 
 from .extensions import db
-from .models import (ExceptionGrant, Gateway, Group, Lesson, Room, School, Segment, SegmentCidr,
-                     Service, lesson_groups, lesson_rooms, lesson_teachers, segment_rooms)
+from .models import (ChangeLogEntry, ExceptionGrant, Gateway, Group, Lesson, Room, School, Segment,
+                     SegmentCidr, Service, lesson_groups, lesson_rooms, lesson_teachers,
+                     segment_rooms)
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,11 @@ CHANNEL = "lesfocus_policy"
 EVERY_SCHOOL = "*"
 # pg_notify payloads must stay below 8000 bytes; a longer list of schools becomes "every school".
 MAX_PAYLOAD = 7000
-# SQLite path: how often a school's change marker is read at most.
-RECHECK_SECONDS = 2.0
+# SQLite path: how often the change log is read at most (one query on its key, for every school).
+RECHECK_SECONDS = 0.5
+# SQLite path: how many rows the change log keeps, and every how many rows it drops older ones.
+CHANGE_LOG_KEEP = 10_000
+CHANGE_LOG_PRUNE_EVERY = 500
 # PostgreSQL path: how long the first reader waits for LISTEN to be in place, and the listener's
 # longest pause between reconnection attempts.
 LISTEN_READY_SECONDS = 5.0
@@ -137,8 +144,8 @@ class ChangeFeed:
         self.room_log: dict[int, dict[int, frozenset[int]]] = defaultdict(dict)
         url = make_url(app.config["SQLALCHEMY_DATABASE_URI"])
         self.postgres = url.get_backend_name() == "postgresql"
-        self.source: _PostgresListener | _SqliteMarkerPoller = (
-            _PostgresListener(self, url) if self.postgres else _SqliteMarkerPoller(self))
+        self.source: _PostgresListener | _SqliteLogReader = (
+            _PostgresListener(self, url) if self.postgres else _SqliteLogReader(self))
 
     def generation(self, school_id: int) -> int:
         """The change counter of `school_id`; pass it to `wait_for_change`."""
@@ -512,17 +519,30 @@ def _settle_declarations(session: Session) -> None:
 def _before_commit(session: Session) -> None:
     _settle_declarations(session)
     feed = _current_feed()
-    if feed is None or not feed.postgres:
+    if feed is None:
         return
     # Commit flushes only after this hook: flush now, so the set of schools is complete.
     session.flush()
     schools = session.info.get(_PENDING)
-    if schools:
-        # Part of the transaction: delivered to listeners if and only if it commits.
-        session.execute(text("SELECT pg_notify(:channel, :payload)"), {
-            "channel": CHANNEL,
-            "payload": _payload(feed, schools, session.info.get(_PENDING_TIMETABLE, set()),
-                                session.info.get(_PENDING_ROOMS, {}))})
+    if not schools:
+        return
+    payload = _payload(feed, schools, session.info.get(_PENDING_TIMETABLE, set()),
+                       session.info.get(_PENDING_ROOMS, {}))
+    # Part of the transaction: other processes learn of it if and only if it commits.
+    if feed.postgres:
+        session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                        {"channel": CHANNEL, "payload": payload})
+    else:
+        _log_change(session, payload)
+
+
+def _log_change(session: Session, payload: str) -> None:
+    """Write `payload` to the change log (SQLite), and now and then drop its oldest rows."""
+    entry = session.execute(insert(ChangeLogEntry).values(payload=payload)
+                            .returning(ChangeLogEntry.id)).scalar_one()
+    if entry % CHANGE_LOG_PRUNE_EVERY == 0:
+        session.execute(delete(ChangeLogEntry)
+                        .where(ChangeLogEntry.id <= entry - CHANGE_LOG_KEEP))
 
 
 def _after_commit(session: Session) -> None:
@@ -624,7 +644,7 @@ class _PostgresListener:
                     while not self.stopping.is_set():
                         # psycopg keeps notifications that arrive between two calls (backlog).
                         for notification in conn.notifies(timeout=POLL_STOP_SECONDS):
-                            self._deliver(notification.payload)
+                            _deliver(self.feed, notification.payload)
             except psycopg.Error as err:
                 if self.stopping.is_set():
                     break
@@ -635,16 +655,19 @@ class _PostgresListener:
                 self.stopping.wait(pause)
                 pause = min(pause * 2, RECONNECT_MAX_SECONDS)
 
-    def _deliver(self, payload: str) -> None:
-        token, _, rest = payload.partition(":")
-        if token == self.feed.token:
-            return  # our own commit, published in this process already
-        listed, has_kinds, more = rest.partition(":")
-        more, _, rooms = more.partition(":")
-        schools = _parse_listed(listed) or {EVERY_SCHOOL}
-        # Without the third part (or unreadable): count everything as a timetable change.
-        timetable = _parse_listed(more) if has_kinds else schools
-        self.feed.publish(schools, timetable, _parse_rooms(rooms))
+
+
+def _deliver(feed: ChangeFeed, payload: str) -> None:
+    """Publish another process's change (a notification's or a change log row's payload)."""
+    token, _, rest = payload.partition(":")
+    if token == feed.token:
+        return  # our own commit, published in this process already
+    listed, has_kinds, more = rest.partition(":")
+    more, _, rooms = more.partition(":")
+    schools = _parse_listed(listed) or {EVERY_SCHOOL}
+    # Without the third part (or unreadable): count everything as a timetable change.
+    timetable = _parse_listed(more) if has_kinds else schools
+    feed.publish(schools, timetable, _parse_rooms(rooms))
 
 
 def _parse_listed(listed: str) -> set[int | str]:
@@ -657,86 +680,64 @@ def _parse_listed(listed: str) -> set[int | str]:
     return schools
 
 
-# --- SQLite: polling a change marker ----------------------------------------------------------
+# --- SQLite: reading the change log -----------------------------------------------------------
 
-def read_marker(connection: Connection, school_id: int) -> tuple[Any, ...]:
-    """A cheap fingerprint of what a school's policies are compiled from (SQLite path).
+class _SqliteLogReader:
+    """Notices changes written by other processes on SQLite by reading the change log.
 
-    Its first part covers the exceptions, the others the rest (lessons, segments, ...): the policy
-    cache reads only exceptions again when only the first part moved.
-    """
-    def of(*columns: Any, where: Any, join: Any = None) -> Any:
-        query = select(*columns)
-        if join is not None:
-            query = query.select_from(join)
-        return connection.execute(query.where(where)).one()
-
-    segments_of_school = Segment.school_id == school_id
-    return (
-        tuple(of(func.count(ExceptionGrant.id), func.max(ExceptionGrant.id),
-                 func.max(ExceptionGrant.revoked_at), func.max(ExceptionGrant.end),
-                 where=ExceptionGrant.school_id == school_id)),
-        tuple(of(func.count(Lesson.id), func.max(Lesson.updated_at),
-                 where=Lesson.school_id == school_id)),
-        tuple(of(func.count(Segment.id), func.max(Segment.id), where=segments_of_school)),
-        tuple(of(func.count(SegmentCidr.id), func.max(SegmentCidr.id), where=segments_of_school,
-                 join=SegmentCidr.__table__.join(Segment.__table__))),  # type: ignore[attr-defined]
-        tuple(of(func.count(), where=segments_of_school,
-                 join=segment_rooms.join(Segment.__table__))),  # type: ignore[attr-defined]
-        tuple(of(func.count(Room.id), func.max(Room.id), where=Room.school_id == school_id)),
-        tuple(of(func.count(Gateway.id), func.max(Gateway.created_at),
-                 where=Gateway.school_id == school_id)),
-        repr(tuple(of(School.blocked_services, School.timezone, where=School.id == school_id))),
-        # The services every school shares (a `lesfocus services sync` in another process).
-        tuple(of(func.count(Service.id), func.max(Service.updated_at), where=sa_true())),
-    )
-
-
-class _SqliteMarkerPoller:
-    """Notices changes written by other processes on SQLite by reading each school's marker.
-
-    A marker is read at most every RECHECK_SECONDS per school, and by one thread at a time (the
-    others go on with the previous value rather than queue for the database). While agents wait,
-    one watcher thread reads the markers of their schools, so the waiters sleep until a change
-    instead of each waking every RECHECK_SECONDS; it ends when nobody waits.
+    The log is read at most every RECHECK_SECONDS, by one thread at a time (the others go on
+    with the generations as they are rather than queue for the database). While agents wait,
+    one watcher thread reads it, so the waiters sleep until a change instead of each waking
+    every RECHECK_SECONDS; it ends when nobody waits.
     """
 
     def __init__(self, feed: ChangeFeed) -> None:
         self.feed = feed
         self.lock = threading.Lock()
-        self.seen: dict[int, tuple[Any, ...]] = {}
-        self.read_at: dict[int, float] = {}
-        self.reading: set[int] = set()
-        self.waiters: dict[int, int] = {}
+        self.last_id: int | None = None  # the newest row seen; None: not read yet
+        self.read_at = -1e9
+        self.reading = False
+        self.waiters = 0
         self.thread: threading.Thread | None = None
 
     def before_read(self, school_id: int) -> None:
-        """Read the school's marker when due; a moved marker publishes a change."""
+        """Read the change log when due, and publish what other processes wrote to it."""
         now = time.monotonic()
         with self.lock:
-            if (now - self.read_at.get(school_id, -1e9) < RECHECK_SECONDS
-                    or school_id in self.reading):
+            if now - self.read_at < RECHECK_SECONDS or self.reading:
                 return
-            self.reading.add(school_id)
+            self.reading = True
         try:
             with db.engine.connect() as connection:
-                marker = read_marker(connection, school_id)
+                if self.last_id is None:
+                    # What was written before is in the database already, read by whoever
+                    # compiles next: only what comes after is news.
+                    self.last_id = connection.scalar(select(func.max(ChangeLogEntry.id))) or 0
+                    rows, missed = [], 0
+                else:
+                    rows = connection.execute(
+                        select(ChangeLogEntry.id, ChangeLogEntry.payload)
+                        .where(ChangeLogEntry.id > self.last_id)
+                        .order_by(ChangeLogEntry.id)).all()
+                    missed = rows[0].id - self.last_id - 1 if rows else 0
+                    if rows:
+                        self.last_id = rows[-1].id
         finally:
             with self.lock:
-                self.reading.discard(school_id)
-        with self.lock:
-            self.read_at[school_id] = time.monotonic()
-            before = self.seen.get(school_id)
-            self.seen[school_id] = marker
-        if before is not None and before != marker:
-            # The marker's first part is the school's exceptions, the rest its timetable.
-            self.feed.publish({school_id}, {school_id} if before[1:] != marker[1:] else ())
+                self.reading = False
+                self.read_at = time.monotonic()
+        if missed > 0:
+            log.warning("change feed: %d changes were dropped from the change log before this "
+                        "process read them; counting every school as changed", missed)
+            self.feed.publish({EVERY_SCHOOL})
+        for row in rows:
+            _deliver(self.feed, row.payload)
 
     @contextmanager
     def waiting(self, school_id: int) -> Iterator[None]:
-        """Count one more agent waiting on `school_id` while inside."""
+        """Count one more agent waiting while inside."""
         with self.lock:
-            self.waiters[school_id] = self.waiters.get(school_id, 0) + 1
+            self.waiters += 1
             if self.thread is None:
                 self.thread = threading.Thread(target=self._watch, daemon=True,
                                                name="lesfocus-change-watcher")
@@ -745,9 +746,7 @@ class _SqliteMarkerPoller:
             yield
         finally:
             with self.lock:
-                left = self.waiters.pop(school_id, 1) - 1
-                if left > 0:
-                    self.waiters[school_id] = left
+                self.waiters -= 1
 
     def stop(self) -> None:
         """Nothing to stop: the watcher ends by itself when nobody waits."""
@@ -756,14 +755,11 @@ class _SqliteMarkerPoller:
         while True:
             time.sleep(RECHECK_SECONDS)
             with self.lock:
-                schools = list(self.waiters)
-                if not schools:
+                if self.waiters <= 0:
                     self.thread = None
                     return
             try:
                 with self.feed.app.app_context():
-                    for school_id in schools:
-                        self.before_read(school_id)
+                    self.before_read(0)
             except Exception:  # noqa: BLE001 - the watcher must outlive a database hiccup
-                log.exception("change feed: reading the change marker failed")
-
+                log.exception("change feed: reading the change log failed")

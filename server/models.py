@@ -460,3 +460,19 @@ class DashboardSession(db.Model):
                                            index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChangeLogEntry(db.Model):
+    """One committed write that can change policies, for the other processes on SQLite, which
+    has no LISTEN/NOTIFY (server/changes.py).
+
+    `payload` is what PostgreSQL's `pg_notify` carries: the writing process, the schools, and the
+    rooms whose lessons changed; nothing about people or devices. Ids are never reused
+    (AUTOINCREMENT), so a reader that finds its next id missing knows it missed changes. The log
+    keeps its last CHANGE_LOG_KEEP rows.
+    """
+
+    __tablename__ = "change_log"
+    __table_args__ = {"sqlite_autoincrement": True}
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    payload: Mapped[str] = mapped_column(Text)

@@ -307,8 +307,6 @@ def _import_in_another_process(database_url: str, tmp_path: Path, data: bytes) -
 postgres_only = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
-@pytest.mark.postgres
-@postgres_only
 def test_an_import_in_another_process_wakes_a_waiter_here(
         world: World, database_url: str, tmp_path: Path) -> None:
     woke: dict[str, bool] = {}
@@ -326,8 +324,6 @@ def test_an_import_in_another_process_wakes_a_waiter_here(
     assert woke["moved"]
 
 
-@pytest.mark.postgres
-@postgres_only
 def test_a_waiting_agent_gets_the_policy_changed_by_another_process(
         world: World, client: FlaskClient, enrolled_agent: object, database_url: str,
         tmp_path: Path) -> None:
@@ -377,7 +373,7 @@ EXCEPTION_WRITES = {"grant", "revoke"}
 def test_the_timetable_generation_moves_for_every_write_but_a_grant_or_revocation(
         world: World, name: str, write: Callable[[World], object]) -> None:
     with world.app.app_context():
-        changes.generation(world.school_id)  # the marker is read now (SQLite), not later
+        changes.generation(world.school_id)  # the change log is read now (SQLite), not later
         before = changes.timetable_generation(world.school_id)
         touched = write(world)  # noqa: F841 - held: the session keeps changed objects weakly
         db.session.commit()
@@ -424,3 +420,125 @@ def test_a_group_exception_reads_the_timetable_again_when_groups_were_left_out(
         db.session.commit()
         after = cached_policy(world.gateway_id, world.school_id)
         assert after.inputs.groups_loaded and after.inputs.lessons is not before.inputs.lessons
+
+
+# --- SQLite: other processes' changes through the change log ------------------------------------
+
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+def _read_log_now(app: Flask) -> None:
+    """Make the app's change-log reader read now, not RECHECK_SECONDS after its last read."""
+    reader = changes.feed_of(app).source
+    reader.read_at = -1e9  # type: ignore[union-attr]
+    with app.app_context():
+        reader.before_read(0)
+
+
+def _log_rows(app: Flask) -> list[str]:
+    from server.models import ChangeLogEntry
+    with app.app_context():
+        return list(db.session.scalars(select(ChangeLogEntry.payload).order_by(ChangeLogEntry.id)))
+
+
+@sqlite_only
+def test_this_process_does_not_read_its_own_commits_back_as_another_process_change(
+        world: World) -> None:
+    _read_log_now(world.app)
+    with world.app.app_context():
+        before = changes.timetable_generation(world.school_id)
+        _move_lesson(world)
+        db.session.commit()
+        after_commit = changes.timetable_generation(world.school_id)
+    _read_log_now(world.app)
+    with world.app.app_context():
+        after_read = changes.timetable_generation(world.school_id)
+    assert after_commit == before + 1
+    # Before the change log the marker moved by this commit counted a second time, as "every room".
+    assert after_read == after_commit
+    assert _log_rows(world.app)[-1].endswith(f":{world.school_id}={_room_id(world, 'B204')}")
+
+
+def _room_id(world: World, code: str) -> int:
+    with world.app.app_context():
+        return db.session.scalar(select(Room.id).where(Room.code == code))
+
+
+@sqlite_only
+def test_another_process_lesson_write_arrives_here_with_its_rooms(
+        make_app: Callable[..., Flask]) -> None:
+    here, there = make_app(), make_app()
+    lesson_id = add_lesson(there, "B204", now_utc() + minutes(60), now_utc() + minutes(110))
+    with here.app_context():
+        school = school_id_of(here)
+        seen = changes.timetable_generation(school)  # the first read: from here on it is news
+        room_id = db.session.scalar(select(Room.id).where(Room.code == "B204"))
+    with there.app_context():
+        lesson = db.session.get(Lesson, lesson_id)
+        lesson.end = lesson.end + minutes(5)
+        db.session.commit()
+    _read_log_now(here)
+    with here.app_context():
+        now = changes.timetable_generation(school)
+        assert now == seen + 1
+        assert changes.timetable_rooms(school, seen, now) == frozenset({room_id})
+
+
+@sqlite_only
+def test_a_waiter_here_wakes_for_a_grant_made_by_another_process(
+        make_app: Callable[..., Flask]) -> None:
+    here, there = make_app(), make_app()
+    leader_id = add_person(there, "rector", "leader")
+    with here.app_context():
+        school = school_id_of(here)
+        seen = changes.generation(school)
+    woke: dict[str, bool] = {}
+
+    def wait() -> None:
+        with here.app_context():
+            woke["moved"] = changes.wait_for_change(school, seen, WAIT_SECONDS)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    with there.app_context():
+        grant_exception(db.session.get(Person, leader_id), scope="school", minutes=10,
+                        reason="x", now=now_utc())
+        db.session.commit()
+    waiter.join()
+    assert woke["moved"]
+
+
+@sqlite_only
+def test_a_rolled_back_write_leaves_nothing_in_the_change_log(world: World) -> None:
+    before = _log_rows(world.app)
+    with world.app.app_context():
+        _move_lesson(world)
+        db.session.flush()
+        db.session.rollback()
+    assert _log_rows(world.app) == before
+
+
+@sqlite_only
+def test_a_reader_that_fell_behind_the_kept_log_counts_every_school(
+        make_app: Callable[..., Flask], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(changes, "CHANGE_LOG_KEEP", 3)
+    monkeypatch.setattr(changes, "CHANGE_LOG_PRUNE_EVERY", 1)
+    here, there = make_app(), make_app()
+    leader_id = add_person(there, "rector", "leader")
+    with here.app_context():
+        other = School(slug="other", name="Other", timezone="Europe/Amsterdam", aliases=[])
+        db.session.add(other)
+        db.session.commit()
+        other_id = other.id
+        seen_other = changes.generation(other_id)
+    _read_log_now(here)
+    with there.app_context():
+        for _ in range(6):  # grants in school `test` only; the log keeps the last 3
+            grant_exception(db.session.get(Person, leader_id), scope="school", minutes=10,
+                            reason="x", now=now_utc())
+            db.session.commit()
+    assert len(_log_rows(there)) == 3
+    _read_log_now(here)
+    with here.app_context():
+        # The dropped rows might have named any school: `other` counts as changed too.
+        assert changes.generation(other_id) > seen_other
