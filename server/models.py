@@ -304,7 +304,7 @@ class Service(db.Model):
     group: Mapped[str] = mapped_column(String(40), default="social_network")
     domains: Mapped[list[str]] = mapped_column(JSON, default=list)
     shipped_domains: Mapped[list[str] | None] = mapped_column(JSON, default=None)
-    # Moves with every write: the SQLite change marker sees another process's catalog sync.
+    # Moves with every write (the SQLite change marker of earlier releases read it).
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -113,8 +113,8 @@ def test_a_re_poll_reads_no_gateway_row(two_processes, agent) -> None:
             assert _poll(first, agent) == 200
     finally:
         event.remove(engine, "before_cursor_execute", seen)
-    # A row of `gateways` is read with its key; the SQLite change marker, which a slow run may
-    # read meanwhile (every RECHECK_SECONDS), only counts the school's gateways.
+    # A row of `gateways` is read with its key (other statements that name the table, such as
+    # a count, do not read a row's key).
     assert not [s for s in statements if "gateways.public_key_pem" in s], statements
 
 

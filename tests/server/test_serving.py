@@ -96,7 +96,7 @@ def test_300_waiting_agents_leave_fresh_requests_prompt_and_a_change_elsewhere_w
               f"{', '.join(f'{s * 1000:.0f}' for s in latencies)} ms")
         assert max(latencies) < 5.0
         # A change written by this process (another process than the server's) wakes them:
-        # LISTEN/NOTIFY on PostgreSQL, the change marker on SQLite (rechecked every 2 s).
+        # LISTEN/NOTIFY on PostgreSQL, the change log on SQLite (read every 0.5 s).
         changed_at = time.monotonic()
         add_lesson_in_shared_room(app)
         statuses = [read_status(sock, timeout=30) for sock in polls.values()]

@@ -447,7 +447,7 @@ def test_change_from_another_app_is_seen_by_the_change_feed(app, client, enrolle
     thread.start()
     time.sleep(0.3)
     # Written by a second app on the same database, as another server process would: seen
-    # through LISTEN/NOTIFY on PostgreSQL and the change marker's recheck on SQLite.
+    # through LISTEN/NOTIFY on PostgreSQL and the change log on SQLite.
     other = create_app({"INSTANCE_PATH": str(tmp_path / "other"), "DATABASE_URL": database_url,
                         "SECRET_KEY": "test-secret-key", "TESTING": True})
     try:

@@ -210,7 +210,7 @@ def test_lesson_status_answers_from_memory_without_sql(app, client, enrolled, mo
     from sqlalchemy import event
 
     from server import changes
-    monkeypatch.setattr(changes, "RECHECK_SECONDS", 3600.0)  # SQLite: no marker read meanwhile
+    monkeypatch.setattr(changes, "RECHECK_SECONDS", 3600.0)  # SQLite: no change-log read meanwhile
     enrolled("gw", cidrs=["10.1.0.0/24"], rooms=["2.14"])
     enrolled("gw2", cidrs=["10.2.0.0/24"], rooms=["3.01"])
     start = now_utc() - minutes(10)
