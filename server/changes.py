@@ -111,6 +111,13 @@ _WATCHED_TABLES: frozenset[str] = frozenset(
                      Group.__table__, Segment.__table__, SegmentCidr.__table__,
                      Gateway.__table__, School.__table__, Service.__table__, lesson_rooms,
                      lesson_groups, lesson_teachers, segment_rooms))  # type: ignore[attr-defined]
+# A new room or group changes no compiled policy by itself: no segment serves it and no
+# exception names it yet (a segment or an exception that does so in the same transaction is a
+# change of its own, which says "every room" or reads the exceptions again). It still moves the
+# school's timetable generation, so lesson-status rebuilds its table of rooms; and the lessons
+# in it name it among their rooms. An import that brings a new room is then no full read.
+_NAMES_NOTHING_YET: frozenset[str] = frozenset(
+    t.name for t in (Room.__table__, Group.__table__))  # type: ignore[attr-defined]
 # Of those, the lesson tables: bulk statements on them may have their rooms declared.
 _LESSON_TABLES: frozenset[str] = frozenset(
     t.name for t in (Lesson.__table__, lesson_rooms, lesson_groups,  # type: ignore[attr-defined]
@@ -413,7 +420,11 @@ def _after_flush(session: Session, flush_context: UOWTransaction) -> None:
         found.update(schools)
         if not isinstance(obj, ExceptionGrant):
             timetable.update(schools)
-            rooms = _lesson_rooms(session, obj, kind) if isinstance(obj, Lesson) else None
+            rooms: set[int] | None = None
+            if isinstance(obj, Lesson):
+                rooms = _lesson_rooms(session, obj, kind)
+            elif kind == "new" and isinstance(obj, (Room, Group)):
+                rooms = set()  # see _NAMES_NOTHING_YET
             for school in schools:
                 _note_rooms(session, school, rooms)
 
@@ -452,12 +463,13 @@ def _do_orm_execute(state: Any) -> None:
         _pending_timetable(session).update(schools)
         declared = (session.info.get(_BULK_ROOMS_DECLARED) and table.name in _LESSON_TABLES
                     and schools == {session.info.get(_BULK_SCHOOL)})
+        names_nothing = state.is_insert and table.name in _NAMES_NOTHING_YET
         for school in schools:
             if declared:
                 # Its rooms come from declare_lesson_rooms; until then it counts as every room.
                 session.info.setdefault(_UNDECLARED_LESSONS, set()).add(school)
             else:
-                _note_rooms(session, school, None)
+                _note_rooms(session, school, set() if names_nothing else None)
 
 
 def _listed(schools: set[int | str]) -> str:

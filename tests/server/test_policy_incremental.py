@@ -24,8 +24,8 @@ from tests.support.api import school_id as school_id_of
 from server import changes
 from server.extensions import db
 from server.grants import grant_exception, revoke_exception
-from server.models import (ExceptionGrant, Gateway, Lesson, Person, Room, School, Segment,
-                           lesson_rooms, utcnow)
+from server.models import (ExceptionGrant, Gateway, Group, Lesson, Person, Room, School,
+                           Segment, lesson_rooms, utcnow)
 from server.timetable.common import ParsedLesson, ParsedTimetable
 from server.timetable.sources import apply_to_source, file_source
 from lesfocus_policy import Policy
@@ -292,15 +292,35 @@ def test_the_feed_says_every_room_for_writes_that_are_more_than_lessons(board: B
             segment.name = "a2"
         assert _rooms_touched(board, rename_segment) is None
 
-        def lesson_and_room() -> None:
-            lesson = _lessons(board)[0]
-            lesson.end += timedelta(minutes=1)
-            db.session.add(Room(school_id=board.school_id, code="F"))
-        assert _rooms_touched(board, lesson_and_room) is None
+        def rename_room() -> None:
+            room = db.session.get(Room, board.rooms["A"])
+            room.code = "A2"
+        assert _rooms_touched(board, rename_room) is None
 
         def bulk() -> None:
             db.session.execute(Lesson.__table__.update().values(subject="bulk"))
         assert _rooms_touched(board, bulk) is None
+
+
+def test_a_new_room_or_group_names_no_room_and_its_lessons_name_theirs(board: Board) -> None:
+    # No segment serves a room, and no exception names it, before it exists.
+    with board.app.app_context():
+        def new_room() -> None:
+            db.session.add(Room(school_id=board.school_id, code="F"))
+        assert _rooms_touched(board, new_room) == frozenset()
+
+        def new_group() -> None:  # as the importer adds them: rows with their school
+            db.session.execute(Group.__table__.insert(),
+                               [{"school_id": board.school_id, "name": "4h2"}])
+        assert _rooms_touched(board, new_group) == frozenset()
+
+        def lesson_and_room() -> None:
+            lesson = _lessons(board)[0]
+            lesson.end += timedelta(minutes=1)
+            db.session.add(Room(school_id=board.school_id, code="G"))
+        rooms = {room.id for room in _lessons(board)[0].rooms}
+        db.session.remove()
+        assert _rooms_touched(board, lesson_and_room) == rooms
 
 
 def _import(board: Board, lessons: list[tuple[str, int, tuple[str, ...], bool]]) -> None:
@@ -335,9 +355,11 @@ def test_an_import_names_the_rooms_whose_lessons_it_wrote(board: Board) -> None:
         _import(board, second)
         db.session.commit()
         assert changes.timetable_generation(board.school_id) == before
-        # An import that creates a room says "every room" (rooms are more than lessons).
-        new_room = [*second, ("l6", 360, ("Z9",), False)]
-        assert _rooms_touched(board, lambda: _import(board, new_room)) is None
+        # An import that creates a room names it with the rooms of the lessons it wrote.
+        new_room = [*second, ("l6", 360, ("Z9", "A"), False)]
+        touched = _rooms_touched(board, lambda: _import(board, new_room))
+        z9 = db.session.scalar(select(Room.id).where(Room.code == "Z9"))
+        assert touched == {r["A"], z9}
 
 
 def test_after_imports_the_cached_policy_is_what_a_full_compile_gives(board: Board) -> None:
@@ -346,8 +368,10 @@ def test_after_imports_the_cached_policy_is_what_a_full_compile_gives(board: Boa
         cached = cached_policy(board.gateway_id, board.school_id)
         ids = [f"i{n}" for n in range(12)]
         for step in range(8):
+            # Now and then in a room the school did not have: the import creates it.
             lessons = [(source_id, rng.randrange(0, 3 * 1440, 5),
-                        tuple(rng.sample(ROOMS, rng.choice((1, 2)))), rng.random() < 0.2)
+                        tuple(rng.sample([*ROOMS, f"N{step}"], rng.choice((1, 2)))),
+                        rng.random() < 0.2)
                        for source_id in rng.sample(ids, rng.randrange(4, 12))]
             _import(board, lessons)
             db.session.commit()
@@ -399,10 +423,9 @@ def test_the_rooms_travel_in_the_notification_and_are_left_out_when_they_do_not_
     assert changes._parse_rooms("x=1;5=2.y;6=") == {6: frozenset()}
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # LISTEN/NOTIFY
 def test_another_process_learns_the_rooms_of_a_lesson_write(
-        make_app: Callable[..., Flask], database_url: str) -> None:
+        make_app: Callable[..., Flask]) -> None:
+    # Through LISTEN/NOTIFY on PostgreSQL, the change log on SQLite.
     here, there = make_app(), make_app()
     gateway_id, _token = new_gateway(here, "gw")
     add_segment_for(here, gateway_id, "a", ["10.9.0.0/24"], ["A"])
@@ -416,15 +439,12 @@ def test_another_process_learns_the_rooms_of_a_lesson_write(
         db.session.commit()
         lesson_id, room_id = lesson.id, room.id
     with there.app_context():
-        before = changes.timetable_generation(school_id)  # listening from now on
+        seen = changes.generation(school_id)  # listening (reading the log) from now on
+        before = changes.timetable_generation(school_id)
     with here.app_context():
         db.session.get(Lesson, lesson_id).end += timedelta(minutes=1)
         db.session.commit()
     with there.app_context():
-        feed = changes.feed_of(there)
-        with feed.condition:
-            assert feed.condition.wait_for(
-                lambda: feed.timetable_counts[school_id] + feed.timetable_every > before,
-                timeout=WAIT_SECONDS)
+        assert changes.wait_for_change(school_id, seen, WAIT_SECONDS)
         after = changes.timetable_generation(school_id)
         assert changes.timetable_rooms(school_id, before, after) == {room_id}
