@@ -294,7 +294,7 @@ def _rounds(app, gateway_id: str, now: datetime, write: str
     each round, so that the window keeps most of the week's lessons), a lesson moved by a bulk
     statement as the timetable importer writes it (it declares the rooms it touched,
     server/timetable/sources.py), or the same bulk statement undeclared (the change feed cannot
-    say which rooms: as an import that also creates a room or group).
+    say which rooms: as after a restart, a segment change, or a room renamed).
     Returns (the rounds' samples, segments, signed bytes)."""
     import time_machine
 
