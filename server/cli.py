@@ -322,7 +322,7 @@ def _read_secret_option(value: str, option: str) -> str:
     from .timetable.sources import read_secret_text
     try:
         if value == "-":
-            text = click.get_text_stream("stdin").read(4096)
+            text = sys.stdin.read(4096)
         else:
             path = Path(value)
             if path.stat().st_size > 4096:
