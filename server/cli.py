@@ -421,6 +421,37 @@ def timetable_source_add(name: str, slug: str, kind: str, url: str, token_file: 
                f"`lesfocus timetable sync --school {slug} --source {name}` syncs it now")
 
 
+@timetable_source_group.command("secret")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@click.option("--token-file", default=None, metavar="FILE",
+              help="zermelo: the new API token ('-': stdin).")
+@click.option("--secret-file", default=None, metavar="FILE",
+              help="webuntis: the user's new password ('-': stdin).")
+@with_appcontext
+def timetable_source_secret(name: str, slug: str, token_file: str | None,
+                            secret_file: str | None) -> None:
+    """Replace the sealed token or password of a Zermelo or WebUntis source."""
+    from . import audit
+    from .timetable.sources import find_source, store_secret
+    school = _school(slug)
+    source = find_source(db.session, school, name)
+    if source is None:
+        raise click.ClickException(f"the school has no source {name.strip().lower()!r}")
+    option = {"zermelo": "--token-file", "webuntis": "--secret-file"}.get(source.kind)
+    given = token_file if option == "--token-file" else secret_file
+    if option is None:
+        raise click.ClickException(f"source {source.name!r} is a {source.kind} source: it has "
+                                   f"no secret")
+    if given is None or (token_file and secret_file):
+        raise click.UsageError(f"a {source.kind} source takes {option}")
+    store_secret(source, _read_secret_option(given, option))
+    audit.record("timetable.source_secret", school_id=school.id, actor="cli",
+                 object_type="timetable_source", object_id=source.name, kind=source.kind)
+    db.session.commit()
+    click.echo(f"the secret of source {source.name!r} was replaced")
+
+
 @timetable_group.command("sync")
 @click.option("--school", "slug", required=True)
 @click.option("--source", "source_name", default=None, metavar="NAME",

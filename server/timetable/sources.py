@@ -151,7 +151,7 @@ def read_secret(source: TimetableSource) -> str | None:
         return unseal(bytes(source.credentials).decode("ascii"), secret_context(source))
     except (SealedError, UnicodeDecodeError) as err:
         raise TimetableError(f"the stored secret of source {source.name!r} cannot be opened "
-                             f"({err}); add the source again with its secret") from None
+                             f"({err}); store it again with `lesfocus timetable source secret`") from None
 
 
 def read_secret_text(text: str, option: str) -> str:

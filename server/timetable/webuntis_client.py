@@ -34,7 +34,8 @@ _NAMES = ["id", "name"]
 # WebUntis error codes, in the words IT needs to act on them.
 ERRORS = {
     -8500: "the school name is not known on this WebUntis server (check --untis-school)",
-    -8504: "the user name or password is wrong (bad credentials)",
+    -8504: "the user name or password is wrong (bad credentials); store the right password "
+           "with `lesfocus timetable source secret NAME --secret-file F`",
     -8509: "the user has no right to call this method; give it the rights docs/timetables.md "
            "lists",
     -8520: "the session is not authenticated (it expired or was refused)",

@@ -72,8 +72,8 @@ def _page(url: str, token: str, start: datetime, end: datetime, timeout: float) 
     message = _message(envelope)
     if answer.status == 401:
         raise TimetableError(f"{WHAT} did not accept the token (HTTP 401{message}): it is "
-                             f"wrong, expired or revoked; make a new one in the portal and add "
-                             f"it again with --token-file")
+                             f"wrong, expired or revoked; make a new one in the portal and store "
+                             f"it with `lesfocus timetable source secret NAME --token-file F`")
     if answer.status == 403:
         raise TimetableError(f"{WHAT} refused the token (HTTP 403{message}): its user may not "
                              f"read the school's appointments; give the user the rights "
