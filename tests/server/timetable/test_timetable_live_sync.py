@@ -34,6 +34,11 @@ ICAL = ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:ical-1@t\r\n"
         "END:VCALENDAR\r\n")
 
 
+# Protocol and secret handling do not depend on the database: SQLite only, except the first
+# test, which checks what a sync writes and removes on both.
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 def _appointment(instance: int, at: datetime, room: str = "B204", **fields: Any
                  ) -> dict[str, Any]:
     """An appointment as Zermelo's /appointments sends it (fields of its documentation)."""
@@ -120,6 +125,7 @@ def test_zermelo_sync_asks_week_by_week_and_replaces_only_its_own_lessons(
         assert source.last_report["counts"]["removed"] == 1 and source.last_error is None
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("backend", ["zermelo", "webuntis"])
 def test_every_failure_is_an_error_in_words_on_the_source_and_changes_no_lesson(
         app: Flask, importer: Importer, tmp_path: Path, backend: str) -> None:
@@ -186,6 +192,7 @@ def test_every_failure_is_an_error_in_words_on_the_source_and_changes_no_lesson(
             server.forget_sessions, server.fail_on_request = False, None
 
 
+@SQLITE_ONLY
 def test_webuntis_sync_reads_each_room_in_school_time_and_honours_code_and_lstype(
         app: Flask, importer: Importer) -> None:
     with WebUntisServer("demo-school", "lesfocus", PASSWORD) as untis:
@@ -233,6 +240,7 @@ def test_webuntis_sync_reads_each_room_in_school_time_and_honours_code_and_lstyp
         assert {l.source_id for l in importer.lessons("untis")} == {"1", "2", "5"}
 
 
+@SQLITE_ONLY
 def test_secrets_appear_nowhere_but_sealed(app: Flask, tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
@@ -292,6 +300,7 @@ def test_secrets_appear_nowhere_but_sealed(app: Flask, tmp_path: Path,
             assert not any(secret in t for t in texts), f"{secret[:4]}... in {where}"
 
 
+@SQLITE_ONLY
 def test_the_worker_fetches_without_its_writer_lock_and_writes_with_it(
         app: Flask, tmp_path: Path) -> None:
     from server.scheduler import _run_job, scheduled_jobs

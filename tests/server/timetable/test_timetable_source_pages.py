@@ -7,6 +7,7 @@ import html
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 from tests.support.dashboard import PASSWORD, csrf_token, sign_in
@@ -47,6 +48,8 @@ def _source_id(app: Flask) -> int:
             TimetableSource.name == "zportal"))
 
 
+# Who sees what on the page does not depend on the database.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_it_syncs_a_source_from_its_page_sees_its_state_and_deletes_it_after_confirming(
         app: Flask, importer: Importer, tmp_path: Path) -> None:
     _people(app)
