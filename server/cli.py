@@ -316,46 +316,140 @@ def timetable_source_group() -> None:
     """Timetable sources: each owns the lessons it brought."""
 
 
+def _read_secret_option(value: str, option: str) -> str:
+    """The secret in the file `value`, or on stdin for `-`; never echoed."""
+    from .timetable import TimetableError
+    from .timetable.sources import read_secret_text
+    try:
+        if value == "-":
+            text = sys.stdin.read(4096)
+        else:
+            path = Path(value)
+            if path.stat().st_size > 4096:
+                raise TimetableError(f"{option}: {path.name} is larger than a secret can be")
+            text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise click.BadParameter(f"cannot read {value}: {err.strerror or err}",
+                                 param_hint=option) from None
+    except UnicodeDecodeError:
+        raise click.BadParameter("the file is not UTF-8 text", param_hint=option) from None
+    except TimetableError as err:
+        raise click.BadParameter(str(err), param_hint=option) from None
+    try:
+        return read_secret_text(text, option)
+    except TimetableError as err:
+        raise click.BadParameter(str(err), param_hint=option) from None
+
+
 @timetable_source_group.command("add")
 @click.argument("name")
 @click.option("--school", "slug", required=True)
-@click.option("--kind", type=click.Choice(["ical-url"]), required=True,
-              help="ical-url: an iCalendar (webcal) link. Zermelo and WebUntis sync are not "
-                   "built yet: import their exports.")
-@click.option("--url", required=True, help="The feed's address (webcal:// is read as https://).")
+@click.option("--kind", type=click.Choice(["ical-url", "zermelo", "webuntis"]), required=True,
+              help="ical-url: an iCalendar (webcal) link; zermelo: a Zermelo Portal (API v3); "
+                   "webuntis: a WebUntis server (JSON-RPC).")
+@click.option("--url", required=True,
+              help="The feed's address (webcal:// is read as https://); for zermelo the portal "
+                   "(https://SCHOOL.zportal.nl), for webuntis the server "
+                   "(https://SERVER.webuntis.com).")
+@click.option("--token-file", default=None, metavar="FILE",
+              help="zermelo: a file holding the API token of a portal user ('-': stdin).")
+@click.option("--user", default=None, help="webuntis: the user that reads the timetable.")
+@click.option("--secret-file", default=None, metavar="FILE",
+              help="webuntis: a file holding that user's password ('-': stdin).")
+@click.option("--untis-school", default=None, metavar="NAME",
+              help="webuntis: the school's name on the server (as in its login page's URL).")
 @click.option("--every", "every", type=click.IntRange(5, 24 * 60), default=15, show_default=True,
               metavar="MINUTES", help="How often the worker will sync it.")
 @with_appcontext
-def timetable_source_add(name: str, slug: str, kind: str, url: str, every: int) -> None:
-    """Add a timetable source that is synced from its address."""
+def timetable_source_add(name: str, slug: str, kind: str, url: str, token_file: str | None,
+                         user: str | None, secret_file: str | None, untis_school: str | None,
+                         every: int) -> None:
+    """Add a timetable source that is synced from its address.
+
+    Secrets are read from a file or stdin, kept sealed, and never shown again.
+    """
     from . import audit
     from .models import TimetableSource
     from .timetable import TimetableError
-    from .timetable.sources import check_source_name, find_source, shown_address
+    from .timetable.sources import check_source_name, find_source, shown_address, store_secret
     school = _school(slug)
     if url.lower().startswith("webcal://"):
         url = "https://" + url[len("webcal://"):]
+    wanted = {"zermelo": {"--token-file"},
+              "webuntis": {"--user", "--secret-file", "--untis-school"}}.get(kind, set())
+    given = {option for option, value in (("--token-file", token_file), ("--user", user),
+                                          ("--secret-file", secret_file),
+                                          ("--untis-school", untis_school)) if value}
+    if wanted - given:
+        raise click.UsageError(f"--kind {kind} needs {', '.join(sorted(wanted - given))}")
+    if given - wanted:
+        raise click.UsageError(f"--kind {kind} takes no {', '.join(sorted(given - wanted))}")
+    secret = None
+    if token_file:
+        secret = _read_secret_option(token_file, "--token-file")
+    elif secret_file:
+        secret = _read_secret_option(secret_file, "--secret-file")
+    options: dict[str, str] = {}
     try:
         name = check_source_name(name)
         if not url.lower().startswith(("http://", "https://")) or len(url) > 2000:
             raise TimetableError("--url must be an http(s) or webcal address of at most 2000 "
                                  "characters")
+        if kind == "webuntis":
+            for option, value in (("--user", user), ("--untis-school", untis_school)):
+                if not value.strip() or len(value) > 100:  # type: ignore[union-attr]
+                    raise TimetableError(f"{option} must be 1-100 characters")
+            options = {"user": user.strip(), "untis_school": untis_school.strip()}  # type: ignore[union-attr]
         if find_source(db.session, school, name) is not None:
             raise TimetableError(f"the school already has a source {name!r}")
     except TimetableError as err:
         raise click.ClickException(str(err)) from None
-    source = TimetableSource(school_id=school.id, name=name, kind=kind, format="ical",
-                             address=url, options={}, every_minutes=every, days_back=7,
+    fmt = {"ical-url": "ical", "zermelo": "zermelo", "webuntis": "untis"}[kind]
+    source = TimetableSource(school_id=school.id, name=name, kind=kind, format=fmt,
+                             address=url, options=options, every_minutes=every, days_back=7,
                              days_ahead=56)
     db.session.add(source)
     db.session.flush()
-    # The link often carries a token: the audit log gets the host only.
+    if secret is not None:
+        store_secret(source, secret)
+    # The link often carries a token: the audit log gets the host only, and never a secret.
     audit.record("timetable.source_add", school_id=school.id, actor="cli",
                  object_type="timetable_source", object_id=name, kind=kind,
-                 address=shown_address(source))
+                 address=shown_address(source), **({"user": options["user"]} if options else {}))
     db.session.commit()
     click.echo(f"added source {name!r} ({kind}, every {every} minutes); "
                f"`lesfocus timetable sync --school {slug} --source {name}` syncs it now")
+
+
+@timetable_source_group.command("secret")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@click.option("--token-file", default=None, metavar="FILE",
+              help="zermelo: the new API token ('-': stdin).")
+@click.option("--secret-file", default=None, metavar="FILE",
+              help="webuntis: the user's new password ('-': stdin).")
+@with_appcontext
+def timetable_source_secret(name: str, slug: str, token_file: str | None,
+                            secret_file: str | None) -> None:
+    """Replace the sealed token or password of a Zermelo or WebUntis source."""
+    from . import audit
+    from .timetable.sources import find_source, store_secret
+    school = _school(slug)
+    source = find_source(db.session, school, name)
+    if source is None:
+        raise click.ClickException(f"the school has no source {name.strip().lower()!r}")
+    option = {"zermelo": "--token-file", "webuntis": "--secret-file"}.get(source.kind)
+    given = token_file if option == "--token-file" else secret_file
+    if option is None:
+        raise click.ClickException(f"source {source.name!r} is a {source.kind} source: it has "
+                                   f"no secret")
+    if given is None or (token_file and secret_file):
+        raise click.UsageError(f"a {source.kind} source takes {option}")
+    store_secret(source, _read_secret_option(given, option))
+    audit.record("timetable.source_secret", school_id=school.id, actor="cli",
+                 object_type="timetable_source", object_id=source.name, kind=source.kind)
+    db.session.commit()
+    click.echo(f"the secret of source {source.name!r} was replaced")
 
 
 @timetable_group.command("sync")
@@ -418,7 +512,9 @@ def timetable_source_list(slug: str) -> None:
             "last_success": source.last_success_at.isoformat() if source.last_success_at
             else None,
             "last_error": source.last_error, "last_counts": report.get("counts"),
-            "window": report.get("window")}))
+            "window": report.get("window"),
+            **{key: (source.options or {}).get(key) for key in ("user", "untis_school")
+               if (source.options or {}).get(key)}}))
 
 
 @click.group("services")

@@ -254,10 +254,10 @@ class TimetableSource(db.Model):
 
     A source owns the lessons whose `lessons.source` is its name (same school); an import or sync
     replaces only those, and only inside the window the source declares
-    (server/timetable/sources.py). `credentials` is there for the secrets of synced sources (an
-    API token, a WebUntis secret): deferred, so listing sources does not load them, and never
-    shown by the dashboard, the API or the audit log. File sources have none; the live sync that
-    writes them is not built yet.
+    (server/timetable/sources.py). `credentials` holds the secret of a Zermelo or WebUntis source
+    (its API token, its user's password), sealed (server/sealed.py, `store_secret`): deferred, so
+    listing sources does not load it, and never shown by the dashboard, the API, the CLI or the
+    audit log. File and iCal sources have none.
     """
 
     __tablename__ = "timetable_sources"

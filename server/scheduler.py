@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -48,10 +49,13 @@ class ScheduledJob:
     """One job: its id (unique, shown in logs), what it runs, and APScheduler trigger arguments."""
 
     id: str
-    run: Callable[[Flask], Any]
+    run: Callable[..., Any]
     trigger: str
     trigger_args: dict[str, Any] = field(default_factory=dict)
     run_at_start: bool = False
+    # True: `run(app, exclusive)` takes the writer lock itself, only around its writes (a job
+    # that waits on the network must not hold up imports meanwhile).
+    locks_itself: bool = False
 
 
 def _retention(app: Flask) -> dict[str, int]:
@@ -61,9 +65,9 @@ def _retention(app: Flask) -> dict[str, int]:
                            app.config["LESFOCUS_DASHBOARD_IDLE_MINUTES"])
 
 
-def _timetable_sync(app: Flask) -> dict[str, int]:
+def _timetable_sync(app: Flask, exclusive: threading.Lock) -> dict[str, int]:
     from .timetable.sync import sync_due
-    return sync_due(db.session)
+    return sync_due(db.session, write_lock=exclusive)
 
 
 def scheduled_jobs(app: Flask) -> list[ScheduledJob]:
@@ -71,11 +75,12 @@ def scheduled_jobs(app: Flask) -> list[ScheduledJob]:
     return [ScheduledJob("retention", _retention, "interval", {"hours": 6}, run_at_start=True),
             # Each linked timetable source at its own `every_minutes` (server/timetable/sync.py).
             ScheduledJob("timetable-sync", _timetable_sync, "interval", {"minutes": 1},
-                         run_at_start=True)]
+                         run_at_start=True, locks_itself=True)]
 
 
 def start_scheduler(app: Flask, exclusive: threading.Lock) -> BackgroundScheduler:
-    """Start a scheduler running `scheduled_jobs(app)`; each run holds `exclusive`.
+    """Start a scheduler running `scheduled_jobs(app)`; each run holds `exclusive` (a job that
+    `locks_itself` takes it only around its writes).
 
     `exclusive` is the worker's one writer lock: a job never writes while an import does, which
     on SQLite (one writer at a time) would make one of them wait or fail.
@@ -92,9 +97,9 @@ def start_scheduler(app: Flask, exclusive: threading.Lock) -> BackgroundSchedule
 
 
 def _run_job(app: Flask, job: ScheduledJob, exclusive: threading.Lock) -> None:
-    with exclusive, app.app_context():
+    with nullcontext() if job.locks_itself else exclusive, app.app_context():
         try:
-            result = job.run(app)
+            result = job.run(app, exclusive) if job.locks_itself else job.run(app)
         except Exception:  # a failed run is logged and retried at the next trigger
             db.session.rollback()
             log.exception("job %s failed", job.id)

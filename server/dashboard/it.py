@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import (abort, current_app, flash, make_response, redirect, render_template,
                    request, url_for)
 from flask_babel import gettext
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
 
@@ -24,6 +24,8 @@ from .common import current_user, login_required, school_object_or_404, service_
 from .state import gateway_health, room_states
 
 TIMETABLE_FORMATS = ("ical", "zermelo", "untis", "csv")
+# A synced source failing for longer than this warns IT and the school's leaders.
+STALE_SOURCE_AFTER = timedelta(hours=1)
 COUNTER_DAYS = 7
 RECENT_IMPORTS = 10
 JOB_PAGE_REFRESH_SECONDS = 2
@@ -251,7 +253,102 @@ def it_timetable() -> Response | tuple[str, int]:
         select(ImportJob).where(ImportJob.school_id == user.school_id)
         .order_by(ImportJob.created_at.desc(), ImportJob.id.desc()).limit(RECENT_IMPORTS)).all()
     return render_template("it/timetable.html", error=error, fmt=fmt, formats=TIMETABLE_FORMATS,
-                           jobs=jobs), 400 if error else 200
+                           jobs=jobs, sources=source_rows(user.school_id, utcnow()),
+                           stale_after=STALE_SOURCE_AFTER), 400 if error else 200
+
+
+def source_rows(school_id: int, now: datetime) -> list[dict[str, Any]]:
+    """The school's timetable sources as the IT page shows them: never their secrets."""
+    from ..models import Lesson, TimetableSource
+    from ..timetable.sources import failing_since, shown_address
+    counts = dict(db.session.execute(
+        select(Lesson.source, func.count()).where(Lesson.school_id == school_id)
+        .group_by(Lesson.source)).all())
+    rows = []
+    for source in db.session.scalars(select(TimetableSource).where(
+            TimetableSource.school_id == school_id).order_by(TimetableSource.name)):
+        since = failing_since(source)
+        report = source.last_report or {}
+        rows.append({"id": source.id, "name": source.name, "kind": source.kind,
+                     "address": shown_address(source), "every": source.every_minutes,
+                     "user": (source.options or {}).get("user"),
+                     "last_attempt": source.last_attempt_at,
+                     "last_success": source.last_success_at, "error": source.last_error,
+                     "counts": report.get("counts"), "window": report.get("window"),
+                     "notes": report.get("notes") or [], "lessons": counts.get(source.name, 0),
+                     "stale": since is not None and now - since > STALE_SOURCE_AFTER,
+                     "synced": source.kind != "file"})
+    return rows
+
+
+def stale_sources(school_id: int, now: datetime) -> list[str]:
+    """Names of the school's synced sources that have failed for more than an hour."""
+    return [row["name"] for row in source_rows(school_id, now) if row["stale"]]
+
+
+@bp.post("/it/rooster/bronnen/<int:source_id>/synchroniseren")
+@login_required("it_admin")
+def it_timetable_source_sync(source_id: int) -> Response:
+    """Sync one source now (the request waits for it) and say what it changed or why not."""
+    from ..models import TimetableSource
+    from ..timetable.sync import sync_named
+    source = school_object_or_404(TimetableSource, source_id)
+    if source.kind == "file":
+        abort(404)
+    user = current_user()
+    name, school = source.name, user.school
+    report, error = sync_named(db.session, school, name, now=utcnow())
+    if error is not None:
+        flash(gettext("Synchronising %(name)s failed: %(error)s", name=name, error=error),
+              "error")
+    elif report is None:
+        flash(gettext("%(name)s is unchanged since the last synchronisation.", name=name),
+              "success")
+    else:
+        counts = report.counts()
+        flash(gettext("%(name)s synchronised: %(created)d new, %(updated)d changed, "
+                      "%(cancelled)d cancelled, %(removed)d removed.", name=name, **{
+                          key: counts[key] for key in ("created", "updated", "cancelled",
+                                                       "removed")}),
+              "success")
+    audit.record("timetable.source_sync", school_id=user.school_id, actor=user,
+                 object_type="timetable_source", object_id=name, ok=error is None,
+                 **(report.counts() if report else {}))
+    db.session.commit()
+    return redirect(url_for("dashboard.it_timetable", _anchor=f"bron-{name}"), code=303)
+
+
+@bp.route("/it/rooster/bronnen/<int:source_id>/verwijderen", methods=["GET", "POST"])
+@login_required("it_admin")
+def it_timetable_source_delete(source_id: int) -> Response | str:
+    """Ask, with the number of lessons that go, then delete a source and its lessons."""
+    from .. import changes
+    from ..models import Lesson, TimetableSource, lesson_rooms
+    source = school_object_or_404(TimetableSource, source_id)
+    user = current_user()
+    lessons = db.session.scalar(select(func.count()).select_from(Lesson).where(
+        Lesson.school_id == user.school_id, Lesson.source == source.name)) or 0
+    if request.method == "GET" or request.form.get("confirm") != str(lessons):
+        # The confirmation names the number it was shown: if a sync changed it meanwhile, ask
+        # again with the new number.
+        return render_template("it/timetable_source_delete.html", source=source,
+                               lessons=lessons)
+    name = source.name
+    owned = select(Lesson.id).where(Lesson.school_id == user.school_id, Lesson.source == name)
+    rooms = set(db.session.scalars(select(lesson_rooms.c.room_id).distinct()
+                                   .where(lesson_rooms.c.lesson_id.in_(owned))))
+    with changes.bulk_writes_for(db.session, user.school_id, lesson_rooms_declared=True):
+        # lesson_rooms/groups/teachers and lesson-scoped exceptions go by ON DELETE CASCADE.
+        db.session.execute(delete(Lesson).where(Lesson.school_id == user.school_id,
+                                                Lesson.source == name))
+        changes.declare_lesson_rooms(db.session, user.school_id, rooms)
+    db.session.delete(source)
+    audit.record("timetable.source_delete", school_id=user.school_id, actor=user,
+                 object_type="timetable_source", object_id=name, lessons=lessons)
+    db.session.commit()
+    flash(gettext("Source %(name)s and its %(count)d lessons were deleted.", name=name,
+                  count=lessons), "success")
+    return redirect(url_for("dashboard.it_timetable"), code=303)
 
 
 @bp.get("/it/rooster/<int:job_id>")

@@ -59,10 +59,12 @@ def _render_overview(form: dict[str, str | list[str]] | None = None,
                                .order_by(Room.code)).all()
     groups = db.session.scalars(select(Group).where(Group.school_id == school.id)
                                 .order_by(Group.name)).all()
+    from .it import stale_sources
     return render_template("leader/overview.html", active=active, planned=planned, form=form,
                            errors=errors or {}, rooms=rooms, groups=groups,
                            services=school_services(school), names=service_names(),
-                           scopes=LEADER_SCOPES, now=now, preview=preview), status
+                           scopes=LEADER_SCOPES, now=now, preview=preview,
+                           stale_sources=stale_sources(school.id, now)), status
 
 
 @bp.get("/leiding")

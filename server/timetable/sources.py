@@ -130,6 +130,49 @@ def apply_to_source(session: Session, school: School, source: TimetableSource,
     return report
 
 
+def secret_context(source: TimetableSource) -> str:
+    """The sealing context of a source's secret: it opens only for this source and field."""
+    field = "token" if source.kind == "zermelo" else "password"
+    return f"timetable-source:{source.id}:{field}"
+
+
+def store_secret(source: TimetableSource, secret: str) -> None:
+    """Keep `secret` (a Zermelo token, a WebUntis password) sealed on the (flushed) source."""
+    from ..sealed import seal
+    source.credentials = seal(secret, secret_context(source)).encode("ascii")
+
+
+def read_secret(source: TimetableSource) -> str | None:
+    """The source's secret in the clear, for one sync; None when it has none."""
+    from ..sealed import SealedError, unseal
+    if source.credentials is None:
+        return None
+    try:
+        return unseal(bytes(source.credentials).decode("ascii"), secret_context(source))
+    except (SealedError, UnicodeDecodeError) as err:
+        raise TimetableError(f"the stored secret of source {source.name!r} cannot be opened "
+                             f"({err}); store it again with `lesfocus timetable source secret`") from None
+
+
+def read_secret_text(text: str, option: str) -> str:
+    """A secret as read from a file or stdin: one line, trailing newline dropped, not empty."""
+    secret = text.strip("\r\n")
+    if not secret.strip():
+        raise TimetableError(f"{option}: the secret is empty")
+    if "\n" in secret or "\r" in secret:
+        raise TimetableError(f"{option}: the secret must be one line")
+    if len(secret) > 1000:
+        raise TimetableError(f"{option}: the secret is longer than 1000 characters")
+    return secret
+
+
+def failing_since(source: TimetableSource) -> datetime | None:
+    """When the source's current run of failures began (None: its last attempt worked)."""
+    if not source.last_error:
+        return None
+    return source.last_success_at or source.created_at
+
+
 def find_source(session: Session, school: School, name: str) -> TimetableSource | None:
     """The school's source called `name`, or None."""
     return session.scalar(select(TimetableSource).where(
@@ -146,5 +189,6 @@ def shown_address(source: TimetableSource) -> str | None:
     return f"{scheme}://{host}/..."
 
 
-__all__ = ["apply_to_source", "check_source_name", "day_window", "file_source", "find_source",
-           "shown_address", "weeks_of", "window_for"]
+__all__ = ["apply_to_source", "check_source_name", "day_window", "failing_since", "file_source",
+           "find_source", "read_secret", "read_secret_text", "secret_context", "shown_address",
+           "store_secret", "weeks_of", "window_for"]

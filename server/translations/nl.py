@@ -413,6 +413,54 @@ NL: dict[str, str | tuple[str, str]] = {
         "https://lesfocus.school.example) en maak een nieuw token.",
     "You chose all social media and some services: choose one of the two.":
         "Je koos alle sociale media én enkele diensten: kies een van de twee.",
+    # Timetable sources (issue 11): the IT page per source, the leader's warning.
+    "Synchronising %(name)s failed: %(error)s": "Synchroniseren van %(name)s is mislukt: %(error)s",
+    "%(name)s is unchanged since the last synchronisation.":
+        "%(name)s is niet veranderd sinds de vorige synchronisatie.",
+    "%(name)s synchronised: %(created)d new, %(updated)d changed, %(cancelled)d cancelled, "
+    "%(removed)d removed.":
+        "%(name)s gesynchroniseerd: %(created)d nieuw, %(updated)d gewijzigd, "
+        "%(cancelled)d uitgevallen, %(removed)d verwijderd.",
+    "Source %(name)s and its %(count)d lessons were deleted.":
+        "Bron %(name)s en de %(count)d lessen ervan zijn verwijderd.",
+    "Timetable source %(name)s has failed to synchronise for more than an hour. Its last good "
+    "lessons stay in force until it works again.":
+        "Roosterbron %(name)s synchroniseert al meer dan een uur niet. De laatst goede lessen "
+        "blijven gelden tot het weer werkt.",
+    "Timetable sources": "Roosterbronnen",
+    "file": "bestand",
+    "iCal link": "iCal-link",
+    "Address": "Adres",
+    "user %(user)s": "gebruiker %(user)s",
+    "Synchronised": "Synchronisatie",
+    "every %(minutes)d minutes": "elke %(minutes)d minuten",
+    "only when asked": "alleen op verzoek",
+    "Last attempt": "Laatste poging",
+    "Last success": "Laatst gelukt",
+    "Lessons": "Lessen",
+    "Last change": "Laatste wijziging",
+    "%(created)d new, %(updated)d changed, %(cancelled)d cancelled, %(removed)d removed":
+        "%(created)d nieuw, %(updated)d gewijzigd, %(cancelled)d uitgevallen, "
+        "%(removed)d verwijderd",
+    "The last attempt failed:": "De laatste poging is mislukt:",
+    "Notes of the last change": "Opmerkingen bij de laatste wijziging",
+    "Sync now": "Nu synchroniseren",
+    "Delete source…": "Bron verwijderen…",
+    "Delete timetable source": "Roosterbron verwijderen",
+    "Delete timetable source %(name)s?": "Roosterbron %(name)s verwijderen?",
+    "Its %(num)d lesson will be deleted too: social media is then no longer blocked during it.":
+        ("De %(num)d les ervan wordt ook verwijderd: sociale media worden tijdens die les dan "
+         "niet meer geblokkeerd.",
+         "De %(num)d lessen ervan worden ook verwijderd: sociale media worden tijdens die "
+         "lessen dan niet meer geblokkeerd."),
+    "Delete the source and %(num)d lesson":
+        ("Bron en %(num)d les verwijderen", "Bron en %(num)d lessen verwijderen"),
+    "The timetable source %(name)s has not synchronised for more than an hour: changes to the "
+    "timetable since then are not known, and its last known lessons are blocked as they were. "
+    "IT has been warned on its timetable page.":
+        "Roosterbron %(name)s is al meer dan een uur niet gesynchroniseerd: roosterwijzigingen "
+        "sinds dan zijn niet bekend, en de laatst bekende lessen worden geblokkeerd zoals ze "
+        "waren. ICT ziet een waarschuwing op de roosterpagina.",
 }
 
 

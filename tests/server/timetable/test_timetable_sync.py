@@ -189,7 +189,12 @@ def test_cli_sync_prints_a_summary_records_errors_and_never_shows_the_link(
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--kind", "ical-url", "--url", "ftp://x/y"], "http(s) or webcal"),
-    (["--kind", "zermelo", "--url", "https://x.zportal.nl"], "Invalid value for '--kind'"),
+    (["--kind", "zermelo", "--url", "https://x.zportal.nl"], "--kind zermelo needs --token-file"),
+    (["--kind", "webuntis", "--url", "https://x.webuntis.com", "--user", "u"],
+     "needs --secret-file, --untis-school"),
+    (["--kind", "ical-url", "--url", "https://x/y", "--user", "u"], "takes no --user"),
+    (["--kind", "zermelo", "--url", "https://x.zportal.nl", "--token-file", "/nonexistent/t"],
+     "cannot read /nonexistent/t"),
 ])
 def test_cli_source_add_refuses_bad_input(app: Flask, args: list[str], message: str) -> None:
     result = app.test_cli_runner().invoke(args=["timetable", "source", "add", "x", "--school",
