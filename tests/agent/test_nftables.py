@@ -27,13 +27,14 @@ from tests.support.policies import SERVICES, make_policy, make_state
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 # -- the ruleset as data -------------------------------------------------------------------
 
-def test_ruleset_has_four_sets_per_service_and_the_seven_shared_sets() -> None:
+def test_ruleset_has_four_sets_per_service_and_the_nine_shared_sets() -> None:
     rs = build_ruleset(SERVICES, lan_interfaces=["lan1", "lan2"], dns_port=5353)
     names = {s.name for s in rs.sets}
-    assert {"blocked4", "blocked6", "doh4", "doh6", "dns_redirect", "flows4", "flows6"} <= names
+    assert {"blocked4", "blocked6", "doh4", "doh6", "learned4", "learned6", "dns_redirect",
+            "flows4", "flows6"} <= names
     for sid, i in rs.service_index.items():
         assert set(set_names(i).values()) <= names, sid
-    assert len(rs.sets) == 7 + 4 * len(SERVICES)
+    assert len(rs.sets) == 9 + 4 * len(SERVICES)
 
 
 def test_source_sets_are_intervals_with_timeouts_and_never_auto_merge() -> None:
@@ -54,11 +55,15 @@ def test_rendered_ruleset_replaces_the_table_in_one_batch() -> None:
 
 
 @pytest.mark.parametrize("needle", [
-    "meta l4proto tcp ip daddr @addr4_0 ip saddr @src4_0 reject with tcp reset",
-    "ip6 daddr @addr6_1 ip6 saddr @src6_1 reject with icmpx admin-prohibited",
-    "udp dport { 443, 853 } reject with icmpx admin-prohibited",
-    "tcp dport 853 reject with tcp reset",
-    "meta l4proto tcp ip daddr @doh4 reject with tcp reset",
+    "ip daddr @addr4_0 ip saddr @src4_0 goto refuse",
+    "ip6 daddr @addr6_1 ip6 saddr @src6_1 goto refuse",
+    "ip daddr @learned4 jump services4",
+    "ip6 daddr @learned6 jump services6",
+    "meta l4proto . th dport vmap { udp . 443 : goto refuse, udp . 853 : goto refuse, "
+    "tcp . 853 : goto refuse }",
+    "ip daddr @doh4 goto refuse",
+    "chain refuse {\n\t\tmeta l4proto tcp reject with tcp reset\n"
+    "\t\treject with icmpx admin-prohibited\n\t}",
     "meta l4proto tcp ip saddr . tcp sport . ip daddr . tcp dport @flows4 reject with tcp reset",
     'iifname { "lan1", "lan2" } ip saddr @blocked4 meta l4proto { tcp, udp } th dport @dns_redirect '
     "redirect to :5353",
@@ -115,9 +120,25 @@ def test_overlapping_networks_in_one_interval_set_keep_the_wider_with_the_later_
 
 def test_learn_batch_refreshes_by_delete_and_add_in_one_transaction() -> None:
     batch = render_learn("t", "addr4_0", ["192.0.2.1"], ["192.0.2.2"], 3600)
+    items = "{ 192.0.2.2 timeout 3600s, 192.0.2.1 timeout 3600s }"
     assert batch == ("delete element inet t addr4_0 { 192.0.2.2 }\n"
-                     "add element inet t addr4_0 { 192.0.2.2 timeout 3600s, "
-                     "192.0.2.1 timeout 3600s }\n")
+                     f"add element inet t addr4_0 {items}\n"
+                     # the union: add, so that the delete cannot fail; delete; add afresh
+                     f"add element inet t learned4 {items}\n"
+                     "delete element inet t learned4 { 192.0.2.2, 192.0.2.1 }\n"
+                     f"add element inet t learned4 {items}\n")
+
+
+def test_every_packet_from_a_blocked_segment_meets_the_same_few_rules_whatever_the_services(
+        ) -> None:
+    few = build_ruleset(SERVICES).chains
+    many = build_ruleset([f"service-{i}" for i in range(16)]).chains
+    chain = {c.name: c for c in many}
+    assert {c.name: c.rules for c in few}["blocked_traffic"] == chain["blocked_traffic"].rules
+    assert len(chain["blocked_traffic"].rules) == 5
+    # The walk over the services is reached only by packets to a learned address.
+    assert len(chain["services4"].rules) == 16 + 1
+    assert sum("services4" in r for c in many for r in c.rules) == 1
 
 
 def test_dry_run_logs_the_same_transactions_and_skips_repeated_learns() -> None:
