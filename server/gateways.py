@@ -51,3 +51,27 @@ def issue_enrollment_token(gateway: Gateway, *, actor: Person | str) -> str:
     audit.record("gateway.enrollment_token", school_id=gateway.school_id, actor=actor,
                  object_type="gateway", object_id=gateway.id, valid_hours=hours)
     return token
+
+
+GATEWAY_NAME_MAX = 100
+
+
+def rename_gateway(gateway: Gateway, name: str, *, actor: Person | str) -> Gateway:
+    """Give `gateway` a new name; FieldError on `name` for an empty, too long or taken one."""
+    from .fields import N_, FieldError
+    name = (name or "").strip()
+    if not name:
+        raise FieldError("name", N_("A gateway needs a name."))
+    if len(name) > GATEWAY_NAME_MAX:
+        raise FieldError("name", N_("At most %(n)d characters."), n=GATEWAY_NAME_MAX)
+    other = db.session.scalar(select(Gateway).where(Gateway.school_id == gateway.school_id,
+                                                    Gateway.name == name))
+    if other is not None and other is not gateway:
+        raise FieldError("name", N_("This school has a gateway with this name already."))
+    if name != gateway.name:
+        audit.record("gateway.rename", school_id=gateway.school_id, actor=actor,
+                     object_type="gateway", object_id=gateway.id, name=name,
+                     old_name=gateway.name)
+        gateway.name = name
+        db.session.flush()
+    return gateway

@@ -262,15 +262,18 @@ def test_audit_log_filters_by_who_what_and_when(app: Flask, world) -> None:
 
     def rows(query: str) -> str:
         page = client.get("/audit" + query).get_data(as_text=True)
-        return page[page.index("<tbody>"):page.index("</tbody>")]
+        return page[page.index('<ol class="audit-list">'):page.index("</ol>")]
 
-    assert "exception.grant" in rows("?actor=docent") and "segment.create" not in rows(
-        "?actor=docent")
-    assert "segment.create" in rows("?action=segment.create")
-    assert "exception.grant" not in rows("?action=segment.create")
-    assert "exception.grant" in rows(f"?since={utcnow().date()}&until={utcnow().date()}") or \
-        "exception.grant" in rows(f"?since={(utcnow() - timedelta(days=1)).date()}")
+    granted, added = "uitzondering toegekend", "segment toegevoegd"
+    assert granted in rows("?actor=docent") and added not in rows("?actor=docent")
+    assert added in rows("?action=segment.create")
+    assert granted not in rows("?action=segment.create")
+    assert granted in rows(f"?since={utcnow().date()}&until={utcnow().date()}") or \
+        granted in rows(f"?since={(utcnow() - timedelta(days=1)).date()}")
     assert "Geen gebeurtenissen gevonden." in rows("?since=2001-01-01&until=2001-01-02")
+    page = client.get("/audit").get_data(as_text=True)
+    assert '<option value="docent" >Docent</option>' in page  # the name, not the username
+    assert '<option value="exception.grant" >uitzondering toegekend</option>' in page
 
 
 def test_segment_with_overlapping_cidr_shows_the_error_at_the_cidr_field(app: Flask,
@@ -278,7 +281,7 @@ def test_segment_with_overlapping_cidr_shows_the_error_at_the_cidr_field(app: Fl
     client = _signed_in(app, "ict")
     response = client.post("/it/segmenten", data={
         "name": "lokaal 3.01", "gateway": world.gateway, "cidrs": "10.2.14.128/25",
-        "rooms": "3.01", "csrf_token": csrf_token(client, "/it/segmenten")})
+        "new_rooms": "3.01", "csrf_token": csrf_token(client, "/it/segmenten")})
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     error = re.search(r'<p class="error" id="e-cidrs">([^<]+)</p>', page)
@@ -290,13 +293,14 @@ def test_segment_with_overlapping_cidr_shows_the_error_at_the_cidr_field(app: Fl
 
 @pytest.mark.parametrize("fields, field", [
     ({"cidrs": "10.9.0.1/24"}, "cidrs"), ({"cidrs": "not-a-network"}, "cidrs"),
-    ({"cidrs": ""}, "cidrs"), ({"name": ""}, "name"), ({"rooms": ""}, "rooms"),
+    ({"cidrs": ""}, "cidrs"), ({"name": ""}, "name"), ({"new_rooms": ""}, "rooms"),
+    ({"new_rooms": "", "rooms": "4.O1"}, "rooms"),
     ({"gateway": "nope"}, "gateway"), ({"name": "vleugel B"}, "name"),
 ])
 def test_segment_form_errors_name_their_field(app: Flask, world, fields, field) -> None:
     client = _signed_in(app, "ict")
-    form = {"name": "nieuw", "gateway": world.gateway, "cidrs": "10.9.0.0/24", "rooms": "3.01",
-            **fields}
+    form = {"name": "nieuw", "gateway": world.gateway, "cidrs": "10.9.0.0/24",
+            "new_rooms": "3.01", **fields}
     token = csrf_token(client, "/it/segmenten")
     response = client.post("/it/segmenten", data={**form, "csrf_token": token})
     assert response.status_code == 400
@@ -307,7 +311,7 @@ def test_segment_is_added_with_ipv6_and_new_room(app: Flask, world) -> None:
     client = _signed_in(app, "ict")
     response = client.post("/it/segmenten", data={
         "name": "wifi", "gateway": world.gateway, "cidrs": "10.9.0.0/24\n2001:db8:9::/64",
-        "rooms": "3.01, 3.02", "csrf_token": csrf_token(client, "/it/segmenten")})
+        "new_rooms": "3.01, 3.02", "csrf_token": csrf_token(client, "/it/segmenten")})
     assert response.status_code == 302
     with app.app_context():
         segment = db.session.scalar(select(Segment).where(Segment.name == "wifi"))
@@ -560,14 +564,17 @@ def test_reminder_preview_uses_the_extensions_own_dialog_words() -> None:
         assert {key: messages[key]["message"] for key in words} == words
 
 
-def test_audit_log_shows_detail_times_in_the_schools_timezone(app: Flask, world) -> None:
+def test_audit_log_says_in_words_who_allowed_what_for_which_lesson(app: Flask, world) -> None:
     from zoneinfo import ZoneInfo
     teacher = _signed_in(app, "docent")
     teacher.post("/nu/grant", data={"lesson_id": world.own_lesson, "duration": "rest",
                                     "csrf_token": csrf_token(teacher, "/nu")})
     with app.app_context():
         lesson = db.session.get(Lesson, world.own_lesson)
-        local_end = lesson.end.astimezone(ZoneInfo("Europe/Amsterdam")).strftime("%H:%M")
+        grant = db.session.scalar(select(ExceptionGrant).where(
+            ExceptionGrant.lesson_id == world.own_lesson))
+        zone = ZoneInfo("Europe/Amsterdam")
+        start = f"{grant.start.astimezone(zone):%H:%M}"  # the end has its day too after midnight
     page = _signed_in(app, "leiding").get("/audit?action=exception.grant").get_data(as_text=True)
-    assert "<b>end</b>: " in page and local_end in page
+    assert f"Docent stond alle sociale media toe voor 3havo-b, vak0, {start}–" in page
     assert lesson.end.isoformat() not in page
