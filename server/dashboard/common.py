@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 
 from ..bounds import DATE_YEARS, MAX_ID, year_in_range
 from ..extensions import db
+from ..fields import N_
 from ..models import DashboardSession, Person, School, Service, utcnow
 from ..passwords import password_marker
 from . import LANGUAGES, bp
@@ -175,9 +176,19 @@ def school_services(school: School) -> list[Service]:
     return [s for s in services if s.id in chosen]
 
 
+# Service names from server/data/social-services.json that have words to translate; the others
+# (brand names) are the same in every language.
+SERVICE_NAME_TEXTS = (N_("X (formerly Twitter)"), N_("Telegram (Web)"))
+
+
+def service_name(name: str) -> str:
+    """A service's name in the reader's language."""
+    return gettext(name) if name in SERVICE_NAME_TEXTS else name
+
+
 def service_names() -> dict[str, str]:
-    """Service id -> display name, for every known service."""
-    return {s.id: s.name for s in db.session.scalars(select(Service))}
+    """Service id -> display name in the reader's language, for every known service."""
+    return {s.id: service_name(s.name) for s in db.session.scalars(select(Service))}
 
 
 # A path on this site, as RFC 3986 writes one (path, query, fragment): printable ASCII without
@@ -266,7 +277,8 @@ def init_app(app: Flask) -> None:
     from .state import line_text
     register_user_loader(session_person_for_reading)
     app.jinja_env.filters.update(hm=_hm, hms=_hms, day=_day, dayname=_dayname,
-                                 short_dt=_short_dt, iso=_iso, audit_value=_audit_value)
+                                 short_dt=_short_dt, iso=_iso, audit_value=_audit_value,
+                                 service_name=service_name)
     app.jinja_env.globals.update(service_line_text=line_text, extend_minutes=EXTEND_MINUTES)
 
     @app.context_processor

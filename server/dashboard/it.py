@@ -38,6 +38,11 @@ def _school_gateways(school_id: int) -> list[Gateway]:
         select(Gateway).where(Gateway.school_id == school_id).order_by(Gateway.name)))
 
 
+def error_text(err: Exception) -> str:
+    """A refusal in the reader's language: FieldErrors translated, others as they are."""
+    return err.translated() if isinstance(err, FieldError) else str(err)
+
+
 def _split_list(text: str) -> list[str]:
     """Values separated by commas, spaces or new lines."""
     return [part for part in re.split(r"[\s,;]+", text or "") if part]
@@ -142,7 +147,7 @@ def it_segments() -> Response | tuple[str, int]:
             try:
                 check_segment_cidrs(gateway.id, cidrs)
             except ValueError as err:
-                errors["cidrs"] = str(err)
+                errors["cidrs"] = error_text(err)
         new_codes = _split_list(form["new_rooms"])
         try:
             existing_rooms(user.school, form["rooms"])
@@ -157,9 +162,9 @@ def it_segments() -> Response | tuple[str, int]:
             try:
                 add_segment(user.school, gateway, form["name"], cidrs,
                             list(dict.fromkeys(form["rooms"] + new_codes)), actor=user)
-            except ValueError as err:
+            except FieldError as err:
                 db.session.rollback()
-                errors["form"] = str(err)
+                errors[err.field if err.field in form else "form"] = err.translated()
             else:
                 db.session.commit()
                 flash(gettext("Segment %(name)s added.", name=form["name"]), "success")
@@ -245,7 +250,7 @@ def it_gateways() -> tuple[str, int]:
             gateway = create_gateway(user.school, name, actor=user)
         except ValueError as err:
             db.session.rollback()
-            errors["name"] = str(err)
+            errors["name"] = error_text(err)
         else:
             token = issue_enrollment_token(gateway, actor=user)
             db.session.commit()

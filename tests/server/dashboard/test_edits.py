@@ -67,7 +67,7 @@ def test_a_room_in_use_is_not_deleted_and_the_page_says_what_uses_it(app: Flask,
     assert "hoort bij segment vleugel B" in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.get(Room, room_id) is not None
-        room = db.session.get(Room, room_id)
+        db.session.get(Room, room_id)
         segment = db.session.get(Segment, world.segment)
         update_segment(segment, segment.name, ["2.15"], actor="pytest")
         db.session.commit()

@@ -285,7 +285,7 @@ def test_segment_with_overlapping_cidr_shows_the_error_at_the_cidr_field(app: Fl
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     error = re.search(r'<p class="error" id="e-cidrs">([^<]+)</p>', page)
-    assert error and "overlaps" in error.group(1)
+    assert error and "overlapt" in error.group(1)
     assert 'id="f-cidrs" name="cidrs" rows="3"' in page and 'aria-invalid="true"' in page
     with app.app_context():
         assert db.session.scalar(select(Segment).where(Segment.name == "lokaal 3.01")) is None
