@@ -270,6 +270,18 @@ def _audit_value(value: Any) -> str:
     return str(value)
 
 
+def _timetable_text(text: str | None) -> str:
+    """An importer's stored message in the reader's language (server/timetable/messages.py)."""
+    from ..timetable.messages import translate
+    return translate(text or "", gettext)
+
+
+def _person_label(label: str | None) -> str:
+    """A stored name of who did something; "deleted person" in the reader's language."""
+    from ..people import DELETED_PERSON
+    return gettext("deleted person") if label == DELETED_PERSON else (label or "")
+
+
 def init_app(app: Flask) -> None:
     """Template filters and globals used by every page; the session login for API reads."""
     from ..auth import register_user_loader
@@ -278,7 +290,8 @@ def init_app(app: Flask) -> None:
     register_user_loader(session_person_for_reading)
     app.jinja_env.filters.update(hm=_hm, hms=_hms, day=_day, dayname=_dayname,
                                  short_dt=_short_dt, iso=_iso, audit_value=_audit_value,
-                                 service_name=service_name)
+                                 service_name=service_name, timetable_text=_timetable_text,
+                                 person_label=_person_label)
     app.jinja_env.globals.update(service_line_text=line_text, extend_minutes=EXTEND_MINUTES)
 
     @app.context_processor

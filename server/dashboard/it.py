@@ -342,8 +342,9 @@ def it_timetable() -> Response | tuple[str, int]:
                 job = queue_import(user.school, upload.read(), upload.filename, fmt or None,
                                    actor=user)
             except TimetableError as err:
+                from ..timetable.messages import translate
                 db.session.rollback()
-                error = str(err)
+                error = translate(str(err), gettext)
             else:
                 db.session.commit()
                 return redirect(url_for("dashboard.it_timetable_job", job_id=job.id), code=303)
