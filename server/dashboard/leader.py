@@ -125,6 +125,15 @@ def leader_grant() -> Response | tuple[str, int]:
     form: dict[str, str | list[str]] = {
         key: (request.form.get(key) or "").strip()
         for key in ("scope", "start", "end", "reason", "room", "group", "which")}
+    for key in ("start", "end"):
+        # The form sends a date and a 24-hour time apart (a datetime-local input shows AM/PM in
+        # an English-speaking Chromium); "start"/"end" in one value are accepted as well.
+        day = (request.form.get(f"{key}_day") or "").strip()
+        clock = (request.form.get(f"{key}_time") or "").strip().replace(".", ":")
+        if len(clock) == 4 and clock[1] == ":":
+            clock = "0" + clock  # 9:00
+        if not form[key] and (day or clock):
+            form[key] = f"{day}T{clock}"  # missing either half: refused as no date and time
     form["services"] = request.form.getlist("services")
     step = request.form.get("step") or "preview"
     errors: dict[str, str] = {}
