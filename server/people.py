@@ -69,13 +69,15 @@ def delete_person(person: Person, *, actor: Person | str) -> None:
     person_id = person.id
     db.session.execute(update(AuditEvent).where(AuditEvent.actor_id == person_id)
                        .values(actor_id=None, actor_label=DELETED_PERSON))
-    about = db.session.scalars(select(AuditEvent).where(AuditEvent.object_type == "person",
-                                                        AuditEvent.object_id == str(person_id)))
-    for event in about:
-        details = dict(event.details or {})
-        if any(key in details for key in _PERSONAL_DETAILS):
-            event.details = {key: value for key, value in details.items()
-                             if key not in _PERSONAL_DETAILS}
+    # Audit events are append-only for the ORM (models.py); taking a removed person's name out of
+    # them is the one rewrite the privacy promise asks for, done as plain UPDATEs.
+    about = db.session.execute(select(AuditEvent.id, AuditEvent.details).where(
+        AuditEvent.object_type == "person", AuditEvent.object_id == str(person_id))).all()
+    for event_id, details in about:
+        if any(key in (details or {}) for key in _PERSONAL_DETAILS):
+            db.session.execute(update(AuditEvent).where(AuditEvent.id == event_id).values(
+                details={key: value for key, value in details.items()
+                         if key not in _PERSONAL_DETAILS}))
     db.session.execute(update(ImportJob).where(ImportJob.requested_by_id == person_id)
                        .values(requested_by_id=None, requested_by_label=DELETED_PERSON))
     db.session.execute(update(ExceptionGrant).where(ExceptionGrant.granted_by_id == person_id)

@@ -151,6 +151,11 @@ def test_deleting_a_person_removes_their_data_and_keeps_the_audit_readable(
         db.session.commit()
     ict = _client(app, "ict")
     token = csrf_token(ict, f"/it/mensen/{world.people['collega']}")
+    # An audit event about them that holds their name and username.
+    edited = ict.post(f"/it/mensen/{world.people['collega']}", data={
+        "display_name": "Carla Collega", "username": "collega", "teacher_code": "COLL",
+        "roles": ["teacher"], "active": "on", "csrf_token": token})
+    assert edited.status_code == 302
     own = ict.post(f"/it/mensen/{world.people['ict']}/verwijderen", data={"csrf_token": token})
     assert own.status_code == 302
     with app.app_context():
@@ -164,7 +169,8 @@ def test_deleting_a_person_removes_their_data_and_keeps_the_audit_readable(
             DashboardSession.person_id == world.people["collega"])) is None
         events = db.session.scalars(select(AuditEvent)).all()
         dumped = repr([(e.actor_label, e.details) for e in events])
-        assert "collega" not in dumped.lower() and "COLL" not in dumped
+        assert "collega" not in dumped.lower() and "COLL" not in dumped, dumped
+        assert any(e.action == "person.update" for e in events)
         assert any(e.actor_label == DELETED_PERSON and e.action == "exception.revoke"
                    for e in events)
         lesson = db.session.get(Lesson, world.other_lesson)
