@@ -197,6 +197,25 @@ def user_add(username: str, slug: str, roles: tuple[str, ...], teacher_code: str
     click.echo(f"created user {username!r} with roles {', '.join(person.roles)}")
 
 
+@user_group.command("delete")
+@click.argument("username")
+@click.option("--school", "slug", required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def user_delete(username: str, slug: str, yes: bool) -> None:
+    """Delete a person and their personal data (the audit log keeps "deleted person")."""
+    from .people import delete_person, find_by_username
+    school = _school(slug)
+    person = find_by_username(username)
+    if person is None or person.school_id != school.id:
+        raise click.ClickException(f"no user {username!r} in school {slug!r}")
+    if not yes:
+        click.confirm(f"Delete {person.label!r} and their personal data?", abort=True)
+    delete_person(person, actor="cli")
+    db.session.commit()
+    click.echo(f"deleted user {username!r} and their personal data")
+
+
 @click.group("segment")
 def segment_group() -> None:
     """Manage network segments."""

@@ -10,7 +10,8 @@ from flask import Flask, Response, jsonify, render_template, request
 from flask_babel import gettext
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
-from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
+from werkzeug.exceptions import (BadRequest, HTTPException, InternalServerError,
+                                 ServiceUnavailable)
 from werkzeug.http import HTTP_STATUS_CODES
 
 
@@ -90,6 +91,20 @@ def _database_unavailable(app: Flask, err: Exception) -> Any:
         return "Service Unavailable", 503, headers
 
 
+def _default_description(status: int) -> str:
+    """What an error page says, in the reader's language, where the code gave no text."""
+    texts = {
+        400: gettext("The request could not be understood. Go back and try again."),
+        403: gettext("You have no access to this page."),
+        404: gettext("This page does not exist (any more). Check the address, or start again "
+                     "from the start page."),
+        405: gettext("This page cannot be used this way."),
+        413: gettext("The upload is too large."),
+        429: gettext("Too many requests. Wait a moment and try again."),
+    }
+    return texts.get(status, gettext("Something went wrong (error %(status)d).", status=status))
+
+
 def init_app(app: Flask) -> None:
     """Answer errors as JSON for the API (and JSON clients), as HTML for browsers."""
 
@@ -107,6 +122,8 @@ def init_app(app: Flask) -> None:
         if _wants_json():
             return json_error(status, err.description or HTTP_STATUS_CODES.get(status, "Error"),
                               headers=headers)
+        if err.description == type(err).description:  # werkzeug's English default
+            err.description = _default_description(status)
         try:
             return render_template("error.html", status=status, error=err), status, headers
         except Exception:  # noqa: BLE001 - the error page must never fail in turn
@@ -135,4 +152,10 @@ def init_app(app: Flask) -> None:
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
         if _wants_json():
             return json_error(500, "the server failed to handle this request")
-        return "Internal Server Error", 500
+        page = InternalServerError(gettext(
+            "Something went wrong on the server; nothing was changed. Try again, or tell IT "
+            "what you were doing."))
+        try:
+            return render_template("error.html", status=500, error=page), 500
+        except Exception:  # noqa: BLE001 - the error page must never fail in turn
+            return "Internal Server Error", 500

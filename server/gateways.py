@@ -14,19 +14,25 @@ from .extensions import db
 from .models import EnrollmentToken, Gateway, Person, School, utcnow
 
 
+GATEWAY_NAME_MAX = 100
+
+
 def hash_token(token: str) -> str:
     """The SHA-256 under which an enrolment token is stored."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
 def create_gateway(school: School, name: str, *, actor: Person | str) -> Gateway:
-    """Create a gateway of `school`; ValueError for an empty or taken name."""
+    """Create a gateway of `school`; FieldError (a ValueError) for an empty, long or taken name."""
+    from .fields import N_, FieldError
     name = name.strip()
     if not name:
-        raise ValueError("a gateway needs a name")
+        raise FieldError("name", N_("A gateway needs a name."))
+    if len(name) > GATEWAY_NAME_MAX:
+        raise FieldError("name", N_("At most %(n)d characters."), n=GATEWAY_NAME_MAX)
     if db.session.scalar(select(Gateway).where(Gateway.school_id == school.id,
                                                Gateway.name == name)) is not None:
-        raise ValueError(f"school {school.slug!r} has a gateway named {name!r} already")
+        raise FieldError("name", N_("This school has a gateway with this name already."))
     gateway = Gateway(school_id=school.id, name=name)
     db.session.add(gateway)
     db.session.flush()
@@ -51,3 +57,24 @@ def issue_enrollment_token(gateway: Gateway, *, actor: Person | str) -> str:
     audit.record("gateway.enrollment_token", school_id=gateway.school_id, actor=actor,
                  object_type="gateway", object_id=gateway.id, valid_hours=hours)
     return token
+
+
+def rename_gateway(gateway: Gateway, name: str, *, actor: Person | str) -> Gateway:
+    """Give `gateway` a new name; FieldError on `name` for an empty, too long or taken one."""
+    from .fields import N_, FieldError
+    name = (name or "").strip()
+    if not name:
+        raise FieldError("name", N_("A gateway needs a name."))
+    if len(name) > GATEWAY_NAME_MAX:
+        raise FieldError("name", N_("At most %(n)d characters."), n=GATEWAY_NAME_MAX)
+    other = db.session.scalar(select(Gateway).where(Gateway.school_id == gateway.school_id,
+                                                    Gateway.name == name))
+    if other is not None and other is not gateway:
+        raise FieldError("name", N_("This school has a gateway with this name already."))
+    if name != gateway.name:
+        audit.record("gateway.rename", school_id=gateway.school_id, actor=actor,
+                     object_type="gateway", object_id=gateway.id, name=name,
+                     old_name=gateway.name)
+        gateway.name = name
+        db.session.flush()
+    return gateway

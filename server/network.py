@@ -9,6 +9,7 @@ from typing import Union
 from sqlalchemy import select
 
 from .extensions import db
+from .fields import N_, FieldError
 from .models import Gateway, Person, Room, School, Segment, SegmentCidr
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -18,11 +19,18 @@ def parse_cidr(text: str) -> Network:
     """Parse an IPv4 or IPv6 network; host bits must be zero. ValueError says what is wrong."""
     text = text.strip()
     if "/" not in text:
-        raise ValueError(f"{text!r} is not a CIDR (expected address/prefix, such as 10.1.2.0/24)")
+        raise FieldError("cidrs", N_("%(cidr)s is not a network: write address/prefix, such as "
+                                     "10.1.2.0/24."), cidr=text[:60])
     try:
         return ipaddress.ip_network(text, strict=True)
     except ValueError as err:
-        raise ValueError(f"{text!r} is not a valid network: {err}") from None
+        if "host bits set" in str(err):
+            network = ipaddress.ip_network(text, strict=False)
+            raise FieldError("cidrs", N_("%(cidr)s has host bits set: the network is "
+                                         "%(network)s."), cidr=text, network=str(network)) \
+                from None
+        raise FieldError("cidrs", N_("%(cidr)s is not a valid network address or prefix."),
+                         cidr=text[:60]) from None
 
 
 def check_segment_cidrs(gateway_id: str, cidrs: Iterable[str],
@@ -37,10 +45,11 @@ def check_segment_cidrs(gateway_id: str, cidrs: Iterable[str],
         net = parse_cidr(text)
         for other in networks:
             if net.version == other.version and net.overlaps(other):
-                raise ValueError(f"{net} overlaps {other} in the same segment")
+                raise FieldError("cidrs", N_("%(cidr)s overlaps %(other)s in the same segment."),
+                                 cidr=str(net), other=str(other))
         networks.append(net)
     if not networks:
-        raise ValueError("a segment needs at least one CIDR")
+        raise FieldError("cidrs", N_("Give at least one network, such as 10.1.2.0/24."))
     rows = db.session.execute(
         select(SegmentCidr.cidr, Segment.name)
         .join(Segment, SegmentCidr.segment_id == Segment.id)
@@ -50,8 +59,9 @@ def check_segment_cidrs(gateway_id: str, cidrs: Iterable[str],
         existing = ipaddress.ip_network(cidr_text)
         for net in networks:
             if net.version == existing.version and net.overlaps(existing):
-                raise ValueError(
-                    f"{net} overlaps {existing} of segment {segment_name!r} behind the same gateway")
+                raise FieldError("cidrs", N_("%(cidr)s overlaps %(other)s of segment %(segment)s "
+                                             "behind the same gateway."),
+                                 cidr=str(net), other=str(existing), segment=segment_name)
     return [str(net) for net in networks]
 
 
@@ -59,21 +69,27 @@ def add_segment(school: School, gateway: Gateway, name: str, cidrs: list[str],
                 room_codes: list[str], *, actor: Person | str) -> Segment:
     """Create a segment behind `gateway` serving rooms (created when new); audited.
 
-    ValueError (nothing written) for a bad or overlapping CIDR, a duplicate name or no rooms.
+    FieldError (a ValueError; nothing written) for a bad or overlapping CIDR, a duplicate name or
+    no rooms.
     """
     from . import audit
     name = name.strip()
     if not name:
-        raise ValueError("a segment needs a name")
+        raise FieldError("name", N_("A segment needs a name."))
+    if len(name) > 100:
+        raise FieldError("name", N_("At most %(n)d characters."), n=100)
     if gateway.school_id != school.id:
-        raise ValueError("the gateway belongs to another school")
+        raise FieldError("gateway", N_("This gateway belongs to another school."))
     if db.session.scalar(select(Segment).where(Segment.gateway_id == gateway.id,
                                                Segment.name == name)) is not None:
-        raise ValueError(f"gateway {gateway.name!r} has a segment named {name!r} already")
+        raise FieldError("name", N_("Gateway %(gateway)s has a segment named %(name)s already."),
+                         gateway=gateway.name, name=name)
     normalised = check_segment_cidrs(gateway.id, cidrs)
     codes = [c.strip() for c in room_codes if c.strip()]
     if not codes:
-        raise ValueError("a segment serves at least one room")
+        raise FieldError("rooms", N_("A segment serves at least one room."))
+    if any(len(code) > 64 for code in codes):
+        raise FieldError("rooms", N_("A room code has at most %(n)d characters."), n=64)
     rooms = []
     for code in codes:
         room = db.session.scalar(select(Room).where(Room.school_id == school.id, Room.code == code))

@@ -69,7 +69,7 @@ function handleMessage(message, sender) {
       return writeLocal({ [`snooze|${String(message.host || "")}`]: until }).then(() => true);
     }
     case "config":
-      return ready.then(({ config, managedKeys }) => ({ config, managedKeys }));
+      return ready.then(({ config, managedKeys, locked }) => ({ config, managedKeys, locked }));
     default:
       return undefined;
   }

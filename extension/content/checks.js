@@ -68,6 +68,23 @@
     "your son", "your daughter", "your child", "parent", "parents", "student", "students", "pupil",
   ];
 
+  /**
+   * Words that place a person at school: next to a first name they make it a classmate's or a
+   * teacher's name ("Sanne uit de klas", "meester Bram", "Daan van de brugklas").
+   */
+  const SCHOOL_WORDS = [
+    "klas", "klasgenoot", "klasgenote", "klasgenoten", "brugklas", "mentor", "mentorklas",
+    "school", "schoolplein", "kantine", "gymles", "gym", "les", "juf", "meester", "docent",
+    "leraar", "lerares", "leerling", "toets", "pauze", "aula", "lokaal", "klassenapp",
+    "class", "classmate", "teacher", "school",
+  ];
+  // A class code: "2b", "3havo-b", "4 vwo", "h3a", "klas 1c", "groep 8", "3A".
+  const CLASS_CODE_RE = new RegExp(
+    NOT_WORD_BEFORE + "(?:(?:groep|klas|class)\\s*[1-8][a-z]?|[1-6]\\s?(?:havo|vwo|vmbo|mavo|gym|tto|atheneum|kgt|bb|kb|tl)" +
+    "(?:[-\\s]?[a-z]\\d?)?|[1-6][a-h]\\d?|[hvm][1-6][a-h]?\\d?)" + NOT_WORD_AFTER, "giu");
+  // How far (in words) a class code or school word may be from the name.
+  const NAME_CONTEXT_WORDS = 6;
+
   /** Escape text for use inside a RegExp. */
   function escapeRegExp(text) {
     return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
@@ -203,19 +220,75 @@
     return Boolean(inConversation) || allMatches(STUDENT_OR_PARENT_RE, norm).length > 0;
   }
 
+  const FIRST_NAMES = new Set(
+    ((root.LesfocusFirstNames || (typeof require === "function" ? require("../data/first_names.js") : {})).names || [])
+      .map((n) => normalize(n)));
+  const SCHOOL_WORD_SET = new Set(SCHOOL_WORDS.map((w) => normalize(w)));
+
+  /**
+   * First names (from the bundled list, written with a capital) with a class code or a school
+   * word at most NAME_CONTEXT_WORDS words away: "Sanne de Vries uit 2b", "juf Fleur".
+   * @returns {{name: string, context: "class"|"school"}[]}
+   */
+  function findNamesAtSchool(text) {
+    const words = Array.from(String(text).matchAll(/[\p{L}\p{N}][\p{L}\p{N}'-]*/gu), (m) => ({ word: m[0], at: m.index }));
+    if (words.length === 0) return [];
+    const classAt = new Set();
+    CLASS_CODE_RE.lastIndex = 0;
+    for (const m of String(text).matchAll(CLASS_CODE_RE)) {
+      const index = words.findIndex((w) => w.at + w.word.length > m.index);
+      if (index >= 0) classAt.add(index);
+    }
+    const found = [];
+    words.forEach((w, index) => {
+      if (!/^\p{Lu}/u.test(w.word) || !FIRST_NAMES.has(normalize(w.word))) return;
+      let context = null;
+      for (let j = Math.max(0, index - NAME_CONTEXT_WORDS); j <= Math.min(words.length - 1, index + NAME_CONTEXT_WORDS); j += 1) {
+        if (j === index) continue;
+        if (classAt.has(j)) { context = "class"; break; }
+        if (SCHOOL_WORD_SET.has(normalize(words[j].word))) context = context || "school";
+      }
+      if (context) found.push({ name: w.word, context });
+    });
+    return found;
+  }
+
+  /**
+   * A reminder's text without its own article cited at the end ("... (artikel A2)."): the
+   * overlay shows the article once, as its label.
+   */
+  function withoutArticleCitation(text, article) {
+    if (!article) return String(text || "");
+    const re = new RegExp("\\s*\\((?:artikel|article)\\s+" + escapeRegExp(article) + "\\)(?=[.!?]?\\s*$)", "i");
+    return String(text || "").replace(re, "");
+  }
+
   /**
    * Analyse a draft. Returns the triggers that fire (SPEC §3 reminder triggers) and what fired them.
    * @param {{text: string, hasMedia?: boolean, inConversation?: boolean}} draft
    * @param {{audience?: string, schoolName?: string, schoolAliases?: string[]}} config
-   * @returns {{triggers: string[], findings: Object<string, string[]>}}
+   * @returns {{triggers: string[], findings: Object<string, string[]>, kinds: Object<string, string[]>}}
+   *   kinds: per trigger, what kind of thing was found (personal_data: phone, email, bsn, iban,
+   *   address, name_class, name_school), for the reminder to say what it noticed
    */
   function analyzeDraft(draft, config) {
     const text = String((draft && draft.text) || "");
     const cfg = config || {};
-    const personal = [
-      ...findPhoneNumbers(text), ...findEmails(text), ...findBsns(text),
-      ...findIbans(text), ...findAddresses(text),
-    ];
+    const kinds = { personal_data: [] };
+    const personal = [];
+    const add = (kind, values) => {
+      if (values.length === 0) return;
+      personal.push(...values);
+      kinds.personal_data.push(kind);
+    };
+    add("phone", findPhoneNumbers(text));
+    add("email", findEmails(text));
+    add("bsn", findBsns(text));
+    add("iban", findIbans(text));
+    add("address", findAddresses(text));
+    const names = findNamesAtSchool(text);
+    add("name_class", names.filter((n) => n.context === "class").map((n) => n.name));
+    add("name_school", names.filter((n) => n.context === "school").map((n) => n.name));
     const findings = {
       personal_data: personal,
       media: draft && draft.hasMedia ? ["media"] : [],
@@ -225,7 +298,8 @@
         ? ["school_matter"] : [],
     };
     const triggers = Object.keys(findings).filter((k) => findings[k].length > 0);
-    return { triggers: ["always", ...triggers], findings };
+    for (const trigger of triggers) if (!kinds[trigger]) kinds[trigger] = [trigger];
+    return { triggers: ["always", ...triggers], findings, kinds };
   }
 
   /**
@@ -244,6 +318,7 @@
   const api = {
     analyzeDraft, selectReminders, isValidBsn, isValidIban, findPhoneNumbers, findEmails, findBsns,
     findIbans, findAddresses, findInsults, findSchoolMentions, looksLikeSchoolMatter, normalize,
+    findNamesAtSchool, withoutArticleCitation,
   };
   root.LesfocusChecks = api;
   if (typeof module !== "undefined" && module.exports) module.exports = api;

@@ -316,6 +316,15 @@
     return node;
   }
 
+  /** "Gevonden in je bericht: een telefoonnummer en een naam en een klas" (kinds, no values). */
+  function foundLine(kinds, s) {
+    const words = Array.from(new Set(kinds || [])).map((kind) => s[`found_${kind}`]).filter(Boolean);
+    if (words.length === 0) return [];
+    const and = ` ${s.foundAnd || "en"} `;
+    const text = words.length === 1 ? words[0] : `${words.slice(0, -1).join(", ")}${and}${words[words.length - 1]}`;
+    return [el("span", { class: "found" }, [`${s.foundLabel || "Gevonden in je bericht:"} ${text}`])];
+  }
+
   function showOverlay(state) {
     const ctx = context || { strings: {}, reminders: [], config: {}, lang: "nl", css: "" };
     const s = ctx.strings || {};
@@ -328,10 +337,12 @@
     const style = document.createElement("style");
     style.textContent = ctx.css || "";
 
+    const kinds = state.analysis.kinds || {};
     const list = el("ul", { class: "reminders", id: "lesfocus-reminders" },
       reminders.map((r) => el("li", { "data-article": r.article, "data-trigger": r.trigger }, [
         el("span", { class: "article", "aria-label": `${s.articleLabel || "Artikel"} ${r.article}` }, [r.article]),
-        el("span", { class: "text" }, [r.text]),
+        el("span", { class: "text" }, [checks.withoutArticleCitation(r.text, r.article)]),
+        ...foundLine(kinds[r.trigger], s),
       ])));
     const editButton = el("button", { type: "button", class: "edit", "data-action": "edit" }, [s.editButton || "Aanpassen"]);
     const postButton = el("button", { type: "button", class: "post", "data-action": "post" }, [s.postButton || "Toch plaatsen"]);

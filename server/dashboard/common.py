@@ -18,6 +18,7 @@ from sqlalchemy import delete, select
 
 from ..bounds import DATE_YEARS, MAX_ID, year_in_range
 from ..extensions import db
+from ..fields import N_
 from ..models import DashboardSession, Person, School, Service, utcnow
 from ..passwords import password_marker
 from . import LANGUAGES, bp
@@ -175,9 +176,19 @@ def school_services(school: School) -> list[Service]:
     return [s for s in services if s.id in chosen]
 
 
+# Service names from server/data/social-services.json that have words to translate; the others
+# (brand names) are the same in every language.
+SERVICE_NAME_TEXTS = (N_("X (formerly Twitter)"), N_("Telegram (Web)"))
+
+
+def service_name(name: str) -> str:
+    """A service's name in the reader's language."""
+    return gettext(name) if name in SERVICE_NAME_TEXTS else name
+
+
 def service_names() -> dict[str, str]:
-    """Service id -> display name, for every known service."""
-    return {s.id: s.name for s in db.session.scalars(select(Service))}
+    """Service id -> display name in the reader's language, for every known service."""
+    return {s.id: service_name(s.name) for s in db.session.scalars(select(Service))}
 
 
 # A path on this site, as RFC 3986 writes one (path, query, fragment): printable ASCII without
@@ -259,6 +270,18 @@ def _audit_value(value: Any) -> str:
     return str(value)
 
 
+def _timetable_text(text: str | None) -> str:
+    """An importer's stored message in the reader's language (server/timetable/messages.py)."""
+    from ..timetable.messages import translate
+    return translate(text or "", gettext)
+
+
+def _person_label(label: str | None) -> str:
+    """A stored name of who did something; "deleted person" in the reader's language."""
+    from ..people import DELETED_PERSON
+    return gettext("deleted person") if label == DELETED_PERSON else (label or "")
+
+
 def init_app(app: Flask) -> None:
     """Template filters and globals used by every page; the session login for API reads."""
     from ..auth import register_user_loader
@@ -266,7 +289,9 @@ def init_app(app: Flask) -> None:
     from .state import line_text
     register_user_loader(session_person_for_reading)
     app.jinja_env.filters.update(hm=_hm, hms=_hms, day=_day, dayname=_dayname,
-                                 short_dt=_short_dt, iso=_iso, audit_value=_audit_value)
+                                 short_dt=_short_dt, iso=_iso, audit_value=_audit_value,
+                                 service_name=service_name, timetable_text=_timetable_text,
+                                 person_label=_person_label)
     app.jinja_env.globals.update(service_line_text=line_text, extend_minutes=EXTEND_MINUTES)
 
     @app.context_processor

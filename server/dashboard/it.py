@@ -17,6 +17,7 @@ from .. import audit
 from ..extensions import db
 from ..models import (ARTICLES, LANGUAGES, ROLES, Gateway, GatewayCounter, ImportJob, Person,
                       Reminder, Room, Segment, Service, utcnow)
+from ..fields import FieldError
 from ..passwords import MIN_LENGTH, hash_password
 from ..people import username_taken, valid_username
 from . import bp
@@ -29,11 +30,19 @@ STALE_SOURCE_AFTER = timedelta(hours=1)
 COUNTER_DAYS = 7
 RECENT_IMPORTS = 10
 JOB_PAGE_REFRESH_SECONDS = 2
+# The longest name each form field takes (the columns' lengths), shown next to the field.
+NAME_LIMITS = {"room_code": 64, "room_name": 200, "segment": 100, "gateway": 100,
+               "display_name": 200, "teacher_code": 32, "username": 150}
 
 
 def _school_gateways(school_id: int) -> list[Gateway]:
     return list(db.session.scalars(
         select(Gateway).where(Gateway.school_id == school_id).order_by(Gateway.name)))
+
+
+def error_text(err: Exception) -> str:
+    """A refusal in the reader's language: FieldErrors translated, others as they are."""
+    return err.translated() if isinstance(err, FieldError) else str(err)
 
 
 def _split_list(text: str) -> list[str]:
@@ -47,24 +56,18 @@ def _split_list(text: str) -> list[str]:
 @login_required("it_admin")
 def it_rooms() -> Response | tuple[str, int]:
     """Every room with its segments and what is blocked there now; add a room."""
+    from ..rooms import add_room
     user = current_user()
     errors: dict[str, str] = {}
     form = {"code": "", "name": ""}
     if request.method == "POST":
         form = {key: (request.form.get(key) or "").strip() for key in form}
-        if not form["code"]:
-            errors["code"] = gettext("A room needs a code, such as 2.14.")
-        elif len(form["code"]) > 64:
-            errors["code"] = gettext("At most 64 characters.")
-        elif db.session.scalar(select(Room).where(Room.school_id == user.school_id,
-                                                  Room.code == form["code"])) is not None:
-            errors["code"] = gettext("This school has a room with this code already.")
-        if not errors:
-            room = Room(school_id=user.school_id, code=form["code"], name=form["name"] or None)
-            db.session.add(room)
-            db.session.flush()
-            audit.record("room.create", school_id=user.school_id, actor=user, object_type="room",
-                         object_id=room.id, code=room.code)
+        try:
+            room = add_room(user.school, form["code"], form["name"], actor=user)
+        except FieldError as err:
+            db.session.rollback()
+            errors[err.field] = err.translated()
+        else:
             db.session.commit()
             flash(gettext("Room %(code)s added.", code=room.code), "success")
             return redirect(url_for("dashboard.it_rooms"))
@@ -73,27 +76,69 @@ def it_rooms() -> Response | tuple[str, int]:
         .options(selectinload(Room.segments))).all()
     states = room_states(list(rooms), utcnow())
     return render_template("it/rooms.html", states=states, form=form, errors=errors,
-                           names=service_names()), 400 if errors else 200
+                           names=service_names(), limits=NAME_LIMITS), 400 if errors else 200
+
+
+@bp.route("/it/lokalen/<int:room_id>", methods=["GET", "POST"])
+@login_required("it_admin")
+def it_room(room_id: int) -> Response | tuple[str, int]:
+    """Rename a room, or delete it (refused, saying what uses it, while it is in use)."""
+    from ..rooms import delete_room, rename_room, room_uses
+    user = current_user()
+    room = school_object_or_404(Room, room_id)
+    errors: dict[str, str] = {}
+    form = {"code": room.code, "name": room.name or ""}
+    if request.method == "POST":
+        try:
+            if request.form.get("action") == "delete":
+                code = room.code
+                delete_room(room, actor=user)
+                db.session.commit()
+                flash(gettext("Room %(code)s deleted.", code=code), "success")
+                return redirect(url_for("dashboard.it_rooms"))
+            form = {key: (request.form.get(key) or "").strip() for key in form}
+            rename_room(room, form["code"], form["name"], actor=user)
+        except FieldError as err:
+            db.session.rollback()
+            errors[err.field] = err.translated()
+        else:
+            db.session.commit()
+            flash(gettext("Room %(code)s saved.", code=room.code), "success")
+            return redirect(url_for("dashboard.it_rooms"))
+    return render_template("it/room.html", room=room, form=form, errors=errors,
+                           uses=room_uses(room), limits=NAME_LIMITS), 400 if errors else 200
 
 
 # --- segments --------------------------------------------------------------------------------
 
+def _all_rooms(school_id: int) -> list[Room]:
+    return list(db.session.scalars(select(Room).where(Room.school_id == school_id)
+                                   .order_by(Room.code)))
+
+
 @bp.route("/it/segmenten", methods=["GET", "POST"])
 @login_required("it_admin")
 def it_segments() -> Response | tuple[str, int]:
-    """Segments per gateway (CIDRs, rooms); add one, with errors shown at the field."""
+    """Segments per gateway (CIDRs, rooms); add one, with errors shown at the field. Rooms are
+    chosen from the existing ones; new room codes go in their own field, so a typo in the
+    choice cannot create a room."""
     from ..network import add_segment, check_segment_cidrs
+    from ..rooms import existing_rooms
     user = current_user()
     gateways = _school_gateways(user.school_id)
     errors: dict[str, str] = {}
-    form = {"name": "", "gateway": "", "cidrs": "", "rooms": ""}
+    form: dict[str, Any] = {"name": "", "gateway": "", "cidrs": "", "new_rooms": "", "rooms": []}
     if request.method == "POST":
-        form = {key: (request.form.get(key) or "").strip() for key in form}
+        form = {key: (request.form.get(key) or "").strip()
+                for key in ("name", "gateway", "cidrs", "new_rooms")}
+        form["rooms"] = [code for code in request.form.getlist("rooms") if code.strip()]
         gateway = next((g for g in gateways if g.id == form["gateway"]), None)
         if gateway is None:
             errors["gateway"] = gettext("Choose a gateway.")
         if not form["name"]:
             errors["name"] = gettext("A segment needs a name.")
+        elif len(form["name"]) > NAME_LIMITS["segment"]:
+            errors["name"] = gettext("At most %(n)d characters.", n=NAME_LIMITS["segment"])
         elif gateway is not None and db.session.scalar(select(Segment).where(
                 Segment.gateway_id == gateway.id, Segment.name == form["name"])) is not None:
             errors["name"] = gettext("This gateway has a segment with this name already.")
@@ -104,17 +149,24 @@ def it_segments() -> Response | tuple[str, int]:
             try:
                 check_segment_cidrs(gateway.id, cidrs)
             except ValueError as err:
-                errors["cidrs"] = str(err)
-        room_codes = _split_list(form["rooms"])
-        if not room_codes:
+                errors["cidrs"] = error_text(err)
+        new_codes = _split_list(form["new_rooms"])
+        try:
+            existing_rooms(user.school, form["rooms"])
+        except FieldError as err:
+            errors[err.field] = err.translated()
+        if any(len(code) > NAME_LIMITS["room_code"] for code in new_codes):
+            errors["new_rooms"] = gettext("At most %(n)d characters.", n=NAME_LIMITS["room_code"])
+        if not form["rooms"] and not new_codes:
             errors["rooms"] = gettext("A segment serves at least one room.")
         if not errors:
             assert gateway is not None
             try:
-                add_segment(user.school, gateway, form["name"], cidrs, room_codes, actor=user)
-            except ValueError as err:
+                add_segment(user.school, gateway, form["name"], cidrs,
+                            list(dict.fromkeys(form["rooms"] + new_codes)), actor=user)
+            except FieldError as err:
                 db.session.rollback()
-                errors["form"] = str(err)
+                errors[err.field if err.field in form else "form"] = err.translated()
             else:
                 db.session.commit()
                 flash(gettext("Segment %(name)s added.", name=form["name"]), "success")
@@ -124,18 +176,44 @@ def it_segments() -> Response | tuple[str, int]:
         .options(selectinload(Segment.cidrs), selectinload(Segment.rooms))
         .order_by(Segment.gateway_id, Segment.name)).all()
     return render_template("it/segments.html", segments=segments, gateways=gateways, form=form,
-                           errors=errors), 400 if errors else 200
+                           errors=errors, all_rooms=_all_rooms(user.school_id),
+                           limits=NAME_LIMITS), 400 if errors else 200
+
+
+@bp.route("/it/segmenten/<int:segment_id>", methods=["GET", "POST"])
+@login_required("it_admin")
+def it_segment(segment_id: int) -> Response | tuple[str, int]:
+    """Rename a segment and choose its rooms."""
+    from ..rooms import update_segment
+    user = current_user()
+    segment = school_object_or_404(Segment, segment_id)
+    errors: dict[str, str] = {}
+    form: dict[str, Any] = {"name": segment.name, "rooms": [r.code for r in segment.rooms]}
+    if request.method == "POST":
+        form = {"name": (request.form.get("name") or "").strip(),
+                "rooms": [code for code in request.form.getlist("rooms") if code.strip()]}
+        try:
+            update_segment(segment, form["name"], form["rooms"], actor=user)
+        except FieldError as err:
+            db.session.rollback()
+            errors[err.field] = err.translated()
+        else:
+            db.session.commit()
+            flash(gettext("Segment %(name)s saved.", name=segment.name), "success")
+            return redirect(url_for("dashboard.it_segments"))
+    return render_template("it/segment.html", segment=segment, form=form, errors=errors,
+                           all_rooms=_all_rooms(user.school_id),
+                           limits=NAME_LIMITS), 400 if errors else 200
 
 
 @bp.post("/it/segmenten/<int:segment_id>/verwijderen")
 @login_required("it_admin")
 def it_segment_delete(segment_id: int) -> Response:
     """Remove a segment (its rooms stay)."""
+    from ..rooms import delete_segment
     user = current_user()
     segment = school_object_or_404(Segment, segment_id)
-    audit.record("segment.delete", school_id=user.school_id, actor=user, object_type="segment",
-                 object_id=segment.id, name=segment.name, cidrs=segment.cidr_strings)
-    db.session.delete(segment)
+    delete_segment(segment, actor=user)
     db.session.commit()
     flash(gettext("Segment removed."), "success")
     return redirect(url_for("dashboard.it_segments"))
@@ -174,7 +252,7 @@ def it_gateways() -> tuple[str, int]:
             gateway = create_gateway(user.school, name, actor=user)
         except ValueError as err:
             db.session.rollback()
-            errors["name"] = str(err)
+            errors["name"] = error_text(err)
         else:
             token = issue_enrollment_token(gateway, actor=user)
             db.session.commit()
@@ -222,6 +300,28 @@ def it_gateway_token(gateway_id: str) -> str:
                            days=COUNTER_DAYS, token_command=_enrol_command(token))
 
 
+@bp.post("/it/gateways/<gateway_id>/naam")
+@login_required("it_admin")
+def it_gateway_rename(gateway_id: str) -> Response | tuple[str, int]:
+    """Give a gateway a new name."""
+    from ..gateways import rename_gateway
+    user = current_user()
+    gateway = school_object_or_404(Gateway, gateway_id)
+    name = (request.form.get("name") or "").strip()
+    try:
+        rename_gateway(gateway, name, actor=user)
+    except FieldError as err:
+        db.session.rollback()
+        return render_template("it/gateway.html", health=gateway_health(gateway, utcnow()),
+                               counters=[], per_segment={}, names=service_names(),
+                               days=COUNTER_DAYS, token_command=None,
+                               rename_errors={err.field: err.translated()}, rename_value=name,
+                               limits=NAME_LIMITS), 400
+    db.session.commit()
+    flash(gettext("Gateway %(name)s saved.", name=gateway.name), "success")
+    return redirect(url_for("dashboard.it_gateway", gateway_id=gateway.id))
+
+
 # --- timetable ---------------------------------------------------------------------------------
 
 @bp.route("/it/rooster", methods=["GET", "POST"])
@@ -244,8 +344,9 @@ def it_timetable() -> Response | tuple[str, int]:
                 job = queue_import(user.school, upload.read(), upload.filename, fmt or None,
                                    actor=user)
             except TimetableError as err:
+                from ..timetable.messages import translate
                 db.session.rollback()
-                error = str(err)
+                error = translate(str(err), gettext)
             else:
                 db.session.commit()
                 return redirect(url_for("dashboard.it_timetable_job", job_id=job.id), code=303)
@@ -567,3 +668,22 @@ def it_person(person_id: int) -> Response | tuple[str, int]:
             return redirect(url_for("dashboard.it_people"))
     return render_template("it/person.html", person=person, form=form, errors=errors,
                            roles=ROLES), 400 if errors else 200
+
+
+@bp.post("/it/mensen/<int:person_id>/verwijderen")
+@login_required("it_admin")
+def it_person_delete(person_id: int) -> Response | tuple[str, int]:
+    """Delete a person and their personal data (server/people.py, delete_person)."""
+    from ..people import delete_person
+    user = current_user()
+    person = school_object_or_404(Person, person_id)
+    label = person.label
+    try:
+        delete_person(person, actor=user)
+    except FieldError as err:
+        db.session.rollback()
+        flash(err.translated(), "error")
+        return redirect(url_for("dashboard.it_person", person_id=person_id))
+    db.session.commit()
+    flash(gettext("%(name)s deleted, with their personal data.", name=label), "success")
+    return redirect(url_for("dashboard.it_people"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,7 +16,7 @@ from werkzeug.wrappers import Response
 
 from ..bounds import parse_id
 from ..extensions import db
-from ..models import AuditEvent, ExceptionGrant, Group, Room, utcnow
+from ..models import AuditEvent, ExceptionGrant, Group, Person, Room, School, utcnow
 from . import bp
 from .common import (_hm, _short_dt, current_user, login_required, parse_local_datetime,
                      school_services, school_zone, service_names)
@@ -126,6 +127,15 @@ def leader_grant() -> Response | tuple[str, int]:
     form: dict[str, str | list[str]] = {
         key: (request.form.get(key) or "").strip()
         for key in ("scope", "start", "end", "reason", "room", "group", "which")}
+    for key in ("start", "end"):
+        # The form sends a date and a 24-hour time apart (a datetime-local input shows AM/PM in
+        # an English-speaking Chromium); "start"/"end" in one value are accepted as well.
+        day = (request.form.get(f"{key}_day") or "").strip()
+        clock = (request.form.get(f"{key}_time") or "").strip().replace(".", ":")
+        if len(clock) == 4 and clock[1] == ":":
+            clock = "0" + clock  # 9:00
+        if not form[key] and (day or clock):
+            form[key] = f"{day}T{clock}"  # missing either half: refused as no date and time
     form["services"] = request.form.getlist("services")
     step = request.form.get("step") or "preview"
     errors: dict[str, str] = {}
@@ -253,18 +263,13 @@ def _parse_day(text: str | None, zone: ZoneInfo, end_of_day: bool) -> datetime |
     return moment + timedelta(days=1) if end_of_day else moment
 
 
-@bp.get("/audit")
-@login_required("leader", "it_admin")
-def audit_log() -> str:
-    """The audit log, newest first, filtered by who, what and when."""
-    user = current_user()
-    school = user.school
+def _audit_query(school: School) -> tuple[Any, dict[str, str]]:
+    """The audit events the request's filters (who, what, from, until) select, newest first."""
     zone = school_zone(school)
     actor = (request.args.get("actor") or "").strip()
     action = (request.args.get("action") or "").strip()
     since = _parse_day(request.args.get("since"), zone, end_of_day=False)
     until = _parse_day(request.args.get("until"), zone, end_of_day=True)
-    page = min(max(1, parse_id(request.args.get("page", "1")) or 1), 100_000)
     query = select(AuditEvent).where(AuditEvent.school_id == school.id)
     if actor:
         query = query.where(AuditEvent.actor_label == actor)
@@ -274,17 +279,92 @@ def audit_log() -> str:
         query = query.where(AuditEvent.at >= since)
     if until is not None:
         query = query.where(AuditEvent.at < until)
-    events = db.session.scalars(query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
-                                .offset((page - 1) * AUDIT_PAGE_SIZE)
-                                .limit(AUDIT_PAGE_SIZE + 1)).all()
-    actors = db.session.scalars(select(AuditEvent.actor_label).distinct()
-                                .where(AuditEvent.school_id == school.id)
-                                .order_by(AuditEvent.actor_label)).all()
-    actions = db.session.scalars(select(AuditEvent.action).distinct()
-                                 .where(AuditEvent.school_id == school.id)
-                                 .order_by(AuditEvent.action)).all()
-    total = db.session.scalar(query.with_only_columns(func.count(AuditEvent.id)).order_by(None))
     filters = {key: request.args.get(key, "") for key in ("actor", "action", "since", "until")}
-    return render_template("leader/audit.html", events=events[:AUDIT_PAGE_SIZE],
+    return query.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()), filters
+
+
+@bp.get("/audit")
+@login_required("leader", "it_admin")
+def audit_log() -> str:
+    """The audit log in words, newest first, filtered by who, what and when."""
+    from .audit_words import action_name, actor_name, describe_events
+    user = current_user()
+    school = user.school
+    query, filters = _audit_query(school)
+    page = min(max(1, parse_id(request.args.get("page", "1")) or 1), 100_000)
+    events = db.session.scalars(query.offset((page - 1) * AUDIT_PAGE_SIZE)
+                                .limit(AUDIT_PAGE_SIZE + 1)).all()
+    pairs = db.session.execute(select(AuditEvent.actor_label, AuditEvent.actor_id).distinct()
+                               .where(AuditEvent.school_id == school.id)).all()
+    people = {p.id: p for p in db.session.scalars(select(Person).where(
+        Person.id.in_({pid for _label, pid in pairs if pid is not None})))}
+    names: dict[str, str] = {}
+    for label, person_id in pairs:
+        names.setdefault(label, actor_name(AuditEvent(actor_label=label, actor_id=person_id),
+                                           people))
+    actors = sorted(names.items(), key=lambda item: item[1].lower())
+    actions = sorted(((code, action_name(code)) for code in db.session.scalars(
+        select(AuditEvent.action).distinct().where(AuditEvent.school_id == school.id))),
+        key=lambda item: item[1].lower())
+    total = db.session.scalar(query.with_only_columns(func.count(AuditEvent.id)).order_by(None))
+    return render_template("leader/audit.html",
+                           events=describe_events(events[:AUDIT_PAGE_SIZE]),
                            has_more=len(events) > AUDIT_PAGE_SIZE, page=page, actors=actors,
                            actions=actions, filters=filters, total=total)
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection");
+# such cells get a leading apostrophe, which shows the text as it is.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_CHUNK = 500
+
+
+def csv_cell(value: Any) -> str:
+    """`value` as a CSV cell that no spreadsheet runs as a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+@bp.get("/audit.csv")
+@login_required("leader", "it_admin")
+def audit_csv() -> Response:
+    """The filtered audit log as CSV for the privacy officer: time in the school's timezone,
+    who, what, the sentence, the object and the raw details (semicolons, UTF-8 with BOM, so
+    Excel with Dutch settings opens it as columns)."""
+    import csv
+    import io
+    import json
+    from .audit_words import describe_events
+    user = current_user()
+    query, _filters = _audit_query(user.school)
+    zone = school_zone(user.school)
+    headers = [gettext("When"), gettext("Who"), gettext("What"), gettext("Description"),
+               gettext("Object"), gettext("Details")]
+
+    def rows() -> Any:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, delimiter=";", lineterminator="\r\n")
+        writer.writerow(headers)
+        yield "\ufeff" + buffer.getvalue()
+        offset = 0
+        while True:
+            chunk = db.session.scalars(query.offset(offset).limit(CSV_CHUNK)).all()
+            if not chunk:
+                return
+            buffer.seek(0)
+            buffer.truncate()
+            for item in describe_events(chunk):
+                event = item.event
+                writer.writerow([csv_cell(value) for value in (
+                    event.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"), item.who,
+                    item.what, item.sentence,
+                    f"{event.object_type} {event.object_id or ''}".strip(),
+                    json.dumps(event.details or {}, ensure_ascii=False, sort_keys=True))])
+            yield buffer.getvalue()
+            offset += CSV_CHUNK
+
+    from flask import stream_with_context
+    stamp = utcnow().astimezone(zone).strftime("%Y%m%d-%H%M")
+    return Response(stream_with_context(rows()), mimetype="text/csv",
+                    headers={"Content-Disposition":
+                             f'attachment; filename="lesfocus-audit-{stamp}.csv"'})

@@ -25,7 +25,39 @@ function tick() {
   if (reload) setTimeout(() => window.location.reload(), 1500);
 }
 
+/** Mark which sides of a scroller have more to show (CSS fades the tab bar's edges). */
+function markOverflow(el) {
+  el.classList.toggle("more-left", el.scrollLeft > 2);
+  el.classList.toggle("more-right", el.scrollLeft + el.clientWidth < el.scrollWidth - 2);
+}
+
+/** Phones: the current tab in view, and a line under tables that scroll sideways. */
+function fitNarrowScreens() {
+  const tabs = document.querySelector(".tabs");
+  if (tabs) {
+    const current = tabs.querySelector('[aria-current="page"]');
+    if (current) tabs.scrollLeft = current.offsetLeft - (tabs.clientWidth - current.offsetWidth) / 2;
+    markOverflow(tabs);
+    tabs.addEventListener("scroll", () => markOverflow(tabs), { passive: true });
+  }
+  const hint = document.body.dataset.scrollHint;
+  for (const wrap of document.querySelectorAll(".table-wrap")) {
+    const scrolls = wrap.scrollWidth > wrap.clientWidth + 2;
+    wrap.classList.toggle("scrolls", scrolls);
+    let line = wrap.nextElementSibling;
+    if (!line || !line.classList.contains("scroll-hint")) {
+      if (!scrolls || !hint) continue;
+      line = document.createElement("p");
+      line.className = "scroll-hint";
+      line.textContent = hint;
+      wrap.after(line);
+    }
+  }
+}
+
 document.addEventListener("DOMContentLoaded", () => {
+  fitNarrowScreens();
+  window.addEventListener("resize", fitNarrowScreens);
   if (document.querySelector("[data-end], [data-reload-at]")) {
     tick();
     setInterval(tick, 1000);

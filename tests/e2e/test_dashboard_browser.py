@@ -25,7 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
-DESKTOP = {"width": 1280, "height": 800}
+DESKTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "dashboard"
 
@@ -128,7 +128,9 @@ def browser(tmp_path: Path) -> Iterator[Any]:
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_FLAGS, viewport=DESKTOP, locale="nl-NL")
+            args=[*CHROMIUM_FLAGS, "--lang=nl"], viewport=DESKTOP, locale="nl-NL",
+            # Chromium's own controls (date pickers, validation bubbles) in Dutch too.
+            env={**os.environ, "LANGUAGE": "nl", "LANG": "nl_NL.UTF-8"})
         try:
             yield context
         finally:
@@ -145,12 +147,32 @@ def _sign_in(page: Any, site: Site, username: str) -> None:
 
 
 def _shoot(page: Any, name: str) -> None:
-    """Screenshots of the current page at desktop and phone width."""
+    """Screenshots of the current page at desktop (1366×768) and phone (390×844) size."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
         page.set_viewport_size(size)
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{label}.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
+
+
+# On a phone: the signed-in name is shown, the current tab lies inside the tab bar's view, and a
+# table that scrolls sideways says so under it.
+PHONE_HEADER = """() => {
+  const who = document.querySelector('.top .who');
+  const tabs = document.querySelector('.tabs');
+  const current = tabs && tabs.querySelector('[aria-current="page"]');
+  const inView = (el, box) => { const r = el.getBoundingClientRect(), b = box.getBoundingClientRect();
+                                return r.left >= b.left - 1 && r.right <= b.right + 1; };
+  const wraps = [...document.querySelectorAll('.table-wrap')];
+  return {
+    who: who ? who.getBoundingClientRect().width > 20 && getComputedStyle(who).display !== 'none' : null,
+    tab: current ? inView(current, tabs) : null,
+    scrolling: wraps.filter(w => w.scrollWidth > w.clientWidth + 2).length,
+    hinted: wraps.filter(w => w.scrollWidth > w.clientWidth + 2 && w.nextElementSibling
+                         && w.nextElementSibling.classList.contains('scroll-hint')
+                         && w.nextElementSibling.offsetHeight > 0).length,
+  };
+}"""
 
 
 # The parts of "Nu" a teacher needs at the start of a lesson: all on a phone's first screen.
@@ -256,12 +278,15 @@ def test_leader_creates_a_school_wide_exception(site: Site, browser: Any) -> Non
     from server.models import utcnow
     # Nothing is chosen beforehand: scope, services and times are the leader's own choice.
     assert page.get_by_label("Bereik", exact=True).input_value() == ""
-    assert page.get_by_label("Begin").input_value() == ""
+    assert page.get_by_label("Begin: datum").input_value() == ""
     page.get_by_label("Bereik", exact=True).select_option("school")
     page.get_by_label("Alle sociale media").check()
     now = utcnow().astimezone(ZoneInfo("Europe/Amsterdam"))
-    page.get_by_label("Begin").fill(now.strftime("%Y-%m-%dT%H:%M"))
-    page.get_by_label("Einde").fill((now + timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M"))
+    later = now + timedelta(hours=2)
+    page.get_by_label("Begin: datum").fill(now.strftime("%Y-%m-%d"))
+    page.get_by_label("Begin: tijd").fill(now.strftime("%H:%M"))
+    page.get_by_label("Einde: datum").fill(later.strftime("%Y-%m-%d"))
+    page.get_by_label("Einde: tijd").fill(later.strftime("%H:%M"))
     page.get_by_label("Reden (optioneel)").fill("Open dag (browsertest)")
     page.get_by_role("button", name="Bekijken").click()
     page.wait_for_load_state()
@@ -293,7 +318,7 @@ def test_it_imports_a_broken_timetable_and_sees_the_error_with_its_line(site: Si
     # The upload's page refreshes itself until the worker has run the import.
     page.locator(".import-state.failed").wait_for(timeout=45_000)
     alert = page.locator("[role=alert]").inner_text()
-    assert "Er is niets geïmporteerd." in alert and "line 3" in alert, alert
+    assert "Er is niets geïmporteerd." in alert and "regel 3" in alert, alert
     _shoot(page, "it-timetable-error")
 
 
@@ -308,32 +333,65 @@ PAGES = [
     ("demo.jans", ["/nu", "/week"]),
     ("demo.leiding", ["/leiding", "/audit"]),
     ("demo.ict", ["/it/lokalen", "/it/segmenten", "/it/gateways", "/it/rooster", "/it/diensten",
-                  "/it/herinneringen", "/it/mensen"]),
+                  "/it/herinneringen", "/it/mensen", "/audit"]),
+]
+# Pages reached from a list by its first link: (list page, link selector, name).
+DETAIL_PAGES = [
+    ("/it/lokalen", "table tbody th a", "it-room"),
+    ("/it/segmenten", "table tbody th a", "it-segment"),
+    ("/it/gateways", "table a", "it-gateway"),
+    ("/it/herinneringen", "table tbody a", "it-reminder"),
+    ("/it/mensen", "table tbody a", "it-person"),
 ]
 
 
-def test_every_page_renders_at_desktop_and_phone_size(site: Site, browser: Any) -> None:
+def _switch_language(page: Any, code: str) -> None:
+    page.locator(f'form.lang button[value="{code}"]').click()
+    page.wait_for_load_state()
+
+
+def _check_phone(page: Any, path: str) -> None:
+    page.set_viewport_size(PHONE)
+    page.evaluate("window.dispatchEvent(new Event('resize'))")
+    # Nothing may stick out sideways on a phone except inside scrollable tables.
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, (path, overflow, page.evaluate(WIDE_ELEMENTS))
+    header = page.evaluate(PHONE_HEADER)
+    assert header["who"] is not False and header["tab"] is not False, (path, header)
+    assert header["hinted"] == header["scrolling"], (path, header)
+    page.set_viewport_size(DESKTOP)
+
+
+@pytest.mark.parametrize("language", ["nl", "en"])
+def test_every_page_renders_at_desktop_and_phone_size(site: Site, browser: Any,
+                                                      language: str) -> None:
     page = browser.new_page()
     page.goto(site.url + "/login")
-    _shoot(page, "login")
+    if language != "nl":
+        _switch_language(page, language)
+    _shoot(page, f"{language}-login")
     for username, paths in PAGES:
         browser.clear_cookies()
-        _sign_in(page, site, username)
+        _sign_in(page, site, username) if language == "nl" else _sign_in_in(page, site, username,
+                                                                          language)
         for path in paths:
             response = page.goto(site.url + path)
             assert response is not None and response.status == 200, path
-            _shoot(page, path.strip("/").replace("/", "-"))
-            # Nothing may stick out sideways on a phone except inside scrollable tables.
-            page.set_viewport_size(PHONE)
-            overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            assert overflow <= 0, (path, overflow, page.evaluate(WIDE_ELEMENTS))
-            page.set_viewport_size(DESKTOP)
-    # One gateway's own page and one reminder editor too.
-    page.goto(site.url + "/it/gateways")
-    page.locator("table a").first.click()
-    page.wait_for_load_state()
-    _shoot(page, "it-gateway")
-    page.goto(site.url + "/it/herinneringen")
-    page.get_by_role("link", name=re.compile("Bewerken")).first.click()
-    page.wait_for_load_state()
-    _shoot(page, "it-reminder")
+            assert page.locator("html").get_attribute("lang") == language
+            _shoot(page, f"{language}-" + path.strip("/").replace("/", "-"))
+            _check_phone(page, path)
+        if username == "demo.ict":
+            for list_path, link, name in DETAIL_PAGES:
+                page.goto(site.url + list_path)
+                page.locator(link).first.click()
+                page.wait_for_load_state()
+                _shoot(page, f"{language}-{name}")
+                _check_phone(page, name)
+        if language != "nl":
+            _switch_language(page, "nl")  # the choice is kept on the person: give it back
+
+
+def _sign_in_in(page: Any, site: Site, username: str, language: str) -> None:
+    """Sign in, then switch the interface to `language` (kept on the person)."""
+    _sign_in(page, site, username)
+    _switch_language(page, language)

@@ -146,3 +146,38 @@ test("selectReminders filters by audience and trigger, findings first", () => {
   const staff = checks.selectReminders(reminders, ["always", "school_mention", "insult"], "staff");
   assert.deepEqual(staff.map((r) => r.article), ["B1", "A7", "A2"]);
 });
+
+table("names at school", (t) => checks.findNamesAtSchool(t), [
+  ["Sanne de Vries uit 2b is echt irritant", true],
+  ["Heb je Daan gezien in de kantine?", true],
+  ["Ik zat met Emma in 3havo-b", true],
+  ["Lucas zit in klas 1c", true],
+  ["juf Fleur was ziek vandaag", true],
+  ["Noah from class 4vwo", true],
+  ["Fleur is mooi vandaag", false], // a name alone
+  ["roos en fleur in de tuin", false], // not written as names
+  ["mijn klas is leuk", false], // school words without a name
+  ["Mark my words", false],
+]);
+
+test("names at school say whether a class or a school word was next to them", () => {
+  assert.deepEqual(checks.findNamesAtSchool("Sanne uit 2b zei dat ze morgen niet kan, en juf Fleur ook niet"),
+    [{ name: "Sanne", context: "class" }, { name: "Fleur", context: "school" }]);
+});
+
+test("analyzeDraft says what kind of personal data it found, not only that it found some", () => {
+  const r = checks.analyzeDraft({ text: "Sanne de Vries uit 2b, bel haar op 0612345678" }, {});
+  assert.deepEqual(r.kinds.personal_data, ["phone", "name_class"]);
+  assert.ok(r.triggers.includes("personal_data"));
+  assert.deepEqual(checks.analyzeDraft({ text: "wat een idioot" }, {}).kinds.insult, ["insult"]);
+  assert.deepEqual(checks.analyzeDraft({ text: "hallo" }, {}).kinds, { personal_data: [] });
+});
+
+test("withoutArticleCitation drops only the reminder's own article at the end", () => {
+  assert.equal(checks.withoutArticleCitation("Je bent zelf verantwoordelijk (artikel A2).", "A2"),
+    "Je bent zelf verantwoordelijk.");
+  assert.equal(checks.withoutArticleCitation("You are responsible (article A2)", "A2"), "You are responsible");
+  assert.equal(checks.withoutArticleCitation("Zie artikel A2 (artikel A2) en meer.", "A2"),
+    "Zie artikel A2 (artikel A2) en meer.");
+  assert.equal(checks.withoutArticleCitation("Tekst (artikel A1).", "A2"), "Tekst (artikel A1).");
+});

@@ -27,3 +27,18 @@ def test_node_unit_tests_of_the_local_checks_pass() -> None:
     assert result.returncode == 0 and not failing, output[-4000:]
     passed = re.search(r"^# pass (\d+)$", output, re.MULTILINE)
     assert passed and int(passed.group(1)) >= 50, output[-2000:]
+
+
+def test_node_unit_tests_of_the_configuration_pass() -> None:
+    node = shutil.which("node")
+    require(node is not None, "Node.js (node)")
+    result = subprocess.run(
+        [node, "--test", "--test-reporter=tap", str(HERE / "config.test.mjs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "# fail 0" in output, output[-4000:]
+    passed = re.search(r"^# pass (\d+)$", output, re.MULTILINE)
+    assert passed and int(passed.group(1)) >= 4, output[-2000:]

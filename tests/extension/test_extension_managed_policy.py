@@ -35,7 +35,7 @@ POLICY = {
     "schoolName": "Lucas Testschool",
     "schoolAliases": ["LTS"],
     "onlyOnFindings": True,
-    "snoozeMinutes": 0,
+    "userMayChange": ["snoozeMinutes"],
     "notASetting": "dropped by the schema",
 }
 X_HOME = '#home-composer [data-testid="tweetTextarea_0"]'
@@ -121,9 +121,8 @@ def test_extension_follows_the_english_browser_interface(
         page.wait_for_selector(DIALOG, state="visible")
         assert page.locator(DIALOG).get_attribute("lang") == "en"
         assert page.locator(POST).inner_text() == "Post anyway"
-        assert (
-            "(article A1)" in page.locator('lesfocus-reminder li[data-article="A1"]').inner_text()
-        )
+        assert page.locator('lesfocus-reminder li[data-article="A1"] .found').inner_text() == (
+            "Found in your post: a phone number")
         page.click(POST)
         page.wait_for_function("window.__sent.length === 1")
     finally:
@@ -142,18 +141,51 @@ def test_options_page_locks_what_the_policy_sets(managed_chromium: Any) -> None:
             "schoolName",
             "schoolAliases",
             "onlyOnFindings",
-            "snoozeMinutes",
         ):
             assert page.locator(f"#{name}").is_disabled(), name
         assert page.locator("#locale").is_enabled()
+        # The policy's userMayChange lets the user pause the reminders.
+        assert page.locator("#snoozeMinutes").is_enabled()
+        assert page.locator("#who-snoozeMinutes").inner_text() == (
+            "Your school lets you choose this yourself.")
         assert page.locator("#managed-note").is_visible()
+        # Each locked field says who set it: here the school's policy.
+        assert page.locator("#who-audience").inner_text() == "Set by your school (IT's policy)."
         assert page.locator("#schoolAliases").input_value() == "LTS"
         assert page.locator("h1").inner_text() == "lesfocus – settings"
         page.select_option("#locale", "nl")
         page.click("button[type=submit]")
         page.wait_for_function("document.getElementById('status').textContent !== ''")
         stored = extension_worker(managed_chromium).evaluate("chrome.storage.local.get('options')")
-        assert stored["options"] == {"locale": "nl"}
+        assert stored["options"] == {"locale": "nl", "snoozeMinutes": 0}
     finally:
         page.close()
         set_options(managed_chromium)
+
+
+@pytest.mark.parametrize(
+    "site,draft,expected",
+    [
+        ("x", "Open day at LTS on Saturday", ["B1", "B2", "B3", "A2", "A3", "B5"]),
+        ("x", "bel 0612345678", ["A1", "B2", "A2", "A3", "B5"]),
+        ("whatsapp", "Uw zoon heeft de toets gemist", ["B4", "A2", "A3", "B5"]),
+    ],
+)
+def test_staff_reminders_under_a_policy_that_says_staff(
+    managed_chromium: Any, fake_internet: FakeInternet, site: str, draft: str, expected: list[str]
+) -> None:
+    fake_internet.reminders = None
+    set_options(managed_chromium)
+    page = managed_chromium.new_page()
+    try:
+        page.goto(fake_internet.url(site))
+        composer = X_HOME if site == "x" else '#chat [role="textbox"]'
+        write_draft(page, composer, draft)
+        if site == "x":
+            page.click(X_HOME_BUTTON)
+        else:
+            page.keyboard.press("Enter")
+        assert overlay_articles(page) == expected
+        page.click(EDIT)
+    finally:
+        page.close()

@@ -62,7 +62,7 @@ def test_manifest_asks_only_for_storage_and_its_host_matches() -> None:
     }
     for entry in manifest["content_scripts"]:
         assert entry["run_at"] == "document_start"
-        assert entry["js"][:2] == ["content/checks.js", "content/core.js"]
+        assert entry["js"][:3] == ["data/first_names.js", "content/checks.js", "content/core.js"]
         assert all(m.startswith("https://") for m in entry["matches"])
         for script in entry["js"]:
             assert (EXT / script).is_file(), script
@@ -97,6 +97,7 @@ def test_managed_schema_covers_every_setting_of_the_background() -> None:
             "locale",
             "snoozeMinutes",
             "onlyOnFindings",
+            "userMayChange",
         }
     )
 

@@ -69,10 +69,12 @@ def articles_for(
         ("student", "x", "vandaag op TC", False, ["A1", "A4", "A2", "A3"]),
         ("student", "x", "wat ben jij een idioot", False, ["A7", "A2", "A3"]),
         ("student", "x", "Hoera, vakantie!", False, ["A2", "A3"]),  # no insult inside a word
-        ("staff", "x", "Open dag op het Testcollege", False, ["B1", "B2", "B3", "A2", "A3", "B5"]),
-        ("staff", "x", "bel 0612345678", False, ["A1", "B2", "A2", "A3", "B5"]),
-        ("staff", "whatsapp", "Uw zoon heeft de toets gemist", False, ["B4", "A2", "A3", "B5"]),
         ("student", "whatsapp", "Uw zoon heeft de toets gemist", False, ["A2", "A3"]),
+        ("student", "x", "Sanne de Vries uit 2b is er niet", False, ["A1", "A2", "A3"]),
+        ("student", "x", "Sanne is er niet", False, ["A2", "A3"]),  # a name alone is no finding
+        # Without IT's policy the options page cannot make a student "staff" (issue 14, item 6);
+        # staff reminders are tested with a policy in test_extension_managed_policy.py.
+        ("staff", "x", "bel 0612345678", False, ["A1", "A2", "A3"]),
     ],
 )
 def test_local_checks_choose_the_reminders(
@@ -88,7 +90,7 @@ def test_local_checks_choose_the_reminders(
     assert articles_for(page, fake_internet, draft, media, site) == expected
 
 
-def test_every_reminder_cites_its_article_and_the_insult_one_asks_a_question(
+def test_every_reminder_names_its_article_once_and_the_insult_one_asks_a_question(
     page: Any, fake_internet: FakeInternet
 ) -> None:
     set_options(page.context, **SCHOOL)
@@ -99,8 +101,14 @@ def test_every_reminder_cites_its_article_and_the_insult_one_asks_a_question(
     for i in range(items.count()):
         item = items.nth(i)
         article = item.get_attribute("data-article")
-        assert f"artikel {article}".lower() in item.inner_text().lower()
+        # The badge names the article; the text does not cite it a second time.
+        assert item.locator(".article").inner_text() == article
         assert item.locator(".article").get_attribute("aria-label") == f"Artikel {article}"
+        assert f"artikel {article}" not in item.locator(".text").inner_text().lower()
+    found = page.locator('lesfocus-reminder li[data-article="A1"] .found').inner_text()
+    assert found == "Gevonden in je bericht: een telefoonnummer"
+    assert page.locator('lesfocus-reminder li[data-article="A7"] .found').inner_text() == (
+        "Gevonden in je bericht: een scheldwoord of bedreiging")
     a7 = page.locator('lesfocus-reminder li[data-article="A7"] .text').inner_text()
     assert "?" in a7
     page.click(EDIT)
@@ -115,7 +123,9 @@ def test_english_locale_translates_the_overlay(page: Any, fake_internet: FakeInt
     assert page.locator(DIALOG).get_attribute("lang") == "en"
     assert page.locator(EDIT).inner_text() == "Edit"
     assert page.locator(POST).inner_text() == "Post anyway"
-    assert "(article A1)" in page.locator('lesfocus-reminder li[data-article="A1"]').inner_text()
+    a1 = page.locator('lesfocus-reminder li[data-article="A1"]')
+    assert "(article A1)" not in a1.inner_text()
+    assert a1.locator(".found").inner_text() == "Found in your post: a phone number"
     page.click(EDIT)
 
 
@@ -191,7 +201,7 @@ def test_server_texts_are_used_revalidated_with_etag_and_kept_when_the_server_fa
         assert (
             page.locator('lesfocus-reminder li[data-article="A2"]')
             .inner_text()
-            .endswith("Servertekst: jij bent verantwoordelijk (artikel A2).")
+            .endswith("Servertekst: jij bent verantwoordelijk.")  # the badge names A2
         )
         page.click(EDIT)
         # The server loses its texts: the cached ones stay in use, not the bundled ones.
@@ -291,46 +301,19 @@ def test_lesson_banner_shows_the_end_the_gateway_enforces_for_this_service(
     assert shown[0] in banner.inner_text() and shown[1] not in banner.inner_text()
 
 
-def test_only_on_findings_mode_lets_plain_posts_through(
+def test_without_a_policy_the_options_cannot_mute_or_pause_the_reminders(
     page: Any, fake_internet: FakeInternet
 ) -> None:
-    set_options(page.context, onlyOnFindings=True)
-    page.goto(fake_internet.url("x"))
-    page.wait_for_timeout(200)
-    write_draft(page, X_HOME, "mooi weer")
-    page.click(X_HOME_BUTTON)
-    page.wait_for_function(
-        "window.__sent.length > 0"
-    )  # held until the configuration loaded, at most
-    assert [p["text"] for p in sent(page)] == ["mooi weer"]
-    assert no_overlay(page)
-    assert articles_for(page, fake_internet, "bel 0612345678") == ["A1", "A2", "A3"]
-
-
-def test_snooze_after_posting_skips_plain_reminders_but_not_findings(
-    page: Any, fake_internet: FakeInternet
-) -> None:
-    set_options(page.context, snoozeMinutes=5)
+    # Stored as an older version's options page did: ignored now (issue 14, item 6); the
+    # policy's userMayChange would allow them (tests/extension/config.test.mjs).
+    set_options(page.context, onlyOnFindings=True, snoozeMinutes=60)
+    assert articles_for(page, fake_internet, "mooi weer") == ["A2", "A3"]
     page.goto(fake_internet.url("x"))
     write_draft(page, X_HOME, "eerste bericht")
     page.click(X_HOME_BUTTON)
     page.click(POST)
     page.wait_for_function("window.__sent.length > 0")
-    page.wait_for_timeout(200)  # the snooze is saved by the background
-    write_draft(page, X_HOME, "tweede bericht")
-    page.click(X_HOME_BUTTON)
-    page.wait_for_function("window.__sent.length > 1")
-    assert [p["text"] for p in sent(page)] == ["eerste bericht", "tweede bericht"]
-    assert no_overlay(page)
-    # The snooze outlives the page and holds for this site only.
-    assert articles_for(page, fake_internet, "wat een idioot") == ["A7", "A2", "A3"]
-    page.goto(fake_internet.url("x"))
-    page.wait_for_timeout(200)
-    write_draft(page, X_HOME, "derde bericht")
-    page.click(X_HOME_BUTTON)
-    page.wait_for_function("window.__sent.length > 0")
-    assert [p["text"] for p in sent(page)] == ["derde bericht"]
-    assert articles_for(page, fake_internet, "hallo", site="whatsapp") == ["A2", "A3"]
+    assert articles_for(page, fake_internet, "tweede bericht") == ["A2", "A3"]
 
 
 def test_options_page_settings_apply_when_no_policy_sets_them(
@@ -341,23 +324,20 @@ def test_options_page_settings_apply_when_no_policy_sets_them(
     page.wait_for_selector("#options[data-loaded=true]", state="attached")
     assert page.locator("#managed-note").is_hidden()
     assert page.locator("h1").inner_text() == "lesfocus – instellingen"
+    # The student's own choices are locked without a policy, and say so.
+    for name in ("audience", "snoozeMinutes", "onlyOnFindings"):
+        assert page.locator(f"#{name}").is_disabled(), name
+        assert page.locator(f"#who-{name}").inner_text() == (
+            "Vast: alleen IT van je school kan dit toestaan.")
     page.fill("#schoolName", "Vondelcollege")
     page.fill("#schoolAliases", "VC\nhet Vondel")
-    page.select_option("#audience", "staff")
     page.click("button[type=submit]")
     page.wait_for_function("document.getElementById('status').textContent === 'Opgeslagen.'")
     stored = extension_worker(page.context).evaluate("chrome.storage.local.get('options')")[
         "options"
     ]
-    assert stored["schoolAliases"] == ["VC", "het Vondel"] and stored["audience"] == "staff"
-    assert articles_for(page, fake_internet, "Groeten van het Vondel") == [
-        "B1",
-        "B2",
-        "B3",
-        "A2",
-        "A3",
-        "B5",
-    ]
+    assert stored["schoolAliases"] == ["VC", "het Vondel"] and "audience" not in stored
+    assert articles_for(page, fake_internet, "Groeten van het Vondel") == ["A1", "A4", "A2", "A3"]
 
 
 # Per platform: (opener, composer, send button) for text drafts, and the same plus the file input
@@ -460,6 +440,8 @@ def test_each_platform_gets_the_right_reminders_in_dutch_and_english(
     page.click(t_send)
     page.wait_for_selector(DIALOG, state="visible")
     assert page.locator(DIALOG).get_attribute("lang") == "en"
-    assert "(article A1)" in page.locator('lesfocus-reminder li[data-article="A1"]').inner_text()
+    a1 = page.locator('lesfocus-reminder li[data-article="A1"]')
+    assert "(article A1)" not in a1.inner_text()  # the badge names the article once
+    assert a1.locator(".found").inner_text() == "Found in your post: a phone number"
     page.click(POST)
     page.wait_for_function("window.__sent.length === 1")

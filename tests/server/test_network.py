@@ -22,12 +22,12 @@ def test_parse_cidr_normalises(text, expected):
 
 @pytest.mark.parametrize("text, fragment", [
     ("10.1.2.3/24", "host bits set"),
-    ("10.1.2.0", "not a CIDR"),
+    ("10.1.2.0", "is not a network: write address/prefix"),
     ("10.1.2.0/33", "not a valid network"),
     ("300.1.2.0/24", "not a valid network"),
     ("2001:db8::1/64", "host bits set"),
-    ("lokaal-2.14", "not a CIDR"),
-    ("", "not a CIDR"),
+    ("lokaal-2.14", "is not a network: write address/prefix"),
+    ("", "is not a network: write address/prefix"),
 ])
 def test_parse_cidr_rejects_with_reason(text, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -53,11 +53,11 @@ def test_add_segment_creates_rooms_and_audits(app):
 
 
 @pytest.mark.parametrize("cidrs, fragment", [
-    (["10.20.14.128/25"], "overlaps 10.20.14.0/24 of segment 'A'"),
+    (["10.20.14.128/25"], "overlaps 10.20.14.0/24 of segment A"),
     (["10.20.0.0/16"], "overlaps 10.20.14.0/24"),
     (["fd00:20:14:0:8000::/65"], "overlaps fd00:20:14::/64"),
     (["10.30.0.0/24", "10.30.0.0/25"], "in the same segment"),
-    ([], "at least one CIDR"),
+    ([], "at least one network"),
 ])
 def test_overlapping_cidrs_behind_one_gateway_are_refused(app, cidrs, fragment):
     with app.app_context():

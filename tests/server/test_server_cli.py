@@ -147,3 +147,19 @@ def test_serve_takes_connections_and_ignores_the_old_threads_option(app, runner,
     assert served == [300, 10_000]
     result = runner.invoke(args=["serve", "--connections", "0"])
     assert result.exit_code != 0 and "--connections" in result.output
+
+
+def test_user_delete_removes_the_person_and_keeps_the_audit_readable(app, runner):
+    from server.models import AuditEvent, Person
+    from server.people import DELETED_PERSON
+    assert _add_user(runner, "weg").exit_code == 0
+    assert runner.invoke(args=["user", "delete", "nobody", "--school", "test", "--yes"]
+                         ).exit_code != 0
+    result = runner.invoke(args=["user", "delete", "weg", "--school", "test", "--yes"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert db.session.scalar(select(Person).where(Person.username == "weg")) is None
+        events = db.session.scalars(select(AuditEvent)).all()
+        assert "weg" not in repr([(e.actor_label, e.details) for e in events])
+        assert any(e.action == "person.delete" and e.actor_label == "cli" for e in events)
+    assert DELETED_PERSON == "deleted person"

@@ -98,8 +98,10 @@ def test_new_exception_form_starts_with_nothing_chosen(app: Flask, world) -> Non
     assert re.search(r'<option value="" selected>— kies —</option>', form)
     assert not re.search(r'<option value="(school|room|group)" selected', form)
     assert 'name="which" value="all" checked' not in form and " checked>" not in form
-    assert re.search(r'name="start" type="datetime-local" value=""', form)
-    assert re.search(r'name="end" type="datetime-local" value=""', form)
+    # A date and a 24-hour time apart: no AM/PM in an English-speaking Chromium.
+    assert re.search(r'name="start_day" type="date" value=""', form)
+    assert re.search(r'name="end_time" type="text" value=""', form)
+    assert "datetime-local" not in form
     # Nothing chosen is refused at the fields, and nothing is written.
     response = client.post("/leiding/uitzonderingen", data={
         "scope": "", "start": "", "end": "", "csrf_token": csrf_token(client, "/leiding")})
@@ -262,15 +264,18 @@ def test_audit_log_filters_by_who_what_and_when(app: Flask, world) -> None:
 
     def rows(query: str) -> str:
         page = client.get("/audit" + query).get_data(as_text=True)
-        return page[page.index("<tbody>"):page.index("</tbody>")]
+        return page[page.index('<ol class="audit-list">'):page.index("</ol>")]
 
-    assert "exception.grant" in rows("?actor=docent") and "segment.create" not in rows(
-        "?actor=docent")
-    assert "segment.create" in rows("?action=segment.create")
-    assert "exception.grant" not in rows("?action=segment.create")
-    assert "exception.grant" in rows(f"?since={utcnow().date()}&until={utcnow().date()}") or \
-        "exception.grant" in rows(f"?since={(utcnow() - timedelta(days=1)).date()}")
+    granted, added = "uitzondering toegekend", "segment toegevoegd"
+    assert granted in rows("?actor=docent") and added not in rows("?actor=docent")
+    assert added in rows("?action=segment.create")
+    assert granted not in rows("?action=segment.create")
+    assert granted in rows(f"?since={utcnow().date()}&until={utcnow().date()}") or \
+        granted in rows(f"?since={(utcnow() - timedelta(days=1)).date()}")
     assert "Geen gebeurtenissen gevonden." in rows("?since=2001-01-01&until=2001-01-02")
+    page = client.get("/audit").get_data(as_text=True)
+    assert '<option value="docent" >Docent</option>' in page  # the name, not the username
+    assert '<option value="exception.grant" >uitzondering toegekend</option>' in page
 
 
 def test_segment_with_overlapping_cidr_shows_the_error_at_the_cidr_field(app: Flask,
@@ -278,11 +283,11 @@ def test_segment_with_overlapping_cidr_shows_the_error_at_the_cidr_field(app: Fl
     client = _signed_in(app, "ict")
     response = client.post("/it/segmenten", data={
         "name": "lokaal 3.01", "gateway": world.gateway, "cidrs": "10.2.14.128/25",
-        "rooms": "3.01", "csrf_token": csrf_token(client, "/it/segmenten")})
+        "new_rooms": "3.01", "csrf_token": csrf_token(client, "/it/segmenten")})
     assert response.status_code == 400
     page = response.get_data(as_text=True)
     error = re.search(r'<p class="error" id="e-cidrs">([^<]+)</p>', page)
-    assert error and "overlaps" in error.group(1)
+    assert error and "overlapt" in error.group(1)
     assert 'id="f-cidrs" name="cidrs" rows="3"' in page and 'aria-invalid="true"' in page
     with app.app_context():
         assert db.session.scalar(select(Segment).where(Segment.name == "lokaal 3.01")) is None
@@ -290,13 +295,14 @@ def test_segment_with_overlapping_cidr_shows_the_error_at_the_cidr_field(app: Fl
 
 @pytest.mark.parametrize("fields, field", [
     ({"cidrs": "10.9.0.1/24"}, "cidrs"), ({"cidrs": "not-a-network"}, "cidrs"),
-    ({"cidrs": ""}, "cidrs"), ({"name": ""}, "name"), ({"rooms": ""}, "rooms"),
+    ({"cidrs": ""}, "cidrs"), ({"name": ""}, "name"), ({"new_rooms": ""}, "rooms"),
+    ({"new_rooms": "", "rooms": "4.O1"}, "rooms"),
     ({"gateway": "nope"}, "gateway"), ({"name": "vleugel B"}, "name"),
 ])
 def test_segment_form_errors_name_their_field(app: Flask, world, fields, field) -> None:
     client = _signed_in(app, "ict")
-    form = {"name": "nieuw", "gateway": world.gateway, "cidrs": "10.9.0.0/24", "rooms": "3.01",
-            **fields}
+    form = {"name": "nieuw", "gateway": world.gateway, "cidrs": "10.9.0.0/24",
+            "new_rooms": "3.01", **fields}
     token = csrf_token(client, "/it/segmenten")
     response = client.post("/it/segmenten", data={**form, "csrf_token": token})
     assert response.status_code == 400
@@ -307,7 +313,7 @@ def test_segment_is_added_with_ipv6_and_new_room(app: Flask, world) -> None:
     client = _signed_in(app, "ict")
     response = client.post("/it/segmenten", data={
         "name": "wifi", "gateway": world.gateway, "cidrs": "10.9.0.0/24\n2001:db8:9::/64",
-        "rooms": "3.01, 3.02", "csrf_token": csrf_token(client, "/it/segmenten")})
+        "new_rooms": "3.01, 3.02", "csrf_token": csrf_token(client, "/it/segmenten")})
     assert response.status_code == 302
     with app.app_context():
         segment = db.session.scalar(select(Segment).where(Segment.name == "wifi"))
@@ -398,7 +404,7 @@ def test_broken_timetable_upload_shows_the_error_with_its_line_and_imports_nothi
     _run_the_worker_once(app)
     page = client.get(job_page).get_data(as_text=True)
     assert "mislukt" in page
-    assert "Er is niets geïmporteerd." in page and "line 3" in page
+    assert "Er is niets geïmporteerd." in page and "regel 3: end &#39;&#39; is geen tijd UU:MM" in page
     with app.app_context():
         assert db.session.scalar(select(Lesson).where(Lesson.source == "csv")) is None
 
@@ -560,14 +566,41 @@ def test_reminder_preview_uses_the_extensions_own_dialog_words() -> None:
         assert {key: messages[key]["message"] for key in words} == words
 
 
-def test_audit_log_shows_detail_times_in_the_schools_timezone(app: Flask, world) -> None:
+def test_audit_log_says_in_words_who_allowed_what_for_which_lesson(app: Flask, world) -> None:
     from zoneinfo import ZoneInfo
     teacher = _signed_in(app, "docent")
     teacher.post("/nu/grant", data={"lesson_id": world.own_lesson, "duration": "rest",
                                     "csrf_token": csrf_token(teacher, "/nu")})
     with app.app_context():
         lesson = db.session.get(Lesson, world.own_lesson)
-        local_end = lesson.end.astimezone(ZoneInfo("Europe/Amsterdam")).strftime("%H:%M")
+        grant = db.session.scalar(select(ExceptionGrant).where(
+            ExceptionGrant.lesson_id == world.own_lesson))
+        zone = ZoneInfo("Europe/Amsterdam")
+        start = f"{grant.start.astimezone(zone):%H:%M}"  # the end has its day too after midnight
     page = _signed_in(app, "leiding").get("/audit?action=exception.grant").get_data(as_text=True)
-    assert "<b>end</b>: " in page and local_end in page
+    assert f"Docent stond alle sociale media toe voor 3havo-b, vak0, {start}–" in page
     assert lesson.end.isoformat() not in page
+
+
+@pytest.mark.parametrize("day_and_time, error", [
+    (("{day}", "{time}"), None), (("{day}", "{short}"), None), (("{day}", ""), "start"),
+    (("", "{time}"), "start"), (("{day}", "9 uur"), "start"),
+])
+def test_leader_form_takes_the_start_as_a_date_and_a_24_hour_time(app: Flask, world,
+                                                                   day_and_time, error) -> None:
+    client = _signed_in(app, "leiding")
+    with app.app_context():
+        soon = (utcnow() + timedelta(minutes=90)).astimezone(ZONE)
+        later = soon + timedelta(minutes=30)
+    values = {"day": soon.strftime("%Y-%m-%d"), "time": soon.strftime("%H:%M"),
+              "short": f"{soon.hour}.{soon.minute:02d}"}
+    day, clock = (part.format(**values) for part in day_and_time)
+    response = client.post("/leiding/uitzonderingen", data={
+        "scope": "school", "which": "all", "start_day": day, "start_time": clock,
+        "end_day": later.strftime("%Y-%m-%d"), "end_time": later.strftime("%H:%M"),
+        "reason": "", "step": "preview", "csrf_token": csrf_token(client, "/leiding")})
+    page = response.get_data(as_text=True)
+    if error is None:
+        assert response.status_code == 200 and 'id="e-start"' not in page, page
+    else:
+        assert 'id="e-start"' in page and "Vul een datum en tijd in" in page
