@@ -413,6 +413,70 @@ NL: dict[str, str | tuple[str, str]] = {
         "https://lesfocus.school.example) en maak een nieuw token.",
     "You chose all social media and some services: choose one of the two.":
         "Je koos alle sociale media én enkele diensten: kies een van de twee.",
+    # Sign-in with the school account (issue 15).
+    "Sign in with %(name)s": "Inloggen met %(name)s",
+    "People of %(schools)s sign in with the school account only.":
+        "Medewerkers van %(schools)s melden zich alleen aan met het schoolaccount.",
+    "%(school)s signs in with the school account only: use the button below.":
+        "%(school)s meldt zich alleen aan met het schoolaccount: gebruik de knop hieronder.",
+    "%(provider)s cannot be reached right now, so signing in with the school account does not "
+    "work. Try again in a few minutes; if it keeps failing, tell IT.":
+        "%(provider)s is nu niet bereikbaar, dus inloggen met het schoolaccount lukt niet. "
+        "Probeer het over een paar minuten opnieuw; lukt het dan nog niet, meld het bij IT.",
+    "%(provider)s did not sign you in (cancelled or refused). Try again.":
+        "%(provider)s heeft je niet aangemeld (geannuleerd of geweigerd). Probeer het opnieuw.",
+    "This sign-in did not start in this browser, or it took too long. Sign in again.":
+        "Deze aanmelding is niet in deze browser begonnen, of duurde te lang. Log opnieuw in.",
+    "%(provider)s sent an answer that lesfocus cannot trust, so you are not signed in. Try "
+    "again; if it keeps failing, tell IT.":
+        "%(provider)s stuurde een antwoord dat lesfocus niet kan vertrouwen, dus je bent niet "
+        "aangemeld. Probeer het opnieuw; lukt het dan nog niet, meld het bij IT.",
+    "There is no school-account sign-in called %(name)s.":
+        "Er is geen aanmelding met het schoolaccount die %(name)s heet.",
+    "(no %(claim)s)": "(geen %(claim)s)",
+    "Your school account %(account)s is not known in lesfocus, so you are not signed in. Ask "
+    "IT to give your lesfocus login this e-mail address.":
+        "Je schoolaccount %(account)s is niet bekend in lesfocus, dus je bent niet aangemeld. "
+        "Vraag IT om dit e-mailadres aan je lesfocus-account te koppelen.",
+    "Signed out": "Afgemeld",
+    "You are signed out of lesfocus. Now signing you out of %(provider)s too…":
+        "Je bent afgemeld bij lesfocus. Nu word je ook afgemeld bij %(provider)s…",
+    "Sign out of %(provider)s": "Afmelden bij %(provider)s",
+    "Sign-in": "Aanmelden",
+    "Sign-in with the school account": "Aanmelden met het schoolaccount",
+    "Register lesfocus at the provider with this redirect URI:":
+        "Registreer lesfocus bij de provider met deze redirect-URI:",
+    "Issuer": "Issuer",
+    "Client id": "Client-ID",
+    "Matched on": "Gekoppeld op",
+    "new people become teachers": "nieuwe mensen worden docent",
+    "shared: lesfocus sso remove": "gedeeld: lesfocus sso remove",
+    "No provider yet: everyone signs in with a password.":
+        "Nog geen provider: iedereen logt in met een wachtwoord.",
+    "Add a provider": "Provider toevoegen",
+    "Name on the sign-in button": "Naam op de inlogknop",
+    "Client secret": "Clientgeheim",
+    "Match people on": "Mensen koppelen op",
+    "Give unknown people a teacher login in this school":
+        "Onbekende mensen krijgen een docentaccount in deze school",
+    "Add": "Toevoegen",
+    "Password sign-in": "Inloggen met wachtwoord",
+    "People of %(school)s may also sign in with a password":
+        "Medewerkers van %(school)s mogen ook met een wachtwoord inloggen",
+    "Switch this off once everyone signs in with the school account.":
+        "Zet dit uit zodra iedereen met het schoolaccount inlogt.",
+    "Saved.": "Opgeslagen.",
+    "Removed.": "Verwijderd.",
+    "Add a provider first: without one, nobody of the school could sign in.":
+        "Voeg eerst een provider toe: zonder provider kan niemand van de school meer inloggen.",
+    "Fill in every field: a name, the issuer (an https:// address), the client id and secret, "
+    "and one of the claims.":
+        "Vul alle velden in: een naam, de issuer (een https://-adres), de client-ID en het "
+        "clientgeheim, en een van de claims.",
+    "There is a provider called %(name)s already.": "Er is al een provider die %(name)s heet.",
+    "Added. Register this redirect URI at the provider: %(uri)s":
+        "Toegevoegd. Registreer deze redirect-URI bij de provider: %(uri)s",
+    "No such provider for this school.": "Deze school heeft zo'n provider niet.",
 }
 
 
