@@ -335,6 +335,31 @@ def sso_remove(name: str) -> None:
     click.echo(f"removed provider {provider.name!r}")
 
 
+@user_group.command("email")
+@click.argument("username")
+@click.argument("address")
+@with_appcontext
+def user_email(username: str, address: str) -> None:
+    """Set (or with "-" remove) the e-mail address a school account signs in as."""
+    from . import audit
+    from .people import find_by_username
+    from .sso import normal_email
+    person = find_by_username(username)
+    if person is None:
+        raise click.ClickException(f"no user {username!r}")
+    email = None if address == "-" else normal_email(address)
+    if address != "-" and email is None:
+        raise click.BadParameter(f"{address!r} is not an e-mail address", param_hint="ADDRESS")
+    other = db.session.scalar(select(Person).where(Person.email == email)) if email else None
+    if other is not None and other is not person:
+        raise click.ClickException(f"{email!r} belongs to {other.label!r} already")
+    person.email = email
+    audit.record("person.update", school_id=person.school_id, actor="cli",
+                 object_type="person", object_id=person.id, email=email)
+    db.session.commit()
+    click.echo(f"{person.username}: e-mail {email or 'removed'}")
+
+
 @click.group("segment")
 def segment_group() -> None:
     """Manage network segments."""

@@ -44,6 +44,7 @@ SIGNING_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES2
 SCOPE = "openid email profile"
 DISCOVERY_SECONDS = 3600  # how long a discovery document is reused
 LEEWAY_SECONDS = 60  # clock difference allowed between us and the provider
+PENDING_SECONDS = 15 * 60  # how long a sign-in may stay at the provider's pages
 PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
 MAX_DOCUMENT_BYTES = 512 * 1024
 
@@ -150,10 +151,11 @@ def discover(issuer: str, timeout: float, now: float | None = None) -> dict[str,
     if document.get("issuer") != issuer:
         raise SsoError("unreachable", f"the discovery document names issuer "
                                       f"{str(document.get('issuer'))[:200]!r}, not {issuer!r}")
+    # Plain http only for an issuer that is itself on http (this machine: tests, a lab).
+    schemes = ("https://", "http://") if issuer.startswith("http://") else ("https://",)
     for field in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-        if not isinstance(document.get(field), str) or not document[field].startswith(
-                ("https://", "http://")):
-            raise SsoError("unreachable", f"the discovery document lacks {field}")
+        if not isinstance(document.get(field), str) or not document[field].startswith(schemes):
+            raise SsoError("unreachable", f"the discovery document lacks an https {field}")
     with _lock:
         _discovery[issuer] = (now, document)
     return document
@@ -187,10 +189,11 @@ class Pending:
     nonce: str
     verifier: str
     next: str
+    started: int = 0  # Unix time: a sign-in older than PENDING_SECONDS is not finished
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
         return {"provider": self.provider, "state": self.state, "nonce": self.nonce,
-                "verifier": self.verifier, "next": self.next}
+                "verifier": self.verifier, "next": self.next, "started": self.started}
 
     @classmethod
     def from_dict(cls, data: Any) -> Pending | None:
@@ -203,7 +206,10 @@ class Pending:
             return None
         if not all(isinstance(value, str) for value in values.values()):
             return None
-        return cls(**values)
+        started = data.get("started")
+        if not isinstance(started, int) or isinstance(started, bool):
+            return None
+        return cls(**values, started=started)
 
 
 def _client(provider: SsoProvider, document: dict[str, Any], redirect_uri: str,
@@ -215,14 +221,14 @@ def _client(provider: SsoProvider, document: dict[str, Any], redirect_uri: str,
                          scope=SCOPE, redirect_uri=redirect_uri, code_challenge_method="S256")
 
 
-def begin(provider: SsoProvider, redirect_uri: str, next_url: str,
+def begin(provider: SsoProvider, redirect_uri: str, next_url: str, now: datetime,
           timeout: float) -> tuple[str, Pending]:
     """The provider's authorization URL to send the browser to, and what to keep until it
     comes back."""
     document = discover(provider.issuer, timeout)
     pending = Pending(provider=provider.name, state=secrets.token_urlsafe(32),
                       nonce=secrets.token_urlsafe(32), verifier=secrets.token_urlsafe(64),
-                      next=next_url)
+                      next=next_url, started=int(now.timestamp()))
     client = _client(provider, document, redirect_uri, with_secret=False)
     url, _ = client.create_authorization_url(document["authorization_endpoint"],
                                              state=pending.state, code_verifier=pending.verifier,
@@ -237,6 +243,8 @@ def finish(provider: SsoProvider, pending: Pending, args: dict[str, str], redire
     returned_state = args.get("state") or ""
     if not secrets.compare_digest(returned_state.encode(), pending.state.encode()):
         raise SsoError("state", "the state does not match the sign-in this browser began")
+    if not 0 <= now.timestamp() - pending.started <= PENDING_SECONDS:
+        raise SsoError("state", "the sign-in began too long ago")
     document = discover(provider.issuer, timeout)
     if "iss" in args and args["iss"] != provider.issuer:  # RFC 9207 mix-up defence
         raise SsoError("rejected", "the callback names another issuer")

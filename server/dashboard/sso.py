@@ -68,7 +68,7 @@ def sso_start(name: str) -> Response | tuple[str, int]:
                                              "%(name)s.", name=name[:64]))
     next_url = safe_next(request.args.get("next"), "")
     try:
-        url, pending = begin(provider, redirect_uri(), next_url, _timeout())
+        url, pending = begin(provider, redirect_uri(), next_url, utcnow(), _timeout())
     except SsoError as err:
         log.warning("sso %s: sign-in not started: %s", provider.name, err.detail)
         return login_page(502, error=_message(err.kind, provider.name))

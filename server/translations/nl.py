@@ -438,10 +438,10 @@ NL: dict[str, str | tuple[str, str]] = {
     "IT to give your lesfocus login this e-mail address.":
         "Je schoolaccount %(account)s is niet bekend in lesfocus, dus je bent niet aangemeld. "
         "Vraag IT om dit e-mailadres aan je lesfocus-account te koppelen.",
-    "Signed out": "Afgemeld",
+    "Signed out": "Uitgelogd",
     "You are signed out of lesfocus. Now signing you out of %(provider)s too…":
-        "Je bent afgemeld bij lesfocus. Nu word je ook afgemeld bij %(provider)s…",
-    "Sign out of %(provider)s": "Afmelden bij %(provider)s",
+        "Je bent uitgelogd bij lesfocus. Nu word je ook uitgelogd bij %(provider)s…",
+    "Sign out of %(provider)s": "Uitloggen bij %(provider)s",
     "Sign-in": "Aanmelden",
     "Sign-in with the school account": "Aanmelden met het schoolaccount",
     "Register lesfocus at the provider with this redirect URI:":

@@ -114,7 +114,7 @@ def test_real_provider_signs_a_teacher_in_and_out(app: Flask, world, tmp_path: P
     page = client.post("/logout", data={"csrf_token": csrf_token(client, "/nu")})
     assert page.status_code == 200
     text = page.get_data(as_text=True)
-    assert "Afmelden bij Schoolaccount" in text and real_provider.issuer + "/session/end" in text
+    assert "Uitloggen bij Schoolaccount" in text and real_provider.issuer + "/session/end" in text
     assert "id_token_hint=" in text
     assert _sessions(app, "docent") == 0
     assert client.get("/nu").status_code == 302
@@ -195,7 +195,7 @@ def test_password_sign_in_can_be_switched_off_per_school(app: Flask, world,
     runner = app.test_cli_runner()
     refused = runner.invoke(args=["school", "password-login", "test", "off"])
     assert refused.exit_code == 1 and "sso add" in refused.output  # would lock everyone out
-    _add_provider(app, tmp_path, "Schoolaccount", "https://login.example.invalid/tenant/v2.0")
+    _add_provider(app, tmp_path, "Schoolaccount", "https://127.0.0.1:1/tenant/v2.0")
     assert runner.invoke(args=["school", "password-login", "test", "off"]).exit_code == 0
     client = app.test_client()
     page = client.get("/login").get_data(as_text=True)
@@ -299,7 +299,7 @@ def test_the_it_page_adds_and_removes_a_provider_without_showing_its_secret(
     token = csrf_token(client, "/it/aanmelden")
     response = client.post("/it/aanmelden", data={
         "csrf_token": token, "name": "Microsoft", "issuer":
-        "https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0",
+        "https://127.0.0.1:1/00000000-0000-0000-0000-000000000000/v2.0",
         "client_id": "abc-123", "client_secret": "very-secret-value-xyz",
         "username_claim": "upn"}, follow_redirects=True)
     text = response.get_data(as_text=True)
@@ -315,3 +315,47 @@ def test_the_it_page_adds_and_removes_a_provider_without_showing_its_secret(
     client.post(f"/it/aanmelden/{provider_id}/verwijderen", data={"csrf_token": token})
     with app.app_context():
         assert db.session.scalar(select(func.count(SsoProvider.id))) == 0
+
+
+def test_a_sign_in_left_at_the_provider_too_long_is_not_finished(
+        app: Flask, world, tmp_path: Path, forger: ForgingProvider) -> None:
+    _add_provider(app, tmp_path, "Forge", forger.issuer)
+    _set_email(app, "docent", "docent@school.test")
+    client = app.test_client()
+    authorization = _start(client, "Forge")
+    with client.session_transaction() as session:
+        session["sso_pending"] = {**session["sso_pending"],
+                                  "started": session["sso_pending"]["started"]
+                                  - sso.PENDING_SECONDS - 5}
+    response = _callback(client, f"{CALLBACK}?{forger.authorize(authorization)}")
+    assert response.status_code == 400 and "duurde te lang" in response.get_data(as_text=True)
+    assert _sessions(app, "docent") == 0
+
+
+def test_cli_emails_are_unique_in_any_case_and_secrets_never_listed(
+        app: Flask, world, tmp_path: Path) -> None:
+    runner = app.test_cli_runner()
+    made = runner.invoke(args=["user", "add", "smit", "--school", "test", "--role", "teacher",
+                               "--email", " P.Smit@School.TEST ", "--no-password"])
+    assert made.exit_code == 0, made.output
+    with app.app_context():
+        person = db.session.scalar(select(Person).where(Person.username == "smit"))
+        assert person.email == "p.smit@school.test" and person.password_hash is None
+    again = runner.invoke(args=["user", "add", "smit2", "--school", "test", "--role", "teacher",
+                                "--email", "p.smit@school.test", "--no-password"])
+    assert again.exit_code == 2 and "belongs to another person" in again.output
+    assert runner.invoke(args=["user", "add", "x1", "--school", "test", "--role", "teacher",
+                               "--no-password"]).exit_code == 2  # --no-password needs --email
+    taken = runner.invoke(args=["user", "email", "docent", "P.SMIT@school.test"])
+    assert taken.exit_code == 1 and "belongs to" in taken.output
+    assert runner.invoke(args=["user", "email", "docent", "d@school.test"]).exit_code == 0
+    _add_provider(app, tmp_path, "Entra", "https://127.0.0.1:1/t/v2.0",
+                  "--username-claim", "upn")
+    listed = runner.invoke(args=["sso", "list"])
+    assert '"username_claim": "upn"' in listed.output and CLIENT_SECRET not in listed.output
+    bad = runner.invoke(args=["sso", "add", "Plain", "--issuer", "http://idp.example.org",
+                              "--client-id", "x", "--client-secret-file",
+                              str(tmp_path / "Entra.secret")])
+    assert bad.exit_code == 1 and "https:// is required" in bad.output
+    assert runner.invoke(args=["sso", "remove", "entra"]).exit_code == 0
+    assert runner.invoke(args=["sso", "list"]).output == ""
