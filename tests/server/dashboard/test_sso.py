@@ -159,24 +159,21 @@ def test_an_unknown_school_account_is_refused_unless_it_may_create_teachers(
 
 
 def test_a_rotated_provider_key_is_fetched_once_and_accepted(
-        app: Flask, world, tmp_path: Path) -> None:
-    provider = RealProvider([CALLBACK], ["http://lesfocus.test/login"]).start()
-    try:
-        _add_provider(app, tmp_path, "Schoolaccount", provider.issuer)
-        _set_email(app, "docent", "docent@school.test")
-        client = app.test_client()
-        first_kid = provider.kid
-        assert _callback(client, dev_sign_in(_start(client, "Schoolaccount"), "docent",
-                                             CALLBACK)).status_code == 302
-        assert [key.kid for key in sso._jwks[provider.issuer + "/jwks"].keys] == [first_kid]
-        provider.restart()  # same issuer, a new signing key
-        assert provider.kid != first_kid
-        client = app.test_client()
-        assert _callback(client, dev_sign_in(_start(client, "Schoolaccount"), "docent",
-                                             CALLBACK)).status_code == 302
-        assert [key.kid for key in sso._jwks[provider.issuer + "/jwks"].keys] == [provider.kid]
-    finally:
-        provider.stop()
+        app: Flask, world, tmp_path: Path, real_provider: RealProvider) -> None:
+    _add_provider(app, tmp_path, "Schoolaccount", real_provider.issuer)
+    _set_email(app, "docent", "docent@school.test")
+    client = app.test_client()
+    first_kid = real_provider.kid
+    assert _callback(client, dev_sign_in(_start(client, "Schoolaccount"), "docent",
+                                         CALLBACK)).status_code == 302
+    assert [key.kid for key in sso._jwks[real_provider.issuer + "/jwks"].keys] == [first_kid]
+    real_provider.restart()  # same issuer, a new signing key (the next tests use it too)
+    assert real_provider.kid != first_kid
+    client = app.test_client()
+    assert _callback(client, dev_sign_in(_start(client, "Schoolaccount"), "docent",
+                                         CALLBACK)).status_code == 302
+    assert [key.kid for key in sso._jwks[real_provider.issuer + "/jwks"].keys] == \
+        [real_provider.kid]
 
 
 def test_a_provider_that_is_down_gets_a_clear_message(app: Flask, world,
@@ -215,56 +212,62 @@ def test_password_sign_in_can_be_switched_off_per_school(app: Flask, world,
     assert wrong.status_code == 401
 
 
-@pytest.mark.parametrize("case", ["good", "audience", "expired", "nonce", "issuer",
-                                  "unpublished key", "alg none", "hs256 with the secret",
-                                  "unverified email"])
+FORGED_CASES = ("good", "audience", "expired", "nonce", "issuer", "unpublished key", "alg none",
+                "hs256 with the secret", "unverified email")
+# What the log line's English detail names for each refusal: the check that was meant.
+FORGED_REASONS = {"audience": "(aud)", "expired": "ExpiredTokenError", "nonce": "(nonce)",
+                  "issuer": "(iss)", "unpublished key": "signature", "alg none": "'none'",
+                  "hs256 with the secret": "'HS256'"}
+
+
 def test_forged_id_tokens(app: Flask, world, tmp_path: Path, forger: ForgingProvider,
-                          case: str, caplog: pytest.LogCaptureFixture) -> None:
+                          caplog: pytest.LogCaptureFixture) -> None:
+    # One app for every case (each case a fresh browser and fresh caches): "good" first, the
+    # control that a forged token that passes every check does sign in.
     _add_provider(app, tmp_path, "Forge", forger.issuer)
     _set_email(app, "docent", "docent@school.test")
-    if case == "audience":
-        forger.overrides = {"aud": "another-client"}
-    elif case == "expired":
-        forger.overrides = {"exp": 1_000_000_000 - 600, "iat": 1_000_000_000 - 900}
-    elif case == "nonce":
-        forger.overrides = {"nonce": "a-nonce-of-another-sign-in"}
-    elif case == "issuer":
-        forger.overrides = {"iss": "https://login.example.invalid"}
-    elif case == "unpublished key":
-        forger.signing_key = rsa_key("not-published")
-    elif case == "alg none":
-        forger.header = {"alg": "none"}
-    elif case == "hs256 with the secret":
-        forger.header = {"alg": "HS256"}
-    elif case == "unverified email":
-        forger.overrides = {"email_verified": False}
-    client = app.test_client()
-    authorization = _start(client, "Forge")
-    if case == "alg none":
-        token = _unsigned(forger, parse_qs(urlsplit(authorization).query)["nonce"][0])
-        forger.id_token = lambda nonce: token  # type: ignore[method-assign]
-    elif case == "hs256 with the secret":
-        token = _hs256(forger, parse_qs(urlsplit(authorization).query)["nonce"][0])
-        forger.id_token = lambda nonce: token  # type: ignore[method-assign]
-    fetches = forger.jwks_fetches
-    response = _callback(client, f"{CALLBACK}?{forger.authorize(authorization)}")
-    text = response.get_data(as_text=True)
-    if case == "good":
-        assert response.status_code == 302 and _sessions(app, "docent") == 1
-        return
-    assert _sessions(app, "docent") == 0
-    if case == "unverified email":
-        assert response.status_code == 403 and "niet bekend in lesfocus" in text
-        return
-    assert response.status_code == 400, text
-    assert "dat lesfocus niet kan vertrouwen" in text
-    # Refused by the check meant (the log line's English detail names it).
-    reason = {"audience": "(aud)", "expired": "ExpiredTokenError", "nonce": "(nonce)",
-              "issuer": "(iss)", "unpublished key": "signature", "alg none": "'none'",
-              "hs256 with the secret": "'HS256'"}[case]
-    assert any(reason in record.getMessage() for record in caplog.records), caplog.text
-    if case == "unpublished key":
-        assert forger.jwks_fetches == fetches + 2  # once, then once more for the unknown kid
+    for case in FORGED_CASES:
+        sso.forget_cached()
+        caplog.clear()
+        forger.overrides, forger.signing_key = {}, None
+        forger.id_token = ForgingProvider.id_token.__get__(forger)  # type: ignore[method-assign]
+        if case == "audience":
+            forger.overrides = {"aud": "another-client"}
+        elif case == "expired":
+            forger.overrides = {"exp": 1_000_000_000 - 600, "iat": 1_000_000_000 - 900}
+        elif case == "nonce":
+            forger.overrides = {"nonce": "a-nonce-of-another-sign-in"}
+        elif case == "issuer":
+            forger.overrides = {"iss": "https://login.example.invalid"}
+        elif case == "unpublished key":
+            forger.signing_key = rsa_key("not-published")
+        elif case == "unverified email":
+            forger.overrides = {"email_verified": False}
+        client = app.test_client()
+        authorization = _start(client, "Forge")
+        nonce = parse_qs(urlsplit(authorization).query)["nonce"][0]
+        if case == "alg none":
+            token = _unsigned(forger, nonce)
+            forger.id_token = lambda nonce: token  # type: ignore[method-assign]
+        elif case == "hs256 with the secret":
+            token = _hs256(forger, nonce)
+            forger.id_token = lambda nonce: token  # type: ignore[method-assign]
+        fetches = forger.jwks_fetches
+        response = _callback(client, f"{CALLBACK}?{forger.authorize(authorization)}")
+        text = response.get_data(as_text=True)
+        if case == "good":
+            assert response.status_code == 302 and _sessions(app, "docent") == 1, case
+            continue
+        assert _sessions(app, "docent") == 1, case  # still only the control's session
+        if case == "unverified email":
+            assert response.status_code == 403 and "niet bekend in lesfocus" in text, case
+            continue
+        assert response.status_code == 400, (case, text)
+        assert "dat lesfocus niet kan vertrouwen" in text, case
+        assert any(FORGED_REASONS[case] in record.getMessage() for record in caplog.records), \
+            (case, caplog.text)
+        if case == "unpublished key":
+            assert forger.jwks_fetches == fetches + 2  # once, then once more for the unknown kid
 
 
 def _unsigned(forger: ForgingProvider, nonce: str) -> str:
