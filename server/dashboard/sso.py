@@ -93,7 +93,7 @@ def sso_callback() -> Response | tuple[str, int]:
         return login_page(502, error=_message("unreachable", provider.name))
     except SsoError as err:
         log.warning("sso %s: sign-in refused: %s", provider.name, err.detail)
-        status = 400 if err.kind in ("state", "rejected") else 502
+        status = 502 if err.kind == "unreachable" else 400
         return login_page(status, error=_message(err.kind, provider.name))
     value = identity(provider, claims)
     person = find_person(provider, value) if value else None
@@ -105,9 +105,6 @@ def sso_callback() -> Response | tuple[str, int]:
         return login_page(403, error=gettext(
             "Your school account %(account)s is not known in lesfocus, so you are not signed in. "
             "Ask IT to give your lesfocus login this e-mail address.", account=shown))
-    audit.record("person.sign_in_sso", school_id=person.school_id, actor=person,
-                 object_type="person", object_id=person.id,
-                 provider=provider.name)
     sign_in_person(person)
     # The ID token goes back to the provider as the sign-out hint; a very long one would not
     # fit the cookie, and the hint is optional.

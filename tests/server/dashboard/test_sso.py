@@ -6,8 +6,9 @@ unknown identity (refused, or a teacher login when IT allows it); the provider's
 (a restart makes a new `kid`; the cached JWKS is fetched again once); the provider down.
 With forged ID tokens (tests/support/oidc_provider.ForgingProvider, keys the test holds served as
 the provider's JWKS): another audience, expired, another nonce, signed by an unpublished key,
-`alg: none` and HS256 with the client secret, another issuer; and a good forged token as the
-control that the forging path signs in at all.
+`alg: none` and HS256 with the client secret, another issuer, an unverified e-mail, a sign-in
+cancelled at the provider; and a good forged token as the control that the forging path signs
+in at all.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def test_password_sign_in_can_be_switched_off_per_school(app: Flask, world,
 
 
 FORGED_CASES = ("good", "audience", "expired", "nonce", "issuer", "unpublished key", "alg none",
-                "hs256 with the secret", "unverified email")
+                "hs256 with the secret", "unverified email", "cancelled at the provider")
 # What the log line's English detail names for each refusal: the check that was meant.
 FORGED_REASONS = {"audience": "(aud)", "expired": "ExpiredTokenError", "nonce": "(nonce)",
                   "issuer": "(iss)", "unpublished key": "signature", "alg none": "'none'",
@@ -253,7 +254,10 @@ def test_forged_id_tokens(app: Flask, world, tmp_path: Path, forger: ForgingProv
             token = _hs256(forger, nonce)
             forger.id_token = lambda nonce: token  # type: ignore[method-assign]
         fetches = forger.jwks_fetches
-        response = _callback(client, f"{CALLBACK}?{forger.authorize(authorization)}")
+        query = forger.authorize(authorization)
+        if case == "cancelled at the provider":  # what a provider sends when one says no
+            query = "error=access_denied&" + query.split("&", 1)[1]
+        response = _callback(client, f"{CALLBACK}?{query}")
         text = response.get_data(as_text=True)
         if case == "good":
             assert response.status_code == 302 and _sessions(app, "docent") == 1, case
@@ -261,6 +265,9 @@ def test_forged_id_tokens(app: Flask, world, tmp_path: Path, forger: ForgingProv
         assert _sessions(app, "docent") == 1, case  # still only the control's session
         if case == "unverified email":
             assert response.status_code == 403 and "niet bekend in lesfocus" in text, case
+            continue
+        if case == "cancelled at the provider":
+            assert response.status_code == 400 and "heeft je niet aangemeld" in text, case
             continue
         assert response.status_code == 400, (case, text)
         assert "dat lesfocus niet kan vertrouwen" in text, case
