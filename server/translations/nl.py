@@ -477,6 +477,12 @@ NL: dict[str, str | tuple[str, str]] = {
     "Added. Register this redirect URI at the provider: %(uri)s":
         "Toegevoegd. Registreer deze redirect-URI bij de provider: %(uri)s",
     "No such provider for this school.": "Deze school heeft zo'n provider niet.",
+    "Enter an e-mail address such as j.jansen@school.nl.":
+        "Vul een e-mailadres in, zoals j.jansen@school.nl.",
+    "This e-mail address belongs to someone else.": "Dit e-mailadres hoort bij iemand anders.",
+    "E-mail address (school account)": "E-mailadres (schoolaccount)",
+    "Signing in with the school account finds the person by this address":
+        "Inloggen met het schoolaccount vindt de persoon aan dit adres",
 }
 
 

@@ -369,3 +369,22 @@ def test_cli_emails_are_unique_in_any_case_and_secrets_never_listed(
     assert bad.exit_code == 1 and "https:// is required" in bad.output
     assert runner.invoke(args=["sso", "remove", "entra"]).exit_code == 0
     assert runner.invoke(args=["sso", "list"]).output == ""
+
+
+def test_it_gives_a_person_an_email_address_on_the_people_page(app: Flask, world) -> None:
+    from tests.support.dashboard import sign_in
+    client = app.test_client()
+    sign_in(client, "ict")
+    token = csrf_token(client, "/it/mensen")
+    made = client.post("/it/mensen", data={"csrf_token": token, "username": "devries",
+                                           "display_name": "De Vries", "roles": "teacher",
+                                           "email": "A.deVries@School.test"})
+    assert made.status_code == 302, made.get_data(as_text=True)  # no password needed with one
+    with app.app_context():
+        person = db.session.scalar(select(Person).where(Person.username == "devries"))
+        assert person.email == "a.devries@school.test" and person.password_hash is None
+    taken = client.post(f"/it/mensen/{world.people['docent']}", data={
+        "csrf_token": token, "username": "docent", "display_name": "Docent",
+        "roles": "teacher", "active": "on", "email": "a.devries@SCHOOL.test"})
+    assert taken.status_code == 400
+    assert "Dit e-mailadres hoort bij iemand anders" in taken.get_data(as_text=True)
