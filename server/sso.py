@@ -264,7 +264,31 @@ def finish(provider: SsoProvider, pending: Pending, args: dict[str, str], redire
     id_token = token.get("id_token")
     if not isinstance(id_token, str):
         raise SsoError("rejected", "the token response holds no ID token")
-    return check_id_token(provider, document, id_token, pending.nonce, now, timeout), id_token
+    claims = check_id_token(provider, document, id_token, pending.nonce, now, timeout)
+    if provider.username_claim not in claims and isinstance(token.get("access_token"), str):
+        claims = _with_userinfo(provider, document, claims, token["access_token"], timeout)
+    return claims, id_token
+
+
+def _with_userinfo(provider: SsoProvider, document: dict[str, Any], claims: dict[str, Any],
+                   access_token: str, timeout: float) -> dict[str, Any]:
+    """The ID token's claims plus the username claim from the UserInfo endpoint, for providers
+    that put it there only (OIDC Core 5.3.2: its `sub` must be the ID token's)."""
+    endpoint = document.get("userinfo_endpoint")
+    if not isinstance(endpoint, str) or not endpoint.startswith(("https://", "http://")):
+        return claims
+    try:
+        response = requests.get(endpoint, timeout=timeout, allow_redirects=False,
+                                headers={"Authorization": f"Bearer {access_token}",
+                                         "Accept": "application/json"})
+        info = response.json() if response.status_code == 200 else None
+    except (requests.RequestException, ValueError):
+        raise SsoError("unreachable", "userinfo endpoint did not answer") from None
+    if not isinstance(info, dict) or info.get("sub") != claims.get("sub"):
+        raise SsoError("rejected", "the userinfo answer is for another subject")
+    extra = {name: info[name] for name in (provider.username_claim, "email_verified", "name")
+             if name in info and name not in claims}
+    return {**claims, **extra}
 
 
 def _header(id_token: str) -> dict[str, Any]:

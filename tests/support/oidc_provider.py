@@ -155,6 +155,7 @@ class ForgingProvider:
     overrides: dict[str, Any] = field(default_factory=dict)
     challenges: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (challenge, nonce)
     jwks_fetches: int = 0
+    userinfo: dict[str, Any] = field(default_factory=lambda: {"sub": "s-1"})
     issuer: str = ""
     server: ThreadingHTTPServer | None = None
 
@@ -177,6 +178,11 @@ class ForgingProvider:
                 path = urlsplit(self.path).path
                 if path == "/.well-known/openid-configuration":
                     self._json(200, provider.discovery())
+                elif path == "/userinfo":
+                    if self.headers.get("Authorization") != "Bearer opaque":
+                        self._json(401, {"error": "invalid_token"})
+                    else:
+                        self._json(200, provider.userinfo)
                 elif path == "/jwks":
                     provider.jwks_fetches += 1
                     self._json(200, KeySet(provider.published).as_dict(private=False))
@@ -212,6 +218,7 @@ class ForgingProvider:
     def discovery(self) -> dict[str, Any]:
         return {"issuer": self.issuer, "authorization_endpoint": self.issuer + "/auth",
                 "token_endpoint": self.issuer + "/token", "jwks_uri": self.issuer + "/jwks",
+                "userinfo_endpoint": self.issuer + "/userinfo",
                 "id_token_signing_alg_values_supported": ["RS256"],
                 "code_challenge_methods_supported": ["S256"],
                 "token_endpoint_auth_methods_supported": ["client_secret_basic"]}

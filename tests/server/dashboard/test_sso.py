@@ -7,7 +7,7 @@ unknown identity (refused, or a teacher login when IT allows it); the provider's
 With forged ID tokens (tests/support/oidc_provider.ForgingProvider, keys the test holds served as
 the provider's JWKS): another audience, expired, another nonce, signed by an unpublished key,
 `alg: none` and HS256 with the client secret, another issuer, an unverified e-mail, a sign-in
-cancelled at the provider; and a good forged token as the control that the forging path signs
+cancelled at the provider, the e-mail only in UserInfo (signs in) or UserInfo of another `sub`; and a good forged token as the control that the forging path signs
 in at all.
 """
 
@@ -214,9 +214,10 @@ def test_password_sign_in_can_be_switched_off_per_school(app: Flask, world,
 
 
 FORGED_CASES = ("good", "audience", "expired", "nonce", "issuer", "unpublished key", "alg none",
-                "hs256 with the secret", "unverified email", "cancelled at the provider")
+                "hs256 with the secret", "unverified email", "cancelled at the provider",
+                "email in userinfo only", "userinfo of another subject")
 # What the log line's English detail names for each refusal: the check that was meant.
-FORGED_REASONS = {"audience": "(aud)", "expired": "ExpiredTokenError", "nonce": "(nonce)",
+FORGED_REASONS = {"userinfo of another subject": "another subject", "audience": "(aud)", "expired": "ExpiredTokenError", "nonce": "(nonce)",
                   "issuer": "(iss)", "unpublished key": "signature", "alg none": "'none'",
                   "hs256 with the secret": "'HS256'"}
 
@@ -244,6 +245,13 @@ def test_forged_id_tokens(app: Flask, world, tmp_path: Path, forger: ForgingProv
             forger.signing_key = rsa_key("not-published")
         elif case == "unverified email":
             forger.overrides = {"email_verified": False}
+        elif case == "email in userinfo only":
+            forger.overrides = {"email": None, "email_verified": None}
+            forger.userinfo = {"sub": "s-1", "email": "Docent@school.test",
+                               "email_verified": True}
+        elif case == "userinfo of another subject":
+            forger.overrides = {"email": None, "email_verified": None}
+            forger.userinfo = {"sub": "someone-else", "email": "docent@school.test"}
         client = app.test_client()
         authorization = _start(client, "Forge")
         nonce = parse_qs(urlsplit(authorization).query)["nonce"][0]
@@ -262,7 +270,12 @@ def test_forged_id_tokens(app: Flask, world, tmp_path: Path, forger: ForgingProv
         if case == "good":
             assert response.status_code == 302 and _sessions(app, "docent") == 1, case
             continue
-        assert _sessions(app, "docent") == 1, case  # still only the control's session
+        if case == "email in userinfo only":  # a provider that puts it there: signed in
+            assert response.status_code == 302 and _sessions(app, "docent") == 2, case
+            continue
+        assert _sessions(app, "docent") == len(
+            {"good", "email in userinfo only"} & set(FORGED_CASES[:FORGED_CASES.index(case)])
+        ), case  # only the sign-ins meant to work made sessions
         if case == "unverified email":
             assert response.status_code == 403 and "niet bekend in lesfocus" in text, case
             continue
