@@ -4,7 +4,7 @@ Debian's Chromium (Playwright) against `lesfocus serve` on 127.0.0.1 and the cer
 `oidc-provider` (tests/support/oidc) on 127.0.0.1: the teacher clicks "Inloggen met
 Schoolaccount" on the real sign-in page, signs in at the provider, lands on "Nu"; signing out
 ends the lesfocus session and then the provider's (RP-initiated logout), back on the sign-in
-page. Every request to an address other than 127.0.0.1 (the provider's pages load a web font) is
+page (a screenshot of it goes to `screenshots/dashboard/`). Every request to an address other than 127.0.0.1 (the provider's pages load a web font) is
 aborted by the browser context. The negative cases run at the HTTP level in
 tests/server/dashboard/test_sso.py.
 """
@@ -27,6 +27,7 @@ from tests.support.served import ServedApp
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "dashboard"
 CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update",
                   "--disable-sync"]
@@ -109,6 +110,8 @@ def test_a_teacher_signs_in_and_out_with_the_school_account(sites: tuple[str, Re
     url, provider = sites
     page = browser.new_page()
     page.goto(url + "/login")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "login-with-school-account.png"), full_page=True)
     page.get_by_role("link", name="Inloggen met Schoolaccount").click()
     page.wait_for_url(provider.issuer + "/interaction/**")
     page.locator("input[name=login]").fill("jansen")
