@@ -125,6 +125,38 @@ class Person(db.Model):
         return self.display_name or self.username or self.teacher_code or f"person {self.id}"
 
 
+sso_provider_schools = Table(
+    "sso_provider_schools", db.metadata,
+    Column("provider_id", ForeignKey("sso_providers.id", ondelete="CASCADE"), primary_key=True),
+    Column("school_id", ForeignKey("schools.id", ondelete="CASCADE"), primary_key=True,
+           index=True),
+)
+
+SSO_USERNAME_CLAIMS = ("email", "preferred_username", "upn")
+
+
+class SsoProvider(db.Model):
+    """An OpenID Provider people sign in with (issue 15): Entra ID, Google, SURFconext.
+
+    `client_secret` is sealed (server/sealed.py, context `sso-provider:<id>:client-secret`) and
+    never shown. `schools`: whose people may sign in with it (none: every school's). With
+    `create_accounts`, an unknown identity gets a teacher login in the provider's one school.
+    """
+
+    __tablename__ = "sso_providers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    issuer: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret: Mapped[str] = mapped_column(Text, deferred=True)
+    username_claim: Mapped[str] = mapped_column(String(32), default="email")
+    create_accounts: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    schools: Mapped[list[School]] = relationship(secondary=sso_provider_schools,
+                                                 order_by="School.slug")
+
+
 class Gateway(db.Model):
     """A school network gateway running the agent; enrolled with a one-time token."""
 
@@ -465,35 +497,3 @@ class DashboardSession(db.Model):
                                            index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-sso_provider_schools = Table(
-    "sso_provider_schools", db.metadata,
-    Column("provider_id", ForeignKey("sso_providers.id", ondelete="CASCADE"), primary_key=True),
-    Column("school_id", ForeignKey("schools.id", ondelete="CASCADE"), primary_key=True,
-           index=True),
-)
-
-SSO_USERNAME_CLAIMS = ("email", "preferred_username", "upn")
-
-
-class SsoProvider(db.Model):
-    """An OpenID Provider people sign in with (issue 15): Entra ID, Google, SURFconext.
-
-    `client_secret` is sealed (server/sealed.py, context `sso-provider:<id>:client-secret`) and
-    never shown. `schools`: whose people may sign in with it (none: every school's). With
-    `create_accounts`, an unknown identity gets a teacher login in the provider's one school.
-    """
-
-    __tablename__ = "sso_providers"
-    id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(String(64), unique=True)
-    issuer: Mapped[str] = mapped_column(String(500))
-    client_id: Mapped[str] = mapped_column(String(255))
-    client_secret: Mapped[str] = mapped_column(Text, deferred=True)
-    username_claim: Mapped[str] = mapped_column(String(32), default="email")
-    create_accounts: Mapped[bool] = mapped_column(Boolean, default=False)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    schools: Mapped[list[School]] = relationship(secondary=sso_provider_schools,
-                                                 order_by="School.slug")
