@@ -23,6 +23,8 @@ system-deps:
 node-deps:
 	@if [ -f tests/extension/package.json ]; then \
 		npm install --silent --no-audit --no-fund --prefix tests/extension; fi
+	@if [ -f tests/support/oidc/package.json ]; then \
+		npm install --silent --no-audit --no-fund --prefix tests/support/oidc; fi
 
 ## make demo: a SQLite demo school served on http://127.0.0.1:5000 (another port: make demo PORT=5001)
 PORT ?= 5000

@@ -154,22 +154,43 @@ def user_group() -> None:
 @click.option("--teacher-code", default=None)
 @click.option("--name", "display_name", default="")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--email", default=None, metavar="ADDRESS",
+              help="The school account's e-mail address (what `lesfocus sso` providers match "
+                   "on); unique regardless of case.")
+@click.option("--no-password", is_flag=True,
+              help="No password: the person signs in with the school account only.")
 @with_appcontext
 def user_add(username: str, slug: str, roles: tuple[str, ...], teacher_code: str | None,
-             display_name: str, password_stdin: bool) -> None:
+             display_name: str, password_stdin: bool, email: str | None,
+             no_password: bool) -> None:
     """Create a login (or give one to a teacher known from the timetable)."""
     from . import audit
     from .passwords import hash_password
     from .people import username_taken, valid_username
+    from .sso import normal_email
     school = _school(slug)
-    if password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
+    if email is not None:
+        address = normal_email(email)
+        if address is None:
+            raise click.BadParameter(f"{email!r} is not an e-mail address", param_hint="--email")
+        if db.session.scalar(select(Person).where(Person.email == address)) is not None:
+            raise click.BadParameter(f"{address!r} belongs to another person already",
+                                     param_hint="--email")
+        email = address
+    if no_password:
+        if email is None:
+            raise click.UsageError("--no-password needs --email: the school account is then "
+                                   "the only way to sign in")
+        password_hash = None
     else:
-        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
-    try:
-        password_hash = hash_password(password)
-    except ValueError as err:
-        raise click.ClickException(str(err)) from None
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\n")
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        try:
+            password_hash = hash_password(password)
+        except ValueError as err:
+            raise click.ClickException(str(err)) from None
     if not valid_username(username):
         raise click.ClickException(f"username {username!r}: use 2 to 150 letters, digits or "
                                    ". _ @ -")
@@ -190,9 +211,12 @@ def user_add(username: str, slug: str, roles: tuple[str, ...], teacher_code: str
     person.display_name = display_name or person.display_name or username
     person.roles = sorted(set(person.roles or []) | set(roles))
     person.password_hash = password_hash
+    if email is not None:
+        person.email = email
     db.session.flush()
     audit.record("person.create_login", school_id=school.id, actor="cli", object_type="person",
-                 object_id=person.id, username=username, roles=person.roles)
+                 object_id=person.id, username=username, roles=person.roles,
+                 email=person.email)
     db.session.commit()
     click.echo(f"created user {username!r} with roles {', '.join(person.roles)}")
 
@@ -214,6 +238,144 @@ def user_delete(username: str, slug: str, yes: bool) -> None:
     delete_person(person, actor="cli")
     db.session.commit()
     click.echo(f"deleted user {username!r} and their personal data")
+
+@school_group.command("password-login")
+@click.argument("slug")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@with_appcontext
+def school_password_login(slug: str, state: str) -> None:
+    """Allow (on) or refuse (off) password sign-in for the school's people: off, they sign in
+    with the school account only (`lesfocus sso`)."""
+    from . import audit
+    from .models import SsoProvider
+    school = _school(slug)
+    if state == "off":
+        providers = db.session.scalars(select(SsoProvider)).all()
+        if not any(not p.schools or school in p.schools for p in providers):
+            raise click.ClickException(f"no sign-in provider serves {slug!r}: add one with "
+                                       "`lesfocus sso add` first, or nobody could sign in")
+    school.password_login = state == "on"
+    audit.record("school.password_login", school_id=school.id, actor="cli",
+                 object_type="school", object_id=school.id, enabled=school.password_login)
+    db.session.commit()
+    click.echo(f"password sign-in for {slug!r}: {state}")
+
+
+@click.group("sso")
+def sso_group() -> None:
+    """Sign-in with the school account (OpenID Connect providers)."""
+
+
+@sso_group.command("add")
+@click.argument("name")
+@click.option("--issuer", required=True, help="The provider's issuer, e.g. "
+              "https://login.microsoftonline.com/<tenant id>/v2.0")
+@click.option("--client-id", required=True)
+@click.option("--client-secret-file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A file holding the client secret (first line); it is stored sealed.")
+@click.option("--school", "slugs", multiple=True, metavar="SLUG",
+              help="A school whose people may sign in with it (repeat; default: every school).")
+@click.option("--username-claim", type=click.Choice(["email", "preferred_username", "upn"]),
+              default="email", show_default=True,
+              help="The ID token claim matched against people's e-mail addresses.")
+@click.option("--create-accounts", is_flag=True,
+              help="An unknown identity gets a teacher login (needs exactly one --school).")
+@with_appcontext
+def sso_add(name: str, issuer: str, client_id: str, client_secret_file: Path,
+            slugs: tuple[str, ...], username_claim: str, create_accounts: bool) -> None:
+    """Add a provider; the sign-in page then offers "Inloggen met NAME"."""
+    from . import audit
+    from .models import SsoProvider
+    from .sso import SsoError, check_provider_fields, discover, find_provider, set_client_secret
+    try:
+        secret = client_secret_file.read_text(encoding="utf-8").strip().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise click.BadParameter(f"cannot read it: {err}",
+                                 param_hint="--client-secret-file") from None
+    secret_text = secret[0].strip() if secret else ""
+    problems = check_provider_fields(name, issuer, client_id, secret_text, username_claim)
+    if problems:
+        raise click.ClickException("; ".join(problems))
+    if find_provider(name) is not None:
+        raise click.ClickException(f"a provider called {name!r} exists already")
+    schools = [_school(slug) for slug in dict.fromkeys(slugs)]
+    if create_accounts and len(schools) != 1:
+        raise click.UsageError("--create-accounts needs exactly one --school (new people "
+                               "become teachers there)")
+    provider = SsoProvider(name=name, issuer=issuer, client_id=client_id,
+                           username_claim=username_claim, create_accounts=create_accounts,
+                           schools=schools, client_secret="")
+    db.session.add(provider)
+    set_client_secret(provider, secret_text)
+    for school in schools or [None]:
+        audit.record("sso.add", school_id=school.id if school else None, actor="cli",
+                     object_type="sso_provider", object_id=provider.id, name=name,
+                     issuer=issuer, client_id=client_id)
+    db.session.commit()
+    click.echo(f"added provider {name!r}; register the redirect URI "
+               "<public URL>/login/sso/callback at the provider")
+    try:
+        discover(issuer, float(current_app.config["LESFOCUS_SSO_TIMEOUT_SECONDS"]))
+    except SsoError as err:
+        click.echo(f"warning: the provider's discovery document cannot be read now: "
+                   f"{err.detail}", err=True)
+
+
+@sso_group.command("list")
+@with_appcontext
+def sso_list() -> None:
+    """List the providers as JSON lines (never their client secrets)."""
+    from .models import SsoProvider
+    for provider in db.session.scalars(select(SsoProvider).order_by(SsoProvider.name)):
+        click.echo(json.dumps({
+            "name": provider.name, "issuer": provider.issuer, "client_id": provider.client_id,
+            "username_claim": provider.username_claim,
+            "create_accounts": provider.create_accounts,
+            "schools": [school.slug for school in provider.schools] or "all"}))
+
+
+@sso_group.command("remove")
+@click.argument("name")
+@with_appcontext
+def sso_remove(name: str) -> None:
+    """Remove a provider (its sign-in button goes; signed-in sessions stay until they end)."""
+    from . import audit
+    from .sso import find_provider
+    provider = find_provider(name)
+    if provider is None:
+        raise click.ClickException(f"no provider called {name!r} (see `lesfocus sso list`)")
+    for school in provider.schools or [None]:
+        audit.record("sso.remove", school_id=school.id if school else None, actor="cli",
+                     object_type="sso_provider", object_id=provider.id, name=provider.name)
+    db.session.delete(provider)
+    db.session.commit()
+    click.echo(f"removed provider {provider.name!r}")
+
+
+@user_group.command("email")
+@click.argument("username")
+@click.argument("address")
+@with_appcontext
+def user_email(username: str, address: str) -> None:
+    """Set (or with "-" remove) the e-mail address a school account signs in as."""
+    from . import audit
+    from .people import find_by_username
+    from .sso import normal_email
+    person = find_by_username(username)
+    if person is None:
+        raise click.ClickException(f"no user {username!r}")
+    email = None if address == "-" else normal_email(address)
+    if address != "-" and email is None:
+        raise click.BadParameter(f"{address!r} is not an e-mail address", param_hint="ADDRESS")
+    other = db.session.scalar(select(Person).where(Person.email == email)) if email else None
+    if other is not None and other is not person:
+        raise click.ClickException(f"{email!r} belongs to {other.label!r} already")
+    person.email = email
+    audit.record("person.update", school_id=person.school_id, actor="cli",
+                 object_type="person", object_id=person.id, email=email)
+    db.session.commit()
+    click.echo(f"{person.username}: e-mail {email or 'removed'}")
 
 
 @click.group("segment")
@@ -649,7 +811,7 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
 def register_commands(app: Flask) -> None:
     """Attach the lesfocus commands to the app's CLI group."""
     for command in (serve_command, worker_command, school_group, user_group, segment_group,
-                    gateway_group, timetable_group, demo_command):
+                    gateway_group, timetable_group, demo_command, sso_group):
         app.cli.add_command(command)
     app.cli.add_command(services_group)
     app.cli.add_command(_db_group())  # replaces Flask-Migrate's `db` (same commands)

@@ -23,6 +23,8 @@ DEFAULTS: dict[str, Any] = {
     "API_TOKEN_MINUTES": 15,
     # A dashboard session unused this long ends (a classroom PC a teacher walked away from).
     "DASHBOARD_IDLE_MINUTES": 30,
+    # How long a sign-in with the school account waits for the OpenID Provider (each request).
+    "SSO_TIMEOUT_SECONDS": 8,
     "AGENT_TOKEN_MAX_SECONDS": 300,
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,  # timetable uploads; JSON API bodies are capped lower
     "MAX_JSON_BODY": 256 * 1024,

@@ -61,6 +61,8 @@ class School(db.Model):
     blocked_services: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     # Other names of the school (for the extension's school-mention check).
     aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # False: the school's people sign in only with their school account (an SsoProvider).
+    password_login: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -104,6 +106,9 @@ class Person(db.Model):
     teacher_code: Mapped[str | None] = mapped_column(String(32))
     roles: Mapped[list[str]] = mapped_column(JSON, default=list)
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # What a school account's sign-in is matched on (server/sso.py); stored lower-cased, so
+    # unique regardless of case.
+    email: Mapped[str | None] = mapped_column(String(254), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     locale: Mapped[str | None] = mapped_column(String(8))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -118,6 +123,38 @@ class Person(db.Model):
     def label(self) -> str:
         """A short name for lists and the audit log."""
         return self.display_name or self.username or self.teacher_code or f"person {self.id}"
+
+
+sso_provider_schools = Table(
+    "sso_provider_schools", db.metadata,
+    Column("provider_id", ForeignKey("sso_providers.id", ondelete="CASCADE"), primary_key=True),
+    Column("school_id", ForeignKey("schools.id", ondelete="CASCADE"), primary_key=True,
+           index=True),
+)
+
+SSO_USERNAME_CLAIMS = ("email", "preferred_username", "upn")
+
+
+class SsoProvider(db.Model):
+    """An OpenID Provider people sign in with (issue 15): Entra ID, Google, SURFconext.
+
+    `client_secret` is sealed (server/sealed.py, context `sso-provider:<id>:client-secret`) and
+    never shown. `schools`: whose people may sign in with it (none: every school's). With
+    `create_accounts`, an unknown identity gets a teacher login in the provider's one school.
+    """
+
+    __tablename__ = "sso_providers"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    issuer: Mapped[str] = mapped_column(String(500))
+    client_id: Mapped[str] = mapped_column(String(255))
+    client_secret: Mapped[str] = mapped_column(Text, deferred=True)
+    username_claim: Mapped[str] = mapped_column(String(32), default="email")
+    create_accounts: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    schools: Mapped[list[School]] = relationship(secondary=sso_provider_schools,
+                                                 order_by="School.slug")
 
 
 class Gateway(db.Model):

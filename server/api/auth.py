@@ -37,6 +37,9 @@ def issue_token() -> Any:
             or person is None or not person.active:
         raise ApiError(401, "wrong username or password")  # the counted attempt stays a failure
     forget_failures(username, address)
+    if not person.school.password_login:
+        raise ApiError(403, "this school signs in with the school account only; password "
+                            "sign-in (and so password tokens) is off for it")
     issuer = (current_app.config.get("LESFOCUS_PUBLIC_URL") or request.host_url).rstrip("/")
     token, expires = issue_api_token(current_app.extensions["lesfocus.signing_key"],
                                      person_id=person.id, school_id=person.school_id,

@@ -113,6 +113,7 @@ OPERATIONS: list[Operation] = [
     Operation("post", "/auth/token", "Username and password for a short-lived API token",
               "public", body=obj(["username", "password"], username=STR, password=STR),
               responses={"200": "{token, expires_at}", "401": "wrong username or password",
+                         "403": "the person's school signs in with the school account only",
                          "429": "too many failures"}),
     Operation("get", "/lessons", "Lessons overlapping a time range", "user",
               parameters=[q("from", TIME, "start (default: today 00:00 school time)"),

@@ -70,6 +70,6 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("BABEL_DEFAULT_LOCALE", app.config.get("LESFOCUS_DEFAULT_LOCALE", "nl"))
     csrf.init_app(app)
     babel.init_app(app, locale_selector=_select_locale, timezone_selector=_select_timezone)
-    from . import auth, common, it, leader, teacher  # noqa: F401  (they attach their routes to bp)
+    from . import auth, common, it, leader, sso, teacher  # noqa: F401  (they attach their routes to bp)
     common.init_app(app)
     app.register_blueprint(bp)

@@ -43,13 +43,36 @@ def no_role() -> str:
     return render_template("no_role.html")
 
 
+def login_page(status: int = 200, **context: object) -> tuple[str, int]:
+    """The sign-in page: the password form (unless no school uses it) and one button per
+    school-account provider."""
+    from .sso import login_page_context
+    context.setdefault("next", request.args.get("next", ""))
+    context.setdefault("username", "")
+    return render_template("login.html", **login_page_context(), **context), status
+
+
+def sign_in_person(person: Person) -> None:
+    """Start `person`'s dashboard session (a fresh cookie and a DashboardSession row; commits):
+    the same after a password and after a school account."""
+    lang = session.get("lang")
+    # A fresh session on sign-in, so a session id planted before sign-in is worthless.
+    session.clear()
+    session["person_id"] = person.id
+    session["auth"] = session_marker(person)
+    session["sid"] = start_session(person)
+    db.session.commit()
+    if lang in LANGUAGES:
+        session["lang"] = lang
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int] | str:
     """Sign in with a username and password."""
     if request.method == "GET":
         if g.get("dashboard_user") is not None:
             return redirect(url_for("dashboard.index"))
-        return render_template("login.html", next=request.args.get("next", ""), username="")
+        return login_page()
     username = (request.form.get("username") or "").strip()
     password = request.form.get("password") or ""
     next_url = request.form.get("next", "")
@@ -61,36 +84,40 @@ def login() -> Response | tuple[str, int] | str:
         minutes = max(1, int((locked - now).total_seconds() // 60) + 1)
         error = gettext("Too many failed attempts. Try again in %(minutes)d minutes.",
                         minutes=minutes)
-        return render_template("login.html", next=next_url, username=username,
-                               error=error), 429
+        return login_page(429, next=next_url, username=username, error=error)
     person = find_by_username(username) if key else None
     ok = verify_password(person.password_hash if person else None, password)
     if not ok or person is None or not person.active:
         # The attempt count_attempt wrote stays, as a failure.
         error = gettext("Unknown username or wrong password.")
-        return render_template("login.html", next=next_url, username=username, error=error), 401
+        return login_page(401, next=next_url, username=username, error=error)
     forget_failures(key, address)
-    lang = session.get("lang")
-    # A fresh session on sign-in, so a session id planted before sign-in is worthless.
-    session.clear()
-    session["person_id"] = person.id
-    session["auth"] = session_marker(person)
-    session["sid"] = start_session(person)
-    db.session.commit()
-    if lang in LANGUAGES:
-        session["lang"] = lang
+    if not person.school.password_login:
+        # Said only after the right password, so it tells a guesser nothing.
+        error = gettext("%(school)s signs in with the school account only: use the button "
+                        "below.", school=person.school.name)
+        return login_page(403, next=next_url, username=username, error=error)
+    sign_in_person(person)
     return redirect(safe_next(next_url, url_for(home_endpoint(person))))
 
 
 @bp.post("/logout")
-def logout() -> Response:
-    """Sign out (a POST with the CSRF token, so no other site can sign anyone out)."""
+def logout() -> Response | str:
+    """Sign out (a POST with the CSRF token, so no other site can sign anyone out); after a
+    school account, at its provider too when it offers that."""
+    from .sso import provider_logout_url
     lang = session.get("lang")
+    signed_in_with = session.get("sso")
     end_session(session.get("sid"))  # a copy of the cookie is worthless from now on
     db.session.commit()
     session.clear()
     if lang in LANGUAGES:
         session["lang"] = lang
+    ended = provider_logout_url(signed_in_with)
+    if ended is not None:
+        # A page rather than a redirect: the CSP's form-action keeps a form's redirect on this
+        # site, and the page says what happens.
+        return render_template("sso_logout.html", provider=ended[0], url=ended[1])
     return redirect(url_for("dashboard.login"))
 
 

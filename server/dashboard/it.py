@@ -20,6 +20,7 @@ from ..models import (ARTICLES, LANGUAGES, ROLES, Gateway, GatewayCounter, Impor
 from ..fields import FieldError
 from ..passwords import MIN_LENGTH, hash_password
 from ..people import username_taken, valid_username
+from ..sso import normal_email
 from . import bp
 from .common import current_user, login_required, school_object_or_404, service_names
 from .state import gateway_health, room_states
@@ -579,11 +580,20 @@ def _person_form_errors(form: dict[str, Any], person: Person | None,
                                                        Person.teacher_code == code))
         if other is not None and other is not person:
             errors["teacher_code"] = gettext("This teacher code belongs to someone else.")
+    if form["email"]:
+        email = normal_email(form["email"])
+        other = db.session.scalar(select(Person).where(Person.email == email)) if email else None
+        if email is None:
+            errors["email"] = gettext("Enter an e-mail address such as j.jansen@school.nl.")
+        elif other is not None and other is not person:
+            errors["email"] = gettext("This e-mail address belongs to someone else.")
+        form["email"] = email or form["email"]
     if any(role not in ROLES for role in form["roles"]):
         errors["roles"] = gettext("Unknown role.")
     if form["password"] and len(form["password"]) < MIN_LENGTH:
         errors["password"] = gettext("A password needs at least %(n)d characters.", n=MIN_LENGTH)
-    if person is None and username and not form["password"]:
+    # A login with an e-mail address may sign in with the school account alone.
+    if person is None and username and not form["password"] and not form["email"]:
         errors["password"] = gettext("A new login needs a password.")
     return errors
 
@@ -592,6 +602,7 @@ def _read_person_form() -> dict[str, Any]:
     return {"username": (request.form.get("username") or "").strip(),
             "display_name": (request.form.get("display_name") or "").strip()[:200],
             "teacher_code": (request.form.get("teacher_code") or "").strip()[:32],
+            "email": (request.form.get("email") or "").strip()[:254],
             "roles": sorted(set(request.form.getlist("roles"))),
             "password": request.form.get("password") or "",
             "active": request.form.get("active") == "on"}
@@ -602,7 +613,7 @@ def _read_person_form() -> dict[str, Any]:
 def it_people() -> Response | tuple[str, int]:
     """People and their roles; add a person (with a login when a username is given)."""
     user = current_user()
-    form: dict[str, Any] = {"username": "", "display_name": "", "teacher_code": "",
+    form: dict[str, Any] = {"username": "", "display_name": "", "teacher_code": "", "email": "",
                             "roles": ["teacher"], "password": "", "active": True}
     errors: dict[str, str] = {}
     if request.method == "POST":
@@ -615,6 +626,7 @@ def it_people() -> Response | tuple[str, int]:
             person = Person(school_id=user.school_id, username=form["username"] or None,
                             display_name=form["display_name"] or form["username"],
                             teacher_code=form["teacher_code"] or None, roles=form["roles"],
+                            email=form["email"] or None,
                             password_hash=hash_password(form["password"])
                             if form["password"] else None)
             db.session.add(person)
@@ -640,6 +652,7 @@ def it_person(person_id: int) -> Response | tuple[str, int]:
     errors: dict[str, str] = {}
     form: dict[str, Any] = {"username": person.username or "", "display_name": person.display_name,
                             "teacher_code": person.teacher_code or "",
+                            "email": person.email or "",
                             "roles": list(person.roles or []), "password": "",
                             "active": person.active}
     if request.method == "POST":
@@ -648,14 +661,16 @@ def it_person(person_id: int) -> Response | tuple[str, int]:
         if person.id == user.id and ("it_admin" not in form["roles"] or not form["active"]):
             # Nobody may lock themselves out of IT; another IT admin can do it if needed.
             errors["roles"] = gettext("You cannot remove your own IT role or disable yourself.")
-        if form["username"] and not person.password_hash and not form["password"]:
+        if (form["username"] and not person.password_hash and not form["password"]
+                and not form["email"]):
             errors["password"] = gettext("A new login needs a password.")
         if not errors:
             changes = {key: form[key] for key in ("username", "display_name", "teacher_code",
-                                                    "roles", "active")}
+                                                    "email", "roles", "active")}
             person.username = form["username"] or None
             person.display_name = form["display_name"] or person.display_name
             person.teacher_code = form["teacher_code"] or None
+            person.email = form["email"] or None
             person.roles = form["roles"]
             person.active = form["active"]
             if form["password"]:

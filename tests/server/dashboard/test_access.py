@@ -61,6 +61,9 @@ ROUTES: list[Route] = [
     ("POST", lambda w: "/it/mensen", {}, IT),
     ("GET", lambda w: "/it/mensen/{}".format(w.people["docent"]), {}, IT),
     ("POST", lambda w: "/it/mensen/{}".format(w.people["docent"]), {}, IT),
+    ("GET", lambda w: "/it/aanmelden", {}, IT),
+    ("POST", lambda w: "/it/aanmelden", {"name": ""}, IT),
+    ("POST", lambda w: "/it/aanmelden/999999/verwijderen", {}, IT),
     ("GET", lambda w: "/no-role", {}, SIGNED_IN),
 ]
 
@@ -109,8 +112,10 @@ def test_every_route_answers_the_role_as_the_matrix_says(app: Flask, world, role
 def test_matrix_covers_every_dashboard_route_that_needs_a_role(app: Flask) -> None:
     adapter = app.url_map.bind("lesfocus.test")
     covered = {adapter.match(path(SAMPLE), method=method)[0] for method, path, _, _ in ROUTES}
-    # No role needed by design: the start page, sign-in, sign-out and the language switch.
-    public = {"dashboard.index", "dashboard.login", "dashboard.logout", "dashboard.set_language"}
+    # No role needed by design: the start page, sign-in (with a password or the school
+    # account), sign-out and the language switch.
+    public = {"dashboard.index", "dashboard.login", "dashboard.logout", "dashboard.set_language",
+              "dashboard.sso_start", "dashboard.sso_callback"}
     endpoints = {rule.endpoint for rule in app.url_map.iter_rules()
                  if rule.endpoint.startswith("dashboard.")}
     assert endpoints - public == covered
