@@ -78,14 +78,14 @@ def authenticate_agent() -> AgentKey:
         gateway_id = unverified_subject(token)
         agent = agent_keys.lookup(gateway_id) if len(gateway_id) <= 36 else None
         if agent is None:
-            raise TokenError("unknown or not enrolled gateway")
+            raise TokenError("unknown, disabled or not enrolled gateway")
         try:
             _verify_agent(token, agent)
         except TokenError:
             # Re-enrolled with a new key since it was kept: the row decides.
             fresh = agent_keys.read(gateway_id)
             if fresh is None:
-                raise TokenError("unknown or not enrolled gateway") from None
+                raise TokenError("unknown, disabled or not enrolled gateway") from None
             if fresh.public_key_pem == agent.public_key_pem:
                 raise
             _verify_agent(token, fresh)
@@ -108,12 +108,16 @@ def require_agent(view: F) -> F:
 
 def agent_gateway() -> Gateway:
     """The calling agent's gateway row, read now, for a view that writes; 401 when the gateway
-    was removed or enrolled with another key than the one that signed the request's token."""
+    was removed, disabled, or enrolled with another key than the one that signed the request's
+    token."""
     agent: AgentKey = g.agent
     gateway = db.session.get(Gateway, agent.gateway_id)
+    if gateway is not None and gateway.disabled_at is not None:
+        agent_keys.keys_of(current_app).forget([agent.gateway_id])
+        raise _unauthorized("agent token refused: this gateway was disabled by IT")
     if gateway is None or gateway.public_key_pem != agent.public_key_pem:
         agent_keys.keys_of(current_app).forget([agent.gateway_id])
-        raise _unauthorized("agent token refused: unknown or not enrolled gateway")
+        raise _unauthorized("agent token refused: unknown, disabled or not enrolled gateway")
     return gateway
 
 

@@ -391,8 +391,9 @@ def _schools_of(session: Session, obj: Any, kind: str) -> Iterator[int | str]:
         if kind != "dirty" or _changed_attributes(obj, "blocked_services", "timezone"):
             yield obj.id
     elif isinstance(obj, Gateway):
-        # Its heartbeat fields (last contact, applied version) change no policy.
-        if kind != "dirty":
+        # Its heartbeat fields (last contact, applied version) change no policy; disabling or
+        # enabling it, or a new key, ends or starts what its agent is handed.
+        if kind != "dirty" or _changed_attributes(obj, "disabled_at", "public_key_pem"):
             yield obj.school_id
 
 
@@ -685,7 +686,8 @@ def read_marker(connection: Connection, school_id: int) -> tuple[Any, ...]:
                  join=segment_rooms.join(Segment.__table__))),  # type: ignore[attr-defined]
         tuple(of(func.count(Room.id), func.max(Room.id), where=Room.school_id == school_id)),
         tuple(of(func.count(Gateway.id), func.max(Gateway.created_at),
-                 where=Gateway.school_id == school_id)),
+                 func.count(Gateway.disabled_at), func.max(Gateway.disabled_at),
+                 func.max(Gateway.enrolled_at), where=Gateway.school_id == school_id)),
         repr(tuple(of(School.blocked_services, School.timezone, where=School.id == school_id))),
         # The services every school shares (a `lesfocus services sync` in another process).
         tuple(of(func.count(Service.id), func.max(Service.updated_at), where=sa_true())),

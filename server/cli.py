@@ -252,6 +252,83 @@ def gateway_add(name: str, slug: str) -> None:
     click.echo(token)
 
 
+def _gateway(name: str, slug: str) -> Gateway:
+    school = _school(slug)
+    gateway = db.session.scalar(select(Gateway).where(Gateway.school_id == school.id,
+                                                      Gateway.name == name.strip()))
+    if gateway is None:
+        raise click.ClickException(f"school {slug!r} has no gateway named {name!r}")
+    return gateway
+
+
+@gateway_group.command("disable")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def gateway_disable(name: str, slug: str) -> None:
+    """Disable a gateway: its agent's tokens are refused and its segments are unenforced."""
+    from .gateways import set_gateway_disabled
+    gateway = _gateway(name, slug)
+    if set_gateway_disabled(gateway, True, actor="cli"):
+        db.session.commit()
+        click.echo(f"disabled gateway {gateway.name!r}: it blocks nothing until enabled")
+    else:
+        click.echo(f"gateway {gateway.name!r} was disabled already")
+
+
+@gateway_group.command("enable")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def gateway_enable(name: str, slug: str) -> None:
+    """Put a disabled gateway back in service."""
+    from .gateways import set_gateway_disabled
+    gateway = _gateway(name, slug)
+    if set_gateway_disabled(gateway, False, actor="cli"):
+        db.session.commit()
+        click.echo(f"enabled gateway {gateway.name!r}")
+    else:
+        click.echo(f"gateway {gateway.name!r} was not disabled")
+
+
+@gateway_group.command("remove")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def gateway_remove(name: str, slug: str, yes: bool) -> None:
+    """Remove a gateway with its segments, counters and enrolment tokens (the rooms stay)."""
+    from .gateways import remove_gateway
+    gateway = _gateway(name, slug)
+    segments = [segment.name for segment in gateway.segments]
+    if not yes:
+        click.confirm(f"remove gateway {gateway.name!r} and its {len(segments)} segment(s)?",
+                      abort=True)
+    remove_gateway(gateway, actor="cli")
+    db.session.commit()
+    click.echo(f"removed gateway {name!r}" + (f" and segments {', '.join(segments)}"
+                                              if segments else ""))
+
+
+@gateway_group.command("reenrol")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def gateway_reenrol(name: str, slug: str) -> None:
+    """Issue an enrolment token that replaces an enrolled gateway's agent (audited)."""
+    from .gateways import GatewayError, issue_enrollment_token
+    gateway = _gateway(name, slug)
+    try:
+        token = issue_enrollment_token(gateway, actor="cli", reenrol=True)
+    except GatewayError as err:
+        db.session.rollback()
+        raise click.ClickException(str(err)) from None
+    db.session.commit()
+    click.echo(f"re-enrolment token for gateway {gateway.name!r}; whoever uses it replaces "
+               "its agent:")
+    click.echo(token)
+
+
 @click.group("timetable")
 def timetable_group() -> None:
     """Import timetable files and sync timetable sources."""

@@ -413,6 +413,40 @@ NL: dict[str, str | tuple[str, str]] = {
         "https://lesfocus.school.example) en maak een nieuw token.",
     "You chose all social media and some services: choose one of the two.":
         "Je koos alle sociale media én enkele diensten: kies een van de twee.",
+    # Gateway lifecycle (issue 13, item 6).
+    "Also remove its %(num)d segment (the rooms stay)":
+        ("Ook het %(num)d segment ervan verwijderen (de lokalen blijven)",
+         "Ook de %(num)d segmenten ervan verwijderen (de lokalen blijven)"),
+    "Disable": "Uitschakelen",
+    "Disable gateway %(name)s? It then blocks nothing in its rooms.":
+        "Gateway %(name)s uitschakelen? Die blokkeert dan niets meer in zijn lokalen.",
+    "Disabled since %(when)s: this gateway gets no policy and its segments are not enforced.":
+        "Uitgeschakeld sinds %(when)s: deze gateway krijgt geen beleid en in zijn segmenten "
+        "wordt niets geblokkeerd.",
+    "Enable": "Inschakelen",
+    "Gateway %(name)s disabled: it blocks nothing until you enable it.":
+        "Gateway %(name)s uitgeschakeld: die blokkeert niets tot je hem weer inschakelt.",
+    "Gateway %(name)s enabled.": "Gateway %(name)s ingeschakeld.",
+    "Gateway %(name)s is disabled by IT": "Gateway %(name)s is door ICT uitgeschakeld",
+    "Gateway %(name)s removed.": "Gateway %(name)s verwijderd.",
+    "Re-enrol": "Opnieuw koppelen",
+    "Re-enrol gateway %(name)s? Whoever uses the new token replaces its agent.":
+        "Gateway %(name)s opnieuw koppelen? Wie het nieuwe token gebruikt, vervangt zijn agent.",
+    "Remove gateway": "Gateway verwijderen",
+    "Remove gateway %(name)s and its segments?":
+        "Gateway %(name)s en zijn segmenten verwijderen?",
+    "Replace the agent of this enrolled gateway (for a reinstalled gateway)":
+        "De agent van deze gekoppelde gateway vervangen (voor een opnieuw geïnstalleerde gateway)",
+    "Room %(code)s: IT disabled its gateway, so lesfocus blocks nothing there.":
+        "Lokaal %(code)s: ICT heeft de gateway uitgeschakeld, dus lesfocus blokkeert daar niets.",
+    "The gateway is disabled: enable it before it can be enrolled.":
+        "De gateway is uitgeschakeld: schakel hem in voordat hij gekoppeld kan worden.",
+    "The gateway is enrolled already. To replace its agent's key, tick the box and choose "
+    "\u201cRe-enrol\u201d.":
+        "De gateway is al gekoppeld. Vink het vakje aan en kies \u201cOpnieuw koppelen\u201d om "
+        "de sleutel van zijn agent te vervangen.",
+    "Tick the box to confirm that the gateway and its segments are removed.":
+        "Vink het vakje aan om te bevestigen dat de gateway en zijn segmenten verwijderd worden.",
 }
 
 

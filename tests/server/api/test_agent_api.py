@@ -185,7 +185,7 @@ def test_new_enrolment_token_re_enrols_with_a_new_key(app, client, enrolled):
     with app.app_context():
         gateway = db.session.get(Gateway, agent.gateway_id)
         from server.gateways import issue_enrollment_token
-        token = issue_enrollment_token(gateway, actor="test")
+        token = issue_enrollment_token(gateway, actor="test", reenrol=True)
         db.session.commit()
     new_key = Ed25519PrivateKey.generate()
     assert client.post("/api/v1/gateways/enroll", json={
