@@ -55,6 +55,31 @@ def _exit_if_cannot_listen(host: str, port: int, how_to_choose: str = "--port") 
         raise SystemExit(1)
 
 
+def public_url_problem(value: object) -> str | None:
+    """Why LESFOCUS_PUBLIC_URL cannot be the agents' audience, as one line; None when it can."""
+    from urllib.parse import urlsplit
+    text = str(value or "").strip()
+    if not text:
+        return ("lesfocus: LESFOCUS_PUBLIC_URL is not set; agents address their tokens to it, "
+                "so set it to the URL the gateways reach this server on (such as "
+                "https://lesfocus.school.example) and start again")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        return (f"lesfocus: LESFOCUS_PUBLIC_URL {text[:200]!r} is not a base URL such as "
+                "https://lesfocus.school.example")
+    return None
+
+
+def _exit_if_no_public_url() -> None:
+    # Outside the demo (which sets it) the agents' audience must be configured: before issue 13
+    # it followed the request's Host header, which any client chooses.
+    problem = public_url_problem(current_app.config.get("LESFOCUS_PUBLIC_URL"))
+    if problem is not None:
+        click.echo(problem, err=True)
+        raise SystemExit(1)
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
@@ -71,6 +96,7 @@ def serve_command(host: str, port: int, connections: int, threads: int | None) -
     from .serving import exec_server
     if connections < 1:
         raise click.BadParameter("must be at least 1", param_hint="--connections")
+    _exit_if_no_public_url()
     _exit_if_cannot_listen(host, port)
     if threads is not None:
         click.echo(f"lesfocus: --threads is ignored (serving up to {connections} connections "
@@ -582,6 +608,8 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     from .demo import build_demo
     if not no_serve:
         _exit_if_cannot_listen(host, port, "--port (make demo PORT=5001)")
+        # The demo's gateway and agents reach the server where it serves (the children read it).
+        os.environ.setdefault("LESFOCUS_PUBLIC_URL", f"http://{host}:{port}")
     upgrade()
     info = build_demo()
     db.session.commit()
