@@ -19,8 +19,9 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_LONG_POLL_MAX": 60,
     "ENROLLMENT_TOKEN_HOURS": 24,
     "API_TOKEN_MINUTES": 15,
-    # A dashboard session unused this long ends (a classroom PC a teacher walked away from).
-    "DASHBOARD_IDLE_MINUTES": 30,
+    # A dashboard session unused this long ends (a classroom PC a teacher walked away from);
+    # the install's default, a school's IT may choose its own (server/school_settings.py).
+    "DASHBOARD_IDLE_MINUTES": 20,
     "AGENT_TOKEN_MAX_SECONDS": 300,
     "MAX_CONTENT_LENGTH": 16 * 1024 * 1024,  # timetable uploads; JSON API bodies are capped lower
     "MAX_JSON_BODY": 256 * 1024,

@@ -19,6 +19,7 @@ from flask import Flask
 from sqlalchemy import delete
 
 from .extensions import db
+from .school_settings import longest_idle_minutes
 from .models import (AgentTokenUse, AuditEvent, DashboardSession, GatewayCounter, ImportJob,
                      utcnow)
 
@@ -61,7 +62,7 @@ def _retention(app: Flask) -> dict[str, int]:
     return apply_retention(app.config["LESFOCUS_AUDIT_RETENTION_DAYS"],
                            app.config["LESFOCUS_COUNTER_RETENTION_DAYS"],
                            app.config["LESFOCUS_IMPORT_RETENTION_DAYS"],
-                           app.config["LESFOCUS_DASHBOARD_IDLE_MINUTES"])
+                           longest_idle_minutes())
 
 
 def _timetable_sync(app: Flask) -> dict[str, int]:

@@ -20,6 +20,7 @@ from ..bounds import DATE_YEARS, MAX_ID, year_in_range
 from ..extensions import db
 from ..models import DashboardSession, Person, School, Service, utcnow
 from ..passwords import password_marker
+from ..school_settings import idle_minutes_of
 from . import LANGUAGES, bp
 
 T = TypeVar("T")
@@ -76,7 +77,7 @@ def _load_user() -> None:
         _signed_out()  # signed out elsewhere, a new password, or a cookie from before
         return
     now = utcnow()
-    idle = timedelta(minutes=current_app.config["LESFOCUS_DASHBOARD_IDLE_MINUTES"])
+    idle = timedelta(minutes=idle_minutes_of(person.school))
     if now - row.last_seen_at > idle:
         db.session.delete(row)
         db.session.commit()

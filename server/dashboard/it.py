@@ -279,6 +279,36 @@ def it_gateway_remove(gateway_id: str) -> Response:
     return redirect(url_for("dashboard.it_gateways"))
 
 
+# --- school settings ---------------------------------------------------------------------------
+
+@bp.route("/it/school", methods=["GET", "POST"])
+@login_required("it_admin")
+def it_school() -> Response | tuple[str, int]:
+    """The school's settings: how long an unused dashboard session lasts."""
+    from ..school_settings import (IDLE_MINUTES_RANGE, SettingError, install_idle_minutes,
+                                   parse_idle_minutes, set_idle_minutes)
+    user = current_user()
+    school = user.school
+    errors: dict[str, str] = {}
+    value = "" if school.idle_minutes is None else str(school.idle_minutes)
+    if request.method == "POST":
+        value = (request.form.get("idle_minutes") or "").strip()
+        try:
+            minutes = parse_idle_minutes(value)
+        except SettingError:
+            errors["idle_minutes"] = gettext("Give a whole number of minutes from %(low)d to "
+                                             "%(high)d, or leave it empty for the default.",
+                                             low=IDLE_MINUTES_RANGE[0], high=IDLE_MINUTES_RANGE[1])
+        else:
+            if set_idle_minutes(school, minutes, actor=user):
+                db.session.commit()
+            flash(gettext("Saved."), "success")
+            return redirect(url_for("dashboard.it_school"))
+    return render_template("it/school.html", value=value, errors=errors,
+                           default=install_idle_minutes(), low=IDLE_MINUTES_RANGE[0],
+                           high=IDLE_MINUTES_RANGE[1]), 400 if errors else 200
+
+
 # --- timetable ---------------------------------------------------------------------------------
 
 @bp.route("/it/rooster", methods=["GET", "POST"])

@@ -445,6 +445,19 @@ NL: dict[str, str | tuple[str, str]] = {
     "\u201cRe-enrol\u201d.":
         "De gateway is al gekoppeld. Vink het vakje aan en kies \u201cOpnieuw koppelen\u201d om "
         "de sleutel van zijn agent te vervangen.",
+    # The school's idle timeout (issue 13).
+    "School": "School",
+    "School settings": "Schoolinstellingen",
+    "Saved.": "Opgeslagen.",
+    "Sign out after this many minutes without activity":
+        "Afmelden na zoveel minuten zonder activiteit",
+    "For shared classroom computers. Empty: the default of this installation, %(n)d minutes.":
+        "Voor gedeelde computers in lokalen. Leeg: de standaard van deze installatie, "
+        "%(n)d minuten.",
+    "Give a whole number of minutes from %(low)d to %(high)d, or leave it empty for the "
+    "default.":
+        "Geef een heel aantal minuten van %(low)d tot %(high)d, of laat het leeg voor de "
+        "standaard.",
     "Tick the box to confirm that the gateway and its segments are removed.":
         "Vink het vakje aan om te bevestigen dat de gateway en zijn segmenten verwijderd worden.",
 }
