@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
+from flask import Flask, abort, flash, g, redirect, request, session, url_for
 from flask_babel import format_date, format_datetime, gettext
 from sqlalchemy import delete, select
 

@@ -80,6 +80,9 @@ class LiveServer:
         # Further processes of this deployment (start_another) share the first one's public
         # URL, as servers behind one proxy do: an agent's tokens name that one address.
         self.settings["PUBLIC_URL"] = os.environ.get("LESFOCUS_PUBLIC_URL") or self.url
+        # The test's own app then compiles the very policies the served one hands out (their
+        # issuer, hence their version, is the public URL).
+        self.app.config["LESFOCUS_PUBLIC_URL"] = self.settings["PUBLIC_URL"]
         return self
 
     def start_another(self) -> ServedApp:
