@@ -197,11 +197,22 @@ def _operation(op: Operation) -> dict[str, Any]:
         elif status != "304":
             entry["content"] = {"application/json": {"schema": {"type": "object"}}}
         responses[status] = entry
+    def error(status: str, description: str) -> None:
+        responses.setdefault(status, {"description": description,
+                                      "content": {"application/json": {"schema": ERROR}}})
+
+    if op.body is not None or any(p["in"] in ("query", "path") for p in op.parameters):
+        error("400", "bad field or parameter (`field` names it)")
     if op.body is not None:
-        responses.setdefault("400", {"description": "bad field",
-                                     "content": {"application/json": {"schema": ERROR}}})
-        responses.setdefault("413", {"description": "body too large",
-                                     "content": {"application/json": {"schema": ERROR}}})
+        error("413", "body too large")
+    if any(p["in"] == "path" for p in op.parameters) or any(
+            p["name"] == "school" for p in op.parameters):
+        error("404", "no such object in your school (or no such school)")
+    if op.security == "agent":
+        error("503", "LESFOCUS_PUBLIC_URL is not configured, or the server is overloaded")
+    else:
+        # A request that waited too long for a database connection (server/errors.py).
+        error("503", "overloaded: try again after Retry-After")
     doc: dict[str, Any] = {"summary": op.summary, "operationId": f"{op.method}_{op.path}",
                            "responses": responses}
     if op.security in _ROLES:
