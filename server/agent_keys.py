@@ -6,7 +6,8 @@ from `gateways`: the gateway's public key and school. Kept how, and how long:
 
 - A miss reads the row and keeps it, at most MAX_ENTRIES gateways (the least recently used go).
   Misses that come together are read together: the first waits GATHER_SECONDS for others, then
-  reads all their rows in one query per RECHECK_BATCH while they wait for it. After a restart, or
+  reads all their rows in one query per RECHECK_BATCH while they wait for it. A disabled
+  gateway's row counts as not enrolled. After a restart, or
   when entries grew old while no agent asked (the recheck runs only while requests come), 5,000
   re-polls then cost ten queries, not 5,000 that queue for the pool's connections (bench_api
   saw them wait past the pool's timeout while lesson-status kept the process busy).
@@ -210,11 +211,14 @@ class AgentKeyCache:
 
 def _key_rows(gateway_ids: list[str]) -> Iterator[tuple[str, int, str | None]]:
     """(id, school, public key) of those of `gateway_ids` that exist, one query per
-    RECHECK_BATCH ids (a miss's read and the recheck alike)."""
+    RECHECK_BATCH ids (a miss's read and the recheck alike). A gateway IT disabled has no key
+    here: its tokens are refused as those of a gateway not enrolled."""
     for start in range(0, len(gateway_ids), RECHECK_BATCH):
-        yield from db.session.execute(
-            select(Gateway.id, Gateway.school_id, Gateway.public_key_pem)
-            .where(Gateway.id.in_(gateway_ids[start:start + RECHECK_BATCH])))
+        for gateway_id, school_id, pem, disabled_at in db.session.execute(
+                select(Gateway.id, Gateway.school_id, Gateway.public_key_pem,
+                       Gateway.disabled_at)
+                .where(Gateway.id.in_(gateway_ids[start:start + RECHECK_BATCH]))):
+            yield gateway_id, school_id, None if disabled_at is not None else pem
 
 
 def keys_of(app: Flask) -> AgentKeyCache:

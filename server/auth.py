@@ -13,7 +13,7 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 
-from . import agent_keys
+from . import agent_keys, agent_tokens
 from .agent_keys import AgentKey
 from .bounds import parse_id
 from .errors import ApiError
@@ -53,21 +53,34 @@ def bearer_token() -> str | None:
     return token.strip()
 
 
+PUBLIC_URL_MISSING = ("LESFOCUS_PUBLIC_URL is not set: agent tokens are addressed to the "
+                      "server's public URL, so no agent request can be checked; set it to the "
+                      "URL the gateways reach this server on (such as "
+                      "https://lesfocus.school.example)")
+
+
 def agent_audience() -> list[str]:
-    """The `aud` values an agent token may carry: LESFOCUS_PUBLIC_URL, else this request's base."""
-    base = (current_app.config.get("LESFOCUS_PUBLIC_URL") or request.host_url).rstrip("/")
+    """The `aud` values an agent token may carry: LESFOCUS_PUBLIC_URL, with or without a final
+    slash. Never the request's own Host header (issue 13, item 7: whoever sends a Host names the
+    audience then): without the setting agent requests are answered 503, and `lesfocus serve`
+    does not start (server/cli.py)."""
+    base = str(current_app.config.get("LESFOCUS_PUBLIC_URL") or "").rstrip("/")
+    if not base:
+        raise ApiError(503, PUBLIC_URL_MISSING)
     return [base, base + "/"]
 
 
-def _verify_agent(token: str, agent: AgentKey) -> None:
-    verify_agent_token(token, agent.key, gateway_id=agent.gateway_id, audience=agent_audience(),
-                       max_lifetime=current_app.config["LESFOCUS_AGENT_TOKEN_MAX_SECONDS"])
+def _verify_agent(token: str, agent: AgentKey) -> dict[str, Any]:
+    return verify_agent_token(token, agent.key, gateway_id=agent.gateway_id,
+                              audience=agent_audience(),
+                              max_lifetime=current_app.config["LESFOCUS_AGENT_TOKEN_MAX_SECONDS"])
 
 
 def authenticate_agent() -> AgentKey:
     """The enrolled gateway whose key signed this request's bearer token; ApiError 401 otherwise.
 
-    The token's signature is checked on every request; the gateway's key comes from memory
+    The token's signature is checked on every request, and its `jti` must be new
+    (server/agent_tokens.py: one row per accepted token); the gateway's key comes from memory
     (server/agent_keys.py: refused within its MAX_AGE_SECONDS of a removal or a new key
     through any process, at once through this one).
     """
@@ -78,18 +91,25 @@ def authenticate_agent() -> AgentKey:
         gateway_id = unverified_subject(token)
         agent = agent_keys.lookup(gateway_id) if len(gateway_id) <= 36 else None
         if agent is None:
-            raise TokenError("unknown or not enrolled gateway")
+            raise TokenError("unknown, disabled or not enrolled gateway")
         try:
-            _verify_agent(token, agent)
+            claims = _verify_agent(token, agent)
         except TokenError:
             # Re-enrolled with a new key since it was kept: the row decides.
             fresh = agent_keys.read(gateway_id)
             if fresh is None:
-                raise TokenError("unknown or not enrolled gateway") from None
+                raise TokenError("unknown, disabled or not enrolled gateway") from None
             if fresh.public_key_pem == agent.public_key_pem:
                 raise
-            _verify_agent(token, fresh)
+            claims = _verify_agent(token, fresh)
             agent = fresh
+        # Signed by the gateway and addressed here: now it must be the first use of its jti.
+        try:
+            agent_tokens.claim(agent.gateway_id, claims,
+                               max_lifetime=current_app.config["LESFOCUS_AGENT_TOKEN_MAX_SECONDS"])
+        except agent_tokens.GatewayRemoved:
+            agent_keys.keys_of(current_app).forget([agent.gateway_id])
+            raise
     except TokenError as err:
         raise _unauthorized(f"agent token refused: {err}") from None
     return agent
@@ -108,12 +128,16 @@ def require_agent(view: F) -> F:
 
 def agent_gateway() -> Gateway:
     """The calling agent's gateway row, read now, for a view that writes; 401 when the gateway
-    was removed or enrolled with another key than the one that signed the request's token."""
+    was removed, disabled, or enrolled with another key than the one that signed the request's
+    token."""
     agent: AgentKey = g.agent
     gateway = db.session.get(Gateway, agent.gateway_id)
+    if gateway is not None and gateway.disabled_at is not None:
+        agent_keys.keys_of(current_app).forget([agent.gateway_id])
+        raise _unauthorized("agent token refused: this gateway was disabled by IT")
     if gateway is None or gateway.public_key_pem != agent.public_key_pem:
         agent_keys.keys_of(current_app).forget([agent.gateway_id])
-        raise _unauthorized("agent token refused: unknown or not enrolled gateway")
+        raise _unauthorized("agent token refused: unknown, disabled or not enrolled gateway")
     return gateway
 
 

@@ -405,8 +405,9 @@ def _schools_of(session: Session, obj: Any, kind: str) -> Iterator[int | str]:
         if kind != "dirty" or _changed_attributes(obj, "blocked_services", "timezone"):
             yield obj.id
     elif isinstance(obj, Gateway):
-        # Its heartbeat fields (last contact, applied version) change no policy.
-        if kind != "dirty":
+        # Its heartbeat fields (last contact, applied version) change no policy; disabling or
+        # enabling it, or a new key, ends or starts what its agent is handed.
+        if kind != "dirty" or _changed_attributes(obj, "disabled_at", "public_key_pem"):
             yield obj.school_id
 
 

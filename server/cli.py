@@ -55,6 +55,31 @@ def _exit_if_cannot_listen(host: str, port: int, how_to_choose: str = "--port") 
         raise SystemExit(1)
 
 
+def public_url_problem(value: object) -> str | None:
+    """Why LESFOCUS_PUBLIC_URL cannot be the agents' audience, as one line; None when it can."""
+    from urllib.parse import urlsplit
+    text = str(value or "").strip()
+    if not text:
+        return ("lesfocus: LESFOCUS_PUBLIC_URL is not set; agents address their tokens to it, "
+                "so set it to the URL the gateways reach this server on (such as "
+                "https://lesfocus.school.example) and start again")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        return (f"lesfocus: LESFOCUS_PUBLIC_URL {text[:200]!r} is not a base URL such as "
+                "https://lesfocus.school.example")
+    return None
+
+
+def _exit_if_no_public_url() -> None:
+    # Outside the demo (which sets it) the agents' audience must be configured: before issue 13
+    # it followed the request's Host header, which any client chooses.
+    problem = public_url_problem(current_app.config.get("LESFOCUS_PUBLIC_URL"))
+    if problem is not None:
+        click.echo(problem, err=True)
+        raise SystemExit(1)
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
@@ -71,6 +96,7 @@ def serve_command(host: str, port: int, connections: int, threads: int | None) -
     from .serving import exec_server
     if connections < 1:
         raise click.BadParameter("must be at least 1", param_hint="--connections")
+    _exit_if_no_public_url()
     _exit_if_cannot_listen(host, port)
     if threads is not None:
         click.echo(f"lesfocus: --threads is ignored (serving up to {connections} connections "
@@ -433,6 +459,83 @@ def gateway_add(name: str, slug: str) -> None:
     click.echo(token)
 
 
+def _gateway(name: str, slug: str) -> Gateway:
+    school = _school(slug)
+    gateway = db.session.scalar(select(Gateway).where(Gateway.school_id == school.id,
+                                                      Gateway.name == name.strip()))
+    if gateway is None:
+        raise click.ClickException(f"school {slug!r} has no gateway named {name!r}")
+    return gateway
+
+
+@gateway_group.command("disable")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def gateway_disable(name: str, slug: str) -> None:
+    """Disable a gateway: its agent's tokens are refused and its segments are unenforced."""
+    from .gateways import set_gateway_disabled
+    gateway = _gateway(name, slug)
+    if set_gateway_disabled(gateway, True, actor="cli"):
+        db.session.commit()
+        click.echo(f"disabled gateway {gateway.name!r}: it blocks nothing until enabled")
+    else:
+        click.echo(f"gateway {gateway.name!r} was disabled already")
+
+
+@gateway_group.command("enable")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def gateway_enable(name: str, slug: str) -> None:
+    """Put a disabled gateway back in service."""
+    from .gateways import set_gateway_disabled
+    gateway = _gateway(name, slug)
+    if set_gateway_disabled(gateway, False, actor="cli"):
+        db.session.commit()
+        click.echo(f"enabled gateway {gateway.name!r}")
+    else:
+        click.echo(f"gateway {gateway.name!r} was not disabled")
+
+
+@gateway_group.command("remove")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_appcontext
+def gateway_remove(name: str, slug: str, yes: bool) -> None:
+    """Remove a gateway with its segments, counters and enrolment tokens (the rooms stay)."""
+    from .gateways import remove_gateway
+    gateway = _gateway(name, slug)
+    segments = [segment.name for segment in gateway.segments]
+    if not yes:
+        click.confirm(f"remove gateway {gateway.name!r} and its {len(segments)} segment(s)?",
+                      abort=True)
+    remove_gateway(gateway, actor="cli")
+    db.session.commit()
+    click.echo(f"removed gateway {name!r}" + (f" and segments {', '.join(segments)}"
+                                              if segments else ""))
+
+
+@gateway_group.command("reenrol")
+@click.argument("name")
+@click.option("--school", "slug", required=True)
+@with_appcontext
+def gateway_reenrol(name: str, slug: str) -> None:
+    """Issue an enrolment token that replaces an enrolled gateway's agent (audited)."""
+    from .gateways import GatewayError, issue_enrollment_token
+    gateway = _gateway(name, slug)
+    try:
+        token = issue_enrollment_token(gateway, actor="cli", reenrol=True)
+    except GatewayError as err:
+        db.session.rollback()
+        raise click.ClickException(str(err)) from None
+    db.session.commit()
+    click.echo(f"re-enrolment token for gateway {gateway.name!r}; whoever uses it replaces "
+               "its agent:")
+    click.echo(token)
+
+
 @click.group("timetable")
 def timetable_group() -> None:
     """Import timetable files and sync timetable sources."""
@@ -782,6 +885,8 @@ def demo_command(host: str, port: int, no_serve: bool) -> None:
     from .demo import build_demo
     if not no_serve:
         _exit_if_cannot_listen(host, port, "--port (make demo PORT=5001)")
+        # The demo's gateway and agents reach the server where it serves (the children read it).
+        os.environ.setdefault("LESFOCUS_PUBLIC_URL", f"http://{host}:{port}")
     upgrade()
     info = build_demo()
     db.session.commit()

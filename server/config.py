@@ -21,8 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "POLICY_LONG_POLL_MAX": 60,
     "ENROLLMENT_TOKEN_HOURS": 24,
     "API_TOKEN_MINUTES": 15,
-    # A dashboard session unused this long ends (a classroom PC a teacher walked away from).
-    "DASHBOARD_IDLE_MINUTES": 30,
+    # A dashboard session unused this long ends (a classroom PC a teacher walked away from);
+    # the install's default, a school's IT may choose its own (server/school_settings.py).
+    "DASHBOARD_IDLE_MINUTES": 20,
     # How long a sign-in with the school account waits for the OpenID Provider (each request).
     "SSO_TIMEOUT_SECONDS": 8,
     "AGENT_TOKEN_MAX_SECONDS": 300,

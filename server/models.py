@@ -63,6 +63,10 @@ class School(db.Model):
     aliases: Mapped[list[str]] = mapped_column(JSON, default=list)
     # False: the school's people sign in only with their school account (an SsoProvider).
     password_login: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    # Minutes a dashboard session may stay unused before it ends; None: the install's default
+    # (LESFOCUS_DASHBOARD_IDLE_MINUTES). Set by IT (server/dashboard/it.py).
+    idle_minutes: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -173,11 +177,19 @@ class Gateway(db.Model):
     # When the server first heard `policy_version_applied` (the agent reports right after applying).
     policy_applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     agent_version: Mapped[str | None] = mapped_column(String(40))
+    # When IT disabled it (None: in service): its agent's tokens are refused and its segments
+    # are reported unenforced until IT enables it again (server/gateways.py).
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     school: Mapped[School] = relationship()
     segments: Mapped[list[Segment]] = relationship(back_populates="gateway",
                                                    order_by="Segment.name")
+
+    @property
+    def enforcing(self) -> bool:
+        """True when its agent may fetch the policy: enrolled and not disabled."""
+        return self.public_key_pem is not None and self.disabled_at is None
 
 
 class EnrollmentToken(db.Model):
@@ -190,6 +202,9 @@ class EnrollmentToken(db.Model):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Issued by IT's explicit "re-enrol" (opnieuw koppelen): only such a token may replace the
+    # key of an enrolled gateway (issue 13, item 6).
+    reenrol: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     gateway: Mapped[Gateway] = relationship()
@@ -513,3 +528,14 @@ class ChangeLogEntry(db.Model):
     __table_args__ = {"sqlite_autoincrement": True}
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     payload: Mapped[str] = mapped_column(Text)
+
+class AgentTokenUse(db.Model):
+    """An agent token the server accepted, kept until its lifetime is over (issue 13, item 7):
+    the same `jti` of the same gateway is then refused by every process (server/agent_tokens.py).
+    """
+
+    __tablename__ = "agent_token_uses"
+    gateway_id: Mapped[str] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

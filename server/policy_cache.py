@@ -25,18 +25,26 @@ from .extensions import db
 from .models import Gateway, utcnow
 
 _lock = threading.Lock()
-# (database, gateway id) -> (school generation, hour, compiled policy, timetable generation)
-_entries: dict[tuple[str, str], tuple[int, datetime, Any, int]] = {}
+# (database, gateway id) -> (school generation, hour, compiled policy, timetable generation,
+# disabled by IT)
+_entries: dict[tuple[str, str], tuple[int, datetime, Any, int, bool]] = {}
+DISABLED = "this gateway was disabled by IT"
 
 
 class GatewayGone(LookupError):
-    """The gateway asked for was removed."""
+    """The gateway asked for was removed or disabled: its agent gets no policy."""
+
+    def __init__(self, gateway_id: str, reason: str = "this gateway was removed") -> None:
+        super().__init__(gateway_id)
+        self.reason = reason
 
 
-def cached_policy(gateway_id: str, school_id: int) -> Any:
+def cached_policy(gateway_id: str, school_id: int, *, for_agent: bool = False) -> Any:
     """What `gateway_policy` returns for the gateway, compiled again only after a change.
 
-    GatewayGone when it was removed. The session stays open (a dashboard request goes on using
+    GatewayGone when it was removed, and for its agent (`for_agent`) when IT disabled it: a
+    disable moves the school's generation, so every process refuses from the moment its feed
+    carries the commit (the dashboard still shows what the policy would be). The session stays open (a dashboard request goes on using
     its objects); a long poll gives its connection back itself before it waits.
     """
     from .policy import gateway_policy
@@ -48,6 +56,8 @@ def cached_policy(gateway_id: str, school_id: int) -> Any:
     with _lock:
         cached = _entries.get(key)
     if cached is not None and cached[:2] == (generation, hour):
+        if for_agent and cached[4]:
+            raise GatewayGone(gateway_id, DISABLED)
         return cached[2]
     gateway = db.session.get(Gateway, gateway_id)
     if gateway is None:
@@ -64,6 +74,9 @@ def cached_policy(gateway_id: str, school_id: int) -> Any:
     compiled = gateway_policy(gateway, reuse=reuse, rooms_changed=rooms,
                               previous=None if cached is None else cached[2].policy,
                               generation=generation)
+    disabled = gateway.disabled_at is not None
     with _lock:
-        _entries[key] = (generation, hour, compiled, timetable)
+        _entries[key] = (generation, hour, compiled, timetable, disabled)
+    if for_agent and disabled:
+        raise GatewayGone(gateway_id, DISABLED)
     return compiled

@@ -20,15 +20,17 @@ from flask import Flask
 from sqlalchemy import delete
 
 from .extensions import db
-from .models import AuditEvent, DashboardSession, GatewayCounter, ImportJob, utcnow
+from .school_settings import longest_idle_minutes
+from .models import (AgentTokenUse, AuditEvent, DashboardSession, GatewayCounter, ImportJob,
+                     utcnow)
 
 log = logging.getLogger("lesfocus.worker")
 
 
 def apply_retention(audit_days: int, counter_days: int, import_days: int = 30,
                     session_idle_minutes: int = 30) -> dict[str, int]:
-    """Delete audit events, counters, finished imports and idle dashboard sessions past their
-    limits; return the counts."""
+    """Delete audit events, counters, finished imports, idle dashboard sessions and the used
+    agent tokens whose lifetime is over, past their limits; return the counts."""
     now = utcnow()
     sessions = db.session.execute(delete(DashboardSession).where(
         DashboardSession.last_seen_at < now - timedelta(minutes=session_idle_minutes)))
@@ -39,9 +41,11 @@ def apply_retention(audit_days: int, counter_days: int, import_days: int = 30,
     imports = db.session.execute(
         delete(ImportJob).where(ImportJob.state.in_(("done", "failed")),
                                 ImportJob.finished_at < now - timedelta(days=import_days)))
+    agent_tokens = db.session.execute(delete(AgentTokenUse).where(AgentTokenUse.expires_at < now))
     db.session.commit()
     return {"audit_events": audit.rowcount or 0, "counters": counters.rowcount or 0,
-            "import_jobs": imports.rowcount or 0, "dashboard_sessions": sessions.rowcount or 0}
+            "import_jobs": imports.rowcount or 0, "dashboard_sessions": sessions.rowcount or 0,
+            "agent_token_uses": agent_tokens.rowcount or 0}
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,7 @@ def _retention(app: Flask) -> dict[str, int]:
     return apply_retention(app.config["LESFOCUS_AUDIT_RETENTION_DAYS"],
                            app.config["LESFOCUS_COUNTER_RETENTION_DAYS"],
                            app.config["LESFOCUS_IMPORT_RETENTION_DAYS"],
-                           app.config["LESFOCUS_DASHBOARD_IDLE_MINUTES"])
+                           longest_idle_minutes())
 
 
 def _timetable_sync(app: Flask, exclusive: threading.Lock) -> dict[str, int]:

@@ -13,11 +13,12 @@ from sqlalchemy import select, update
 
 from lesfocus_policy import FORMAT, LEGACY_FORMAT
 
-from .. import audit, changes
+from .. import agent_keys, audit, changes
 from ..auth import agent_gateway, require_agent, require_user
-from ..errors import abort_json
+from ..errors import ApiError, abort_json
 from ..extensions import db
-from ..gateways import create_gateway, hash_token, issue_enrollment_token
+from ..gateways import (GatewayError, create_gateway, hash_token, issue_enrollment_token,
+                        remove_gateway, set_gateway_disabled)
 from ..models import EnrollmentToken, Gateway, GatewayCounter, School, Service, utcnow
 from ..policy import PolicyTooLarge, SignedPolicy
 from ..policy_cache import GatewayGone, cached_policy
@@ -35,6 +36,7 @@ def gateway_json(gateway: Gateway) -> dict[str, Any]:
     """A gateway as the API shows it (never its enrolment token)."""
     return {
         "id": gateway.id, "name": gateway.name, "enrolled": gateway.public_key_pem is not None,
+        "disabled_at": iso(gateway.disabled_at),
         "enrolled_at": iso(gateway.enrolled_at), "last_contact_at": iso(gateway.last_contact_at),
         "policy_version_applied": gateway.policy_version_applied,
         "policy_applied_at": iso(gateway.policy_applied_at),
@@ -85,9 +87,18 @@ def enroll() -> Any:
                    field="token")
     gateway = db.session.get(Gateway, row.gateway_id)
     assert gateway is not None  # the token's foreign key cascades on delete
+    if gateway.disabled_at is not None:
+        db.session.rollback()
+        abort_json(403, "this gateway is disabled; ask IT to enable it first", field="token")
+    if gateway.public_key_pem is not None and not row.reenrol:
+        # Only IT's explicit re-enrolment replaces a live gateway's key (issue 13, item 6).
+        db.session.rollback()
+        abort_json(403, "this gateway is enrolled already; IT must re-enrol it (a re-enrolment "
+                   "token) before another key can take its place", field="token")
     gateway.public_key_pem = public_key_pem(key)
     gateway.enrolled_at = now
-    audit.record("gateway.enroll", school_id=gateway.school_id, actor=f"agent:{gateway.name}",
+    audit.record("gateway.reenrol" if row.reenrol else "gateway.enroll",
+                 school_id=gateway.school_id, actor=f"agent:{gateway.name}",
                  object_type="gateway", object_id=gateway.id)
     db.session.commit()
     return jsonify({"gateway_id": gateway.id,
@@ -99,9 +110,14 @@ def enroll() -> Any:
 def current_policy(gateway_id: str, school_id: int) -> SignedPolicy:
     """The gateway's signed policy from the policy cache; 410 when the gateway was removed."""
     try:
-        signed: SignedPolicy = cached_policy(gateway_id, school_id)
-    except GatewayGone:
-        abort_json(410, "this gateway was removed")
+        signed: SignedPolicy = cached_policy(gateway_id, school_id, for_agent=True)
+    except GatewayGone as gone:
+        # Removed or disabled through any process, as soon as the change feed carried it here
+        # (the key cache of server/agent_keys.py may still hold the key for a few seconds).
+        agent_keys.keys_of(current_app).forget([gateway_id])
+        raise ApiError(401, f"agent token refused: {gone.reason}",
+                       headers={"WWW-Authenticate": 'Bearer realm="lesfocus", '
+                                                    'error="invalid_token"'}) from None
     return signed
 
 
@@ -364,10 +380,51 @@ def create_gateway_view() -> Any:
 @bp.post("/gateways/<gateway_id>/enrollment-token")
 @require_user("it_admin")
 def new_enrollment_token(gateway_id: str) -> Any:
-    """Issue a new one-time token, e.g. to re-enrol a gateway whose agent was reinstalled."""
-    json_body(optional=True)
+    """Issue a new one-time token. For an enrolled gateway (its agent reinstalled) only with
+    `{"reenrol": true}`: whoever uses the token then replaces the agent's key (audited)."""
+    body = json_body(optional=True)
+    reenrol = body.get("reenrol", False)
+    if not isinstance(reenrol, bool):
+        abort_json(400, "reenrol must be true or false", field="reenrol")
     gateway = get_object(Gateway, gateway_id[:36], g.person.school_id, "gateway")
-    token = issue_enrollment_token(gateway, actor=g.person)
+    try:
+        token = issue_enrollment_token(gateway, actor=g.person, reenrol=reenrol)
+    except GatewayError as err:
+        db.session.rollback()
+        abort_json(409, str(err), field="reenrol" if gateway.disabled_at is None else None)
     db.session.commit()
     return jsonify({"gateway": gateway_json(gateway), "enrollment_token": token}), 201
 
+
+def _set_disabled(gateway_id: str, disabled: bool) -> Any:
+    json_body(optional=True)
+    gateway = get_object(Gateway, gateway_id[:36], g.person.school_id, "gateway")
+    set_gateway_disabled(gateway, disabled, actor=g.person)
+    db.session.commit()
+    return jsonify({"gateway": gateway_json(gateway)})
+
+
+@bp.post("/gateways/<gateway_id>/disable")
+@require_user("it_admin")
+def disable_gateway_view(gateway_id: str) -> Any:
+    """Disable a gateway: its agent's tokens are refused, its segments reported unenforced."""
+    return _set_disabled(gateway_id, True)
+
+
+@bp.post("/gateways/<gateway_id>/enable")
+@require_user("it_admin")
+def enable_gateway_view(gateway_id: str) -> Any:
+    """Put a disabled gateway back in service (its agent's key is kept)."""
+    return _set_disabled(gateway_id, False)
+
+
+@bp.delete("/gateways/<gateway_id>")
+@require_user("it_admin")
+def remove_gateway_view(gateway_id: str) -> Any:
+    """Remove a gateway with its segments (their rooms stay), counters and tokens."""
+    json_body(optional=True)
+    gateway = get_object(Gateway, gateway_id[:36], g.person.school_id, "gateway")
+    removed_id = gateway.id
+    segments = remove_gateway(gateway, actor=g.person)
+    db.session.commit()
+    return jsonify({"deleted": removed_id, "segments_deleted": segments})

@@ -15,6 +15,9 @@ classroom 10.1.2.0/24. The index keeps every segment of a network. A caller that
 (`?school=<slug>`, the extension's `school` setting) gets that school's segment; when several
 segments remain, the answer is theirs if they all say the same, else "ambiguous" (nothing is
 known to be blocked), rather than one school's answer given to the other's students.
+
+A segment behind a gateway IT disabled is unenforced: its answer blocks nothing and says
+`"enforced": false` (the index is built again when the feed carries the disable).
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from lesfocus_policy import Policy, SegmentState, state_stable_until, status_of
 from .. import changes
 from ..errors import abort_json
 from ..extensions import db
-from ..models import Room, School, Segment, SegmentCidr, segment_rooms, utcnow
+from ..models import Gateway, Room, School, Segment, SegmentCidr, segment_rooms, utcnow
 from . import bp
 from .common import extension_cors_headers, iso
 
@@ -53,6 +56,8 @@ class SegmentRef:
     school_id: int
     prefixlen: int
     rooms: tuple[str, ...]
+    # False when IT disabled the segment's gateway: nothing is blocked there.
+    enforced: bool = True
 
 
 @dataclass
@@ -97,12 +102,14 @@ def _build_index(feed_total: int) -> NetworkIndex:
             .join(Room, Room.id == segment_rooms.c.room_id).order_by(Room.code)):
         rooms.setdefault(segment_id, []).append(code)
     networks: dict[tuple[int, int], dict[int, tuple[SegmentRef, ...]]] = {}
-    for cidr, segment_id, gateway_id, school_id in db.session.execute(
-            select(SegmentCidr.cidr, Segment.id, Segment.gateway_id, Segment.school_id)
-            .join(Segment, SegmentCidr.segment_id == Segment.id).order_by(Segment.id)):
+    for cidr, segment_id, gateway_id, school_id, disabled_at in db.session.execute(
+            select(SegmentCidr.cidr, Segment.id, Segment.gateway_id, Segment.school_id,
+                   Gateway.disabled_at)
+            .join(Segment, SegmentCidr.segment_id == Segment.id)
+            .join(Gateway, Segment.gateway_id == Gateway.id).order_by(Segment.id)):
         net = ipaddress.ip_network(cidr)
         ref = SegmentRef(segment_id, gateway_id, school_id, net.prefixlen,
-                         tuple(rooms.get(segment_id, ())))
+                         tuple(rooms.get(segment_id, ())), enforced=disabled_at is None)
         nets = networks.setdefault((net.version, net.prefixlen), {})
         key = int(net.network_address)
         nets[key] = (*nets.get(key, ()), ref)
@@ -202,6 +209,9 @@ def status_answer(state: SegmentState | None, rooms: list[str]) -> dict[str, Any
 
 
 def _answer(cache: StatusCache, ref: SegmentRef) -> bytes:
+    if not ref.enforced:
+        # The gateway is disabled: it blocks nothing, so nothing is said to be blocked.
+        return _serialised({**NOT_IN_A_SEGMENT, "rooms": list(ref.rooms), "enforced": False})
     at = utcnow()
     policy = _policy(ref)
     version = "" if policy is None else policy.version

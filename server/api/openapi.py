@@ -68,14 +68,16 @@ OPERATIONS: list[Operation] = [
                        public_key={"oneOf": [STR, {"type": "object"}],
                                    "description": "Ed25519 public key as PEM or JWK"}),
               responses={"201": "{gateway_id, server_keys}", "400": "bad field",
-                         "403": "token unknown, used or expired"}),
+                         "403": "token unknown, used or expired; gateway disabled, or enrolled "
+                                "and the token is no re-enrolment token"}),
     Operation("get", "/gateways/self/policy", "The gateway's signed policy (long poll)", "agent",
               parameters=[q("wait", INT, "seconds to wait for a change (at most 60)"),
                           q("format", STR, "2 for the compact format 2.0; left out, format 1.0 "
                             "(agents of the first release)"),
                           q("If-None-Match", STR, '"<version>" the agent has', where="header")],
               responses={"200": "{version, policy}", "304": "unchanged within the wait",
-                         "400": "unknown format", "401": "agent token refused",
+                         "400": "unknown format",
+                         "401": "agent token refused (also: gateway removed or disabled)",
                          "409": "a newer long poll of the same gateway replaced this one",
                          "503": "the policy would exceed the documented maximum size"}),
     Operation("post", "/gateways/self/heartbeat", "Agent state and hourly block counters", "agent",
@@ -87,10 +89,27 @@ OPERATIONS: list[Operation] = [
               "it_admin", body=obj(["name"], name=STR),
               responses={"201": "{gateway, enrollment_token}", "400": "bad field"}),
     Operation("post", "/gateways/{gateway_id}/enrollment-token",
-              "A new one-time enrolment token (re-enrolment)", "it_admin",
+              "A new one-time enrolment token; for an enrolled gateway only with reenrol: true "
+              "(its agent's key is then replaced by whoever uses the token; audited)", "it_admin",
+              parameters=[q("gateway_id", STR, "gateway id", required=True, where="path")],
+              body=obj(None, reenrol={**BOOL, "default": False}), body_required=False,
+              responses={"201": "{gateway, enrollment_token}", "404": "no such gateway",
+                         "409": "enrolled already (send reenrol: true) or disabled"}),
+    Operation("post", "/gateways/{gateway_id}/disable",
+              "Disable a gateway: its agent tokens get 401, its segments are unenforced",
+              "it_admin",
               parameters=[q("gateway_id", STR, "gateway id", required=True, where="path")],
               body=obj(), body_required=False,
-              responses={"201": "{gateway, enrollment_token}", "404": "no such gateway"}),
+              responses={"200": "{gateway}", "404": "no such gateway"}),
+    Operation("post", "/gateways/{gateway_id}/enable", "Put a disabled gateway back in service",
+              "it_admin",
+              parameters=[q("gateway_id", STR, "gateway id", required=True, where="path")],
+              body=obj(), body_required=False,
+              responses={"200": "{gateway}", "404": "no such gateway"}),
+    Operation("delete", "/gateways/{gateway_id}",
+              "Remove a gateway with its segments, counters and tokens (rooms stay)", "it_admin",
+              parameters=[q("gateway_id", STR, "gateway id", required=True, where="path")],
+              responses={"200": "{deleted, segments_deleted}", "404": "no such gateway"}),
     Operation("get", "/reminders", "Reminder texts for one audience and language", "public",
               parameters=[q("audience", {"enum": ["student", "staff"]}, "who reads them"),
                           q("lang", {"enum": ["nl", "en"]}, "language"),
@@ -109,7 +128,8 @@ OPERATIONS: list[Operation] = [
               parameters=[q("school", STR, "limit the lookup to one school (needed where "
                                            "schools share a network)")],
               responses={"200": "{in_lesson, blocked_services, until, exception, services, "
-                                "rooms[, ambiguous]}", "404": "no such school"}),
+                                "rooms[, ambiguous][, enforced: false when IT disabled the "
+                                "segment's gateway]}", "404": "no such school"}),
     Operation("post", "/auth/token", "Username and password for a short-lived API token",
               "public", body=obj(["username", "password"], username=STR, password=STR),
               responses={"200": "{token, expires_at}", "401": "wrong username or password",
@@ -178,11 +198,22 @@ def _operation(op: Operation) -> dict[str, Any]:
         elif status != "304":
             entry["content"] = {"application/json": {"schema": {"type": "object"}}}
         responses[status] = entry
+    def error(status: str, description: str) -> None:
+        responses.setdefault(status, {"description": description,
+                                      "content": {"application/json": {"schema": ERROR}}})
+
+    if op.body is not None or any(p["in"] in ("query", "path") for p in op.parameters):
+        error("400", "bad field or parameter (`field` names it)")
     if op.body is not None:
-        responses.setdefault("400", {"description": "bad field",
-                                     "content": {"application/json": {"schema": ERROR}}})
-        responses.setdefault("413", {"description": "body too large",
-                                     "content": {"application/json": {"schema": ERROR}}})
+        error("413", "body too large")
+    if any(p["in"] == "path" for p in op.parameters) or any(
+            p["name"] == "school" for p in op.parameters):
+        error("404", "no such object in your school (or no such school)")
+    if op.security == "agent":
+        error("503", "LESFOCUS_PUBLIC_URL is not configured, or the server is overloaded")
+    else:
+        # A request that waited too long for a database connection (server/errors.py).
+        error("503", "overloaded: try again after Retry-After")
     doc: dict[str, Any] = {"summary": op.summary, "operationId": f"{op.method}_{op.path}",
                            "responses": responses}
     if op.security in _ROLES:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
-from flask import Flask, abort, current_app, flash, g, redirect, request, session, url_for
+from flask import Flask, abort, flash, g, redirect, request, session, url_for
 from flask_babel import format_date, format_datetime, gettext
 from sqlalchemy import delete, select
 
@@ -21,6 +21,7 @@ from ..extensions import db
 from ..fields import N_
 from ..models import DashboardSession, Person, School, Service, utcnow
 from ..passwords import password_marker
+from ..school_settings import idle_minutes_of
 from . import LANGUAGES, bp
 
 T = TypeVar("T")
@@ -77,7 +78,7 @@ def _load_user() -> None:
         _signed_out()  # signed out elsewhere, a new password, or a cookie from before
         return
     now = utcnow()
-    idle = timedelta(minutes=current_app.config["LESFOCUS_DASHBOARD_IDLE_MINUTES"])
+    idle = timedelta(minutes=idle_minutes_of(person.school))
     if now - row.last_seen_at > idle:
         db.session.delete(row)
         db.session.commit()

@@ -287,18 +287,107 @@ def it_gateway(gateway_id: str) -> str:
                            names=service_names(), days=COUNTER_DAYS, token_command=None)
 
 
-@bp.post("/it/gateways/<gateway_id>/token")
-@login_required("it_admin")
-def it_gateway_token(gateway_id: str) -> str:
-    """Issue a new one-time enrolment token (e.g. to re-install the gateway)."""
-    from ..gateways import issue_enrollment_token
-    user = current_user()
-    gateway = school_object_or_404(Gateway, gateway_id)
-    token = issue_enrollment_token(gateway, actor=user)
-    db.session.commit()
+def _gateway_page(gateway: Gateway, token_command: str | None = None,
+                  status: int = 200) -> tuple[str, int]:
     return render_template("it/gateway.html", health=gateway_health(gateway, utcnow()),
                            counters=[], per_segment={}, names=service_names(),
-                           days=COUNTER_DAYS, token_command=_enrol_command(token))
+                           days=COUNTER_DAYS, token_command=token_command), status
+
+
+@bp.post("/it/gateways/<gateway_id>/token")
+@login_required("it_admin")
+def it_gateway_token(gateway_id: str) -> tuple[str, int] | Response:
+    """Issue a new one-time enrolment token; for an enrolled gateway only as the explicit
+    re-enrolment ("opnieuw koppelen", its box ticked): the token replaces its agent's key."""
+    from ..gateways import GatewayError, issue_enrollment_token
+    user = current_user()
+    gateway = school_object_or_404(Gateway, gateway_id)
+    reenrol = request.form.get("reenrol") == "yes"
+    try:
+        token = issue_enrollment_token(gateway, actor=user, reenrol=reenrol)
+    except GatewayError:
+        db.session.rollback()
+        if gateway.disabled_at is not None:
+            flash(gettext("The gateway is disabled: enable it before it can be enrolled."),
+                  "error")
+        else:
+            flash(gettext("The gateway is enrolled already. To replace its agent's key, tick "
+                          "the box and choose \u201cRe-enrol\u201d."), "error")
+        return redirect(url_for("dashboard.it_gateway", gateway_id=gateway.id))
+    db.session.commit()
+    return _gateway_page(gateway, _enrol_command(token))
+
+
+@bp.post("/it/gateways/<gateway_id>/uitschakelen")
+@login_required("it_admin")
+def it_gateway_disable(gateway_id: str) -> Response:
+    """Disable a gateway: its agent gets no policy, its segments are unenforced."""
+    from ..gateways import set_gateway_disabled
+    gateway = school_object_or_404(Gateway, gateway_id)
+    if set_gateway_disabled(gateway, True, actor=current_user()):
+        db.session.commit()
+    flash(gettext("Gateway %(name)s disabled: it blocks nothing until you enable it.",
+                  name=gateway.name), "success")
+    return redirect(url_for("dashboard.it_gateway", gateway_id=gateway.id))
+
+
+@bp.post("/it/gateways/<gateway_id>/inschakelen")
+@login_required("it_admin")
+def it_gateway_enable(gateway_id: str) -> Response:
+    """Put a disabled gateway back in service."""
+    from ..gateways import set_gateway_disabled
+    gateway = school_object_or_404(Gateway, gateway_id)
+    if set_gateway_disabled(gateway, False, actor=current_user()):
+        db.session.commit()
+    flash(gettext("Gateway %(name)s enabled.", name=gateway.name), "success")
+    return redirect(url_for("dashboard.it_gateway", gateway_id=gateway.id))
+
+
+@bp.post("/it/gateways/<gateway_id>/verwijderen")
+@login_required("it_admin")
+def it_gateway_remove(gateway_id: str) -> Response:
+    """Remove a gateway with its segments (the box must be ticked); its rooms stay."""
+    from ..gateways import remove_gateway
+    gateway = school_object_or_404(Gateway, gateway_id)
+    if request.form.get("confirm") != "yes":
+        flash(gettext("Tick the box to confirm that the gateway and its segments are removed."),
+              "error")
+        return redirect(url_for("dashboard.it_gateway", gateway_id=gateway.id))
+    name = gateway.name
+    remove_gateway(gateway, actor=current_user())
+    db.session.commit()
+    flash(gettext("Gateway %(name)s removed.", name=name), "success")
+    return redirect(url_for("dashboard.it_gateways"))
+
+
+# --- school settings ---------------------------------------------------------------------------
+
+@bp.route("/it/school", methods=["GET", "POST"])
+@login_required("it_admin")
+def it_school() -> Response | tuple[str, int]:
+    """The school's settings: how long an unused dashboard session lasts."""
+    from ..school_settings import (IDLE_MINUTES_RANGE, SettingError, install_idle_minutes,
+                                   parse_idle_minutes, set_idle_minutes)
+    user = current_user()
+    school = user.school
+    errors: dict[str, str] = {}
+    value = "" if school.idle_minutes is None else str(school.idle_minutes)
+    if request.method == "POST":
+        value = (request.form.get("idle_minutes") or "").strip()
+        try:
+            minutes = parse_idle_minutes(value)
+        except SettingError:
+            errors["idle_minutes"] = gettext("Give a whole number of minutes from %(low)d to "
+                                             "%(high)d, or leave it empty for the default.",
+                                             low=IDLE_MINUTES_RANGE[0], high=IDLE_MINUTES_RANGE[1])
+        else:
+            if set_idle_minutes(school, minutes, actor=user):
+                db.session.commit()
+            flash(gettext("Saved."), "success")
+            return redirect(url_for("dashboard.it_school"))
+    return render_template("it/school.html", value=value, errors=errors,
+                           default=install_idle_minutes(), low=IDLE_MINUTES_RANGE[0],
+                           high=IDLE_MINUTES_RANGE[1]), 400 if errors else 200
 
 
 @bp.post("/it/gateways/<gateway_id>/naam")

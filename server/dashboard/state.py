@@ -20,6 +20,7 @@ ONLINE_WITHIN = timedelta(minutes=3)
 CONFIRMED = "confirmed"  # online, and it reported the current version as applied
 WAITING = "waiting"      # online, but it has not reported the current version (yet)
 OFFLINE = "offline"      # not heard from within ONLINE_WITHIN: nothing it did is known
+DISABLED = "disabled"    # IT disabled it: it gets no policy, its segments are unenforced
 
 
 @dataclass
@@ -35,7 +36,10 @@ class GatewayHealth:
 
     @property
     def confirmation(self) -> str:
-        """CONFIRMED, WAITING or OFFLINE: whether the gateway confirmed the server's policy."""
+        """CONFIRMED, WAITING, OFFLINE or DISABLED: whether the gateway confirmed the server's
+        policy."""
+        if self.gateway.disabled_at is not None:
+            return DISABLED
         if not self.online:
             return OFFLINE
         return CONFIRMED if self.up_to_date else WAITING
@@ -66,8 +70,13 @@ class RoomState:
 
     @property
     def has_network(self) -> bool:
-        """True when at least one segment (so one gateway) serves the room."""
-        return bool(self.room.segments)
+        """True when at least one segment behind a gateway in service serves the room."""
+        return any(s.gateway.disabled_at is None for s in self.room.segments)
+
+    @property
+    def unenforced(self) -> bool:
+        """True when the room has segments, but IT disabled every gateway behind them."""
+        return bool(self.room.segments) and not self.has_network
 
     @property
     def allows_something(self) -> bool:
@@ -174,6 +183,11 @@ def room_states(rooms: list[Room], now: datetime) -> list[RoomState]:
         state = RoomState(room=room)
         seen: set[str] = set()
         for segment in room.segments:
+            if segment.gateway.disabled_at is not None:  # blocks nothing: no service state
+                if segment.gateway_id not in seen:
+                    seen.add(segment.gateway_id)
+                    state.gateways.append(gateway_health(segment.gateway, now, cache))
+                continue
             policy = _policy(segment.gateway, cache)
             try:
                 status = status_of(policy, segment.id, now)
@@ -255,7 +269,10 @@ def state_text(states: list[RoomState], names: dict[str, str]) -> str:
     """
     parts = []
     for state in states:
-        if not state.has_network:
+        if state.unenforced:
+            text = gettext("Room %(code)s: IT disabled its gateway, so lesfocus blocks nothing "
+                           "there.", code=state.room.code)
+        elif not state.has_network:
             text = gettext("Room %(code)s has no network segment: lesfocus blocks nothing there.",
                            code=state.room.code)
         else:

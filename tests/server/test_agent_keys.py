@@ -43,7 +43,8 @@ class Clock:
 def _enrol(app: Flask, gateway_id: str) -> Agent:
     """Enrol the gateway (again) through `app` with a new key; the agent with that key."""
     with app.app_context():
-        token = issue_enrollment_token(db.session.get(Gateway, gateway_id), actor="test")
+        token = issue_enrollment_token(db.session.get(Gateway, gateway_id), actor="test",
+                                       reenrol=True)
         db.session.commit()
     key = Ed25519PrivateKey.generate()
     answer = app.test_client().post("/api/v1/gateways/enroll", json={

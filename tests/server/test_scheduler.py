@@ -37,7 +37,7 @@ def test_retention_deletes_only_what_is_past_its_limit(app):
         deleted = apply_retention(audit_days=365, counter_days=90, import_days=30)
 
         assert deleted == {"audit_events": 1, "counters": 1, "import_jobs": 1,
-                           "dashboard_sessions": 0}
+                           "dashboard_sessions": 0, "agent_token_uses": 0}
         assert set(db.session.scalars(select(ImportJob.filename))) == {"recent.csv",
                                                                        "waiting.csv"}
         actions = set(db.session.scalars(select(AuditEvent.action)))

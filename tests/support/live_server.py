@@ -13,6 +13,7 @@ serving process sees them through its change watcher within its recheck interval
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from contextlib import nullcontext
@@ -58,8 +59,8 @@ class LiveServer:
                                      or f"sqlite:///{self.tmp_path / 'server.sqlite3'}"),
                     "SECRET_KEY": "e2e-secret"}
         self.settings = settings
-        # No public URL: the served process picks a free port, and the agents' tokens name
-        # the URL their requests come in on (SPEC 4), which is the one it prints.
+        # No public URL here: ServedApp makes it the URL it serves on (LESFOCUS_PUBLIC_URL is
+        # required by `lesfocus serve`), unless the environment names one (a proxy in front).
         self.served = ServedApp({f"LESFOCUS_{k}": v for k, v in settings.items()},
                                 self.tmp_path / "serve.log", host=self.host, ns=self.ns)
         self.app = create_app(settings)
@@ -76,6 +77,12 @@ class LiveServer:
             self.school_id, self.gateway_id, self.leader_id = school.id, gateway.id, leader.id
         self.served.start()
         self.port, self.url = self.served.port, self.served.url
+        # Further processes of this deployment (start_another) share the first one's public
+        # URL, as servers behind one proxy do: an agent's tokens name that one address.
+        self.settings["PUBLIC_URL"] = os.environ.get("LESFOCUS_PUBLIC_URL") or self.url
+        # The test's own app then compiles the very policies the served one hands out (their
+        # issuer, hence their version, is the public URL).
+        self.app.config["LESFOCUS_PUBLIC_URL"] = self.settings["PUBLIC_URL"]
         return self
 
     def start_another(self) -> ServedApp:

@@ -11,6 +11,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.processes import stop_process
+
+def free_port(host: str) -> int:
+    """A TCP port free on `host` right now (the server binds it a moment later)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
 
 LISTENING = re.compile(r"lesfocus: serving on (http://\S+?)/?$")
 
@@ -45,12 +54,20 @@ class ServedApp:
     def start(self, port: int | None = None, timeout: float = 60.0) -> "ServedApp":
         """Start serving (on `port`, or the last one, or a free one) and wait until it answers."""
         lesfocus = Path(sys.executable).with_name("lesfocus")
-        command = [str(lesfocus), "serve", "--host", self.host,
-                   "--port", str(self.port if port is None else port),
+        port = self.port if port is None else port
+        env = {**os.environ, **self.settings, "PYTHONUNBUFFERED": "1"}
+        if not env.get("LESFOCUS_PUBLIC_URL"):
+            # `lesfocus serve` needs the URL agents address their tokens to (issue 13, item 7):
+            # the one it serves on, so its port is chosen here rather than by the server.
+            if not port:
+                with self._entered():
+                    port = free_port(self.host)
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            env["LESFOCUS_PUBLIC_URL"] = f"http://{host}:{port}"
+        command = [str(lesfocus), "serve", "--host", self.host, "--port", str(port),
                    "--connections", str(self.connections)]
         if self.ns is not None:
             command = ["ip", "netns", "exec", self.ns.name, *command]
-        env = {**os.environ, **self.settings, "PYTHONUNBUFFERED": "1"}
         self.log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=self.log,
                                      text=True)

@@ -185,7 +185,7 @@ def test_new_enrolment_token_re_enrols_with_a_new_key(app, client, enrolled):
     with app.app_context():
         gateway = db.session.get(Gateway, agent.gateway_id)
         from server.gateways import issue_enrollment_token
-        token = issue_enrollment_token(gateway, actor="test")
+        token = issue_enrollment_token(gateway, actor="test", reenrol=True)
         db.session.commit()
     new_key = Ed25519PrivateKey.generate()
     assert client.post("/api/v1/gateways/enroll", json={
@@ -278,14 +278,28 @@ def test_agent_endpoint_without_a_bearer_token_is_401(client, headers):
     assert "WWW-Authenticate" in response.headers
 
 
-def test_agent_token_audience_may_be_the_request_base_url_without_public_url(app, client,
-                                                                              enrolled):
+@pytest.mark.parametrize("audience", ["http://localhost", "http://localhost/",
+                                      "http://evil.example", AUDIENCE])
+def test_without_public_url_no_agent_request_is_served_whatever_the_host_header(
+        app, client, enrolled, audience):
+    # Issue 13, item 7: the audience once followed the Host header, which the caller chooses.
     agent = enrolled("gw")
     app.config["LESFOCUS_PUBLIC_URL"] = None
-    ok = client.get("/api/v1/gateways/self/policy", headers=agent.headers(aud="http://localhost"))
-    assert ok.status_code == 200
-    refused = client.get("/api/v1/gateways/self/policy", headers=agent.headers())
-    assert refused.status_code == 401
+    for host in ("localhost", "evil.example"):
+        refused = client.get("/api/v1/gateways/self/policy", base_url=f"http://{host}",
+                             headers=agent.headers(aud=audience))
+        assert refused.status_code == 503
+        assert "LESFOCUS_PUBLIC_URL" in refused.get_json()["message"]
+
+
+def test_the_audience_is_the_public_url_with_or_without_its_final_slash(client, enrolled):
+    agent = enrolled("gw")
+    for audience, status in ((AUDIENCE, 200), (AUDIENCE + "/", 200),
+                             ("http://localhost", 401), ("https://lesfocus.test", 401),
+                             (AUDIENCE + "/api", 401)):
+        answer = client.get("/api/v1/gateways/self/policy", base_url="http://localhost",
+                            headers=agent.headers(aud=audience))
+        assert answer.status_code == status, (audience, answer.get_json())
 
 
 # --- policy -------------------------------------------------------------------------------------

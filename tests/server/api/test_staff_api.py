@@ -365,8 +365,12 @@ def test_it_creates_a_gateway_and_its_token_enrols_once(app, client, staff):
     duplicate = client.post("/api/v1/gateways", headers=headers, json={"name": "gw-north"})
     assert duplicate.status_code == 400
     assert duplicate.get_json()["field"] == "name"
+    # A token for an enrolled gateway only through the explicit re-enrolment.
+    implicit = client.post(f"/api/v1/gateways/{listed[0]['id']}/enrollment-token",
+                           headers=headers)
+    assert implicit.status_code == 409 and implicit.get_json()["field"] == "reenrol"
     renewed = client.post(f"/api/v1/gateways/{listed[0]['id']}/enrollment-token",
-                          headers=headers)
+                          headers=headers, json={"reenrol": True})
     assert renewed.status_code == 201
     assert count_rows(app, EnrollmentToken) == 2
 

@@ -46,6 +46,12 @@ ROUTES: list[Route] = [
     ("POST", lambda w: "/it/gateways", {"name": ""}, IT),
     ("GET", lambda w: f"/it/gateways/{w.gateway}", {}, IT),
     ("POST", lambda w: f"/it/gateways/{w.gateway}/token", {}, IT),
+    ("GET", lambda w: "/it/school", {}, IT),
+    ("POST", lambda w: "/it/school", {"idle_minutes": "abc"}, IT),
+    ("POST", lambda w: f"/it/gateways/{w.gateway}/uitschakelen", {}, IT),
+    ("POST", lambda w: f"/it/gateways/{w.gateway}/inschakelen", {}, IT),
+    # Without the ticked box nothing is removed (the routes after it still have the gateway).
+    ("POST", lambda w: f"/it/gateways/{w.gateway}/verwijderen", {}, IT),
     ("GET", lambda w: "/it/rooster", {}, IT),
     ("POST", lambda w: "/it/rooster", {}, IT),
     ("GET", lambda w: "/it/rooster/999999", {}, IT),

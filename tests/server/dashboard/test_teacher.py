@@ -56,7 +56,8 @@ def test_now_page_shows_running_lesson_and_what_the_policy_blocks(app: Flask, wo
 def _enrol(app: Flask, client, gateway_id: str) -> Agent:
     """Enrol the world's gateway as its agent would, so the test can poll and send heartbeats."""
     with app.app_context():
-        token = issue_enrollment_token(db.session.get(Gateway, gateway_id), actor="pytest")
+        token = issue_enrollment_token(db.session.get(Gateway, gateway_id), actor="pytest",
+                                       reenrol=True)
         db.session.commit()
     key = Ed25519PrivateKey.generate()
     response = client.post("/api/v1/gateways/enroll",
