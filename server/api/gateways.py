@@ -18,6 +18,7 @@ from ..auth import agent_gateway, require_agent, require_user
 from ..errors import abort_json
 from ..extensions import db
 from ..gateways import create_gateway, hash_token, issue_enrollment_token
+from ..metrics import LONG_POLLS, POLICY_BYTES
 from ..models import EnrollmentToken, Gateway, GatewayCounter, School, Service, utcnow
 from ..policy import PolicyTooLarge, SignedPolicy
 from ..policy_cache import GatewayGone, cached_policy
@@ -123,6 +124,7 @@ def _policy_response(signed: SignedPolicy, fmt: str) -> Response:
     except PolicyTooLarge as err:
         current_app.logger.error("%s", err)
         abort_json(503, str(err))
+    POLICY_BYTES.observe(len(jws))
     response = jsonify({"version": signed.version, "policy": jws})
     response.headers["ETag"] = f'"{signed.version}"'
     response.headers["Cache-Control"] = "no-store"
@@ -228,6 +230,7 @@ def self_policy() -> Response:
     deadline = time.monotonic() + _spread(wait)
     polls = _long_polls()
     replaced = polls.claim(gateway_id, school_id)
+    LONG_POLLS.inc()
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -248,6 +251,7 @@ def self_policy() -> Response:
             if signed.version != known:
                 return _policy_response(signed, fmt)
     finally:
+        LONG_POLLS.dec()
         polls.release(gateway_id, replaced)
 
 

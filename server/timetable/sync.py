@@ -26,6 +26,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..metrics import observe_sync
 from ..models import School, TimetableSource, utcnow
 from .common import MAX_FILE_BYTES, ImportReport, TimetableError, decode_utf8, school_zone
 from .ical import parse_ical
@@ -142,10 +143,13 @@ def sync_named(session: Session, school: School, name: str, *, now: datetime | N
         report = sync_source(session, school, source, now=at, fetch=fetch)
     except TimetableError as err:
         session.rollback()
-        record_failure(_source(session, school, name), str(err), at)
+        failed = _source(session, school, name)
+        record_failure(failed, str(err), at)
         session.commit()
+        observe_sync(failed.id, "failed")
         return None, str(err)
     session.commit()
+    observe_sync(source.id, "synced" if report else "unchanged")
     return report, None
 
 
