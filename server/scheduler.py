@@ -66,12 +66,19 @@ def _timetable_sync(app: Flask) -> dict[str, int]:
     return sync_due(db.session)
 
 
+def _alerts(app: Flask) -> dict[str, int]:
+    from .alerts import run_alerts
+    return run_alerts(app, utcnow())
+
+
 def scheduled_jobs(app: Flask) -> list[ScheduledJob]:
     """Every job the worker schedules."""
     return [ScheduledJob("retention", _retention, "interval", {"hours": 6}, run_at_start=True),
             # Each linked timetable source at its own `every_minutes` (server/timetable/sync.py).
             ScheduledJob("timetable-sync", _timetable_sync, "interval", {"minutes": 1},
-                         run_at_start=True)]
+                         run_at_start=True),
+            # Incidents for IT, and their e-mails (server/alerts.py).
+            ScheduledJob("alerts", _alerts, "interval", {"minutes": 1}, run_at_start=True)]
 
 
 def start_scheduler(app: Flask, exclusive: threading.Lock) -> BackgroundScheduler:

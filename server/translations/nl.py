@@ -413,6 +413,37 @@ NL: dict[str, str | tuple[str, str]] = {
         "https://lesfocus.school.example) en maak een nieuw token.",
     "You chose all social media and some services: choose one of the two.":
         "Je koos alle sociale media én enkele diensten: kies een van de twee.",
+    # Alerts (server/alerts.py, it/_alerts.html)
+    "Gateway %(name)s is offline during lessons": "Gateway %(name)s is offline tijdens de lessen",
+    "Gateway %(name)s does not apply the current policy":
+        "Gateway %(name)s past het actuele beleid niet toe",
+    "Gateway %(name)s runs an expired policy and blocks nothing":
+        "Gateway %(name)s draait een verlopen beleid en blokkeert niets",
+    "Timetable source %(name)s keeps failing": "Roosterbron %(name)s blijft mislukken",
+    "Its last check-in was at %(since)s. Check that the gateway is on and that the "
+    "lesfocus-agent service runs (lesfocus-agent status).":
+        "Het laatste contact was om %(since)s. Controleer of de gateway aan staat en of de "
+        "dienst lesfocus-agent draait (lesfocus-agent status).",
+    "The gateway is in contact but has not applied the latest policy; see the agent's log "
+    "(journalctl -u lesfocus-agent).":
+        "De gateway heeft contact maar heeft het nieuwste beleid niet toegepast; zie het logboek "
+        "van de agent (journalctl -u lesfocus-agent).",
+    "Its policy has expired: until it gets a new one, nothing is blocked in its classrooms.":
+        "Het beleid is verlopen: tot er een nieuw is, wordt in de lokalen niets geblokkeerd.",
+    "The last error was: %(error)s": "De laatste fout was: %(error)s",
+    "[lesfocus] Recovered: %(what)s": "[lesfocus] Hersteld: %(what)s",
+    "Recovered: %(what)s": "Hersteld: %(what)s",
+    "School: %(school)s": "School: %(school)s",
+    "From %(start)s until %(end)s.": "Van %(start)s tot %(end)s.",
+    "[lesfocus] %(what)s": "[lesfocus] %(what)s",
+    "Since: %(start)s": "Sinds: %(start)s",
+    "You get one more message when this is over. The IT page of the dashboard lists the open "
+    "alerts.":
+        "Je krijgt nog één bericht wanneer dit voorbij is. De IT-pagina van het dashboard toont "
+        "de openstaande meldingen.",
+    "Open alerts": "Openstaande meldingen",
+    "since %(when)s": "sinds %(when)s",
+    "e-mail not sent yet": "e-mail nog niet verstuurd",
 }
 
 
