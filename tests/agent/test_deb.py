@@ -2,8 +2,8 @@
 installed agent runs `--help` and `status`.
 
 Isolated root: an overlay of this machine's own root (its dpkg database, python3, nftables...)
-with a scratch upper layer, mounted in a private mount namespace (`unshare --mount`) and entered
-with chroot. Everything dpkg and the maintainer scripts write (the package database, /etc/passwd,
+with a scratch upper layer, mounted in a private mount namespace (`unshare --mount`, with a
+network namespace of its own) and entered with chroot. Everything dpkg and the maintainer scripts write (the package database, /etc/passwd,
 /opt, /var/lib) lands in the scratch layer; the host's own database and files are untouched,
 which the test checks as well.
 """
@@ -106,7 +106,9 @@ as_agent lesfocus-agent status --state-dir /var/lib/lesfocus-agent > /dev/null
 step status-after-upgrade 0
 
 step remove
+nft add table inet lesfocus  # as a stopped agent leaves it
 dpkg -r lesfocus-agent
+step table "$(nft list table inet lesfocus >/dev/null 2>&1 && echo kept || echo gone)"
 step binary "$(ls /usr/bin/lesfocus-agent 2>/dev/null || echo gone)"
 step lib "$(ls /opt/lesfocus-agent 2>/dev/null | tr '\n' ' ' || true)"
 step state-after-remove "$(ls /var/lib/lesfocus-agent | tr '\n' ' ')"
@@ -144,7 +146,9 @@ def test_install_upgrade_remove_and_purge_in_an_isolated_root(packages: dict[str
     command = (f"mount --make-rprivate / && mount -t overlay overlay -o lowerdir=/,"
                f"upperdir={upper},workdir={work} {merged} && "
                f"chroot {merged} /bin/sh /pkgs/steps.sh")
-    result = subprocess.run(["unshare", "--mount", "--fork", "sh", "-c", command],
+    # --net: prerm's `nft delete table inet lesfocus` meets an empty namespace of its own, not
+    # the tables of this machine (or of tests running beside this one).
+    result = subprocess.run(["unshare", "--mount", "--net", "--fork", "sh", "-c", command],
                             capture_output=True, text=True, timeout=300,
                             env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"})
     output = result.stdout + result.stderr
@@ -167,6 +171,7 @@ def test_install_upgrade_remove_and_purge_in_an_isolated_root(packages: dict[str
     assert steps["kept-defaults"] == 'LESFOCUS_AGENT_ARGS="--lan eth1"'
     assert "enrollment.json" in steps["kept-state"]
     assert steps["binary"] == "gone" and steps["lib"] == ""
+    assert steps["table"] == "gone"  # removed: nothing is blocked any more
     assert "enrollment.json" in steps["state-after-remove"]  # remove keeps the gateway's identity
     assert steps["user-after-remove"] == "lesfocus-agent"
     assert steps["state-after-purge"] == "gone" and steps["user-after-purge"] == "gone"
