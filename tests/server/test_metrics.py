@@ -199,3 +199,65 @@ def test_two_serve_processes_of_a_host_answer_with_their_sum(app: Flask, databas
     finally:
         first.stop()
         second.stop()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_syncs_are_counted_per_source_and_result_and_a_failing_source_shows(make_app) -> None:
+    from server.timetable.common import TimetableError
+    from server.timetable.sync import Fetched, sync_named
+    from server.models import TimetableSource
+
+    app = make_app(METRICS_TOKEN=TOKEN)
+    client = app.test_client()
+    with app.app_context():
+        school = db.session.query(School).one()
+        source = TimetableSource(school_id=school.id, name="feed", kind="ical-url",
+                                 address="https://rooster.example/feed.ics", every_minutes=15)
+        db.session.add(source)
+        db.session.commit()
+        source_id = str(source.id)
+    before = _scrape(client)
+
+    def failing(url: str, state: object) -> Fetched:
+        raise TimetableError("the feed answered HTTP 503")
+
+    def unchanged(url: str, state: object) -> Fetched:
+        return Fetched(None, None, None)
+
+    with app.app_context():
+        school = db.session.query(School).one()
+        sync_named(db.session, school, "feed", fetch=failing)
+        sync_named(db.session, school, "feed", fetch=failing)
+    failed = _scrape(client)
+
+    def grew(text: str, result: str) -> float:
+        return _value(text, "lesfocus_timetable_syncs_total", source=source_id, result=result) \
+            - _value(before, "lesfocus_timetable_syncs_total", source=source_id, result=result)
+    assert grew(failed, "failed") == 2
+    assert _value(failed, "lesfocus_timetable_source_failing", source=source_id) == 1
+    with app.app_context():
+        school = db.session.query(School).one()
+        sync_named(db.session, school, "feed", fetch=unchanged)
+    recovered = _scrape(client)
+    assert grew(recovered, "unchanged") == 1
+    assert _value(recovered, "lesfocus_timetable_source_failing", source=source_id) == 0
+    assert _value(recovered, "lesfocus_timetable_source_last_success_timestamp_seconds",
+                  source=source_id) > 0
+    assert "rooster.example" not in recovered
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_policy_compile_is_timed(make_app) -> None:
+    from server.gateways import create_gateway
+    from server.policy_cache import cached_policy
+
+    app = make_app(METRICS_TOKEN=TOKEN)
+    client = app.test_client()
+    before = _value(_scrape(client), "lesfocus_policy_compile_seconds_count")
+    with app.app_context():
+        school = db.session.query(School).one()
+        gateway = create_gateway(school, "gw-metrics", actor="pytest")
+        db.session.commit()
+        cached_policy(gateway.id, school.id)
+        cached_policy(gateway.id, school.id)  # the cache answers: no second compile
+    assert _value(_scrape(client), "lesfocus_policy_compile_seconds_count") - before == 1
