@@ -113,7 +113,8 @@ class AgentCollector:
         yield from (info, age, expires)
 
         blocks = GaugeMetricFamily("lesfocus_agent_blocks_active",
-                                   "Segments in which the service is blocked now", labels=["service"])
+                                   "Segments in which the service is blocked now",
+                                   labels=["service"])
         lessons = GaugeMetricFamily("lesfocus_agent_segments_in_lesson",
                                     "Segments with a block in force now")
         state = getattr(agent, "state", None)
@@ -189,7 +190,8 @@ class AgentMetrics:
         self.apply_failures = Counter("lesfocus_agent_apply_failures",
                                       "Block states the enforcer failed to apply",
                                       registry=self.registry)
-        self.registry.register(AgentCollector(agent, enforcer, parts, clock))  # type: ignore[arg-type]
+        collector = AgentCollector(agent, enforcer, parts, clock)
+        self.registry.register(collector)  # type: ignore[arg-type]
         self._server: Any = None
         self.address: tuple[str, int] | None = None
 

@@ -66,7 +66,8 @@ FEED_DELAY = Histogram("lesfocus_change_feed_delay_seconds",
                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 SYNCS = Counter("lesfocus_timetable_syncs", "Timetable source syncs by source id and result",
                 ["source", "result"])
-ALERT_MAILS = Counter("lesfocus_alert_mails", "Alert e-mails by outcome (sent, failed)", ["outcome"])
+ALERT_MAILS = Counter("lesfocus_alert_mails", "Alert e-mails by outcome (sent, failed)",
+                      ["outcome"])
 
 
 DATABASE_FAMILIES = ("lesfocus_import_jobs", "lesfocus_timetable_source_failing",

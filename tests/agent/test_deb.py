@@ -3,9 +3,9 @@ installed agent runs `--help` and `status`.
 
 Isolated root: an overlay of this machine's own root (its dpkg database, python3, nftables...)
 with a scratch upper layer, mounted in a private mount namespace (`unshare --mount`, with a
-network namespace of its own) and entered with chroot. Everything dpkg and the maintainer scripts write (the package database, /etc/passwd,
-/opt, /var/lib) lands in the scratch layer; the host's own database and files are untouched,
-which the test checks as well.
+network namespace of its own) and entered with chroot. Everything dpkg and the maintainer
+scripts write (the package database, /etc/passwd, /opt, /var/lib) lands in the scratch layer;
+the host's own database and files are untouched, which the test checks as well.
 """
 
 from __future__ import annotations
