@@ -261,3 +261,34 @@ def test_a_policy_compile_is_timed(make_app) -> None:
         cached_policy(gateway.id, school.id)
         cached_policy(gateway.id, school.id)  # the cache answers: no second compile
     assert _value(_scrape(client), "lesfocus_policy_compile_seconds_count") - before == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_change_feed_delay_is_measured_between_two_processes(make_app) -> None:
+    import time
+    from datetime import datetime, timedelta, timezone
+
+    from server import changes
+    from server.metrics import FEED_DELAY
+    from server.models import Lesson
+
+    def delays() -> float:
+        return next(s.value for m in FEED_DELAY.collect() for s in m.samples
+                    if s.name.endswith("_count"))
+
+    here, there = make_app(), make_app()
+    with here.app_context():
+        school_id = db.session.query(School).one().id
+    with there.app_context():
+        changes.timetable_generation(school_id)  # `there` listens from now on
+    before = delays()
+    with here.app_context():
+        start = datetime.now(timezone.utc) + timedelta(hours=1)
+        db.session.add(Lesson(school_id=school_id, start=start, end=start + timedelta(hours=1),
+                              source="manual", source_id="feed-delay"))
+        db.session.commit()
+    deadline = time.monotonic() + 30
+    while delays() == before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert delays() == before + 1  # `there` measured it; `here` skips its own notification
