@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import time
 import urllib.request
 from pathlib import Path
 
@@ -169,14 +170,19 @@ def test_the_grafana_dashboard_refers_only_to_metrics_that_exist() -> None:
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_two_serve_processes_of_a_host_answer_with_their_sum(app: Flask, database_url: str,
                                                            tmp_path: Path) -> None:
+    from tests.support.waiting_agents import (add_enrolled_gateways, add_lesson_in_shared_room,
+                                              current_versions, open_long_polls, read_status)
+    audience = "http://lesfocus.test"  # the `app` fixture's PUBLIC_URL
+    keys = add_enrolled_gateways(app, 3)
     shared = tmp_path / "prometheus"
     shared.mkdir()
     settings = {"LESFOCUS_DATABASE_URL": database_url,
-                "LESFOCUS_INSTANCE_PATH": app.instance_path,
+                "LESFOCUS_INSTANCE_PATH": app.instance_path, "LESFOCUS_PUBLIC_URL": audience,
                 "LESFOCUS_SECRET_KEY": "test-secret-key", "LESFOCUS_METRICS_TOKEN": TOKEN,
                 "PROMETHEUS_MULTIPROC_DIR": str(shared)}
     first = ServedApp(settings, tmp_path / "first.log").start()
     second = ServedApp(settings, tmp_path / "second.log").start()
+    polls = {}
     try:
         for server, times in ((first, 3), (second, 4)):
             for _ in range(times):
@@ -192,14 +198,35 @@ def test_two_serve_processes_of_a_host_answer_with_their_sum(app: Flask, databas
             text = scrape(server)
             assert _value(text, "lesfocus_http_requests_total", method="GET", route="/healthz",
                           status="200") == 7
+        # Two agents wait on the first process, one on the second: one gauge, summed.
+        versions = current_versions(first.url, keys, audience)
+        gateways = sorted(keys)
+        for server, mine in ((first, gateways[:2]), (second, gateways[2:])):
+            polls.update(open_long_polls(server.port, {g: keys[g] for g in mine}, versions,
+                                         audience, wait=50))
+        deadline = time.monotonic() + 30
+        while _value(scrape(second), "lesfocus_long_polls_waiting") != 3:
+            assert time.monotonic() < deadline, scrape(second)
+            time.sleep(0.1)
+        text = scrape(first)
+        assert _value(text, "lesfocus_long_polls_waiting") == 3
+        assert _value(text, "lesfocus_policy_size_bytes_count") == 3  # the first fetches
+        assert _value(text, "lesfocus_policy_compile_seconds_count") >= 3
+        add_lesson_in_shared_room(app)  # every policy changes: the polls are answered
+        assert {read_status(sock, 30) for sock in polls.values()} == {200}
+        deadline = time.monotonic() + 30
+        while _value(scrape(first), "lesfocus_long_polls_waiting") != 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
         # A process that ended keeps its counts in the sum (totals never go down).
         first.stop()
         assert _value(scrape(second), "lesfocus_http_requests_total", method="GET",
                       route="/healthz", status="200") == 7
     finally:
+        for sock in polls.values():
+            sock.close()
         first.stop()
         second.stop()
-
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_syncs_are_counted_per_source_and_result_and_a_failing_source_shows(make_app) -> None:
