@@ -61,8 +61,9 @@ class Smtp:
         self.inbox = Inbox()
         self.controller: Controller | None = None
 
-    def start(self) -> None:
-        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+    def start(self, **options: object) -> None:
+        self.controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port,
+                                     **options)
         self.controller.start()
 
     def stop(self) -> None:
@@ -266,3 +267,39 @@ def test_the_it_page_lists_the_open_alerts(site: Site, smtp: Smtp) -> None:
     _set_gateway(site, last_contact_at=site.now + timedelta(minutes=2))
     _run(site, 3)
     assert "Openstaande meldingen" not in client.get("/it/gateways").get_data(as_text=True)
+
+
+@ON_SQLITE
+def test_the_server_signs_in_with_the_password_from_its_file(make_app, smtp: Smtp,
+                                                             tmp_path) -> None:  # type: ignore
+    from aiosmtpd.smtp import AuthResult
+
+    seen = []
+
+    def authenticator(server, session, envelope, mechanism, auth_data):  # type: ignore
+        seen.append((auth_data.login, auth_data.password))
+        return AuthResult(success=True)
+
+    smtp.start(authenticator=authenticator, auth_require_tls=False)
+    secret = tmp_path / "smtp-password"
+    secret.write_text("geheim wachtwoord\n")
+    app = make_app(SMTP_HOST="127.0.0.1", SMTP_PORT=smtp.port, SMTP_STARTTLS=False,
+                   SMTP_USER="lesfocus", SMTP_PASSWORD_FILE=str(secret), SMTP_TO="ict@school.test",
+                   SMTP_TIMEOUT=5)
+    from flask_babel import force_locale
+
+    from server.alerts import SmtpSettings, compose, send_smtp
+    with app.app_context(), force_locale("nl"):
+        row = AlertIncident(school_id=1, kind="timetable_sync_failing", subject_id="1",
+                            subject_name="zermelo", detail="HTTP 503",
+                            noticed_at=datetime.now(timezone.utc))
+        settings = SmtpSettings.from_config(app.config)
+        assert settings is not None
+        message = compose(row, None, settings, recovered=False)
+    send_smtp(settings, message)
+    assert seen == [(b"lesfocus", b"geheim wachtwoord")]
+    assert smtp.inbox.subjects() == ["[lesfocus] Roosterbron zermelo blijft mislukken"]
+    # Read at each send: a changed password needs no restart of the worker.
+    secret.write_text("nieuw wachtwoord\n")
+    send_smtp(settings, message)
+    assert seen[-1] == (b"lesfocus", b"nieuw wachtwoord")
