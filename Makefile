@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 DEBIAN_PACKAGES := postgresql nftables libnftables1 chromium iperf3 dnsmasq-base dnsperf \
 	conntrack firefox-esr iproute2 openssl chromium-l10n tcpdump wrk nginx-light ethtool
 
-.PHONY: demo test bench venv system-deps node-deps migration clean
+.PHONY: demo test bench venv system-deps node-deps migration clean agent-deb
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,5 +43,10 @@ bench: venv system-deps node-deps
 migration: venv
 	@scripts/regenerate-migration
 
+## make agent-deb: dist/lesfocus-agent_<version>_<arch>.deb for gateways (docs/agent.md);
+## AGENT_DEB_VERSION, AGENT_DEB_PYTHON (3.12 for Ubuntu 24.04) and AGENT_DEB_OUT change it
+agent-deb: venv
+	@$(PY) scripts/build-agent-deb
+
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info

@@ -22,6 +22,7 @@ from .errors import AgentError, ConfigError, EnforcerError, NotRunningError, Pol
 from .policy_source import (
     PolicySource, PolicyStore, ServerClient, enroll, load_enrollment, load_or_create_agent_key,
     verify_policy)
+from .metrics import DEFAULT_LISTEN as DEFAULT_METRICS, AgentMetrics
 from .reporter import DeltaCounters, Reporter
 from .runner import STATUS_FILE, Agent, build_parts
 
@@ -53,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dns-port", type=int, default=5353, help=argparse.SUPPRESS)
     p.add_argument("--max-backoff", type=float, default=60.0, help=argparse.SUPPRESS)
     p.add_argument("--poll-wait", type=int, default=55, help=argparse.SUPPRESS)
+    p.add_argument("--metrics", default=DEFAULT_METRICS, metavar="ADDR:PORT",
+                   help=f"serve Prometheus counters on this loopback address (default "
+                        f"{DEFAULT_METRICS}; `off` for none)")
     p.add_argument("--flush-on-exit", action="store_true",
                    help="remove the agent's nftables table on exit (default: keep it; every "
                         "block still ends on its own timeout, and a restart has no gap)")
@@ -79,7 +83,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the agent until SIGTERM or SIGINT."""
     config = make_config(_state_dir(args.state_dir), args.backend, args.lan, args.upstream_dns,
-                         args.dns_port, args.poll_wait, args.max_backoff)
+                         args.dns_port, args.poll_wait, args.max_backoff, args.metrics)
     enrollment = load_enrollment(config.state_dir)
     key = load_or_create_agent_key(config.state_dir)
     client = ServerClient(enrollment, key)
@@ -92,7 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     sources = [DeltaCounters(p.counters) for p in [enforcer, *parts] if hasattr(p, "counters")]
     reporter = Reporter(client.heartbeat, sources,
                         lambda: holder["agent"].policy.version if holder["agent"].policy else None)
-    agent = Agent(source, enforcer, backend=config.backend, state_dir=config.state_dir,
+    metrics = AgentMetrics(lambda: holder.get("agent"), enforcer, parts)
+    agent = Agent(source, metrics.timed(enforcer), backend=config.backend,
+                  state_dir=config.state_dir,
                   parts=parts,
                   background=[lambda stop: reporter.run(stop, config.heartbeat_interval)],
                   on_install=[reporter.kick])
@@ -108,10 +114,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.info("lesfocus-agent starting: gateway %s, server %s, backend %s, upstream DNS %s",
              enrollment.gateway_id, enrollment.server_url, config.backend, config.upstream_dns)
     try:
+        if config.metrics_listen is not None:
+            metrics.serve(config.metrics_listen)
         agent.start()
         agent.run()
     finally:
         agent.stop(flush=args.flush_on_exit)
+        metrics.stop()
     return 0
 
 

@@ -26,6 +26,8 @@ class AgentConfig:
     poll_wait: int = 55  # seconds a policy long poll may wait on the server (SPEC: <= 60)
     max_backoff: float = 60.0  # longest pause between retries while the server is unreachable
     heartbeat_interval: float = 60.0
+    # Where the Prometheus counters are served (agent/metrics.py); None: not served.
+    metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9464)
 
 
 def default_state_dir() -> Path:
@@ -71,7 +73,7 @@ def parse_upstream(value: str) -> str:
 
 def make_config(state_dir: Path, backend: str, lan: list[str], upstream_dns: str | None,
                 dns_port: int = 5353, poll_wait: int = 55,
-                max_backoff: float = 60.0) -> AgentConfig:
+                max_backoff: float = 60.0, metrics: str = "127.0.0.1:9464") -> AgentConfig:
     """Check the command line's values and build the configuration."""
     if not 0 < dns_port < 65536:
         raise ConfigError(f"--dns-port {dns_port}: not a port number")
@@ -85,6 +87,8 @@ def make_config(state_dir: Path, backend: str, lan: list[str], upstream_dns: str
         if not name or len(name) > 15 or "/" in name or name.strip() != name:
             raise ConfigError(f"--lan {name!r}: not an interface name")
     upstream = parse_upstream(upstream_dns) if upstream_dns else system_resolver()
+    from .metrics import parse_listen
+    metrics_listen = parse_listen(metrics)
     return AgentConfig(state_dir=state_dir, backend=backend, lan_interfaces=tuple(lan),
                        upstream_dns=upstream, dns_port=dns_port, poll_wait=poll_wait,
-                       max_backoff=max_backoff)
+                       max_backoff=max_backoff, metrics_listen=metrics_listen)

@@ -107,6 +107,7 @@ class Resolver:
         self._cache: dict[str, tuple[int, dict[str, float]] | None] = {}
         self._learn_only_at: dict[str, float] = {}
         self.counts: dict[tuple[int, str], int] = {}
+        self.forwarded = 0  # queries passed upstream (or answered from the cache): a count only
         self.always = always_blocked_matcher(doh)
         self.set_services(services)
 
@@ -253,6 +254,7 @@ class UdpWorker:
         sel.register(self.control, selectors.EVENT_READ, "control")
         last_sweep = time.monotonic()
         sent_counts: dict[tuple[int, str], int] = {}
+        sent_forwarded = 0
         try:
             while not self._stop:
                 for key, _ in sel.select(1.0):
@@ -266,9 +268,11 @@ class UdpWorker:
                 if mono - last_sweep >= 1.0:
                     last_sweep = mono
                     self._sweep(mono)
-                    if self.resolver.counts != sent_counts:
+                    if self.resolver.counts != sent_counts \
+                            or self.resolver.forwarded != sent_forwarded:
                         sent_counts = dict(self.resolver.counts)
-                        self._send_control(("counts", sent_counts))
+                        sent_forwarded = self.resolver.forwarded
+                        self._send_control(("counts", sent_counts, sent_forwarded))
         finally:
             sel.close()
             up.close()
@@ -337,6 +341,7 @@ class UdpWorker:
                 if decision.learn_only and query is not None:
                     self._learn_only(up, query.name, decision.service)
                 continue
+            resolver.forwarded += 1
             cached = resolver.answers.get(tail)
             if cached is not None and cached[0] > now:
                 try:
@@ -464,6 +469,8 @@ class DnsResponder:
         self._last: tuple[Any, Any, Any] = (None, None, None)
         self._worker_counts: dict[int, dict[tuple[int, str], int]] = {}
         self._tcp_counts: dict[tuple[int, str], int] = {}
+        self._worker_forwarded: dict[int, int] = {}
+        self._tcp_forwarded = 0
         self.bound: list[tuple[str, int]] = []
 
     def _current_services(self) -> Mapping[str, Service]:
@@ -553,6 +560,7 @@ class DnsResponder:
                         message = channel.recv()
                         if message[0] == "counts":
                             self._worker_counts[index] = message[1]
+                            self._worker_forwarded[index] = message[2]
                 except (OSError, EOFError):
                     continue
 
@@ -567,6 +575,13 @@ class DnsResponder:
             for key, value in counts.items():
                 totals[key] = totals.get(key, 0) + value
         return {key: {"dns_refused": value} for key, value in sorted(totals.items())}
+
+    def decisions(self) -> dict[str, int]:
+        """Queries answered since start() by decision (refused, forwarded): totals only."""
+        forwarded = self.resolver.forwarded if self.workers == 1 else \
+            sum(self._worker_forwarded.values())
+        refused = sum(kinds["dns_refused"] for kinds in self.counters().values())
+        return {"refused": refused, "forwarded": forwarded + self._tcp_forwarded}
 
     def _serve_tcp(self, listener: socket.socket) -> None:
         listener.settimeout(0.5)
@@ -599,6 +614,7 @@ class DnsResponder:
                         self._tcp_counts = counts
                     answer = dnswire.build_negative(query)
                 else:
+                    self._tcp_forwarded += 1
                     answer = self._forward_tcp(data, query)
                     if answer is None:
                         return

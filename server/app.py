@@ -99,12 +99,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     migrate.init_app(app, db, directory=str(MIGRATIONS_DIR), render_as_batch=True)
     errors.init_app(app)
 
-    from . import agent_keys, api, changes, dashboard, health
+    from . import agent_keys, api, changes, dashboard, health, metrics
     changes.init_app(app)
     agent_keys.init_app(app)
     api.init_app(app)
     dashboard.init_app(app)
     health.init_app(app)
+    metrics.init_app(app)
 
     @app.after_request
     def _not_stored(response: Any) -> Any:

@@ -61,6 +61,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, UOWTransaction
 
 from .extensions import db
+from .metrics import observe_feed_delay
 from .models import (ChangeLogEntry, ExceptionGrant, Gateway, Group, Lesson, Room, School, Segment,
                      SegmentCidr, Service, lesson_groups, lesson_rooms, lesson_teachers,
                      segment_rooms)
@@ -487,7 +488,10 @@ def _payload(feed: ChangeFeed, schools: set[int | str], timetable: set[int | str
     The rooms are left out when they would not fit: the other processes then read everything.
     A process of the previous release reads a fourth part as "every school changed".
     """
-    head = f"{feed.token}:{_listed(schools)}:{_listed(timetable) if timetable else ''}"
+    # The token carries the sending time (`token@epoch`): the listeners measure the feed's
+    # delay by it (a process of the previous release reads it as another process's token).
+    head = (f"{feed.token}@{time.time():.3f}:{_listed(schools)}:"
+            f"{_listed(timetable) if timetable else ''}")
     known = ";".join(f"{school}=" + ".".join(str(r) for r in sorted(touched))
                      for school, touched in sorted(rooms.items(), key=lambda kv: str(kv[0]))
                      if touched is not None and school != EVERY_SCHOOL)
@@ -673,8 +677,13 @@ class _PostgresListener:
 def _deliver(feed: ChangeFeed, payload: str) -> None:
     """Publish another process's change (a notification's or a change log row's payload)."""
     token, _, rest = payload.partition(":")
+    token, _, sent = token.partition("@")
     if token == feed.token:
         return  # our own commit, published in this process already
+    try:
+        observe_feed_delay(float(sent))
+    except ValueError:
+        pass  # a process of the previous release sends no time
     listed, has_kinds, more = rest.partition(":")
     more, _, rooms = more.partition(":")
     schools = _parse_listed(listed) or {EVERY_SCHOOL}

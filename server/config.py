@@ -50,6 +50,25 @@ DEFAULTS: dict[str, Any] = {
     "DB_POOL_SIZE": 10,
     "DB_POOL_OVERFLOW": 10,
     "DB_POOL_TIMEOUT": 10,
+    # GET /metrics (server/metrics.py): 404 unless a bearer token or an allow list of addresses
+    # and networks (comma-separated) is set; with both, a scrape needs both.
+    "METRICS_TOKEN": "",
+    "METRICS_ALLOW": "",
+    # Alert e-mails to IT (server/alerts.py); none are sent while SMTP_HOST or SMTP_TO is empty.
+    "SMTP_HOST": "",
+    "SMTP_PORT": 587,
+    "SMTP_USER": "",
+    "SMTP_PASSWORD_FILE": "",  # a file holding the password, so it is in no environment
+    "SMTP_FROM": "",
+    "SMTP_TO": "",  # comma-separated addresses
+    "SMTP_STARTTLS": True,
+    "SMTP_TIMEOUT": 20,
+    # A gateway that has not checked in this long during a lesson is offline.
+    "ALERT_OFFLINE_MINUTES": 15,
+    # A gateway that applied another version than the current policy this long is stale.
+    "ALERT_STALE_MINUTES": 30,
+    # A timetable source whose syncs failed for this long.
+    "ALERT_SYNC_FAILED_MINUTES": 60,
 }
 
 _INT_SETTINGS = {k for k, v in DEFAULTS.items() if isinstance(v, int) and not isinstance(v, bool)}

@@ -539,3 +539,35 @@ class AgentTokenUse(db.Model):
                                             primary_key=True)
     jti: Mapped[str] = mapped_column(String(128), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+ALERT_KINDS = ("gateway_offline", "gateway_policy_stale", "gateway_policy_expired",
+               "timetable_sync_failing")
+
+
+class AlertIncident(db.Model):
+    """One incident IT is told about by e-mail (server/alerts.py): a gateway offline during a
+    lesson, a gateway on a stale or expired policy, a timetable source that keeps failing.
+
+    One row per incident, from when it is noticed until it is over: one e-mail when it opens,
+    one when it recovers, however many minutes it lasts. `confirmed_at` is None while the
+    condition has not held long enough yet (a stale policy is given its minutes first); such a
+    row is neither mailed nor shown, and goes away if the condition ends. `subject_id` is the
+    gateway's id or the timetable source's id; `subject_name` is kept for the recovery mail of
+    a gateway that was removed meanwhile.
+    """
+
+    __tablename__ = "alert_incidents"
+    __table_args__ = (Index("ix_alert_incidents_open", "kind", "subject_id", "resolved_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    school_id: Mapped[int] = mapped_column(ForeignKey("schools.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))  # one of ALERT_KINDS
+    subject_id: Mapped[str] = mapped_column(String(36))
+    subject_name: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    noticed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_mail_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_mail_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    mail_failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_mail_error: Mapped[str | None] = mapped_column(Text)

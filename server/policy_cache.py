@@ -15,6 +15,7 @@ objects.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +23,7 @@ from flask import current_app
 
 from . import changes
 from .extensions import db
+from .metrics import COMPILE_SECONDS
 from .models import Gateway, utcnow
 
 _lock = threading.Lock()
@@ -71,9 +73,11 @@ def cached_policy(gateway_id: str, school_id: int, *, for_agent: bool = False) -
         reuse = cached[2].inputs
         rooms = frozenset() if cached[3] == timetable else changes.timetable_rooms(
             school_id, cached[3], timetable)
+    started = time.perf_counter()
     compiled = gateway_policy(gateway, reuse=reuse, rooms_changed=rooms,
                               previous=None if cached is None else cached[2].policy,
                               generation=generation)
+    COMPILE_SECONDS.observe(time.perf_counter() - started)
     disabled = gateway.disabled_at is not None
     with _lock:
         _entries[key] = (generation, hour, compiled, timetable, disabled)

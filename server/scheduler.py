@@ -74,12 +74,19 @@ def _timetable_sync(app: Flask, exclusive: threading.Lock) -> dict[str, int]:
     return sync_due(db.session, write_lock=exclusive)
 
 
+def _alerts(app: Flask) -> dict[str, int]:
+    from .alerts import run_alerts
+    return run_alerts(app, utcnow())
+
+
 def scheduled_jobs(app: Flask) -> list[ScheduledJob]:
     """Every job the worker schedules."""
     return [ScheduledJob("retention", _retention, "interval", {"hours": 6}, run_at_start=True),
             # Each linked timetable source at its own `every_minutes` (server/timetable/sync.py).
             ScheduledJob("timetable-sync", _timetable_sync, "interval", {"minutes": 1},
-                         run_at_start=True, locks_itself=True)]
+                         run_at_start=True, locks_itself=True),
+            # Incidents for IT, and their e-mails (server/alerts.py).
+            ScheduledJob("alerts", _alerts, "interval", {"minutes": 1}, run_at_start=True)]
 
 
 def start_scheduler(app: Flask, exclusive: threading.Lock) -> BackgroundScheduler:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import sys
 import threading
 import time
 from functools import lru_cache
@@ -89,6 +90,7 @@ EXPIRE_EVERY = 0.05  # seconds between looks for first flights whose time is up
 # the bell must not overflow scapy's default of 64 KiB.
 CAPTURE_BUFFER = 4 * 2**20
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+SOL_PACKET, PACKET_STATISTICS = 263, 6  # <linux/if_packet.h>
 
 
 def blocked_networks(state: BlockState | None, now: float | None = None) -> list[str]:
@@ -193,7 +195,7 @@ class Observer:
         self.matcher = DomainMatcher()
         self._state_for: Any = None
         self.table = BlockTable()
-        self.stats = {"packets": 0, "learned": 0, "resets": 0, "refused": 0}
+        self.stats = {"packets": 0, "learned": 0, "resets": 0, "refused": 0, "kernel_drops": 0}
         # First flights refused unread, per segment id (a count, nothing about clients).
         self.refused_by_segment: dict[int, int] = {}
         self.flights = FirstFlightReassembler()
@@ -429,6 +431,19 @@ class Observer:
         while not getattr(self._sniffer, "running", False) and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.1)
+
+    def kernel_drops(self) -> int:
+        """Frames the kernel dropped since start() because a capture socket's buffer was full.
+
+        PACKET_STATISTICS (packet(7)) gives the drops since the last read and resets them.
+        """
+        for _, sock in list(self._sockets):
+            try:
+                raw = sock.ins.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+            except (OSError, AttributeError):
+                continue
+            self.stats["kernel_drops"] += int.from_bytes(raw[4:8], sys.byteorder)
+        return self.stats["kernel_drops"]
 
     def stop(self) -> None:
         """Stop the capture and close the raw sockets."""

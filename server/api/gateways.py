@@ -19,6 +19,7 @@ from ..errors import ApiError, abort_json
 from ..extensions import db
 from ..gateways import (GatewayError, create_gateway, hash_token, issue_enrollment_token,
                         remove_gateway, set_gateway_disabled)
+from ..metrics import LONG_POLLS, POLICY_BYTES
 from ..models import EnrollmentToken, Gateway, GatewayCounter, School, Service, utcnow
 from ..policy import PolicyTooLarge, SignedPolicy
 from ..policy_cache import GatewayGone, cached_policy
@@ -139,6 +140,7 @@ def _policy_response(signed: SignedPolicy, fmt: str) -> Response:
     except PolicyTooLarge as err:
         current_app.logger.error("%s", err)
         abort_json(503, str(err))
+    POLICY_BYTES.observe(len(jws))
     response = jsonify({"version": signed.version, "policy": jws})
     response.headers["ETag"] = f'"{signed.version}"'
     response.headers["Cache-Control"] = "no-store"
@@ -244,6 +246,7 @@ def self_policy() -> Response:
     deadline = time.monotonic() + _spread(wait)
     polls = _long_polls()
     replaced = polls.claim(gateway_id, school_id)
+    LONG_POLLS.inc()
     try:
         while True:
             remaining = deadline - time.monotonic()
@@ -264,6 +267,7 @@ def self_policy() -> Response:
             if signed.version != known:
                 return _policy_response(signed, fmt)
     finally:
+        LONG_POLLS.dec()
         polls.release(gateway_id, replaced)
 
 

@@ -262,8 +262,10 @@ def it_gateways() -> tuple[str, int]:
     now = utcnow()
     cache: dict[str, Any] = {}
     health = [gateway_health(g, now, cache) for g in _school_gateways(user.school_id)]
+    from ..alerts import open_incidents
     return render_template("it/gateways.html", health=health, errors=errors, name=name,
-                           created=created), 400 if errors else 200
+                           created=created, alerts=open_incidents(user.school_id)
+                           ), 400 if errors else 200
 
 
 @bp.get("/it/gateways/<gateway_id>")

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..metrics import observe_sync
 from ..models import School, TimetableSource, utcnow
 from .common import MAX_FILE_BYTES, ImportReport, ParsedTimetable, TimetableError, decode_utf8, \
     school_zone
@@ -250,9 +251,11 @@ def sync_named(session: Session, school: School, name: str, *, now: datetime | N
             failed = _source(session, school_id, name)
             if failed is not None:
                 record_failure(failed, str(err), at)
+                observe_sync(failed.id, "failed")
             session.commit()
             return None, str(err)
         session.commit()
+        observe_sync(source.id, "synced" if report else "unchanged")
     return report, None
 
 
@@ -263,6 +266,7 @@ def _failed(session: Session, school_id: int, name: str, message: str, at: datet
         source = _source(session, school_id, name)
         if source is not None:
             record_failure(source, message, at)
+            observe_sync(source.id, "failed")
         session.commit()
     log.info("timetable source %s failed: %s", name, message)
     return None, message

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -195,15 +197,22 @@ def test_errors_print_once_and_map_to_exit_codes(
 def test_run_with_the_dry_run_backend_logs_the_transactions_and_the_change_then_stops_on_sigterm(
         state_dir: Path) -> None:
     (state_dir / "status.json").unlink()  # the agent's own one says it has started
+    with socket.socket() as probe:  # a free port for the agent's counters
+        probe.bind(("127.0.0.1", 0))
+        metrics_port = probe.getsockname()[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "agent", "run", "--state-dir", str(state_dir),
-         "--backend", "dry-run", "--upstream-dns", "127.0.0.1"],
+         "--backend", "dry-run", "--upstream-dns", "127.0.0.1",
+         "--metrics", f"127.0.0.1:{metrics_port}"],
         cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         deadline = time.monotonic() + 20
         while not (state_dir / "status.json").exists() and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.3)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
+                                    timeout=10) as answer:
+            counters = answer.read().decode()
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
@@ -216,6 +225,11 @@ def test_run_with_the_dry_run_backend_logs_the_transactions_and_the_change_then_
     status = json.loads((state_dir / "status.json").read_text())
     assert status["backend"] == "dry-run" and status["policy_version"] == "v1"
     assert "10.81.1." not in json.dumps(status)
+    # The counters the running agent serves (agent/metrics.py): its policy and its blocks.
+    assert 'lesfocus_agent_policy_info{version="v1"} 1.0' in counters
+    assert 'lesfocus_agent_blocks_active{service="tiktok"} 1.0' in counters
+    assert "lesfocus_agent_apply_duration_seconds_count 1.0" in counters
+    assert "10.81." not in counters
 
 
 def test_python_dash_m_agent_and_the_console_script_share_main() -> None:

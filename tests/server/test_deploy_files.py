@@ -31,7 +31,11 @@ def test_the_server_units_run_a_real_command_unprivileged_with_one_instance_fold
     assert settings["User"] == ["lesfocus"] and settings["CapabilityBoundingSet"] == [""]
     assert settings["NoNewPrivileges"] == ["yes"] and settings["ProtectSystem"] == ["strict"]
     # Every process of a deployment signs with the same key: the same absolute folder.
-    assert settings["Environment"] == ["LESFOCUS_INSTANCE_PATH=/var/lib/lesfocus"]
+    # And one metrics folder per host, emptied at boot (docs/deploy-server.md, "Metrics").
+    assert settings["Environment"] == ["LESFOCUS_INSTANCE_PATH=/var/lib/lesfocus",
+                                       "PROMETHEUS_MULTIPROC_DIR=/run/lesfocus-metrics"]
+    assert settings["RuntimeDirectory"] == ["lesfocus-metrics"]
+    assert settings["RuntimeDirectoryPreserve"] == ["yes"]
     assert settings["StateDirectory"] == ["lesfocus"]
     argv = shlex.split(settings["ExecStart"][0].replace("%i", "8001"))
     assert argv[0] == "/opt/lesfocus/.venv/bin/lesfocus" and argv[1] == command
