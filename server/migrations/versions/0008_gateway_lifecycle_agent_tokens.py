@@ -11,7 +11,7 @@
   (LESFOCUS_DASHBOARD_IDLE_MINUTES).
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02 06:45:00
 
 """
@@ -22,7 +22,7 @@ import server.models
 
 # revision identifiers, used by Alembic.
 revision = '0008'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 

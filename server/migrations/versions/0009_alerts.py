@@ -5,7 +5,7 @@ lesson, a stale or expired policy on a gateway, a timetable source failing for a
 was noticed, confirmed and resolved, and when its two e-mails went out (server/alerts.py).
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0008
 Create Date: 2026-12-02 07:00:00
 
 """
@@ -16,7 +16,7 @@ import server.models
 
 # revision identifiers, used by Alembic.
 revision = '0009'
-down_revision = '0005'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 

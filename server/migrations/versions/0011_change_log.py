@@ -6,7 +6,7 @@ replaces reading a fingerprint of every school's tables every two seconds. On Po
 stays empty.
 
 Revision ID: 0011
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-02 07:00:00
 
 """
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '0011'
-down_revision = '0005'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
