@@ -85,8 +85,8 @@ def sso_callback() -> Response | tuple[str, int]:
     if pending is None or provider is None:
         return login_page(400, error=_message("state", ""))
     try:
-        claims, id_token = finish(provider, pending, request.args.to_dict(), redirect_uri(), utcnow(),
-                        _timeout())
+        claims, id_token = finish(provider, pending, request.args.to_dict(), redirect_uri(),
+                                  utcnow(), _timeout())
     except SealedError:
         log.error("sso %s: the client secret cannot be unsealed (another sealing key file?)",
                   provider.name)

@@ -2,11 +2,11 @@
 
 Debian's Chromium (Playwright) against `lesfocus serve` on 127.0.0.1 and the certified
 `oidc-provider` (tests/support/oidc) on 127.0.0.1: the teacher clicks "Inloggen met
-Schoolaccount" on the real sign-in page, signs in at the provider, lands on "Nu"; signing out
-ends the lesfocus session and then the provider's (RP-initiated logout), back on the sign-in
-page (a screenshot of it goes to `screenshots/dashboard/`). Every request to an address other than 127.0.0.1 (the provider's pages load a web font) is
-aborted by the browser context. The negative cases run at the HTTP level in
-tests/server/dashboard/test_sso.py.
+Schoolaccount" on the real sign-in page (a screenshot of it goes to `screenshots/dashboard/`),
+signs in at the provider, lands on "Nu"; signing out ends the lesfocus session and then the
+provider's (RP-initiated logout), back on the sign-in page. Every request to an address other
+than 127.0.0.1 (the provider's pages load a web font) is aborted by the browser context. The
+negative cases run at the HTTP level in tests/server/dashboard/test_sso.py.
 """
 
 from __future__ import annotations

@@ -153,7 +153,8 @@ class ForgingProvider:
     signing_key: RSAKey | None = None
     header: dict[str, Any] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
-    challenges: dict[str, tuple[str, str]] = field(default_factory=dict)  # code -> (challenge, nonce)
+    # code -> (PKCE challenge, nonce) of each /auth request
+    challenges: dict[str, tuple[str, str]] = field(default_factory=dict)
     jwks_fetches: int = 0
     userinfo: dict[str, Any] = field(default_factory=lambda: {"sub": "s-1"})
     issuer: str = ""
@@ -214,6 +215,7 @@ class ForgingProvider:
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
+            self.server = None
 
     def discovery(self) -> dict[str, Any]:
         return {"issuer": self.issuer, "authorization_endpoint": self.issuer + "/auth",

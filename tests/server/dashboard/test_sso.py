@@ -7,8 +7,9 @@ unknown identity (refused, or a teacher login when IT allows it); the provider's
 With forged ID tokens (tests/support/oidc_provider.ForgingProvider, keys the test holds served as
 the provider's JWKS): another audience, expired, another nonce, signed by an unpublished key,
 `alg: none` and HS256 with the client secret, another issuer, an unverified e-mail, a sign-in
-cancelled at the provider, the e-mail only in UserInfo (signs in) or UserInfo of another `sub`; and a good forged token as the control that the forging path signs
-in at all.
+cancelled at the provider, the e-mail only in UserInfo (signs in) or UserInfo of another `sub`,
+the provider gone between the sign-in page and the token request; and a good forged token as
+the control that the forging path signs in at all.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ def _fresh_caches() -> Iterator[None]:
 def _add_provider(app: Flask, tmp_path: Path, name: str, issuer: str, *extra: str) -> None:
     secret = tmp_path / f"{name}.secret"
     secret.write_text(CLIENT_SECRET + "\n")
-    result = app.test_cli_runner().invoke(args=["sso", "add", name, "--issuer", issuer, "--client-id",
-                                          CLIENT_ID, "--client-secret-file", str(secret),
-                                          "--school", "test", *extra])
+    result = app.test_cli_runner().invoke(args=[
+        "sso", "add", name, "--issuer", issuer, "--client-id", CLIENT_ID,
+        "--client-secret-file", str(secret), "--school", "test", *extra])
     assert result.exit_code == 0, result.output
     assert CLIENT_SECRET not in result.output
 
@@ -215,11 +216,13 @@ def test_password_sign_in_can_be_switched_off_per_school(app: Flask, world,
 
 FORGED_CASES = ("good", "audience", "expired", "nonce", "issuer", "unpublished key", "alg none",
                 "hs256 with the secret", "unverified email", "cancelled at the provider",
-                "email in userinfo only", "userinfo of another subject")
+                "email in userinfo only", "userinfo of another subject",
+                "provider down at the token step")
 # What the log line's English detail names for each refusal: the check that was meant.
-FORGED_REASONS = {"userinfo of another subject": "another subject", "audience": "(aud)", "expired": "ExpiredTokenError", "nonce": "(nonce)",
+FORGED_REASONS = {"audience": "(aud)", "expired": "ExpiredTokenError", "nonce": "(nonce)",
                   "issuer": "(iss)", "unpublished key": "signature", "alg none": "'none'",
-                  "hs256 with the secret": "'HS256'"}
+                  "hs256 with the secret": "'HS256'",
+                  "userinfo of another subject": "another subject"}
 
 
 def test_forged_id_tokens(app: Flask, world, tmp_path: Path, forger: ForgingProvider,
@@ -263,6 +266,8 @@ def test_forged_id_tokens(app: Flask, world, tmp_path: Path, forger: ForgingProv
             forger.id_token = lambda nonce: token  # type: ignore[method-assign]
         fetches = forger.jwks_fetches
         query = forger.authorize(authorization)
+        if case == "provider down at the token step":  # the last case: it stays down
+            forger.stop()
         if case == "cancelled at the provider":  # what a provider sends when one says no
             query = "error=access_denied&" + query.split("&", 1)[1]
         response = _callback(client, f"{CALLBACK}?{query}")
@@ -278,6 +283,9 @@ def test_forged_id_tokens(app: Flask, world, tmp_path: Path, forger: ForgingProv
         ), case  # only the sign-ins meant to work made sessions
         if case == "unverified email":
             assert response.status_code == 403 and "niet bekend in lesfocus" in text, case
+            continue
+        if case == "provider down at the token step":
+            assert response.status_code == 502 and "is nu niet bereikbaar" in text, case
             continue
         if case == "cancelled at the provider":
             assert response.status_code == 400 and "heeft je niet aangemeld" in text, case
