@@ -69,9 +69,11 @@ def claim(gateway_id: str, claims: dict[str, Any], *, max_lifetime: int, leeway:
               "expires_at": _expires(claims, max_lifetime, leeway, current)}
     dialect = db.session.get_bind().dialect.name
     builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = builder(AgentTokenUse).values(**values).on_conflict_do_nothing()
+    # RETURNING tells whether the row went in; an ORM statement's rowcount is -1 on some paths.
+    statement = (builder(AgentTokenUse).values(**values).on_conflict_do_nothing()
+                 .returning(AgentTokenUse.jti))
     try:
-        inserted = db.session.execute(statement).rowcount
+        inserted = len(db.session.execute(statement).all())
         db.session.commit()
     except IntegrityError:
         # The foreign key: the gateway was removed (through another process, whose removal
