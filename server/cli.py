@@ -798,7 +798,10 @@ def timetable_source_list(slug: str) -> None:
             "last_error": source.last_error, "last_counts": report.get("counts"),
             "window": report.get("window"),
             **{key: (source.options or {}).get(key) for key in ("user", "untis_school")
-               if (source.options or {}).get(key)}}))
+               if (source.options or {}).get(key)},
+            # Whether a token or password is kept (sealed), never the secret itself.
+            **({"secret": "sealed"} if source.kind in ("zermelo", "webuntis") and
+               source.credentials is not None else {})}))
 
 
 @click.group("services")

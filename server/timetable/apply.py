@@ -19,6 +19,8 @@ from .common import ImportReport, ParsedTimetable
 
 # Keeps IN (...) lists well below SQLite's and PostgreSQL's parameter limits.
 CHUNK = 500
+# New lessons are written this many at a time (memory: see apply_timetable).
+INSERT_BATCH = 10_000
 # Past this many new rooms/groups/teachers the notes list them in one line each kind.
 NOTE_EACH_UP_TO = 20
 
@@ -142,6 +144,11 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable, *
             for kind in links:
                 if links[kind]:
                     insert_links[kind][lesson.source_id] = links[kind]
+            if len(inserts) >= INSERT_BATCH:
+                # Written as they come: the rows of a large first import are never all in
+                # memory at once (the parsed lessons are).
+                _insert_batch(session, inserts, insert_links)
+                inserts, insert_links = [], {kind: {} for kind, _, _ in _LINKS}
             if lesson.cancelled:
                 report.cancelled += 1
             else:
@@ -194,13 +201,19 @@ def apply_timetable(session: Session, school: School, parsed: ParsedTimetable, *
         if rows:
             session.execute(insert(table), rows)
     if inserts:
-        new_ids = _insert_lessons(session, inserts)
-        for kind, table, column in _LINKS:
-            rows = [{"lesson_id": new_ids[source_id], column: target}
-                    for source_id, targets in insert_links[kind].items() for target in targets]
-            if rows:
-                session.execute(insert(table), rows)
+        _insert_batch(session, inserts, insert_links)
     return report
+
+
+def _insert_batch(session: Session, inserts: list[dict[str, Any]],
+                  insert_links: dict[str, dict[str, frozenset[int]]]) -> None:
+    """Insert new lessons and their room/group/teacher links."""
+    new_ids = _insert_lessons(session, inserts)
+    for kind, table, column in _LINKS:
+        rows = [{"lesson_id": new_ids[source_id], column: target}
+                for source_id, targets in insert_links[kind].items() for target in targets]
+        if rows:
+            session.execute(insert(table), rows)
 
 
 def _insert_lessons(session: Session, rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -208,15 +221,17 @@ def _insert_lessons(session: Session, rows: list[dict[str, Any]]) -> dict[str, i
     # A plain executemany, then one query for the ids, is several times faster than
     # INSERT ... RETURNING for 100k rows (SQLAlchemy renders RETURNING batches one by one).
     session.execute(insert(_LESSONS), rows)
-    wanted = {row["source_id"] for row in rows}
-    first = min(row["start"] for row in rows)
-    last = max(row["start"] for row in rows)
     school_id, source = rows[0]["school_id"], rows[0]["source"]
-    statement = select(_LESSONS.c.id, _LESSONS.c.source_id).where(
-        _LESSONS.c.school_id == school_id, _LESSONS.c.source == source,
-        _LESSONS.c.start >= first, _LESSONS.c.start <= last)
-    return {source_id: lesson_id for lesson_id, source_id in session.execute(statement)
-            if source_id in wanted}
+    found: dict[str, int] = {}
+    # By the unique (school, source, source_id) index: a batch's lessons are spread over the
+    # whole window (a series is expanded week after week), so a range of starts would read
+    # the earlier batches' lessons again.
+    for chunk in _chunks([row["source_id"] for row in rows]):
+        found.update((source_id, lesson_id) for lesson_id, source_id in session.execute(
+            select(_LESSONS.c.id, _LESSONS.c.source_id).where(
+                _LESSONS.c.school_id == school_id, _LESSONS.c.source == source,
+                _LESSONS.c.source_id.in_(chunk))))
+    return found
 
 
 def _load_existing(session: Session, school_id: int, parsed: ParsedTimetable, source_name: str

@@ -270,7 +270,8 @@ def test_secrets_appear_nowhere_but_sealed(app: Flask, tmp_path: Path,
         assert logins[-1] == NEW_PASSWORD and untis.calls[-1]["method"] == "logout"
     assert "HTTP 403" in outputs[3] and "-8504" in outputs[3]
     listed = [json.loads(line) for line in outputs[4].splitlines()]
-    assert {entry["name"] for entry in listed} == {"untis", "zportal"}
+    assert {entry["name"]: entry.get("secret") for entry in listed} == {
+        "untis": "sealed", "zportal": "sealed"}
     with app.app_context():
         from server.timetable.sources import read_secret
         sources = db.session.scalars(select(TimetableSource).order_by(TimetableSource.name)).all()
