@@ -95,6 +95,14 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # A batch migration rebuilds a table on SQLite (new table, copy, drop, rename). The
+            # app turns foreign keys on for every connection, and then the drop cascades: the
+            # rebuild of `schools` deleted every lesson and timetable source. SQLite ignores the
+            # pragma inside a transaction, so it is set before the migrations' transaction.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
@@ -103,6 +111,12 @@ def run_migrations_online():
 
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()
+            if broken:
+                raise RuntimeError(f"the migration left rows that point nowhere: {broken[:5]}")
 
 
 if context.is_offline_mode():
