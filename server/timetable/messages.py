@@ -122,11 +122,45 @@ MESSAGES = (
     N_("left out %(count)s outside the window %(window)s"),
     N_("source %(name)s is a %(kind)s source, synced from its address; import files into a "
        "file source (another --source)"),
+    N_("the stored secret of source %(name)s cannot be opened (%(reason)s); store it again "
+       "with `lesfocus timetable source secret`"),
+    N_("%(option)s: the secret is empty"),
+    N_("%(option)s: the secret must be one line"),
+    N_("%(option)s: the secret is longer than 1000 characters"),
     # sync.py
     N_("the address %(url)s is not an http(s) URL"),
     N_("source %(name)s: syncing %(kind)s sources is not built yet; import their export with "
        "`lesfocus timetable import`"),
     N_("source %(name)s has no address"),
+    N_("source %(name)s is a %(kind)s source: it is imported, not synced"),
+    N_("source %(name)s has no stored %(what)s"),
+    # http.py (the Zermelo and WebUntis clients)
+    N_("%(what)s redirects more than %(count)s times"),
+    N_("the answer of %(what)s is larger than the %(limit)s bytes allowed"),
+    N_("%(what)s did not answer within %(seconds)s s"),
+    N_("the TLS certificate of %(what)s is not valid: %(reason)s"),
+    N_("cannot reach %(what)s: %(reason)s"),
+    N_("the answer of %(what)s is broken: %(kind)s: %(detail)s"),
+    # webuntis_client.py
+    N_("%(what)s answered authenticate without a sessionId"),
+    N_("%(what)s took too long: the sync stopped before %(step)s"),
+    N_("%(what)s answered HTTP %(status)s to %(method)s"),
+    N_("%(what)s answered %(method)s with something that is not a JSON-RPC response"),
+    N_("%(what)s answered getRooms without a list of rooms"),
+    N_("%(what)s lists no active room for this user; nothing was changed"),
+    # zermelo_client.py
+    N_("%(what)s did not accept the token (HTTP 401%(message)s): it is wrong, expired or "
+       "revoked; make a new one in the portal and store it with `lesfocus timetable source "
+       "secret NAME --token-file F`"),
+    N_("%(what)s refused the token (HTTP 403%(message)s): its user may not read the school's "
+       "appointments; give the user the rights docs/timetables.md lists, or a token with the "
+       "Schedule scope"),
+    N_("%(what)s answered HTTP %(status)s for %(week)s%(message)s"),
+    N_("%(what)s answered %(week)s with something that is not its JSON envelope "
+       "({\"response\": {\"data\": [...]}})"),
+    N_("%(what)s answered %(week)s with status %(status)s%(message)s"),
+    N_("%(what)s answered %(week)s without a data list"),
+    N_("%(what)s sent %(count)s of the %(total)s appointments of %(week)s; nothing was changed"),
     N_("the feed answered HTTP %(code)s %(reason)s"),
     N_("cannot reach the feed: %(reason)s"),
     N_("the feed did not answer within %(seconds)s s"),
