@@ -69,9 +69,11 @@ def claim(gateway_id: str, claims: dict[str, Any], *, max_lifetime: int, leeway:
               "expires_at": _expires(claims, max_lifetime, leeway, current)}
     dialect = db.session.get_bind().dialect.name
     builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = builder(AgentTokenUse).values(**values).on_conflict_do_nothing()
+    # RETURNING, not rowcount: psycopg reports -1 for this statement through SQLAlchemy.
+    statement = (builder(AgentTokenUse).values(**values).on_conflict_do_nothing()
+                 .returning(AgentTokenUse.jti))
     try:
-        inserted = db.session.execute(statement).rowcount
+        inserted = len(db.session.execute(statement).all())
         db.session.commit()
     except IntegrityError:
         # The foreign key: the gateway was removed (through another process, whose removal
