@@ -103,6 +103,3 @@ def purge_expired(now: datetime | None = None) -> int:
         AgentTokenUse.expires_at < (utcnow() if now is None else now)))
     db.session.commit()
     return result.rowcount or 0
-
-
-__all__ = ["MAX_JTI_LENGTH", "claim", "purge_expired"]
