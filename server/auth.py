@@ -105,7 +105,7 @@ def authenticate_agent() -> AgentKey:
             agent = fresh
         # Signed by the gateway and addressed here: now it must be the first use of its jti.
         try:
-            agent_tokens.claim(agent.gateway_id, claims,
+            agent_tokens.claim(agent.gateway_id, agent.public_key_pem, claims,
                                max_lifetime=current_app.config["LESFOCUS_AGENT_TOKEN_MAX_SECONDS"])
         except agent_tokens.GatewayRemoved:
             agent_keys.keys_of(current_app).forget([agent.gateway_id])
