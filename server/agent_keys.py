@@ -18,7 +18,9 @@ from `gateways`: the gateway's public key and school. Kept how, and how long:
   of all kept gateways again in one query per 500 and drops what differs or is gone. An entry
   that no read has confirmed for MAX_AGE_SECONDS is not used (its row is read again). So a
   gateway removed, or re-enrolled with a new key, through any process is refused by every
-  process within MAX_AGE_SECONDS, on SQLite and PostgreSQL alike.
+  process within MAX_AGE_SECONDS, on SQLite and PostgreSQL alike. (Agent requests do not wait
+  for that: the replay check of server/agent_tokens.py writes through the gateway's row and
+  refuses such a gateway at once.)
 
 Writes never rely on this: the heartbeat reads its gateway's row and compares the key
 (server/auth.py, `agent_gateway`).

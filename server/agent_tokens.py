@@ -8,8 +8,10 @@ without a `jti` is refused too, since a replay of it could not be told apart.
 
 What is kept: one row of `agent_token_uses` per accepted token (gateway id, jti, when the token's
 lifetime ends), written with the request's own session before the view runs, so every process
-sees it (the primary key decides, `INSERT ... ON CONFLICT DO NOTHING`: two copies racing through
-two processes cannot both win). The rows are bounded by the tokens' lifetime: a token lives at
+sees it (the primary key decides, `INSERT ... SELECT ... ON CONFLICT DO NOTHING`: two copies
+racing through two processes cannot both win). The SELECT is the gateway's row with the key
+that verified the token and no `disabled_at`, so the same write refuses, in every process at
+once, a gateway that was disabled, removed or re-enrolled meanwhile. The rows are bounded by the tokens' lifetime: a token lives at
 most LESFOCUS_AGENT_TOKEN_MAX_SECONDS (300 s) plus the 30 s leeway, and once that is over its
 row is deleted, by one request every PURGE_SECONDS in each process and by the worker's
 retention job. With 5,000 gateways that send about two requests a minute that is at most some
@@ -27,19 +29,18 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import String, delete, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 
 from .extensions import db
-from .models import AgentTokenUse, utcnow
+from .models import AgentTokenUse, Gateway, UTCDateTime, utcnow
 from .tokens import TokenError
 
 MAX_JTI_LENGTH = 128
 
 
 class GatewayRemoved(TokenError):
-    """The token's gateway no longer exists (its row is gone)."""
+    """The token's gateway is gone, disabled, or enrolled with another key now."""
 
 
 PURGE_SECONDS = 60.0
@@ -54,10 +55,16 @@ def _expires(claims: dict[str, Any], max_lifetime: int, leeway: int, now: float)
     return datetime.fromtimestamp(until, timezone.utc)
 
 
-def claim(gateway_id: str, claims: dict[str, Any], *, max_lifetime: int, leeway: int = 30,
-          now: float | None = None) -> None:
+def claim(gateway_id: str, public_key_pem: str, claims: dict[str, Any], *, max_lifetime: int,
+          leeway: int = 30, now: float | None = None) -> None:
     """Record the token's `jti` as used by `gateway_id` (committed); TokenError when it was
-    used already, or when the token carries none."""
+    used already, when the token carries none, and GatewayRemoved when the gateway's row no
+    longer has this key or is disabled.
+
+    One statement does it, `INSERT ... SELECT` from the gateway's row: so the row is read on
+    every agent request after all, by the write that is needed anyway, and a gateway disabled,
+    removed or re-enrolled through any process is refused from the moment that commit is
+    visible, whatever the key cache of server/agent_keys.py still holds."""
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti:
         raise TokenError("token has no jti: every agent request needs a new token with its own "
@@ -65,24 +72,24 @@ def claim(gateway_id: str, claims: dict[str, Any], *, max_lifetime: int, leeway:
     if len(jti) > MAX_JTI_LENGTH:
         raise TokenError(f"token jti is longer than {MAX_JTI_LENGTH} characters")
     current = time.time() if now is None else now
-    values = {"gateway_id": gateway_id, "jti": jti,
-              "expires_at": _expires(claims, max_lifetime, leeway, current)}
+    expires = _expires(claims, max_lifetime, leeway, current)
     dialect = db.session.get_bind().dialect.name
     builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # RETURNING tells whether the row went in; an ORM statement's rowcount is -1 on some paths.
-    statement = (builder(AgentTokenUse).values(**values).on_conflict_do_nothing()
-                 .returning(AgentTokenUse.jti))
-    try:
-        inserted = len(db.session.execute(statement).all())
-        db.session.commit()
-    except IntegrityError:
-        # The foreign key: the gateway was removed (through another process, whose removal
-        # this process's key cache has not heard of yet). Refused at once all the same.
-        db.session.rollback()
-        raise GatewayRemoved("unknown, disabled or not enrolled gateway") from None
-    if inserted != 1:
+    live_gateway = (select(Gateway.id, literal(jti, String()), literal(expires, UTCDateTime()))
+                    .where(Gateway.id == gateway_id, Gateway.disabled_at.is_(None),
+                           Gateway.public_key_pem == public_key_pem))
+    # RETURNING, not rowcount: psycopg reports -1 for this statement through SQLAlchemy.
+    statement = (builder(AgentTokenUse)
+                 .from_select(["gateway_id", "jti", "expires_at"], live_gateway)
+                 .on_conflict_do_nothing().returning(AgentTokenUse.jti))
+    inserted = len(db.session.execute(statement).all())
+    used = inserted == 0 and db.session.get(AgentTokenUse, (gateway_id, jti)) is not None
+    db.session.commit()
+    if used:
         raise TokenError("this token was used already (replay refused): every request needs a "
                          "new token")
+    if inserted == 0:
+        raise GatewayRemoved("unknown, disabled or not enrolled gateway")
     _purge_now_and_then(current)
 
 
@@ -103,6 +110,3 @@ def purge_expired(now: datetime | None = None) -> int:
         AgentTokenUse.expires_at < (utcnow() if now is None else now)))
     db.session.commit()
     return result.rowcount or 0
-
-
-__all__ = ["MAX_JTI_LENGTH", "claim", "purge_expired"]

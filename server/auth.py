@@ -81,8 +81,9 @@ def authenticate_agent() -> AgentKey:
 
     The token's signature is checked on every request, and its `jti` must be new
     (server/agent_tokens.py: one row per accepted token); the gateway's key comes from memory
-    (server/agent_keys.py: refused within its MAX_AGE_SECONDS of a removal or a new key
-    through any process, at once through this one).
+    (server/agent_keys.py). The replay check's write reads the gateway's row with the key that
+    verified the token, so a removal, a disable or a new key through any process is refused at
+    once whatever the kept key says.
     """
     token = bearer_token()
     if token is None:
@@ -105,7 +106,7 @@ def authenticate_agent() -> AgentKey:
             agent = fresh
         # Signed by the gateway and addressed here: now it must be the first use of its jti.
         try:
-            agent_tokens.claim(agent.gateway_id, claims,
+            agent_tokens.claim(agent.gateway_id, agent.public_key_pem, claims,
                                max_lifetime=current_app.config["LESFOCUS_AGENT_TOKEN_MAX_SECONDS"])
         except agent_tokens.GatewayRemoved:
             agent_keys.keys_of(current_app).forget([agent.gateway_id])

@@ -14,6 +14,10 @@ from werkzeug.routing import IntegerConverter
 
 MAX_ID = 2**31 - 1
 DATE_YEARS = (2000, 2199)
+# The longest text a query parameter may carry (the column it is compared with): longer is
+# refused with 400 naming the parameter, and the OpenAPI document says each maximum.
+QUERY_TEXT_MAX = {"action": 64, "object_type": 32, "object_id": 64, "actor": 200, "room": 64,
+                  "school": 64}
 
 
 def parse_id(text: object) -> int | None:

@@ -101,9 +101,10 @@ def rename_gateway(gateway: Gateway, name: str, *, actor: Person | str) -> Gatew
 def set_gateway_disabled(gateway: Gateway, disabled: bool, *, actor: Person | str) -> bool:
     """Disable or enable `gateway`; False when it already was so (nothing written).
 
-    A disabled gateway's agent tokens are refused (401) and its segments are reported
-    unenforced, by every process once the change feed carries the commit (server/auth.py,
-    server/api/lesson_status.py, server/dashboard/state.py). Its unused enrolment tokens end.
+    A disabled gateway's agent tokens are refused (401) by every process from the commit on
+    (server/agent_tokens.py reads its row with each request's replay check), and its segments
+    are reported unenforced once the change feed carries the commit (server/api/lesson_status.py,
+    server/dashboard/state.py). Its unused enrolment tokens end.
     """
     if (gateway.disabled_at is not None) == disabled:
         return False

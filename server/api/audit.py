@@ -11,7 +11,7 @@ from ..auth import require_user
 from ..extensions import db
 from ..models import AuditEvent
 from . import bp
-from .common import iso, parse_datetime, query_int
+from .common import iso, parse_datetime, query_int, query_str
 
 
 def audit_json(event: AuditEvent) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def list_audit() -> Response:
     query = select(AuditEvent).where(AuditEvent.school_id == g.person.school_id)
     for name, column in (("action", AuditEvent.action), ("object_type", AuditEvent.object_type),
                          ("object_id", AuditEvent.object_id), ("actor", AuditEvent.actor_label)):
-        value = request.args.get(name)
+        value = query_str(name)
         if value:
             query = query.where(column == value)
     if request.args.get("from"):

@@ -132,11 +132,18 @@ def get_str_list(body: dict[str, Any], name: str, *, required: bool = True, max_
     return out
 
 
+# The longest ISO-8601 date-time read (documented as maxLength in the OpenAPI document).
+MAX_DATETIME_LENGTH = 40
+
+
 def parse_datetime(text: Any, name: str, *, tz: str = "UTC") -> datetime:
     """An ISO-8601 date-time (a naive one is read in `tz`); 400 naming the field otherwise."""
     from zoneinfo import ZoneInfo
     if not isinstance(text, str):
         abort_json(400, f"{name} must be an ISO-8601 date-time string", field=name)
+    if len(text) > MAX_DATETIME_LENGTH:
+        abort_json(400, f"{name} is longer than {MAX_DATETIME_LENGTH} characters for a "
+                   "date-time", field=name)
     try:
         # Python 3.11+ reads `Z` and date-only values; a query string may turn `+` into a space.
         cleaned = text.strip()
@@ -173,6 +180,17 @@ def query_bool(name: str) -> bool | None:
     if lowered in {"0", "false", "no"}:
         return False
     abort_json(400, f"{name} must be true or false", field=name)
+
+
+def query_str(name: str) -> str | None:
+    """A text query parameter (None when absent or empty); 400 naming it when longer than its
+    QUERY_TEXT_MAX (server/bounds.py)."""
+    from ..bounds import QUERY_TEXT_MAX
+    raw = request.args.get(name)
+    limit = QUERY_TEXT_MAX[name]
+    if raw is not None and len(raw) > limit:
+        abort_json(400, f"{name} is longer than {limit} characters", field=name)
+    return raw or None
 
 
 def query_int(name: str, *, default: int, minimum: int, maximum: int) -> int:

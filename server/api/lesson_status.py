@@ -40,7 +40,7 @@ from ..errors import abort_json
 from ..extensions import db
 from ..models import Gateway, Room, School, Segment, SegmentCidr, segment_rooms, utcnow
 from . import bp
-from .common import extension_cors_headers, iso
+from .common import extension_cors_headers, iso, query_str
 
 # How old the index of networks may get without a word from the change feed: on PostgreSQL the
 # feed tells every process, on SQLite another process's change is seen by polling.
@@ -275,7 +275,7 @@ def lesson_status() -> Response:
     """For the caller's address: in a lesson?, which services are blocked, until when, exception."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     school_id = None
-    slug = request.args.get("school")
+    slug = query_str("school")
     if slug:
         school_id = current_index(app).schools.get(slug)
         if school_id is None:  # perhaps newer than the index

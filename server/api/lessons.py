@@ -14,7 +14,7 @@ from ..errors import abort_json
 from ..extensions import db
 from ..models import Lesson, Room, School, lesson_rooms, lesson_teachers
 from . import bp
-from .common import iso, parse_datetime, query_bool, query_int
+from .common import iso, parse_datetime, query_bool, query_int, query_str
 
 MAX_RANGE = timedelta(days=31)
 
@@ -54,7 +54,7 @@ def list_lessons() -> Response:
     query = (select(Lesson).where(Lesson.school_id == g.person.school_id, Lesson.start < end,
                                   Lesson.end > start)
              .order_by(Lesson.start, Lesson.id).limit(limit))
-    room_code = request.args.get("room")
+    room_code = query_str("room")
     if room_code:
         room_id = db.session.scalar(select(Room.id).where(Room.school_id == g.person.school_id,
                                                           Room.code == room_code))

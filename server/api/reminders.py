@@ -15,7 +15,7 @@ from ..errors import abort_json
 from ..extensions import db
 from ..models import LANGUAGES, Reminder
 from . import bp
-from .common import get_object, iso, json_body, school_by_slug
+from .common import get_object, iso, json_body, query_str, school_by_slug
 
 MAX_TEXT = 1000
 
@@ -36,7 +36,7 @@ def public_reminders() -> Response:
     lang = request.args.get("lang", "nl")
     if lang not in LANGUAGES:
         abort_json(400, f"lang must be one of {', '.join(LANGUAGES)}", field="lang")
-    school = school_by_slug(request.args.get("school"))
+    school = school_by_slug(query_str("school"))
     rows = db.session.scalars(
         select(Reminder).where(Reminder.school_id == school.id, Reminder.enabled.is_(True),
                                Reminder.audience.in_((audience, "all")))

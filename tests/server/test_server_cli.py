@@ -163,3 +163,36 @@ def test_user_delete_removes_the_person_and_keeps_the_audit_readable(app, runner
         assert "weg" not in repr([(e.actor_label, e.details) for e in events])
         assert any(e.action == "person.delete" and e.actor_label == "cli" for e in events)
     assert DELETED_PERSON == "deleted person"
+
+def test_gateway_disable_enable_reenrol_and_remove(app, runner):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from server.models import AuditEvent
+    from server.tokens import public_jwk
+    token = runner.invoke(args=["gateway", "add", "gw-a", "--school", "test"]).output \
+        .strip().splitlines()[-1]
+    key = Ed25519PrivateKey.generate()
+    assert app.test_client().post("/api/v1/gateways/enroll", json={
+        "token": token, "public_key": public_jwk(key.public_key())}).status_code == 201
+    unknown = runner.invoke(args=["gateway", "disable", "gw-b", "--school", "test"])
+    assert unknown.exit_code != 0 and "no gateway named 'gw-b'" in unknown.output
+    result = runner.invoke(args=["gateway", "disable", "gw-a", "--school", "test"])
+    assert result.exit_code == 0 and "disabled gateway 'gw-a'" in result.output
+    assert "was disabled already" in runner.invoke(
+        args=["gateway", "disable", "gw-a", "--school", "test"]).output
+    refused = runner.invoke(args=["gateway", "reenrol", "gw-a", "--school", "test"])
+    assert refused.exit_code != 0 and "disabled" in refused.output
+    assert runner.invoke(args=["gateway", "enable", "gw-a", "--school", "test"]).exit_code == 0
+    again = runner.invoke(args=["gateway", "reenrol", "gw-a", "--school", "test"])
+    assert again.exit_code == 0 and again.output.strip().splitlines()[-1].startswith("lfe_")
+    kept = runner.invoke(args=["gateway", "remove", "gw-a", "--school", "test"], input="n\n")
+    assert kept.exit_code != 0
+    with app.app_context():
+        assert db.session.scalar(select(Gateway.name)) == "gw-a"
+    gone = runner.invoke(args=["gateway", "remove", "gw-a", "--school", "test", "--yes"])
+    assert gone.exit_code == 0 and "removed gateway 'gw-a'" in gone.output
+    with app.app_context():
+        assert db.session.scalar(select(Gateway.name)) is None
+        actions = set(db.session.scalars(select(AuditEvent.action)))
+    assert {"gateway.disable", "gateway.enable", "gateway.reenrol_token",
+            "gateway.remove"} <= actions

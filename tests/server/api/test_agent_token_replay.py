@@ -12,7 +12,6 @@ import threading
 from datetime import timedelta
 from urllib.parse import urlsplit
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.policy_source import Enrollment, Response, ServerClient
@@ -43,13 +42,12 @@ def test_a_token_serves_one_request_only(client, enrolled):
     assert _poll(client, agent.token()).status_code == 200  # a new token: served
 
 
-@pytest.mark.parametrize("claims", [{"jti": None}, {"jti": ""}, {"jti": 7},
-                                    {"jti": "x" * (MAX_JTI_LENGTH + 1)}])
-def test_a_token_without_a_usable_jti_is_refused(client, enrolled, claims):
+def test_a_token_without_a_usable_jti_is_refused(client, enrolled):
     agent = enrolled("gw")
-    answer = _poll(client, agent.token(**claims))
-    message = answer.get_json()["message"]
-    assert answer.status_code == 401 and ("jti" in message or "JWT ID" in message), message
+    for jti in (None, "", 7, "x" * (MAX_JTI_LENGTH + 1)):
+        answer = _poll(client, agent.token(jti=jti))
+        message = answer.get_json()["message"]
+        assert answer.status_code == 401 and ("jti" in message or "JWT ID" in message), message
     assert _poll(client, agent.token(jti="x" * MAX_JTI_LENGTH)).status_code == 200
 
 
@@ -129,20 +127,23 @@ def test_the_real_agent_client_polls_and_beats_many_times(app, client, enrolled)
     assert server.fetch_policy(version, 0) is None  # 304: unchanged, and accepted
 
 
-@pytest.mark.parametrize("value, said", [
+REFUSED_PUBLIC_URLS = [
     (None, "LESFOCUS_PUBLIC_URL is not set"), ("", "LESFOCUS_PUBLIC_URL is not set"),
     ("lesfocus.school.example", "is not a base URL"), ("ftp://x.example", "is not a base URL"),
-    ("https://x.example/?a=1", "is not a base URL")])
-def test_serve_refuses_to_start_without_a_public_url(app, monkeypatch, value, said):
+    ("https://x.example/?a=1", "is not a base URL")]
+
+
+def test_serve_refuses_to_start_without_a_public_url(app, monkeypatch):
     from server import serving
     from server.cli import serve_command
     started: list[object] = []
     monkeypatch.setattr(serving, "exec_server", lambda *args: started.append(args))
-    app.config["LESFOCUS_PUBLIC_URL"] = value
-    result = app.test_cli_runner().invoke(serve_command, ["--port", "0"])
-    assert result.exit_code == 1 and started == []
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and said in lines[0], result.stderr
+    for value, said in REFUSED_PUBLIC_URLS:
+        app.config["LESFOCUS_PUBLIC_URL"] = value
+        result = app.test_cli_runner().invoke(serve_command, ["--port", "0"])
+        assert result.exit_code == 1 and started == [], value
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and said in lines[0], result.stderr
     app.config["LESFOCUS_PUBLIC_URL"] = "https://lesfocus.school.example"
     assert app.test_cli_runner().invoke(serve_command, ["--port", "0"]).exit_code == 0
     assert len(started) == 1

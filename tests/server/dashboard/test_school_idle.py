@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from flask import Flask
 from sqlalchemy import select
 
@@ -67,17 +66,18 @@ def test_it_sets_the_schools_idle_timeout_and_it_holds_for_its_staff(app: Flask,
     assert _school(app).idle_minutes is None
 
 
-@pytest.mark.parametrize("value", ["4", "481", "0", "-5", "10.5", "abc", "²³", "1e2",
-                                   "9" * 30, "٣٠"])
-def test_an_out_of_range_idle_timeout_is_refused_naming_the_field(app: Flask, world,
-                                                                  value: str) -> None:
+REFUSED = ["4", "481", "0", "-5", "10.5", "abc", "²³", "1e2", "9" * 30, "٣٠"]
+
+
+def test_an_out_of_range_idle_timeout_is_refused_naming_the_field(app: Flask, world) -> None:
     it = app.test_client()
     sign_in(it, "ict")
-    answer = it.post("/it/school", data={"csrf_token": csrf_token(it, "/it/school"),
-                                         "idle_minutes": value})
-    assert answer.status_code == 400
-    page = answer.get_data(as_text=True)
-    assert 'id="e-idle_minutes"' in page and "van 5 tot 480" in page
+    token = csrf_token(it, "/it/school")
+    for value in REFUSED:
+        answer = it.post("/it/school", data={"csrf_token": token, "idle_minutes": value})
+        assert answer.status_code == 400, value
+        page = answer.get_data(as_text=True)
+        assert 'id="e-idle_minutes"' in page and "van 5 tot 480" in page
     assert _school(app).idle_minutes is None
 
 
