@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from tests.support.extension import EXTENSION_ID, FakeInternet, extension_worker, set_options
-from tests.support.extension_pages import (DIALOG, EDIT, POST, no_overlay, overlay_articles, sent,
+from tests.support.extension_pages import (DIALOG, EDIT, POST, overlay_articles, sent,
                                            write_draft)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
