@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask import Flask
 from sqlalchemy import select
@@ -211,3 +213,11 @@ def test_audit_csv_is_for_leader_and_it_and_no_cell_starts_a_formula(app: Flask,
         assert sorted(row[1] for row in rows[1:]) == [
             "'+1", "'-2", "'=HYPERLINK(\"http://x\")", "'@SUM(A1)"]  # who: shown as text
     assert csv_cell("-5") == "'-5" and csv_cell("\tx") == "'\tx" and csv_cell("a=b") == "a=b"
+
+
+def test_reminder_preview_names_the_article_once_as_the_extension_does(app: Flask, world) -> None:
+    client = _client(app, "ict")
+    page = client.get(f"/it/herinneringen/{world.reminder}").get_data(as_text=True)
+    previews = re.findall(r'<p class="rp-text">([^<]*)</p>', page)
+    assert previews and not any(re.search(r"\((artikel|article) [A-Z]\d\)", p) for p in previews)
+    assert 'class="rp-article"' in page
