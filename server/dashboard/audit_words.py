@@ -109,6 +109,8 @@ class _Context:
 
     def __init__(self, events: list[AuditEvent]) -> None:
         ids = {e.actor_id for e in events if e.actor_id is not None}
+        ids |= {int(e.object_id) for e in events
+                if e.object_type == "person" and (e.object_id or "").isdigit()}
         lesson_ids: set[int] = set()
         room_ids: set[int] = set()
         group_ids: set[int] = set()

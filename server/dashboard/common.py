@@ -277,6 +277,13 @@ def _timetable_text(text: str | None) -> str:
     return translate(text or "", gettext)
 
 
+def _without_citation(text: str | None, article: str) -> str:
+    """A reminder text as the extension shows it: without its own "(artikel X)" at the end
+    (the dialog labels the article once; extension/content/checks.js withoutArticleCitation)."""
+    pattern = r"\s*\((?:artikel|article)\s+" + re.escape(article) + r"\)(?=[.!?]?\s*$)"
+    return re.sub(pattern, "", text or "", count=1, flags=re.IGNORECASE)
+
+
 def _person_label(label: str | None) -> str:
     """A stored name of who did something; "deleted person" in the reader's language."""
     from ..people import DELETED_PERSON
@@ -292,7 +299,8 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters.update(hm=_hm, hms=_hms, day=_day, dayname=_dayname,
                                  short_dt=_short_dt, iso=_iso, audit_value=_audit_value,
                                  service_name=service_name, timetable_text=_timetable_text,
-                                 person_label=_person_label)
+                                 person_label=_person_label,
+                                 without_citation=_without_citation)
     app.jinja_env.globals.update(service_line_text=line_text, extend_minutes=EXTEND_MINUTES)
 
     @app.context_processor

@@ -192,7 +192,9 @@ def leader_grant() -> Response | tuple[str, int]:
         texts = {"end": gettext("The end must be after the start and still to come."),
                  "services": gettext("Choose services that the school blocks."),
                  "reason": gettext("The reason is too long (at most 200 characters).")}
-        return _render_overview(form, {field_name: texts.get(field_name, str(err))}, 400)
+        from .grant_texts import grant_refusal
+        return _render_overview(form, {field_name: texts.get(field_name, grant_refusal(err))},
+                                400)
     db.session.rollback()
     room = db.session.get(Room, room.id) if room is not None else None
     group = db.session.get(Group, group.id) if group is not None else None

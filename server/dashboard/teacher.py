@@ -51,7 +51,8 @@ def grant_error_text(err: Exception) -> str:
         "lesson_id": gettext("This lesson is over or cancelled."),
         "minutes": gettext("This exception lasts until the end of the lesson already."),
     }
-    return texts.get(getattr(err, "field", ""), str(err))
+    from .grant_texts import grant_refusal
+    return texts.get(getattr(err, "field", ""), grant_refusal(err))
 
 
 def _change_error_text(err: Exception, exception: ExceptionGrant, now: datetime) -> str:

@@ -44,14 +44,16 @@ function fitNarrowScreens() {
   for (const wrap of document.querySelectorAll(".table-wrap")) {
     const scrolls = wrap.scrollWidth > wrap.clientWidth + 2;
     wrap.classList.toggle("scrolls", scrolls);
-    let line = wrap.nextElementSibling;
+    // Above the table, so it is read before a long table, not after it.
+    let line = wrap.previousElementSibling;
     if (!line || !line.classList.contains("scroll-hint")) {
       if (!scrolls || !hint) continue;
       line = document.createElement("p");
       line.className = "scroll-hint";
       line.textContent = hint;
-      wrap.after(line);
+      wrap.before(line);
     }
+    line.classList.toggle("shown", scrolls);
   }
 }
 

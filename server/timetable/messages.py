@@ -244,10 +244,11 @@ def _pattern(msgid: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
-@lru_cache(maxsize=1)
-def _patterns() -> tuple[tuple[re.Pattern[str], str], ...]:
+@lru_cache(maxsize=8)
+def _patterns(messages: tuple[str, ...] | None = None) -> tuple[tuple[re.Pattern[str], str], ...]:
     # Most literal text first: "line 1: not an iCalendar file" before "%(place)s: ...".
-    ordered = sorted(MESSAGES + PLACES, key=lambda m: -len(_PLACEHOLDER.sub("", m)))
+    ordered = sorted(messages if messages is not None else MESSAGES + PLACES,
+                     key=lambda m: -len(_PLACEHOLDER.sub("", m)))
     return tuple((_pattern(msgid), msgid) for msgid in ordered)
 
 
@@ -261,11 +262,13 @@ def _value(text: str, gettext: Callable[..., str], depth: int) -> str:
     return translate(text, gettext, depth + 1) if depth < 3 else text
 
 
-def translate(text: str, gettext: Callable[..., str], depth: int = 0) -> str:
-    """`text` (an importer's message) in the language `gettext` speaks; as it is when unknown."""
+def translate(text: str, gettext: Callable[..., str], depth: int = 0,
+              messages: tuple[str, ...] | None = None) -> str:
+    """`text` (an importer's message, or one of `messages`) in the language `gettext` speaks;
+    as it is when unknown."""
     if not text:
         return text
-    for pattern, msgid in _patterns():
+    for pattern, msgid in _patterns(messages):
         match = pattern.fullmatch(text)
         if match:
             values = {key: _value(value, gettext, depth) for key, value in

@@ -168,9 +168,9 @@ PHONE_HEADER = """() => {
     who: who ? who.getBoundingClientRect().width > 20 && getComputedStyle(who).display !== 'none' : null,
     tab: current ? inView(current, tabs) : null,
     scrolling: wraps.filter(w => w.scrollWidth > w.clientWidth + 2).length,
-    hinted: wraps.filter(w => w.scrollWidth > w.clientWidth + 2 && w.nextElementSibling
-                         && w.nextElementSibling.classList.contains('scroll-hint')
-                         && w.nextElementSibling.offsetHeight > 0).length,
+    hinted: wraps.filter(w => w.scrollWidth > w.clientWidth + 2 && w.previousElementSibling
+                         && w.previousElementSibling.classList.contains('scroll-hint')
+                         && w.previousElementSibling.offsetHeight > 0).length,
   };
 }"""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.support.extension import EXTENSION_ID, FakeInternet, extension_worker, set_options
-from tests.support.extension_pages import (DIALOG, EDIT, POST, no_overlay, overlay_articles, sent,
+from tests.support.extension_pages import (DIALOG, EDIT, POST, overlay_articles, sent,
                                            write_draft)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -95,7 +96,7 @@ def test_every_reminder_names_its_article_once_and_the_insult_one_asks_a_questio
 ) -> None:
     set_options(page.context, **SCHOOL)
     page.goto(fake_internet.url("x"))
-    write_draft(page, X_HOME, "jij sukkel, bel 0612345678")
+    write_draft(page, X_HOME, "jij sukkel, bel 0612345678 of vraag Sanne uit 2b")
     page.click(X_HOME_BUTTON)
     items = page.locator("lesfocus-reminder li")
     for i in range(items.count()):
@@ -106,7 +107,10 @@ def test_every_reminder_names_its_article_once_and_the_insult_one_asks_a_questio
         assert item.locator(".article").get_attribute("aria-label") == f"Artikel {article}"
         assert f"artikel {article}" not in item.locator(".text").inner_text().lower()
     found = page.locator('lesfocus-reminder li[data-article="A1"] .found').inner_text()
-    assert found == "Gevonden in je bericht: een telefoonnummer"
+    assert found == "Gevonden in je bericht: een telefoonnummer en een naam en een klas"
+    shots = Path(__file__).resolve().parents[2] / "screenshots" / "extension"
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / "overlay-findings.png"))  # for people to look at
     assert page.locator('lesfocus-reminder li[data-article="A7"] .found').inner_text() == (
         "Gevonden in je bericht: een scheldwoord of bedreiging")
     a7 = page.locator('lesfocus-reminder li[data-article="A7"] .text').inner_text()

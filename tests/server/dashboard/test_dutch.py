@@ -234,3 +234,22 @@ def test_every_importer_message_has_a_dutch_translation() -> None:
         "regel 3: de kopregel noemt de kolom room twee keer"
     assert translate("ignored 2 repeated lessons", _nl_gettext) == "2 herhaalde lessen overgeslagen"
     assert translate("something new", _nl_gettext) == "something new"
+
+
+def test_every_grant_refusal_has_a_dutch_translation() -> None:
+    from server.dashboard.grant_texts import GRANT_MESSAGES
+    source = (SERVER / "grants.py").read_text(encoding="utf-8")
+    refusals = []
+    for node in ast.walk(ast.parse(source)):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "GrantError"
+                and len(node.args) == 2):
+            arg = node.args[1]
+            if isinstance(arg, ast.JoinedStr):
+                refusals.append("".join(p.value if isinstance(p, ast.Constant) else f"V{i}"
+                                        for i, p in enumerate(arg.values)))
+            elif isinstance(arg, ast.Constant):
+                refusals.append(arg.value)
+    assert len(refusals) > 20
+    untranslated = [text for text in refusals
+                    if translate(text, _nl_gettext, messages=GRANT_MESSAGES) == text]
+    assert untranslated == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from flask import Flask
 from sqlalchemy import select
@@ -18,6 +20,11 @@ from server.policy import gateway_policy
 from server.rooms import add_room, delete_room, rename_room, update_segment
 
 
+# SQLite only, except the deletion of a person (plain UPDATEs of JSON columns) and the CSV
+# export: the rest is the same SQL on both (test-time budget, docs/testing.md).
+SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 def _client(app: Flask, username: str):
     client = app.test_client()
     sign_in(client, username)
@@ -30,6 +37,7 @@ def _school(app: Flask) -> School:
 
 
 
+@SQLITE
 def test_renaming_a_room_checks_the_code_and_recompiles_the_same_policy(app: Flask, world) -> None:
     with app.app_context():
         school = _school(app)
@@ -55,6 +63,7 @@ def test_renaming_a_room_checks_the_code_and_recompiles_the_same_policy(app: Fla
         assert event.details["old_code"] == "2.14" and event.details["code"] == "2.14a"
 
 
+@SQLITE
 def test_a_room_in_use_is_not_deleted_and_the_page_says_what_uses_it(app: Flask, world) -> None:
     client = _client(app, "ict")
     with app.app_context():
@@ -76,6 +85,7 @@ def test_a_room_in_use_is_not_deleted_and_the_page_says_what_uses_it(app: Flask,
         assert err.value.field == "room" and "1 lessons" in str(err.value)
 
 
+@SQLITE
 def test_an_unused_room_is_deleted_from_the_dashboard(app: Flask, world) -> None:
     with app.app_context():
         room_id = add_room(_school(app), "4.O1", actor="pytest").id
@@ -93,6 +103,7 @@ def test_an_unused_room_is_deleted_from_the_dashboard(app: Flask, world) -> None
         assert db.session.scalar(select(AuditEvent).where(AuditEvent.action == "room.delete"))
 
 
+@SQLITE
 def test_segment_rename_and_room_choice_change_the_policy(app: Flask, world) -> None:
     client = _client(app, "ict")
     with app.app_context():
@@ -123,6 +134,7 @@ def test_segment_rename_and_room_choice_change_the_policy(app: Flask, world) -> 
         assert gateway_policy(db.session.get(Gateway, world.gateway)).policy.segments == ()
 
 
+@SQLITE
 def test_gateway_rename_refuses_a_taken_name_at_the_field(app: Flask, world) -> None:
     from server.gateways import create_gateway
     with app.app_context():
@@ -211,3 +223,12 @@ def test_audit_csv_is_for_leader_and_it_and_no_cell_starts_a_formula(app: Flask,
         assert sorted(row[1] for row in rows[1:]) == [
             "'+1", "'-2", "'=HYPERLINK(\"http://x\")", "'@SUM(A1)"]  # who: shown as text
     assert csv_cell("-5") == "'-5" and csv_cell("\tx") == "'\tx" and csv_cell("a=b") == "a=b"
+
+
+@SQLITE
+def test_reminder_preview_names_the_article_once_as_the_extension_does(app: Flask, world) -> None:
+    client = _client(app, "ict")
+    page = client.get(f"/it/herinneringen/{world.reminder}").get_data(as_text=True)
+    previews = re.findall(r'<p class="rp-text">([^<]*)</p>', page)
+    assert previews and not any(re.search(r"\((artikel|article) [A-Z]\d\)", p) for p in previews)
+    assert 'class="rp-article"' in page
