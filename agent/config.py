@@ -12,6 +12,9 @@ from .errors import ConfigError
 DEFAULT_STATE_DIR = Path("/var/lib/lesfocus-agent")
 BACKENDS = ("nftables", "dry-run")
 RESOLV_CONF = Path("/etc/resolv.conf")
+# DNS responder workers (SO_REUSEPORT processes; 1 is a thread of the agent), chosen by
+# measurement (tests/bench/bench_dns.py, docs/agent.md).
+DNS_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class AgentConfig:
     poll_wait: int = 55  # seconds a policy long poll may wait on the server (SPEC: <= 60)
     max_backoff: float = 60.0  # longest pause between retries while the server is unreachable
     heartbeat_interval: float = 60.0
+    dns_workers: int = DNS_WORKERS
 
 
 def default_state_dir() -> Path:

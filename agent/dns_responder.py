@@ -36,6 +36,16 @@ log = logging.getLogger(__name__)
 
 FORWARD_TIMEOUT = 5.0
 LEARN_ONLY_INTERVAL = 60.0  # resolve a refused name for learning at most once a minute
+# Learning the addresses of refused names is bounded, so random subdomains of a blocked domain
+# cannot multiply the gateway's upstream traffic: a client gets a name learned at most this often
+# (a bucket of LEARN_CLIENT_BURST names refilled at LEARN_CLIENT_RATE per second), at most
+# LEARN_QUEUE names wait, and the whole responder resolves at most LEARN_RATE names per second
+# (two upstream queries each, A and AAAA), spread over its workers. The rest is not learned:
+# the client got NXDOMAIN anyway, and the observers still learn from what it connects to.
+LEARN_CLIENT_RATE = 0.5
+LEARN_CLIENT_BURST = 4.0
+LEARN_QUEUE = 256
+LEARN_RATE = 20.0
 CACHE_LIMIT = 65536
 MICRO_CACHE = 1.0  # seconds an upstream answer is reused for the same question
 DECISION_CACHE = 300.0  # at most this long a decision is reused for the same client and question
@@ -106,6 +116,7 @@ class Resolver:
         self.table = BlockTable()
         self._cache: dict[str, tuple[int, dict[str, float]] | None] = {}
         self._learn_only_at: dict[str, float] = {}
+        self.learning = LearnQueue()
         self.counts: dict[tuple[int, str], int] = {}
         self.always = always_blocked_matcher(doh)
         self.set_services(services)
@@ -113,6 +124,13 @@ class Resolver:
     def set_services(self, services: Mapping[str, Service]) -> None:
         """Use a new service catalog (the policy's)."""
         self.matcher = DomainMatcher.from_services(services)
+        # The same domains in wire form (RFC 1035 §3.1, lower case), for refuse_wire().
+        wire: dict[bytes, str] = {}
+        for domain, service in self.matcher.items():
+            encoded = dnswire.encode_name(domain)
+            if encoded is not None:
+                wire.setdefault(encoded.lower(), service)
+        self._wire_domains = wire
         self.clear_caches()
 
     def set_table(self, table: BlockTable) -> None:
@@ -128,37 +146,115 @@ class Resolver:
         # query bytes after the ID -> (expiry, upstream answer after the ID)
         self.answers: dict[bytes, tuple[float, bytes]] = {}
 
-    def decide(self, query: dnswire.Query, client: str, now: float) -> Decision:
-        """NXDOMAIN for blocked names from a blocked client; forward everything else."""
+    def client_block(self, client: str) -> tuple[int, dict[str, float]] | None:
+        """(segment id, service -> until) of a client address, cached until the table changes."""
         cache = self._cache
         if client in cache:
-            found = cache[client]
+            return cache[client]
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        found = cache[client] = self.table.lookup(client)
+        return found
+
+    def refuse_wire(self, data: bytes, client: str, now: float) -> bytes | None:
+        """The whole NXDOMAIN answer to a query for a name of a service blocked for this client,
+        read straight from the wire; None for anything else (decide() then takes it).
+
+        The hot path for refused names, seen before or not: no parse into a Query, no cache
+        entry per name. Only the plain shape is taken: one question with an uncompressed name,
+        no answer or authority records, at most an OPT record without options; the answer is
+        the one build_negative() gives (tests compare them).
+        """
+        if len(data) < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+            return None  # a response, another opcode, or not one question alone
+        found = self.client_block(client)
+        if found is None:
+            return None
+        size = len(data)
+        pos = 12
+        starts = []
+        while True:
+            if pos >= size:
+                return None
+            length = data[pos]
+            if length == 0:
+                break
+            if length > 63:
+                return None  # a pointer or an obsolete label type: decide() reads it
+            starts.append(pos)
+            pos += length + 1
+        if pos - 12 >= dnswire.MAX_NAME:
+            return None
+        qend = pos + 5
+        name = data[12:pos + 1].lower()  # length bytes are < 64, so only letters change
+        domains = self._wire_domains
+        service = None
+        for start in starts:
+            service = domains.get(name[start - 12:])
+            if service is not None:
+                break
         else:
-            if len(cache) > CACHE_LIMIT:
-                cache.clear()
-            found = cache[client] = self.table.lookup(client)
+            return None
+        segment, until = found
+        if until.get(service, 0.0) <= now:
+            return None
+        additional = data[10:12]
+        if additional == b"\x00\x00":
+            if qend != size:
+                return None
+            opt = b""
+        elif additional == b"\x00\x01":
+            # An OPT record: root owner, type 41, no options (RFC 6891 §6.1.2).
+            if size != qend + 11 or data[qend:qend + 3] != b"\x00\x00\x29" or \
+                    data[qend + 9:qend + 11] != b"\x00\x00":
+                return None
+            opt = _OPT_DO if data[qend + 7] & 0x80 else _OPT
+        else:
+            return None
+        key = (segment, service)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        if self.learning.has_token(client, now):
+            text = b".".join(name[start - 11:start - 11 + name[start - 12]]
+                             for start in starts).decode("latin-1")
+            self._due(text, client, service, now)
+        return (data[:2] + bytes((0x80 | (data[2] & 0x01), 0x83 | (data[3] & 0x10)))
+                + (b"\x00\x01\x00\x00\x00\x00\x00\x01" if opt else b"\x00\x01\x00\x00\x00\x00\x00\x00")
+                + data[12:qend] + opt)
+
+    def decide(self, query: dnswire.Query, client: str, now: float,
+               learn: bool = True) -> Decision:
+        """NXDOMAIN for blocked names from a blocked client; forward everything else.
+
+        A refused name the responder should resolve for learning goes into `learning` (within
+        its bounds) and the decision says `learn_only`; `learn=False` leaves learning out.
+        """
+        found = self.client_block(client)
         name = query.name
         service = self.matcher.match(name)
         if found is not None:
             segment, until = found
             end = until.get(service, 0.0) if service is not None else 0.0
             if end > now:
-                return Decision("nxdomain", service, segment, self._due(name, now), end)
+                return Decision("nxdomain", service, segment,
+                                learn and self._due(name, client, service, now), end)
             latest = max(until.values(), default=0.0)
             if latest > now:
                 special = self.always.match(name)
                 if special is not None:
-                    return Decision("nxdomain", special, segment, special == DOH and
-                                    self._due(name, now), latest)
+                    return Decision("nxdomain", special, segment, learn and special == DOH and
+                                    self._due(name, client, special, now), latest)
         if service is None:
             special = self.always.match(name)
             if special == DOH:
                 return Decision("forward", DOH)
         return Decision("forward", service)
 
-    def _due(self, name: str, now: float) -> bool:
+    def _due(self, name: str, client: str, service: str | None, now: float) -> bool:
         last = self._learn_only_at.get(name, 0.0)
         if now - last < LEARN_ONLY_INTERVAL:
+            return False
+        if not self.learning.offer(client, name, service, now):
             return False
         if len(self._learn_only_at) > CACHE_LIMIT:
             self._learn_only_at.clear()
@@ -183,6 +279,71 @@ class Resolver:
             self.enforcer.learn(service, [a for a, _ in parsed.addresses], ttl)
         except Exception as err:  # the answer still goes out; the block falls back to DNS alone
             log.warning("could not learn addresses for %s: %s", service, err)
+
+
+# build_negative()'s OPT record: our UDP size, the query's DO bit, no options.
+_OPT = b"\x00" + dnswire.RR_FIXED.pack(dnswire.TYPE_OPT, dnswire.OUR_UDP_SIZE, 0, 0)
+_OPT_DO = b"\x00" + dnswire.RR_FIXED.pack(dnswire.TYPE_OPT, dnswire.OUR_UDP_SIZE,
+                                           dnswire.EDNS_DO, 0)
+
+
+class LearnQueue:
+    """Refused names waiting to be resolved for learning, within the bounds above.
+
+    `offer` takes a name when its client has a token left and the queue has room; `take` hands
+    out at most `rate` names per second (a bucket of one second's worth). Counts what it turned
+    away (`refused`), never which client or name.
+    """
+
+    def __init__(self, rate: float = LEARN_RATE) -> None:
+        self.rate = rate
+        self.waiting: dict[str, str | None] = {}  # name -> service, oldest first
+        self._clients: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
+        self._tokens = rate
+        self._at = 0.0
+        self.refused = 0
+
+    def has_token(self, client: str, now: float) -> bool:
+        """Whether the client may have a name learned now (takes nothing)."""
+        if len(self.waiting) >= LEARN_QUEUE:
+            return False
+        tokens, at = self._clients.get(client, (LEARN_CLIENT_BURST, now))
+        return tokens + max(0.0, now - at) * LEARN_CLIENT_RATE >= 1.0
+
+    def offer(self, client: str, name: str, service: str | None, now: float) -> bool:
+        """Queue a name for learning unless its client or the queue is over its bound."""
+        if name in self.waiting:
+            return True
+        if len(self.waiting) >= LEARN_QUEUE:
+            self.refused += 1
+            return False
+        tokens, at = self._clients.get(client, (LEARN_CLIENT_BURST, now))
+        tokens = min(LEARN_CLIENT_BURST, tokens + max(0.0, now - at) * LEARN_CLIENT_RATE)
+        if tokens < 1.0:
+            self._clients[client] = (tokens, now)
+            self.refused += 1
+            return False
+        if len(self._clients) > CACHE_LIMIT:
+            self._clients.clear()
+        self._clients[client] = (tokens - 1.0, now)
+        self.waiting[name] = service
+        return True
+
+    def take(self, now: float) -> list[tuple[str, str | None]]:
+        """The names to resolve now (oldest first), at most `rate` per second."""
+        if not self.waiting:
+            return []
+        self._tokens = min(max(self.rate, 1.0),
+                           self._tokens + max(0.0, now - self._at) * self.rate)
+        self._at = now
+        count = min(int(self._tokens), len(self.waiting))
+        if count <= 0:
+            return []
+        self._tokens -= count
+        names = list(self.waiting.items())[:count]
+        for name, _ in names:
+            del self.waiting[name]
+        return names
 
 
 def _bind(host: str, port: int, kind: int, reuseport: bool) -> socket.socket:
@@ -255,13 +416,16 @@ class UdpWorker:
         sent_counts: dict[tuple[int, str], int] = {}
         try:
             while not self._stop:
-                for key, _ in sel.select(1.0):
+                for key, _ in sel.select(0.05 if self.resolver.learning.waiting else 1.0):
                     if key.data == "client":
                         self._from_clients(key.fileobj, up)  # type: ignore[arg-type]
                     elif key.data == "upstream":
                         self._from_upstream(up)
                     else:
                         self._control()
+                if self.resolver.learning.waiting:
+                    for name, service in self.resolver.learning.take(time.time()):
+                        self._learn_only(up, name, service)
                 mono = time.monotonic()
                 if mono - last_sweep >= 1.0:
                     last_sweep = mono
@@ -307,6 +471,13 @@ class UdpWorker:
             except OSError:
                 return
             now = time.time()
+            refusal = resolver.refuse_wire(data, peer[0], now)
+            if refusal is not None:
+                try:
+                    sock.sendto(refusal, peer)
+                except OSError:
+                    pass
+                continue
             tail = data[2:]
             # Hot path: the same client asking the same question within a second gets the same
             # decision; the tables are cleared whenever the block table or services change.
@@ -334,8 +505,6 @@ class UdpWorker:
                     sock.sendto(data[:2] + negative, peer)
                 except OSError:
                     pass
-                if decision.learn_only and query is not None:
-                    self._learn_only(up, query.name, decision.service)
                 continue
             cached = resolver.answers.get(tail)
             if cached is not None and cached[0] > now:
@@ -414,12 +583,19 @@ class UdpWorker:
 
 
 def _worker_main(resolver: Resolver, sockets: list[socket.socket], upstream: tuple[str, int],
-                 control: Any) -> None:
+                 control: Any, parent: int = 0) -> None:
     if threading.current_thread() is threading.main_thread():
         # A forked worker ends with its parent (prctl(2) PR_SET_PDEATHSIG), even on SIGKILL.
+        # The parent's own signal handlers came along with the fork: SIGTERM must kill the
+        # worker (else an orphan keeps the port, and a restarted agent cannot bind it), and
+        # Ctrl-C is the parent's to handle (it stops the workers through their channels).
         import ctypes
         import signal
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+        if parent and os.getppid() != parent:
+            return  # the parent died before the prctl: nobody would end this worker
     try:
         UdpWorker(resolver, sockets, upstream, control).run()
     except KeyboardInterrupt:
@@ -455,6 +631,8 @@ class DnsResponder:
         self.workers = max(1, int(workers))
         self.refresh_interval = refresh_interval
         self.resolver = Resolver(self._current_services(), doh, enforcer)
+        # The learning budget is the responder's: each forked worker gets its share.
+        self.resolver.learning.rate = LEARN_RATE / self.workers
         self._channels: list[Any] = []
         self._procs: list[multiprocessing.Process] = []
         self._threads: list[threading.Thread] = []
@@ -495,7 +673,8 @@ class DnsResponder:
                 socks = [self._udp[i] if index == 0 else _bind(h, p, socket.SOCK_DGRAM, True)
                          for i, (h, p) in enumerate(self.bound)]
                 proc = ctx.Process(target=_worker_main, daemon=True, name=f"dns-udp-{index}",
-                                   args=(self.resolver, socks, self.upstream, child))
+                                   args=(self.resolver, socks, self.upstream, child,
+                                         os.getpid()))
                 proc.start()
                 if index:
                     for s in socks:
@@ -589,7 +768,8 @@ class DnsResponder:
                 query = dnswire.parse_query(data)
                 if query is None:
                     return  # RFC 7766 §6.2.1 lets a server close on garbage
-                decision = self.resolver.decide(query, peer[0], time.time())
+                # Learning is the UDP workers' (TCP carries few refused names).
+                decision = self.resolver.decide(query, peer[0], time.time(), learn=False)
                 if decision.action == "nxdomain":
                     if decision.segment is not None and decision.service is not None:
                         key = (decision.segment, decision.service)
