@@ -16,7 +16,6 @@ by threads in the main process (it is rare: truncated answers and some stub reso
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import multiprocessing
 import os
@@ -25,11 +24,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import dnswire
 from .domains import DOH, DomainMatcher, always_blocked_matcher
+from .segment_table import BlockTable
 from .state import BlockState, Service
 
 log = logging.getLogger(__name__)
@@ -49,52 +48,6 @@ LEARN_RATE = 20.0
 CACHE_LIMIT = 65536
 MICRO_CACHE = 1.0  # seconds an upstream answer is reused for the same question
 DECISION_CACHE = 300.0  # at most this long a decision is reused for the same client and question
-
-
-@dataclass
-class BlockTable:
-    """Which services are blocked for a client address, and until when (epoch seconds)."""
-
-    v4: list[tuple[int, int, int, dict[str, float]]] = field(default_factory=list)
-    v6: list[tuple[int, int, int, dict[str, float]]] = field(default_factory=list)
-
-    @classmethod
-    def from_state(cls, state: BlockState | None) -> "BlockTable":
-        """The table for a BlockState (None: nothing blocked)."""
-        table = cls()
-        if state is None:
-            return table
-        for seg in state.segments:
-            if not seg.blocked:
-                continue
-            until = {sid: end.timestamp() for sid, end in seg.blocked.items()}
-            for cidr in seg.cidrs:
-                net = ipaddress.ip_network(cidr, strict=False)
-                row = (int(net.network_address), int(net.netmask), seg.segment_id, until)
-                (table.v6 if net.version == 6 else table.v4).append(row)
-        # Longest prefix first, so the most specific segment wins.
-        table.v4.sort(key=lambda r: -r[1])
-        table.v6.sort(key=lambda r: -r[1])
-        return table
-
-    def lookup(self, address: str) -> tuple[int, dict[str, float]] | None:
-        """(segment id, service -> until) for a client address, or None when it has no block."""
-        try:
-            if ":" in address:
-                if address.startswith("::ffff:") and "." in address:
-                    return self.lookup(address[7:])
-                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, address.split("%")[0]),
-                                       "big")
-                rows = self.v6
-            else:
-                value = int.from_bytes(socket.inet_aton(address), "big")
-                rows = self.v4
-        except OSError:
-            return None
-        for network, mask, segment_id, until in rows:
-            if value & mask == network:
-                return segment_id, until
-        return None
 
 
 class Decision(NamedTuple):
