@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from . import dnswire
+from .dns_learning import LEARN_RATE, LearnQueue
 from .domains import DOH, DomainMatcher, always_blocked_matcher
 from .segment_table import BlockTable
 from .state import BlockState, Service
@@ -35,16 +36,6 @@ log = logging.getLogger(__name__)
 
 FORWARD_TIMEOUT = 5.0
 LEARN_ONLY_INTERVAL = 60.0  # resolve a refused name for learning at most once a minute
-# Learning the addresses of refused names is bounded, so random subdomains of a blocked domain
-# cannot multiply the gateway's upstream traffic: a client gets a name learned at most this often
-# (a bucket of LEARN_CLIENT_BURST names refilled at LEARN_CLIENT_RATE per second), at most
-# LEARN_QUEUE names wait, and the whole responder resolves at most LEARN_RATE names per second
-# (two upstream queries each, A and AAAA), spread over its workers. The rest is not learned:
-# the client got NXDOMAIN anyway, and the observers still learn from what it connects to.
-LEARN_CLIENT_RATE = 0.5
-LEARN_CLIENT_BURST = 4.0
-LEARN_QUEUE = 256
-LEARN_RATE = 20.0
 CACHE_LIMIT = 65536
 MICRO_CACHE = 1.0  # seconds an upstream answer is reused for the same question
 DECISION_CACHE = 300.0  # at most this long a decision is reused for the same client and question
@@ -238,65 +229,6 @@ class Resolver:
 _OPT = b"\x00" + dnswire.RR_FIXED.pack(dnswire.TYPE_OPT, dnswire.OUR_UDP_SIZE, 0, 0)
 _OPT_DO = b"\x00" + dnswire.RR_FIXED.pack(dnswire.TYPE_OPT, dnswire.OUR_UDP_SIZE,
                                            dnswire.EDNS_DO, 0)
-
-
-class LearnQueue:
-    """Refused names waiting to be resolved for learning, within the bounds above.
-
-    `offer` takes a name when its client has a token left and the queue has room; `take` hands
-    out at most `rate` names per second (a bucket of one second's worth). Counts what it turned
-    away (`refused`), never which client or name.
-    """
-
-    def __init__(self, rate: float = LEARN_RATE) -> None:
-        self.rate = rate
-        self.waiting: dict[str, str | None] = {}  # name -> service, oldest first
-        self._clients: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
-        self._tokens = rate
-        self._at = 0.0
-        self.refused = 0
-
-    def has_token(self, client: str, now: float) -> bool:
-        """Whether the client may have a name learned now (takes nothing)."""
-        if len(self.waiting) >= LEARN_QUEUE:
-            return False
-        tokens, at = self._clients.get(client, (LEARN_CLIENT_BURST, now))
-        return tokens + max(0.0, now - at) * LEARN_CLIENT_RATE >= 1.0
-
-    def offer(self, client: str, name: str, service: str | None, now: float) -> bool:
-        """Queue a name for learning unless its client or the queue is over its bound."""
-        if name in self.waiting:
-            return True
-        if len(self.waiting) >= LEARN_QUEUE:
-            self.refused += 1
-            return False
-        tokens, at = self._clients.get(client, (LEARN_CLIENT_BURST, now))
-        tokens = min(LEARN_CLIENT_BURST, tokens + max(0.0, now - at) * LEARN_CLIENT_RATE)
-        if tokens < 1.0:
-            self._clients[client] = (tokens, now)
-            self.refused += 1
-            return False
-        if len(self._clients) > CACHE_LIMIT:
-            self._clients.clear()
-        self._clients[client] = (tokens - 1.0, now)
-        self.waiting[name] = service
-        return True
-
-    def take(self, now: float) -> list[tuple[str, str | None]]:
-        """The names to resolve now (oldest first), at most `rate` per second."""
-        if not self.waiting:
-            return []
-        self._tokens = min(max(self.rate, 1.0),
-                           self._tokens + max(0.0, now - self._at) * self.rate)
-        self._at = now
-        count = min(int(self._tokens), len(self.waiting))
-        if count <= 0:
-            return []
-        self._tokens -= count
-        names = list(self.waiting.items())[:count]
-        for name, _ in names:
-            del self.waiting[name]
-        return names
 
 
 def _bind(host: str, port: int, kind: int, reuseport: bool) -> socket.socket:

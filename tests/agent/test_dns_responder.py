@@ -300,7 +300,7 @@ def test_wire_refusal_leaves_everything_else_to_the_full_path(resolver: Resolver
 
 
 def test_wire_refusal_counts_and_learns_within_the_clients_bound(resolver: Resolver) -> None:
-    from agent.dns_responder import LEARN_CLIENT_BURST
+    from agent.dns_learning import LEARN_CLIENT_BURST
     now = time.time()
     for i in range(20):
         wire = dns.message.make_query(f"r{i}.x.com", "A").to_wire()
