@@ -8,6 +8,10 @@ query is forwarded to the upstream resolver and its answer relayed unchanged exc
 relayed, its A/AAAA addresses go into that service's address sets (`Enforcer.learn`), so the
 client can never connect before the gateway knows the address.
 
+A refused name in a plain query is answered from the query's bytes (`Resolver.refuse_wire`), with
+no cache entry per name; its addresses are resolved for learning only within the bounds of
+`dns_learning.LearnQueue` (per client, queue, per second), never once per query.
+
 Workers: `workers=1` serves UDP in a thread; more workers are forked processes that share the port
 with SO_REUSEPORT and get the block table and the enforcer's ruleset through a pipe. TCP is served
 by threads in the main process (it is rare: truncated answers and some stub resolvers).
