@@ -12,6 +12,9 @@ from .errors import ConfigError
 DEFAULT_STATE_DIR = Path("/var/lib/lesfocus-agent")
 BACKENDS = ("nftables", "dry-run")
 RESOLV_CONF = Path("/etc/resolv.conf")
+# DNS responder workers (SO_REUSEPORT processes; 1 is a thread of the agent), chosen by
+# measurement (tests/bench/bench_dns.py, docs/agent.md).
+DNS_WORKERS = 2
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class AgentConfig:
     heartbeat_interval: float = 60.0
     # Where the Prometheus counters are served (agent/metrics.py); None: not served.
     metrics_listen: tuple[str, int] | None = ("127.0.0.1", 9464)
+
+    dns_workers: int = DNS_WORKERS
 
 
 def default_state_dir() -> Path:

@@ -8,6 +8,10 @@ query is forwarded to the upstream resolver and its answer relayed unchanged exc
 relayed, its A/AAAA addresses go into that service's address sets (`Enforcer.learn`), so the
 client can never connect before the gateway knows the address.
 
+A refused name in a plain query is answered from the query's bytes (`Resolver.refuse_wire`), with
+no cache entry per name; its addresses are resolved for learning only within the bounds of
+`dns_learning.LearnQueue` (per client, queue, per second), never once per query.
+
 Workers: `workers=1` serves UDP in a thread; more workers are forked processes that share the port
 with SO_REUSEPORT and get the block table and the enforcer's ruleset through a pipe. TCP is served
 by threads in the main process (it is rare: truncated answers and some stub resolvers).
@@ -16,7 +20,6 @@ by threads in the main process (it is rare: truncated answers and some stub reso
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
 import multiprocessing
 import os
@@ -25,11 +28,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from . import dnswire
+from .dns_learning import LEARN_RATE, LearnQueue
 from .domains import DOH, DomainMatcher, always_blocked_matcher
+from .segment_table import BlockTable
 from .state import BlockState, Service
 
 log = logging.getLogger(__name__)
@@ -39,52 +43,6 @@ LEARN_ONLY_INTERVAL = 60.0  # resolve a refused name for learning at most once a
 CACHE_LIMIT = 65536
 MICRO_CACHE = 1.0  # seconds an upstream answer is reused for the same question
 DECISION_CACHE = 300.0  # at most this long a decision is reused for the same client and question
-
-
-@dataclass
-class BlockTable:
-    """Which services are blocked for a client address, and until when (epoch seconds)."""
-
-    v4: list[tuple[int, int, int, dict[str, float]]] = field(default_factory=list)
-    v6: list[tuple[int, int, int, dict[str, float]]] = field(default_factory=list)
-
-    @classmethod
-    def from_state(cls, state: BlockState | None) -> "BlockTable":
-        """The table for a BlockState (None: nothing blocked)."""
-        table = cls()
-        if state is None:
-            return table
-        for seg in state.segments:
-            if not seg.blocked:
-                continue
-            until = {sid: end.timestamp() for sid, end in seg.blocked.items()}
-            for cidr in seg.cidrs:
-                net = ipaddress.ip_network(cidr, strict=False)
-                row = (int(net.network_address), int(net.netmask), seg.segment_id, until)
-                (table.v6 if net.version == 6 else table.v4).append(row)
-        # Longest prefix first, so the most specific segment wins.
-        table.v4.sort(key=lambda r: -r[1])
-        table.v6.sort(key=lambda r: -r[1])
-        return table
-
-    def lookup(self, address: str) -> tuple[int, dict[str, float]] | None:
-        """(segment id, service -> until) for a client address, or None when it has no block."""
-        try:
-            if ":" in address:
-                if address.startswith("::ffff:") and "." in address:
-                    return self.lookup(address[7:])
-                value = int.from_bytes(socket.inet_pton(socket.AF_INET6, address.split("%")[0]),
-                                       "big")
-                rows = self.v6
-            else:
-                value = int.from_bytes(socket.inet_aton(address), "big")
-                rows = self.v4
-        except OSError:
-            return None
-        for network, mask, segment_id, until in rows:
-            if value & mask == network:
-                return segment_id, until
-        return None
 
 
 class Decision(NamedTuple):
@@ -106,6 +64,7 @@ class Resolver:
         self.table = BlockTable()
         self._cache: dict[str, tuple[int, dict[str, float]] | None] = {}
         self._learn_only_at: dict[str, float] = {}
+        self.learning = LearnQueue()
         self.counts: dict[tuple[int, str], int] = {}
         self.forwarded = 0  # queries passed upstream (or answered from the cache): a count only
         self.always = always_blocked_matcher(doh)
@@ -114,6 +73,13 @@ class Resolver:
     def set_services(self, services: Mapping[str, Service]) -> None:
         """Use a new service catalog (the policy's)."""
         self.matcher = DomainMatcher.from_services(services)
+        # The same domains in wire form (RFC 1035 §3.1, lower case), for refuse_wire().
+        wire: dict[bytes, str] = {}
+        for domain, service in self.matcher.items():
+            encoded = dnswire.encode_name(domain)
+            if encoded is not None:
+                wire.setdefault(encoded.lower(), service)
+        self._wire_domains = wire
         self.clear_caches()
 
     def set_table(self, table: BlockTable) -> None:
@@ -129,37 +95,115 @@ class Resolver:
         # query bytes after the ID -> (expiry, upstream answer after the ID)
         self.answers: dict[bytes, tuple[float, bytes]] = {}
 
-    def decide(self, query: dnswire.Query, client: str, now: float) -> Decision:
-        """NXDOMAIN for blocked names from a blocked client; forward everything else."""
+    def client_block(self, client: str) -> tuple[int, dict[str, float]] | None:
+        """(segment id, service -> until) of a client address, cached until the table changes."""
         cache = self._cache
         if client in cache:
-            found = cache[client]
+            return cache[client]
+        if len(cache) > CACHE_LIMIT:
+            cache.clear()
+        found = cache[client] = self.table.lookup(client)
+        return found
+
+    def refuse_wire(self, data: bytes, client: str, now: float) -> bytes | None:
+        """The whole NXDOMAIN answer to a query for a name of a service blocked for this client,
+        read straight from the wire; None for anything else (decide() then takes it).
+
+        The hot path for refused names, seen before or not: no parse into a Query, no cache
+        entry per name. Only the plain shape is taken: one question with an uncompressed name,
+        no answer or authority records, at most an OPT record without options; the answer is
+        the one build_negative() gives (tests compare them).
+        """
+        if len(data) < 17 or data[2] & 0xF8 or data[4:10] != b"\x00\x01\x00\x00\x00\x00":
+            return None  # a response, another opcode, or not one question alone
+        found = self.client_block(client)
+        if found is None:
+            return None
+        size = len(data)
+        pos = 12
+        starts = []
+        while True:
+            if pos >= size:
+                return None
+            length = data[pos]
+            if length == 0:
+                break
+            if length > 63:
+                return None  # a pointer or an obsolete label type: decide() reads it
+            starts.append(pos)
+            pos += length + 1
+        if pos - 12 >= dnswire.MAX_NAME:
+            return None
+        qend = pos + 5
+        name = data[12:pos + 1].lower()  # length bytes are < 64, so only letters change
+        domains = self._wire_domains
+        service = None
+        for start in starts:
+            service = domains.get(name[start - 12:])
+            if service is not None:
+                break
         else:
-            if len(cache) > CACHE_LIMIT:
-                cache.clear()
-            found = cache[client] = self.table.lookup(client)
+            return None
+        segment, until = found
+        if until.get(service, 0.0) <= now:
+            return None
+        additional = data[10:12]
+        if additional == b"\x00\x00":
+            if qend != size:
+                return None
+            opt = b""
+        elif additional == b"\x00\x01":
+            # An OPT record: root owner, type 41, no options (RFC 6891 §6.1.2).
+            if size != qend + 11 or data[qend:qend + 3] != b"\x00\x00\x29" or \
+                    data[qend + 9:qend + 11] != b"\x00\x00":
+                return None
+            opt = _OPT_DO if data[qend + 7] & 0x80 else _OPT
+        else:
+            return None
+        key = (segment, service)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        if self.learning.has_token(client, now):
+            text = b".".join(name[start - 11:start - 11 + name[start - 12]]
+                             for start in starts).decode("latin-1")
+            self._due(text, client, service, now)
+        return (data[:2] + bytes((0x80 | (data[2] & 0x01), 0x83 | (data[3] & 0x10)))
+                + (b"\x00\x01\x00\x00\x00\x00\x00\x01" if opt else b"\x00\x01\x00\x00\x00\x00\x00\x00")
+                + data[12:qend] + opt)
+
+    def decide(self, query: dnswire.Query, client: str, now: float,
+               learn: bool = True) -> Decision:
+        """NXDOMAIN for blocked names from a blocked client; forward everything else.
+
+        A refused name the responder should resolve for learning goes into `learning` (within
+        its bounds) and the decision says `learn_only`; `learn=False` leaves learning out.
+        """
+        found = self.client_block(client)
         name = query.name
         service = self.matcher.match(name)
         if found is not None:
             segment, until = found
             end = until.get(service, 0.0) if service is not None else 0.0
             if end > now:
-                return Decision("nxdomain", service, segment, self._due(name, now), end)
+                return Decision("nxdomain", service, segment,
+                                learn and self._due(name, client, service, now), end)
             latest = max(until.values(), default=0.0)
             if latest > now:
                 special = self.always.match(name)
                 if special is not None:
-                    return Decision("nxdomain", special, segment, special == DOH and
-                                    self._due(name, now), latest)
+                    return Decision("nxdomain", special, segment, learn and special == DOH and
+                                    self._due(name, client, special, now), latest)
         if service is None:
             special = self.always.match(name)
             if special == DOH:
                 return Decision("forward", DOH)
         return Decision("forward", service)
 
-    def _due(self, name: str, now: float) -> bool:
+    def _due(self, name: str, client: str, service: str | None, now: float) -> bool:
         last = self._learn_only_at.get(name, 0.0)
         if now - last < LEARN_ONLY_INTERVAL:
+            return False
+        if not self.learning.offer(client, name, service, now):
             return False
         if len(self._learn_only_at) > CACHE_LIMIT:
             self._learn_only_at.clear()
@@ -184,6 +228,12 @@ class Resolver:
             self.enforcer.learn(service, [a for a, _ in parsed.addresses], ttl)
         except Exception as err:  # the answer still goes out; the block falls back to DNS alone
             log.warning("could not learn addresses for %s: %s", service, err)
+
+
+# build_negative()'s OPT record: our UDP size, the query's DO bit, no options.
+_OPT = b"\x00" + dnswire.RR_FIXED.pack(dnswire.TYPE_OPT, dnswire.OUR_UDP_SIZE, 0, 0)
+_OPT_DO = b"\x00" + dnswire.RR_FIXED.pack(dnswire.TYPE_OPT, dnswire.OUR_UDP_SIZE,
+                                           dnswire.EDNS_DO, 0)
 
 
 def _bind(host: str, port: int, kind: int, reuseport: bool) -> socket.socket:
@@ -257,13 +307,16 @@ class UdpWorker:
         sent_forwarded = 0
         try:
             while not self._stop:
-                for key, _ in sel.select(1.0):
+                for key, _ in sel.select(0.05 if self.resolver.learning.waiting else 1.0):
                     if key.data == "client":
                         self._from_clients(key.fileobj, up)  # type: ignore[arg-type]
                     elif key.data == "upstream":
                         self._from_upstream(up)
                     else:
                         self._control()
+                if self.resolver.learning.waiting:
+                    for name, service in self.resolver.learning.take(time.time()):
+                        self._learn_only(up, name, service)
                 mono = time.monotonic()
                 if mono - last_sweep >= 1.0:
                     last_sweep = mono
@@ -311,6 +364,13 @@ class UdpWorker:
             except OSError:
                 return
             now = time.time()
+            refusal = resolver.refuse_wire(data, peer[0], now)
+            if refusal is not None:
+                try:
+                    sock.sendto(refusal, peer)
+                except OSError:
+                    pass
+                continue
             tail = data[2:]
             # Hot path: the same client asking the same question within a second gets the same
             # decision; the tables are cleared whenever the block table or services change.
@@ -338,8 +398,6 @@ class UdpWorker:
                     sock.sendto(data[:2] + negative, peer)
                 except OSError:
                     pass
-                if decision.learn_only and query is not None:
-                    self._learn_only(up, query.name, decision.service)
                 continue
             resolver.forwarded += 1
             cached = resolver.answers.get(tail)
@@ -419,12 +477,19 @@ class UdpWorker:
 
 
 def _worker_main(resolver: Resolver, sockets: list[socket.socket], upstream: tuple[str, int],
-                 control: Any) -> None:
+                 control: Any, parent: int = 0) -> None:
     if threading.current_thread() is threading.main_thread():
         # A forked worker ends with its parent (prctl(2) PR_SET_PDEATHSIG), even on SIGKILL.
+        # The parent's own signal handlers came along with the fork: SIGTERM must kill the
+        # worker (else an orphan keeps the port, and a restarted agent cannot bind it), and
+        # Ctrl-C is the parent's to handle (it stops the workers through their channels).
         import ctypes
         import signal
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+        if parent and os.getppid() != parent:
+            return  # the parent died before the prctl: nobody would end this worker
     try:
         UdpWorker(resolver, sockets, upstream, control).run()
     except KeyboardInterrupt:
@@ -460,6 +525,8 @@ class DnsResponder:
         self.workers = max(1, int(workers))
         self.refresh_interval = refresh_interval
         self.resolver = Resolver(self._current_services(), doh, enforcer)
+        # The learning budget is the responder's: each forked worker gets its share.
+        self.resolver.learning.rate = LEARN_RATE / self.workers
         self._channels: list[Any] = []
         self._procs: list[multiprocessing.Process] = []
         self._threads: list[threading.Thread] = []
@@ -502,7 +569,8 @@ class DnsResponder:
                 socks = [self._udp[i] if index == 0 else _bind(h, p, socket.SOCK_DGRAM, True)
                          for i, (h, p) in enumerate(self.bound)]
                 proc = ctx.Process(target=_worker_main, daemon=True, name=f"dns-udp-{index}",
-                                   args=(self.resolver, socks, self.upstream, child))
+                                   args=(self.resolver, socks, self.upstream, child,
+                                         os.getpid()))
                 proc.start()
                 if index:
                     for s in socks:
@@ -604,7 +672,8 @@ class DnsResponder:
                 query = dnswire.parse_query(data)
                 if query is None:
                     return  # RFC 7766 §6.2.1 lets a server close on garbage
-                decision = self.resolver.decide(query, peer[0], time.time())
+                # Learning is the UDP workers' (TCP carries few refused names).
+                decision = self.resolver.decide(query, peer[0], time.time(), learn=False)
                 if decision.action == "nxdomain":
                     if decision.segment is not None and decision.service is not None:
                         key = (decision.segment, decision.service)

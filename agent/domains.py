@@ -69,6 +69,10 @@ class DomainMatcher:
             dot = name.find(".", dot + 1)
         return None
 
+    def items(self) -> list[tuple[str, str]]:
+        """Every (listed domain, service id)."""
+        return list(self._by_suffix.items())
+
     def domains(self, service_id: str) -> list[str]:
         """The listed domains of one service (sorted)."""
         return sorted(d for d, s in self._by_suffix.items() if s == service_id)

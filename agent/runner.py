@@ -339,7 +339,8 @@ def build_parts(config: Any, state: Callable[[], BlockState | None],
             listen.append(("::", config.dns_port))
         parts.append(DnsResponder(listen=listen,
                                   upstream=(host, int(port or 53)), state_provider=state,
-                                  enforcer=enforcer, services=services))
+                                  enforcer=enforcer, services=services,
+                                  workers=config.dns_workers))
     if config.lan_interfaces:
         try:
             from .observers.capture import Observer

@@ -30,7 +30,7 @@ from functools import lru_cache
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..dns_responder import BlockTable
+from ..segment_table import BlockTable
 from ..domains import DOH, DomainMatcher, always_blocked_matcher
 from ..errors import EnforcerError
 from ..state import BlockState, Service

@@ -261,3 +261,51 @@ def test_gateway_refuses_doh_names_and_learns_their_addresses_for_the_doh_set(
         assert time.monotonic() < deadline, "a DoH server's address was not learned"
         time.sleep(0.1)
     assert tcp_connect(lab.c2, DOH4, 443) == "open"  # the segment without a lesson keeps DoH
+
+
+# -- the wire-level refusal (the hot path) gives exactly the answer of the full path ----------
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("x.com", {}),
+    ("Video.PBS.TwImg.com", {}),
+    ("never-seen-7f3a.x.com", {"use_edns": 0}),
+    ("x.com", {"use_edns": 0, "want_dnssec": True}),
+    ("x.com", {"use_edns": 0, "payload": 4096}),
+])
+def test_wire_refusal_is_the_full_paths_negative_answer(resolver: Resolver, name: str,
+                                                        kwargs: dict) -> None:
+    for flags in (dns.flags.RD, dns.flags.RD | dns.flags.CD, 0):
+        q = dns.message.make_query(name, "AAAA", **kwargs)
+        q.flags = flags
+        wire = q.to_wire()
+        decided = resolver.decide(dnswire.parse_query(wire), C1, time.time())  # type: ignore
+        assert decided.action == "nxdomain"
+        fast = resolver.refuse_wire(wire, C1, time.time())
+        assert fast == dnswire.build_negative(dnswire.parse_query(wire))  # type: ignore
+        answer = dns.message.from_wire(fast)  # type: ignore[arg-type]
+        assert q.is_response(answer) and answer.rcode() == dns.rcode.NXDOMAIN
+
+
+@pytest.mark.parametrize("client,name,kwargs", [
+    (C1, "notx.com", {}),                      # not listed: forwarded
+    (C1, "tiktok.com", {}),                    # listed, not blocked now
+    (C2, "x.com", {}),                         # the segment without a lesson
+    (C1, "dns.google", {}),                    # a DoH name: the full path decides it
+    (C1, "x.com", {"use_edns": 0, "options": [dns.edns.GenericOption(10, b"12345678")]}),
+])
+def test_wire_refusal_leaves_everything_else_to_the_full_path(resolver: Resolver, client: str,
+                                                              name: str, kwargs: dict) -> None:
+    wire = dns.message.make_query(name, "A", **kwargs).to_wire()
+    assert resolver.refuse_wire(wire, client, time.time()) is None
+
+
+def test_wire_refusal_counts_and_learns_within_the_clients_bound(resolver: Resolver) -> None:
+    from agent.dns_learning import LEARN_CLIENT_BURST
+    now = time.time()
+    for i in range(20):
+        wire = dns.message.make_query(f"r{i}.x.com", "A").to_wire()
+        assert resolver.refuse_wire(wire, C1, now) is not None
+    assert resolver.counts[(1, "twitter")] == 20
+    # One client asking random subdomains gets only its burst learned, not 20 names.
+    assert list(resolver.learning.waiting) == [f"r{i}.x.com" for i in range(int(LEARN_CLIENT_BURST))]
+    assert resolver.learning.take(now + 1) and not resolver.learning.waiting

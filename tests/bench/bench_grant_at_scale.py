@@ -42,6 +42,8 @@ def _learn(world: World, count: int) -> None:
         addresses = ", ".join(f"{ipaddress.ip_address(first + n * per_set + k)} timeout 3600s"
                               for k in range(per_set))
         lines.append(f"add element inet lesfocus {name} {{ {addresses} }}")
+        # and the union every forwarded packet is looked up in, as the enforcer's learn() does
+        lines.append(f"add element inet lesfocus learned4 {{ {addresses} }}")
     batch = world.tmp / "learned.nft"
     batch.write_text("\n".join(lines) + "\n")
     world.lab.gw.exec(["nft", "-f", str(batch)])
