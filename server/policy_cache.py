@@ -46,8 +46,9 @@ def cached_policy(gateway_id: str, school_id: int, *, for_agent: bool = False) -
 
     GatewayGone when it was removed, and for its agent (`for_agent`) when IT disabled it: a
     disable moves the school's generation, so every process refuses from the moment its feed
-    carries the commit (the dashboard still shows what the policy would be). The session stays open (a dashboard request goes on using
-    its objects); a long poll gives its connection back itself before it waits.
+    carries the commit (the dashboard still shows what the policy would be). The session stays
+    open (a dashboard request goes on using its objects); a long poll gives its connection back
+    itself before it waits.
     """
     from .policy import gateway_policy
     # Read before compiling, so a change during the compile is not hidden by the cache.

@@ -35,6 +35,13 @@ class _LimitedRedirects(urllib.request.HTTPRedirectHandler):
     max_redirections = MAX_REDIRECTS
 
 
+def build_opener() -> urllib.request.OpenerDirector:
+    """An opener that verifies TLS with the default context and follows at most MAX_REDIRECTS
+    redirects (the iCal feed fetch of sync.py uses it too)."""
+    return urllib.request.build_opener(
+        _LimitedRedirects(), urllib.request.HTTPSHandler(context=ssl.create_default_context()))
+
+
 def exchange(url: str, *, what: str, timeout: float, method: str = "GET",
              headers: dict[str, str] | None = None, body: bytes | None = None,
              limit: int = MAX_FILE_BYTES) -> Answer:
@@ -43,11 +50,9 @@ def exchange(url: str, *, what: str, timeout: float, method: str = "GET",
         raise TimetableError(f"the address of {what} is not an http(s) URL")
     request = urllib.request.Request(url, data=body, method=method,
                                      headers={"User-Agent": USER_AGENT, **(headers or {})})
-    opener = urllib.request.build_opener(
-        _LimitedRedirects(), urllib.request.HTTPSHandler(context=ssl.create_default_context()))
     try:
         try:
-            response = opener.open(request, timeout=timeout)
+            response = build_opener().open(request, timeout=timeout)
         except urllib.error.HTTPError as err:
             if err.code in (301, 302, 303, 307, 308):
                 raise TimetableError(f"{what} redirects more than {MAX_REDIRECTS} times") \
@@ -74,4 +79,4 @@ def exchange(url: str, *, what: str, timeout: float, method: str = "GET",
                              f"{str(err)[:120]}") from None
 
 
-__all__ = ["Answer", "MAX_REDIRECTS", "USER_AGENT", "exchange"]
+__all__ = ["Answer", "MAX_REDIRECTS", "USER_AGENT", "build_opener", "exchange"]

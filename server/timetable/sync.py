@@ -39,7 +39,7 @@ from ..metrics import observe_sync
 from ..models import School, TimetableSource, utcnow
 from .common import MAX_FILE_BYTES, ImportReport, ParsedTimetable, TimetableError, decode_utf8, \
     school_zone
-from .http import MAX_REDIRECTS, USER_AGENT
+from .http import MAX_REDIRECTS, USER_AGENT, build_opener
 from .ical import parse_ical
 from .sources import apply_to_source, day_window, read_secret
 from .untis import parse_untis
@@ -64,10 +64,6 @@ class Fetched:
     last_modified: str | None
 
 
-class _LimitedRedirects(urllib.request.HTTPRedirectHandler):
-    max_redirections = MAX_REDIRECTS
-
-
 def fetch_feed(url: str, state: dict[str, str] | None, *,
                timeout: float = TIMEOUT_SECONDS, limit: int = MAX_FILE_BYTES) -> Fetched:
     """GET `url` conditionally; TimetableError in words for every way it can fail."""
@@ -78,10 +74,8 @@ def fetch_feed(url: str, state: dict[str, str] | None, *,
     for header, key in (("If-None-Match", "etag"), ("If-Modified-Since", "last_modified")):
         if state and state.get(key):
             request.add_header(header, state[key])
-    opener = urllib.request.build_opener(
-        _LimitedRedirects(), urllib.request.HTTPSHandler(context=ssl.create_default_context()))
     try:
-        with opener.open(request, timeout=timeout) as answer:
+        with build_opener().open(request, timeout=timeout) as answer:
             body = answer.read(limit + 1)
             if len(body) > limit:
                 raise TimetableError(f"the feed is larger than the {limit} bytes allowed")
